@@ -1,0 +1,80 @@
+//! `logarchive server`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Configuration file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data folder: users.toml, archive/, catalog.db [default: ./logarchive-data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// FTP control address [default: 127.0.0.1:2121]
+    #[arg(long)]
+    ftp_listen: Option<SocketAddr>,
+    /// Web interface address [default: 127.0.0.1:8080]
+    #[arg(long)]
+    web_listen: Option<SocketAddr>,
+    /// PEM certificate chain for FTPS (and HTTPS)
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => ServerConfigFile::load(p)?,
+        None => ServerConfigFile::default(),
+    };
+    let settings = ServerSettings::resolve(
+        file,
+        Overrides {
+            data: args.data,
+            ftp_listen: args.ftp_listen,
+            web_listen: args.web_listen,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+        },
+    )?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let running = logarchive_server::start(&settings).await?;
+        if let Some(p) = &running.initial_admin_password {
+            // Printed once; only its argon2id hash is stored.
+            println!("Created the first account: user 'admin', password '{p}' (shown only now; change it with `logarchive user passwd admin`).");
+        }
+        println!(
+            "logarchive server: FTP on {} ({}), data in {}",
+            running.ftp.local_addr(),
+            if settings.tls.is_some() { "FTPS available" } else { "plain FTP" },
+            settings.data.display()
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let report = running.ftp.shutdown().await;
+        tracing::info!(?report, "stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

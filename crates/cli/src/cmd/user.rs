@@ -1,0 +1,234 @@
+//! `logarchive user add|remove|list|passwd|set`.
+
+use crate::password::read_password;
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use logarchive_ftp::rights::Rights;
+use logarchive_ftp::users::{ByteRate, NewUser, Role, UserDb, UserUpdate, WebRole};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct UserArgs {
+    /// Data folder whose users.toml to edit [default: ./logarchive-data]
+    #[arg(long, conflicts_with = "users")]
+    data: Option<PathBuf>,
+    /// The user record file itself
+    #[arg(long)]
+    users: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Add an account.
+    Add {
+        name: String,
+        /// Preset for home, rights and web role
+        #[arg(long, default_value = "agent", value_parser = parse_role)]
+        role: Role,
+        /// Home inside the archive [preset: /NAME for agents, / otherwise]
+        #[arg(long)]
+        home: Option<String>,
+        /// Comma separated: list,read,mkdir,write,append,rename,delete,overwrite (or all, none)
+        #[arg(long, value_parser = parse_rights)]
+        rights: Option<Rights>,
+        /// Bytes per second, e.g. 2MiB; 0 = unlimited
+        #[arg(long, value_parser = parse_rate)]
+        upload_limit: Option<ByteRate>,
+        #[arg(long, value_parser = parse_rate)]
+        download_limit: Option<ByteRate>,
+        /// Comma separated CIDR networks allowed to log in (default: anywhere)
+        #[arg(long, value_delimiter = ',')]
+        allowed_ips: Vec<ipnet::IpNet>,
+        /// Web role: none, viewer, admin [preset]
+        #[arg(long, value_parser = parse_web_role)]
+        web_role: Option<WebRole>,
+        /// Refuse plain-text FTP logins for this account
+        #[arg(long)]
+        tls_required: bool,
+        /// Read the password from the first line of stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove an account (its archived files stay).
+    Remove { name: String },
+    /// List the accounts.
+    List,
+    /// Set a new password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change an account.
+    Set {
+        name: String,
+        #[arg(long, value_parser = parse_rights)]
+        rights: Option<Rights>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[arg(long)]
+        home: Option<String>,
+        #[arg(long, value_parser = parse_rate)]
+        upload_limit: Option<ByteRate>,
+        #[arg(long, value_parser = parse_rate)]
+        download_limit: Option<ByteRate>,
+        /// Comma separated CIDR networks; an empty string allows anywhere
+        #[arg(long)]
+        allowed_ips: Option<String>,
+        #[arg(long, value_parser = parse_web_role)]
+        web_role: Option<WebRole>,
+        #[arg(long)]
+        tls_required: Option<bool>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+fn parse_rights(s: &str) -> Result<Rights, String> {
+    Rights::parse_list(s).map_err(|e| e.to_string())
+}
+fn parse_rate(s: &str) -> Result<ByteRate, String> {
+    s.parse()
+}
+fn parse_web_role(s: &str) -> Result<WebRole, String> {
+    s.parse()
+}
+
+pub fn run(args: UserArgs) -> Result<()> {
+    let path = match (args.users, args.data) {
+        (Some(u), _) => u,
+        (None, Some(d)) => d.join("users.toml"),
+        (None, None) => PathBuf::from(logarchive_server::config::DEFAULT_DATA).join("users.toml"),
+    };
+    let db = UserDb::open(&path)?;
+    match args.action {
+        Action::Add {
+            name,
+            role,
+            home,
+            rights,
+            upload_limit,
+            download_limit,
+            allowed_ips,
+            web_role,
+            tls_required,
+            password_stdin,
+        } => {
+            let (preset_home, preset_rights, preset_web) = role.preset(&name);
+            if db.get(&name).is_some() {
+                bail!("user {name:?} already exists in {}", path.display());
+            }
+            let password = read_password(password_stdin, true)?;
+            db.add(NewUser {
+                name: name.clone(),
+                password,
+                home: home.unwrap_or(preset_home),
+                rights: rights.unwrap_or(preset_rights),
+                upload_limit: upload_limit.unwrap_or_default(),
+                download_limit: download_limit.unwrap_or_default(),
+                allowed_ips,
+                web_role: web_role.unwrap_or(preset_web),
+                tls_required,
+            })?;
+            println!("added {name}");
+        }
+        Action::Remove { name } => {
+            db.remove(&name)?;
+            println!("removed {name}");
+        }
+        Action::List => {
+            println!(
+                "{:<20} {:<8} {:<7} {:<20} {:<14} {:<14} RIGHTS",
+                "NAME", "ENABLED", "WEB", "HOME", "UPLOAD", "DOWNLOAD"
+            );
+            for (name, r) in db.list() {
+                println!(
+                    "{:<20} {:<8} {:<7} {:<20} {:<14} {:<14} {}{}",
+                    name,
+                    if r.enabled { "yes" } else { "no" },
+                    r.web_role.to_string(),
+                    r.home,
+                    r.upload_limit.to_string(),
+                    r.download_limit.to_string(),
+                    r.rights,
+                    if r.allowed_ips.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (from {})",
+                            r.allowed_ips
+                                .iter()
+                                .map(|n| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    }
+                );
+            }
+        }
+        Action::Passwd {
+            name,
+            password_stdin,
+        } => {
+            if db.get(&name).is_none() {
+                bail!("no user {name:?} in {}", path.display());
+            }
+            let password = read_password(password_stdin, true)?;
+            db.update(
+                &name,
+                UserUpdate {
+                    password: Some(password),
+                    ..Default::default()
+                },
+            )?;
+            println!("password of {name} changed");
+        }
+        Action::Set {
+            name,
+            rights,
+            enabled,
+            home,
+            upload_limit,
+            download_limit,
+            allowed_ips,
+            web_role,
+            tls_required,
+        } => {
+            let allowed_ips = match allowed_ips {
+                None => None,
+                Some(s) if s.trim().is_empty() => Some(vec![]),
+                Some(s) => Some(
+                    s.split(',')
+                        .map(|p| {
+                            p.trim()
+                                .parse::<ipnet::IpNet>()
+                                .map_err(|e| anyhow::anyhow!("invalid network {p:?}: {e}"))
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            };
+            let r = db.update(
+                &name,
+                UserUpdate {
+                    password: None,
+                    home,
+                    rights,
+                    upload_limit,
+                    download_limit,
+                    allowed_ips,
+                    enabled,
+                    web_role,
+                    tls_required,
+                },
+            )?;
+            println!(
+                "{name}: enabled={} home={} rights={} upload={} download={} web={}",
+                r.enabled, r.home, r.rights, r.upload_limit, r.download_limit, r.web_role
+            );
+        }
+    }
+    Ok(())
+}

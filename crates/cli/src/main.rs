@@ -1,0 +1,54 @@
+//! `logarchive`: the one binary. It parses the command line and wires the libraries together;
+//! the behaviour lives in the crates under `crates/`.
+
+mod cmd;
+mod password;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "logarchive",
+    version,
+    about = "Collect log files from many computers into one archive"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the archive server (FTP service).
+    Server(cmd::server::ServerArgs),
+    /// Manage the accounts in the user record file.
+    User(cmd::user::UserArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Server(args) => cmd::server::run(args),
+        Command::User(args) => cmd::user::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line (with its causes), not a debug dump.
+            eprintln!("logarchive: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LOGARCHIVE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,libunftp=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,424 @@
+//! The FTP(S) server: a tokio task beside the embedding program's own work.
+//!
+//! libunftp speaks the protocol; we own everything around it: the accept loop (TCP_NODELAY on
+//! every control socket, session limits), one libunftp `Server` per connection through
+//! `Server::service`, the storage back-end (homes, rights, limits, hashing, events), the passive
+//! port binder, login lockout and graceful shutdown.
+
+mod auth;
+mod events;
+mod hash_cache;
+mod lockout;
+mod passive;
+mod sessions;
+mod site;
+mod storage;
+mod throttle;
+mod tls;
+mod transfer;
+mod vpath;
+
+pub use auth::FtpUser;
+pub use events::FtpEvent;
+pub use sessions::SessionInfo;
+pub use storage::ArchiveStorage;
+pub use tls::{
+    server_config as tls_server_config, server_config_from_pem as tls_server_config_from_pem,
+    TlsError,
+};
+pub use vpath::{is_temp_name, temp_name_for, TEMP_SUFFIX};
+
+use crate::users::UserDb;
+use hash_cache::HashCache;
+use libunftp::options::{ActivePassiveMode, SiteMd5};
+use libunftp::ServerBuilder;
+use lockout::Lockout;
+use sessions::Sessions;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use throttle::Throttles;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinSet;
+
+/// How the server runs. [`FtpServerConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct FtpServerConfig {
+    pub listen: SocketAddr,
+    /// The archive folder; homes are folders inside it.
+    pub archive_root: PathBuf,
+    pub passive_ports: RangeInclusive<u16>,
+    /// The address announced in PASV replies (behind NAT); default: the control connection's.
+    pub passive_host: Option<Ipv4Addr>,
+    /// FTPS (explicit, AUTH TLS). See [`tls_server_config`].
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require TLS on control and data channels for every account.
+    pub tls_required: bool,
+    pub max_sessions: usize,
+    /// 0 = no limit.
+    pub max_sessions_per_user: usize,
+    pub idle_timeout: Duration,
+    /// A data transfer that moves no byte for this long is cut.
+    pub stall_timeout: Duration,
+    /// Failed logins (per name and per address) before the lockout; 0 disables it.
+    pub login_max_failures: u32,
+    pub login_lockout: Duration,
+    /// How long running transfers may go on after shutdown was asked for.
+    pub shutdown_grace: Duration,
+    /// Safety-net poll of the users file (it is also watched with inotify).
+    pub users_poll: Duration,
+}
+
+impl FtpServerConfig {
+    pub fn new(listen: SocketAddr, archive_root: impl Into<PathBuf>) -> Self {
+        FtpServerConfig {
+            listen,
+            archive_root: archive_root.into(),
+            passive_ports: 49152..=65534,
+            passive_host: None,
+            tls: None,
+            tls_required: false,
+            max_sessions: 512,
+            max_sessions_per_user: 64,
+            idle_timeout: Duration::from_secs(600),
+            stall_timeout: Duration::from_secs(60),
+            login_max_failures: 5,
+            login_lockout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+            users_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum FtpServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("archive folder {path}: {source}")]
+    Archive {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the accept loop and every session.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: FtpServerConfig,
+    pub users: Arc<UserDb>,
+    /// Canonical archive folder.
+    pub archive_root: PathBuf,
+    pub throttles: Arc<Throttles>,
+    pub hashes: HashCache,
+    pub lockout: Lockout,
+    pub sessions: Sessions,
+    pub events: broadcast::Sender<FtpEvent>,
+    pub cancel_transfers: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn emit(&self, e: FtpEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(e);
+    }
+}
+
+/// What the shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Sessions that ended on their own or were closed while idle.
+    pub closed_gracefully: usize,
+    /// Sessions whose transfers were cut when the grace period ran out.
+    pub cut: usize,
+}
+
+/// A running server. Dropping it does not stop the server; call [`ServerHandle::shutdown`].
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    stopped: watch::Receiver<Option<ShutdownReport>>,
+}
+
+impl ServerHandle {
+    /// The bound control address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Events from now on. A subscriber that falls more than 4096 events behind loses the oldest
+    /// (and is told so by `RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<FtpEvent> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.shared.sessions.list()
+    }
+
+    pub fn users(&self) -> &Arc<UserDb> {
+        &self.shared.users
+    }
+
+    /// Stops accepting, closes idle sessions at once, lets running transfers finish within the
+    /// grace period, cuts the rest, and returns when every session is gone.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        let _ = self.stop.send(true);
+        self.stopped().await
+    }
+
+    /// Waits until the server has stopped (after [`ServerHandle::shutdown`] from anywhere).
+    pub async fn stopped(&self) -> ShutdownReport {
+        let mut rx = self.stopped.clone();
+        let report = match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone(),
+            Err(_) => None,
+        };
+        report.unwrap_or(ShutdownReport {
+            closed_gracefully: 0,
+            cut: 0,
+        })
+    }
+}
+
+/// Starts the FTP server as a tokio task.
+pub async fn start(
+    config: FtpServerConfig,
+    users: Arc<UserDb>,
+) -> Result<ServerHandle, FtpServerError> {
+    std::fs::create_dir_all(&config.archive_root).map_err(|source| FtpServerError::Archive {
+        path: config.archive_root.clone(),
+        source,
+    })?;
+    let archive_root =
+        std::fs::canonicalize(&config.archive_root).map_err(|source| FtpServerError::Archive {
+            path: config.archive_root.clone(),
+            source,
+        })?;
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| FtpServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| FtpServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+
+    let throttles = Arc::new(Throttles::default());
+    let shared = Arc::new(Shared {
+        lockout: Lockout::new(config.login_max_failures, config.login_lockout),
+        config,
+        users: Arc::clone(&users),
+        archive_root,
+        throttles: Arc::clone(&throttles),
+        hashes: HashCache::default(),
+        sessions: Sessions::default(),
+        events: broadcast::channel(4096).0,
+        cancel_transfers: watch::channel(false).0,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stopped_tx, stopped_rx) = watch::channel(None);
+
+    let watcher = users.watch(shared.config.users_poll);
+    let follower = throttles.follow(Arc::clone(&users));
+    let s = Arc::clone(&shared);
+    tokio::spawn(async move {
+        let report = accept_loop(listener, s, stop_rx).await;
+        watcher.abort();
+        follower.abort();
+        let _ = stopped_tx.send(Some(report));
+    });
+    tracing::info!(addr = %local_addr, "FTP service listening");
+    Ok(ServerHandle {
+        local_addr,
+        shared,
+        stop: stop_tx,
+        stopped: stopped_rx,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> ShutdownReport {
+    let mut tasks = JoinSet::new();
+    let mut accept_failed = false;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => admit(stream, addr, &shared, &mut tasks),
+                Err(e) => {
+                    tracing::warn!("FTP accept failed: {e}");
+                    accept_failed = true;
+                }
+            },
+        }
+        if std::mem::take(&mut accept_failed) {
+            // EMFILE and friends: back off briefly instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop(listener);
+    drain(&shared, tasks).await
+}
+
+fn admit(stream: TcpStream, addr: SocketAddr, shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
+    // Without this every reply that follows a 150 waits ~40 ms for the client's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("set_nodelay: {e}");
+    }
+    if shared.sessions.count() >= shared.config.max_sessions {
+        tasks.spawn(async move {
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"421 Too many connections, try again later\r\n")
+                .await;
+        });
+        return;
+    }
+    let control: Option<OwnedFd> = socket2::SockRef::from(&stream)
+        .try_clone()
+        .ok()
+        .map(OwnedFd::from);
+    let session = shared.sessions.open(addr, control);
+    let server = match build_server(shared, &session) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot set up FTP session: {e}");
+            shared.sessions.close(session.id);
+            return;
+        }
+    };
+    let shared = Arc::clone(shared);
+    tasks.spawn(async move {
+        if let Err(e) = server.service(stream).await {
+            tracing::debug!("FTP session from {addr} ended: {e}");
+        }
+        if let Some(user) = session.user() {
+            shared.emit(FtpEvent::LoggedOut { user, addr });
+        }
+        shared.sessions.close(session.id);
+    });
+}
+
+fn build_server(
+    shared: &Arc<Shared>,
+    session: &Arc<sessions::Session>,
+) -> Result<libunftp::Server<ArchiveStorage, FtpUser>, libunftp::ServerError> {
+    let (s, sess) = (Arc::clone(shared), Arc::clone(session));
+    let c = &shared.config;
+    let mut b = ServerBuilder::<ArchiveStorage, FtpUser>::with_user_detail_provider::<FtpUser>(
+        Box::new(move || ArchiveStorage::new(Arc::clone(&s), Arc::clone(&sess))),
+        Arc::new(auth::UserProvider),
+    )
+    .authenticator(Arc::new(auth::ConnAuthenticator {
+        shared: Arc::clone(shared),
+        session: Arc::clone(session),
+    }))
+    .greeting("logarchive FTP service ready")
+    .passive_ports(c.passive_ports.clone())
+    .idle_session_timeout(c.idle_timeout.as_secs().max(1))
+    .logger(slog::Logger::root(TracingDrain, slog::o!()))
+    .sitemd5(SiteMd5::None)
+    .active_passive_mode(ActivePassiveMode::PassiveOnly)
+    .binder(passive::ExclusiveBinder)
+    .site_command("SHA256", site::Sha256Site);
+    if let Some(ip) = c.passive_host {
+        b = b.passive_host(ip);
+    }
+    if let Some(tls) = &c.tls {
+        b = b.ftps_manual::<PathBuf>(Arc::clone(tls));
+        if c.tls_required {
+            b = b.ftps_required(
+                libunftp::options::FtpsRequired::All,
+                libunftp::options::FtpsRequired::All,
+            );
+        }
+    }
+    b.build()
+}
+
+async fn drain(shared: &Arc<Shared>, mut tasks: JoinSet<()>) -> ShutdownReport {
+    let deadline = Instant::now() + shared.config.shutdown_grace;
+    let mut cut = 0;
+    let before = shared.sessions.count();
+    loop {
+        for s in shared.sessions.all() {
+            if s.transfer().is_none() {
+                s.close_control();
+            }
+        }
+        if shared.sessions.count() == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            cut = shared
+                .sessions
+                .all()
+                .iter()
+                .filter(|s| s.transfer().is_some())
+                .count();
+            let _ = shared.cancel_transfers.send(true);
+            for s in shared.sessions.all() {
+                s.close_control();
+            }
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    // Sessions close within moments of their sockets being shut; bound the wait anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    tracing::info!(sessions = before, cut, "FTP service stopped");
+    ShutdownReport {
+        closed_gracefully: before.saturating_sub(cut),
+        cut,
+    }
+}
+
+/// Sends libunftp's log records to `tracing`: warnings and errors as such, the per-command chatter
+/// at debug level (filtered out cheaply unless asked for).
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "libunftp", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "libunftp", "{}", record.msg()),
+            _ => {
+                if tracing::enabled!(target: "libunftp", tracing::Level::DEBUG) {
+                    tracing::debug!(target: "libunftp", "{}", record.msg());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Passive ports without the race of libunftp's default binder.
+//!
+//! libunftp binds a random port with SO_REUSEADDR and calls listen() later; two sessions can bind
+//! the same port, and the one whose listen() then fails loses its control connection. Here bind
+//! *and* listen happen before the socket is handed over, so the kernel guarantees that the port is
+//! ours alone (a second listener on it is refused, and we try the next port). libunftp's own
+//! listen() on the already listening socket only sets the backlog again.
+
+use async_trait::async_trait;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use tokio::net::TcpSocket;
+
+#[derive(Debug, Default)]
+pub(crate) struct ExclusiveBinder;
+
+#[async_trait]
+impl libunftp::options::Binder for ExclusiveBinder {
+    async fn bind(
+        &mut self,
+        local_addr: IpAddr,
+        ports: RangeInclusive<u16>,
+    ) -> io::Result<TcpSocket> {
+        bind_exclusive(local_addr, ports)
+    }
+}
+
+pub(crate) fn bind_exclusive(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<TcpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (lo, hi) = (*ports.start() as u32, *ports.end() as u32);
+    if lo == 0 || hi < lo {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty passive port range",
+        ));
+    }
+    let span = hi - lo + 1;
+    let offset = rand::random::<u32>() % span;
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free passive port");
+    // Probe from a random start, at most 64 ports (the range is normally far from full).
+    for i in 0..span.min(64) {
+        let port = (lo + (offset + i) % span) as u16;
+        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        // Reuse ports whose old data connections sit in TIME_WAIT.
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.set_nodelay(true)?;
+        if let Err(e) = s.bind(&SocketAddr::new(ip, port).into()) {
+            last = e;
+            continue;
+        }
+        if let Err(e) = s.listen(16) {
+            last = e;
+            continue;
+        }
+        // SAFETY: the descriptor comes from a socket we own and give up here.
+        let std_stream = unsafe { std::net::TcpStream::from_raw_fd(s.into_raw_fd()) };
+        return Ok(TcpSocket::from_std_stream(std_stream));
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_binds_never_share_a_port() {
+        // A range of one port: the second bind must fail instead of returning the same port.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = bind_exclusive(ip, port..=port).unwrap();
+        assert!(bind_exclusive(ip, port..=port).is_err());
+        let l = a
+            .listen(1024)
+            .expect("listen again on an already listening socket");
+        assert_eq!(l.local_addr().unwrap().port(), port);
+    }
+}

@@ -1,0 +1,66 @@
+//! TLS configuration for FTPS, from PEM files.
+
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no certificate found in {0}")]
+    NoCert(String),
+    #[error("no private key found in {0}")]
+    NoKey(String),
+    #[error("invalid certificate or key: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Builds the rustls server configuration (ring provider, TLS 1.2 and 1.3, session resumption so
+/// data connections resume the control connection's session cheaply).
+pub fn server_config(
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_bytes = read(cert_pem)?;
+    let key_bytes = read(key_pem)?;
+    server_config_from_pem(
+        &cert_bytes,
+        &key_bytes,
+        &cert_pem.display().to_string(),
+        &key_pem.display().to_string(),
+    )
+}
+
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .filter_map(|c| c.ok())
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCert(cert_name.to_string()));
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::NoKey(key_name.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(config))
+}

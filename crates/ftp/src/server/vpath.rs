@@ -1,0 +1,175 @@
+//! Virtual paths: what a client names, confined to its home.
+//!
+//! A client path is resolved lexically first (`..` can never climb above the home: it stops at
+//! the home's root, as in a chroot), then checked on disk so that a symlink inside the archive
+//! cannot lead outside the home.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a client path is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("path contains a forbidden character")]
+    BadCharacter,
+    #[error("path leaves the home folder")]
+    Escapes,
+    #[error("name too long")]
+    TooLong,
+}
+
+/// A path inside a home, as normalised components (no `.`, `..` or empty parts).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VirtualPath {
+    parts: Vec<String>,
+}
+
+impl VirtualPath {
+    /// Normalises a path given by libunftp (the session's working directory already joined).
+    /// `..` at the root stays at the root. NUL, control characters and backslashes are refused,
+    /// as are components that are not UTF-8.
+    pub fn parse(path: &Path) -> Result<VirtualPath, PathError> {
+        let mut parts: Vec<String> = Vec::new();
+        for c in path.components() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    parts.pop();
+                }
+                Component::Normal(name) => {
+                    let name = check_name(name)?;
+                    if name == "..." || name.trim_matches('.').is_empty() {
+                        // Names made only of dots are either `.`/`..` in disguise or confusing.
+                        return Err(PathError::BadCharacter);
+                    }
+                    parts.push(name.to_string());
+                }
+            }
+        }
+        Ok(VirtualPath { parts })
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    pub fn file_name(&self) -> Option<&str> {
+        self.parts.last().map(String::as_str)
+    }
+
+    /// The path relative to the home, for joining onto the home's real folder.
+    pub fn relative(&self) -> PathBuf {
+        self.parts.iter().collect()
+    }
+
+    /// `/a/b` form.
+    pub fn display(&self) -> String {
+        format!("/{}", self.parts.join("/"))
+    }
+}
+
+fn check_name(name: &OsStr) -> Result<&str, PathError> {
+    let s = std::str::from_utf8(name.as_bytes()).map_err(|_| PathError::BadCharacter)?;
+    if s.len() > 255 {
+        return Err(PathError::TooLong);
+    }
+    if s.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(PathError::BadCharacter);
+    }
+    Ok(s)
+}
+
+/// Checks on disk that `real` (inside `home_canonical`) does not leave the home through a
+/// symlink: the deepest existing ancestor is canonicalised and must stay under the home.
+/// The final component, if it exists and is a symlink, is refused outright (the archive holds
+/// plain files and folders only).
+pub fn check_on_disk(home_canonical: &Path, real: &Path) -> Result<(), PathError> {
+    if let Ok(meta) = std::fs::symlink_metadata(real) {
+        if meta.file_type().is_symlink() {
+            return Err(PathError::Escapes);
+        }
+    }
+    let mut probe = real;
+    loop {
+        match std::fs::canonicalize(probe) {
+            Ok(canon) => {
+                return if canon.starts_with(home_canonical) {
+                    Ok(())
+                } else {
+                    Err(PathError::Escapes)
+                };
+            }
+            // Not there yet (a new file or folder): its nearest existing ancestor decides.
+            Err(_) => {
+                probe = probe
+                    .parent()
+                    .filter(|p| p.starts_with(home_canonical))
+                    .ok_or(PathError::Escapes)?
+            }
+        }
+    }
+}
+
+/// Temporary upload names: `.<final name>.logarchive-tmp`. They are hidden from the web UI and
+/// the catalog, and are the only names an account without `delete` may rename away.
+pub const TEMP_SUFFIX: &str = ".logarchive-tmp";
+
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX) && name.len() > TEMP_SUFFIX.len() + 1
+}
+
+/// The temporary name for uploading `final_name`.
+pub fn temp_name_for(final_name: &str) -> String {
+    format!(".{final_name}{TEMP_SUFFIX}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vp(s: &str) -> Result<String, PathError> {
+        VirtualPath::parse(Path::new(s)).map(|v| v.display())
+    }
+
+    #[test]
+    fn dot_dot_stops_at_the_home_root() {
+        assert_eq!(vp("/a/b/../c").unwrap(), "/a/c");
+        assert_eq!(vp("/../../etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(vp("a/./b//c").unwrap(), "/a/b/c");
+        assert_eq!(vp("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn odd_names_are_refused() {
+        assert_eq!(vp("/a\\..\\b"), Err(PathError::BadCharacter));
+        assert_eq!(vp("/a\u{1}b"), Err(PathError::BadCharacter));
+        assert_eq!(vp("/..."), Err(PathError::BadCharacter));
+        assert_eq!(
+            vp(&format!("/{}", "x".repeat(256))),
+            Err(PathError::TooLong)
+        );
+    }
+
+    #[test]
+    fn temp_names() {
+        assert_eq!(temp_name_for("a.txt"), ".a.txt.logarchive-tmp");
+        assert!(is_temp_name(".a.txt.logarchive-tmp"));
+        assert!(!is_temp_name("a.txt.logarchive-tmp"));
+        assert!(!is_temp_name(".logarchive-tmp"));
+    }
+
+    #[test]
+    fn symlink_out_of_home_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, home.join("link")).unwrap();
+        let home_c = std::fs::canonicalize(&home).unwrap();
+        assert!(check_on_disk(&home_c, &home.join("link")).is_err());
+        assert!(check_on_disk(&home_c, &home.join("link/new.txt")).is_err());
+        assert!(check_on_disk(&home_c, &home.join("sub/new.txt")).is_ok());
+    }
+}

@@ -1,0 +1,492 @@
+//! `UserDb`: the one way to read and change accounts. The CLI, the running server's admin API and
+//! the web admin page all go through it. Changes are written atomically and published at once to
+//! the running server; hand edits of the file are picked up by [`UserDb::watch`].
+
+use super::password::{hash_password, verify_password};
+use super::record::{normalize_home, validate_name, ByteRate, UserRecord, WebRole};
+use crate::rights::Rights;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Errors of the user database.
+#[derive(Debug, thiserror::Error)]
+pub enum UserDbError {
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("no user {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read users file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("users file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot write users file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot hash password: {0}")]
+    Hash(String),
+}
+
+/// The contents of `users.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    #[serde(default)]
+    pub users: BTreeMap<String, UserRecord>,
+}
+
+impl UsersFile {
+    /// Parses and validates a users file; the error names the line and the reason.
+    pub fn parse(text: &str) -> Result<UsersFile, String> {
+        let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, rec) in &file.users {
+            validate_name(name)?;
+            let home = normalize_home(&rec.home).map_err(|e| format!("user {name:?}: {e}"))?;
+            if home != rec.home {
+                return Err(format!(
+                    "user {name:?}: home {:?} must be written as {home:?}",
+                    rec.home
+                ));
+            }
+            if argon2::password_hash::PasswordHash::new(&rec.password).is_err() {
+                return Err(format!("user {name:?}: password is not an argon2 PHC string (use `logarchive user passwd`)"));
+            }
+        }
+        Ok(file)
+    }
+
+    fn render(&self) -> String {
+        let body = toml::to_string(self).unwrap_or_default();
+        format!(
+            "# logarchive user record file. Edit with `logarchive user ...`; hand edits are picked up by a\n\
+             # running server. Passwords are argon2id hashes, never clear text.\n\n{body}"
+        )
+    }
+}
+
+/// A new account. Fields left `None` take the role preset.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+    pub home: String,
+    pub rights: Rights,
+    pub upload_limit: ByteRate,
+    pub download_limit: ByteRate,
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    pub web_role: WebRole,
+    pub tls_required: bool,
+}
+
+/// A change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub password: Option<String>,
+    pub home: Option<String>,
+    pub rights: Option<Rights>,
+    pub upload_limit: Option<ByteRate>,
+    pub download_limit: Option<ByteRate>,
+    pub allowed_ips: Option<Vec<ipnet::IpNet>>,
+    pub enabled: Option<bool>,
+    pub web_role: Option<WebRole>,
+    pub tls_required: Option<bool>,
+}
+
+/// A version stamp of the file on disk, to notice changes made by others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        ino: m.ino(),
+    })
+}
+
+/// The user database backed by one TOML file.
+#[derive(Debug)]
+pub struct UserDb {
+    path: PathBuf,
+    current: RwLock<Arc<UsersFile>>,
+    loaded_stamp: std::sync::Mutex<Option<FileStamp>>,
+    generation: watch::Sender<u64>,
+}
+
+impl UserDb {
+    /// Opens the users file; a missing file is an empty database (created on the first change).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Arc<UserDb>, UserDbError> {
+        let path = path.into();
+        let (file, st) = Self::read_file(&path)?;
+        Ok(Arc::new(UserDb {
+            path,
+            current: RwLock::new(Arc::new(file)),
+            loaded_stamp: std::sync::Mutex::new(st),
+            generation: watch::channel(0).0,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_file(path: &Path) -> Result<(UsersFile, Option<FileStamp>), UserDbError> {
+        let st = stamp(path);
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let file = UsersFile::parse(&text).map_err(|message| UserDbError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                })?;
+                Ok((file, st))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((UsersFile::default(), None)),
+            Err(source) => Err(UserDbError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// The accounts as they are now. Cheap: an `Arc` clone.
+    pub fn snapshot(&self) -> Arc<UsersFile> {
+        self.current
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn get(&self, name: &str) -> Option<UserRecord> {
+        self.snapshot().users.get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<(String, UserRecord)> {
+        self.snapshot()
+            .users
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snapshot().users.is_empty()
+    }
+
+    /// A receiver that changes whenever the accounts change (by us or by a reload).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Verifies a password. Blocking (argon2): call from `spawn_blocking` in async code.
+    /// Unknown users cost the same time as known ones.
+    pub fn check_password(&self, name: &str, password: &str) -> Option<UserRecord> {
+        match self.get(name) {
+            Some(rec) if verify_password(&rec.password, password) => Some(rec),
+            Some(_) => None,
+            None => {
+                verify_password(super::password::dummy_hash(), password);
+                None
+            }
+        }
+    }
+
+    pub fn add(&self, new: NewUser) -> Result<(), UserDbError> {
+        validate_name(&new.name).map_err(UserDbError::Invalid)?;
+        let home = normalize_home(&new.home).map_err(UserDbError::Invalid)?;
+        validate_password(&new.password)?;
+        let password =
+            hash_password(&new.password).map_err(|e| UserDbError::Hash(e.to_string()))?;
+        self.modify(|file| {
+            if file.users.contains_key(&new.name) {
+                return Err(UserDbError::Exists(new.name.clone()));
+            }
+            file.users.insert(
+                new.name.clone(),
+                UserRecord {
+                    password: password.clone(),
+                    home: home.clone(),
+                    rights: new.rights,
+                    upload_limit: new.upload_limit,
+                    download_limit: new.download_limit,
+                    allowed_ips: new.allowed_ips.clone(),
+                    enabled: true,
+                    web_role: new.web_role,
+                    tls_required: new.tls_required,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), UserDbError> {
+        self.modify(|file| {
+            file.users
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| UserDbError::NotFound(name.to_string()))
+        })
+    }
+
+    pub fn update(&self, name: &str, change: UserUpdate) -> Result<UserRecord, UserDbError> {
+        let home = change
+            .home
+            .as_deref()
+            .map(normalize_home)
+            .transpose()
+            .map_err(UserDbError::Invalid)?;
+        let password = match &change.password {
+            Some(p) => {
+                validate_password(p)?;
+                Some(hash_password(p).map_err(|e| UserDbError::Hash(e.to_string()))?)
+            }
+            None => None,
+        };
+        let mut updated = None;
+        self.modify(|file| {
+            let rec = file
+                .users
+                .get_mut(name)
+                .ok_or_else(|| UserDbError::NotFound(name.to_string()))?;
+            if let Some(p) = &password {
+                rec.password = p.clone();
+            }
+            if let Some(h) = &home {
+                rec.home = h.clone();
+            }
+            if let Some(r) = change.rights {
+                rec.rights = r;
+            }
+            if let Some(l) = change.upload_limit {
+                rec.upload_limit = l;
+            }
+            if let Some(l) = change.download_limit {
+                rec.download_limit = l;
+            }
+            if let Some(ips) = &change.allowed_ips {
+                rec.allowed_ips = ips.clone();
+            }
+            if let Some(e) = change.enabled {
+                rec.enabled = e;
+            }
+            if let Some(w) = change.web_role {
+                rec.web_role = w;
+            }
+            if let Some(t) = change.tls_required {
+                rec.tls_required = t;
+            }
+            updated = Some(rec.clone());
+            Ok(())
+        })?;
+        updated.ok_or_else(|| UserDbError::NotFound(name.to_string()))
+    }
+
+    /// Read-modify-write under an exclusive lock of `users.toml.lock`, so the CLI and a running
+    /// server never lose each other's changes. The file is replaced atomically.
+    fn modify(
+        &self,
+        f: impl FnOnce(&mut UsersFile) -> Result<(), UserDbError>,
+    ) -> Result<(), UserDbError> {
+        let _lock = FileLock::acquire(&self.path)?;
+        let (mut file, _) = Self::read_file(&self.path)?;
+        f(&mut file)?;
+        write_atomically(&self.path, file.render().as_bytes()).map_err(|source| {
+            UserDbError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        self.install(file, stamp(&self.path));
+        Ok(())
+    }
+
+    fn install(&self, file: UsersFile, st: Option<FileStamp>) {
+        match self.current.write() {
+            Ok(mut g) => *g = Arc::new(file),
+            Err(p) => *p.into_inner() = Arc::new(file),
+        }
+        if let Ok(mut s) = self.loaded_stamp.lock() {
+            *s = st;
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Re-reads the file if it changed on disk. On a broken file the last good accounts stay in
+    /// force and the error (with line and reason) is returned for logging.
+    pub fn reload_if_changed(&self) -> Result<bool, UserDbError> {
+        let now = stamp(&self.path);
+        let before = self.loaded_stamp.lock().map(|s| *s).unwrap_or(None);
+        if now == before {
+            return Ok(false);
+        }
+        match Self::read_file(&self.path) {
+            Ok((file, st)) => {
+                let changed = *self.snapshot() != file;
+                if changed {
+                    self.install(file, st);
+                } else if let Ok(mut s) = self.loaded_stamp.lock() {
+                    *s = st;
+                }
+                Ok(changed)
+            }
+            Err(e) => {
+                // Remember the broken version so the same error is not logged on every poll.
+                if let Ok(mut s) = self.loaded_stamp.lock() {
+                    *s = now;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Watches the file for hand edits (inotify on its folder, plus a poll as the safety net) and
+    /// reloads it. Stops when the returned task is aborted or the runtime ends.
+    pub fn watch(self: &Arc<Self>, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let db = Arc::clone(self);
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+            let watcher = make_watcher(&db.path, tx);
+            if let Err(e) = &watcher {
+                tracing::warn!("users file watch unavailable ({e}); polling every {poll:?}");
+            }
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    Some(()) = rx.recv() => {}
+                }
+                match db.reload_if_changed() {
+                    Ok(true) => tracing::info!(path = %db.path.display(), "users file reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("{e}; keeping the last good users"),
+                }
+            }
+        })
+    }
+}
+
+fn make_watcher(
+    path: &Path,
+    tx: tokio::sync::mpsc::Sender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let relevant = match &ev {
+            Ok(ev) => ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.try_send(());
+        }
+    })?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
+
+fn validate_password(p: &str) -> Result<(), UserDbError> {
+    if p.chars().count() < 8 {
+        return Err(UserDbError::Invalid(
+            "password too short: use at least 8 characters".into(),
+        ));
+    }
+    if p.contains(['\r', '\n', '\0']) {
+        return Err(UserDbError::Invalid(
+            "password must not contain line breaks or NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new file, never a mix:
+/// temp file in the same folder, fsync, rename, fsync of the folder. Mode 0600.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An exclusive advisory lock on `<file>.lock`, released on drop.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<FileLock, UserDbError> {
+        use std::os::unix::io::AsRawFd;
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let err = |source| UserDbError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        if let Some(dir) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(err)?;
+        // SAFETY: flock on a file descriptor we own for the lifetime of `f`.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: unlocking the descriptor we locked.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

@@ -1,0 +1,11 @@
+//! Accounts: the user record file (`users.toml`), password hashes, role presets.
+
+mod db;
+mod password;
+mod record;
+
+pub use db::{write_atomically, NewUser, UserDb, UserDbError, UserUpdate, UsersFile};
+pub use password::{hash_password, random_password, verify_password};
+pub use record::{
+    canonical_ip, normalize_home, validate_name, ByteRate, Role, UserRecord, WebRole,
+};

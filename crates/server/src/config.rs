@@ -1,0 +1,231 @@
+//! `server.toml`: every key optional; flags override the file, the file overrides the defaults.
+
+use logarchive_ftp::server::FtpServerConfig;
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_DATA: &str = "./logarchive-data";
+pub const DEFAULT_FTP_LISTEN: &str = "127.0.0.1:2121";
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+
+/// The server configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfigFile {
+    pub data: Option<PathBuf>,
+    pub ftp_listen: Option<SocketAddr>,
+    pub web_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub ftp: FtpSection,
+}
+
+/// `[ftp]`: tuning of the FTP service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FtpSection {
+    /// `"49152-65534"`.
+    pub passive_ports: String,
+    pub passive_host: Option<Ipv4Addr>,
+    pub tls_required: bool,
+    pub max_sessions: usize,
+    pub max_sessions_per_user: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    pub login_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_lockout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for FtpSection {
+    fn default() -> Self {
+        let d = FtpServerConfig::new(([127, 0, 0, 1], 0).into(), ".");
+        FtpSection {
+            passive_ports: format!("{}-{}", d.passive_ports.start(), d.passive_ports.end()),
+            passive_host: d.passive_host,
+            tls_required: d.tls_required,
+            max_sessions: d.max_sessions,
+            max_sessions_per_user: d.max_sessions_per_user,
+            idle_timeout: d.idle_timeout,
+            stall_timeout: d.stall_timeout,
+            login_max_failures: d.login_max_failures,
+            login_lockout: d.login_lockout,
+            shutdown_grace: d.shutdown_grace,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Value(String),
+}
+
+impl ServerConfigFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Command-line overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data: Option<PathBuf>,
+    pub ftp_listen: Option<SocketAddr>,
+    pub web_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The configuration in force: defaults ← file ← flags.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub data: PathBuf,
+    pub ftp_listen: SocketAddr,
+    pub web_listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub ftp: FtpSection,
+}
+
+impl ServerSettings {
+    pub fn resolve(file: ServerConfigFile, flags: Overrides) -> Result<Self, ConfigError> {
+        let parse = |s: &str| {
+            s.parse::<SocketAddr>()
+                .map_err(|e| ConfigError::Value(e.to_string()))
+        };
+        let cert = flags.tls_cert.or(file.tls_cert);
+        let key = flags.tls_key.or(file.tls_key);
+        let tls = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Value(
+                    "TLS needs both tls_cert and tls_key".into(),
+                ))
+            }
+        };
+        Ok(ServerSettings {
+            data: flags
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
+            ftp_listen: match flags.ftp_listen.or(file.ftp_listen) {
+                Some(a) => a,
+                None => parse(DEFAULT_FTP_LISTEN)?,
+            },
+            web_listen: match flags.web_listen.or(file.web_listen) {
+                Some(a) => a,
+                None => parse(DEFAULT_WEB_LISTEN)?,
+            },
+            tls,
+            ftp: file.ftp,
+        })
+    }
+
+    pub fn users_file(&self) -> PathBuf {
+        self.data.join("users.toml")
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.data.join("archive")
+    }
+
+    /// The FTP library's configuration for these settings.
+    pub fn ftp_config(&self) -> Result<FtpServerConfig, ConfigError> {
+        let mut c = FtpServerConfig::new(self.ftp_listen, self.archive_dir());
+        c.passive_ports = parse_port_range(&self.ftp.passive_ports)?;
+        c.passive_host = self.ftp.passive_host;
+        c.tls_required = self.ftp.tls_required;
+        c.max_sessions = self.ftp.max_sessions;
+        c.max_sessions_per_user = self.ftp.max_sessions_per_user;
+        c.idle_timeout = self.ftp.idle_timeout;
+        c.stall_timeout = self.ftp.stall_timeout;
+        c.login_max_failures = self.ftp.login_max_failures;
+        c.login_lockout = self.ftp.login_lockout;
+        c.shutdown_grace = self.ftp.shutdown_grace;
+        if let Some((cert, key)) = &self.tls {
+            c.tls = Some(
+                logarchive_ftp::server::tls_server_config(cert, key)
+                    .map_err(|e| ConfigError::Value(e.to_string()))?,
+            );
+        } else if self.ftp.tls_required {
+            return Err(ConfigError::Value(
+                "ftp.tls_required needs tls_cert and tls_key".into(),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, ConfigError> {
+    let bad = || {
+        ConfigError::Value(format!(
+            "invalid passive_ports {s:?}: use FIRST-LAST, e.g. 49152-65534"
+        ))
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let file: ServerConfigFile = toml::from_str(
+            "data = \"/srv/la\"\nftp_listen = \"0.0.0.0:21\"\n[ftp]\nidle_timeout = \"30s\"\npassive_ports = \"30000-30010\"\n",
+        )
+        .unwrap();
+        let s = ServerSettings::resolve(
+            file,
+            Overrides {
+                ftp_listen: Some("127.0.0.1:2000".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.data, PathBuf::from("/srv/la"));
+        assert_eq!(s.ftp_listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(s.web_listen.to_string(), DEFAULT_WEB_LISTEN);
+        let c = s.ftp_config().unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.passive_ports, 30000..=30010);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = toml::from_str::<ServerConfigFile>("ftp_listn = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ftp_listn"), "{e}");
+    }
+}
