@@ -5,5 +5,6 @@
 //! - [`rights`]: the FTP rights model.
 
 pub mod rights;
+pub mod client;
 pub mod server;
 pub mod users;

@@ -1,0 +1,223 @@
+//! Test harness: a real server on 127.0.0.1 (port chosen by the OS) over a temp archive, accounts,
+//! clients, and bounded waits.
+#![allow(dead_code)]
+
+use logarchive_ftp::client::{Client, ClientConfig, TlsMode};
+use logarchive_ftp::rights::Rights;
+use logarchive_ftp::server::{self, FtpEvent, FtpServerConfig, ServerHandle};
+use logarchive_ftp::users::{ByteRate, NewUser, Role, UserDb};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub handle: ServerHandle,
+    pub users: Arc<UserDb>,
+    pub events: broadcast::Receiver<FtpEvent>,
+    pub cert: Option<PathBuf>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, tune).await
+    }
+
+    /// Starts a server over an existing data folder (to restart one).
+    pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
+        let users = UserDb::open(dir.path().join("users.toml")).expect("users db");
+        let mut cfg = FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
+        cfg.users_poll = Duration::from_millis(100);
+        tune(&mut cfg);
+        let handle = server::start(cfg, Arc::clone(&users)).await.expect("server starts");
+        let events = handle.subscribe();
+        TestServer { dir, handle, users, events, cert: None }
+    }
+
+    /// A server with FTPS from a certificate made here (rcgen) for "localhost".
+    pub async fn start_tls(tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let tls = server::tls_server_config(&cert, &key).expect("tls config");
+        let mut s = Self::start_in(dir, move |c| {
+            c.tls = Some(tls);
+            tune(c)
+        })
+        .await;
+        s.cert = Some(cert);
+        s
+    }
+
+    pub fn port(&self) -> u16 {
+        self.handle.local_addr().port()
+    }
+
+    pub fn archive(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    pub fn add(&self, name: &str, role: Role) {
+        let (home, rights, web_role) = role.preset(name);
+        self.add_custom(name, &home, rights, web_role);
+    }
+
+    pub fn add_custom(&self, name: &str, home: &str, rights: Rights, web_role: logarchive_ftp::users::WebRole) {
+        self.users
+            .add(NewUser {
+                name: name.into(),
+                password: PASSWORD.into(),
+                home: home.into(),
+                rights,
+                upload_limit: ByteRate(0),
+                download_limit: ByteRate(0),
+                allowed_ips: vec![],
+                web_role,
+                tls_required: false,
+            })
+            .expect("add user");
+    }
+
+    pub fn config(&self, user: &str) -> ClientConfig {
+        let mut c = ClientConfig::new("127.0.0.1", self.port(), user, PASSWORD);
+        c.io_timeout = Duration::from_secs(20);
+        c.reconnect_attempts = 3;
+        c.reconnect_base = Duration::from_millis(20);
+        if let Some(cert) = &self.cert {
+            c.host = "localhost".into();
+            c.tls = TlsMode::Explicit { ca_file: Some(cert.clone()), insecure_skip_verify: false };
+        }
+        c
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        Client::connect(self.config(user)).await.expect("client logs in")
+    }
+
+    /// Waits (bounded) for an event matching `pred`, skipping others.
+    pub async fn event(&mut self, what: &str, pred: impl Fn(&FtpEvent) -> bool) -> FtpEvent {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Ok(e)) if pred(&e) => return e,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("event stream broke waiting for {what}: {e}"),
+                Err(_) => panic!("no {what} event within 10 s"),
+            }
+        }
+    }
+
+    /// Every event received so far, without waiting.
+    pub fn drain_events(&mut self) -> Vec<FtpEvent> {
+        let mut v = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            v.push(e);
+        }
+        v
+    }
+}
+
+/// Polls `cond` until it holds (bounded), with a clear failure message.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Writes `len` pseudo-random bytes (deterministic for a seed).
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut left = len;
+    let mut buf = [0u8; 8192];
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Runs a Python 3 script (stdlib only) with the given environment; returns stdout, panics with
+/// the script's stderr on failure.
+pub async fn python(script: &str, env: &[(&str, String)]) -> String {
+    let script = script.to_string();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    tokio::task::spawn_blocking(move || python_blocking(&script, &env)).await.expect("python thread")
+}
+
+fn python_blocking(script: &str, env: &[(String, String)]) -> String {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(script);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A snapshot of every file under `dir` (path → content hash), to prove nothing changed.
+pub fn tree_snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+                out.push((p, "dir".into()));
+            } else if m.is_file() {
+                out.push((p.clone(), sha256_file(&p)));
+            } else {
+                out.push((p, "other".into()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
