@@ -28,6 +28,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tune_allocator();
     init_logging();
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
@@ -51,4 +52,13 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Large buffers (argon2's 19 MiB, transfer buffers) go straight to mmap and back to the system
+/// when freed, instead of glibc raising its mmap threshold and keeping them in the heap for good.
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }

@@ -4,7 +4,7 @@
 //! - [`server`]: an FTP(S) server with per-user homes, rights and speed limits, built on libunftp.
 //! - [`rights`]: the FTP rights model.
 
-pub mod rights;
 pub mod client;
+pub mod rights;
 pub mod server;
 pub mod users;

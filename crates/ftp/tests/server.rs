@@ -33,13 +33,18 @@ async fn login_ok_refused_and_locked_out() {
     ));
     s.add("agent02", Role::Agent);
     assert!(
-        matches!(logarchive_ftp::client::Client::connect(s.config("agent02")).await, Err(ClientError::Auth { .. })),
+        matches!(
+            logarchive_ftp::client::Client::connect(s.config("agent02")).await,
+            Err(ClientError::Auth { .. })
+        ),
         "the address is locked too"
     );
     // Unknown users are refused like wrong passwords.
     let mut nobody = s.config("nobody");
     nobody.password = PASSWORD.into();
-    assert!(logarchive_ftp::client::Client::connect(nobody).await.is_err());
+    assert!(logarchive_ftp::client::Client::connect(nobody)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -52,12 +57,23 @@ async fn upload_download_list_and_sha256() {
     // Bare LFs and CRLFs must arrive byte-identical (binary mode).
     std::fs::write(&local, b"line one\nline two\r\nlast\n").unwrap();
     c.ensure_dir("/Logs/App/20240723").await.unwrap();
-    let up = c.upload(&local, "a.txt", UploadOptions::default()).await.unwrap();
+    let up = c
+        .upload(&local, "a.txt", UploadOptions::default())
+        .await
+        .unwrap();
     assert_eq!(up.sha256, sha256_file(&local));
     let on_disk = s.archive().join("agent01/Logs/App/20240723/a.txt");
-    assert_eq!(std::fs::read(&on_disk).unwrap(), std::fs::read(&local).unwrap());
-    assert_eq!(c.remote_sha256("/Logs/App/20240723/a.txt").await.unwrap(), up.sha256);
-    let e = s.event("upload", |e| matches!(e, FtpEvent::UploadCompleted { .. })).await;
+    assert_eq!(
+        std::fs::read(&on_disk).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+    assert_eq!(
+        c.remote_sha256("/Logs/App/20240723/a.txt").await.unwrap(),
+        up.sha256
+    );
+    let e = s
+        .event("upload", |e| matches!(e, FtpEvent::UploadCompleted { .. }))
+        .await;
     assert_eq!(
         e,
         FtpEvent::UploadCompleted {
@@ -70,14 +86,23 @@ async fn upload_download_list_and_sha256() {
     );
     let entries = c.list("/Logs/App/20240723").await.unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!((entries[0].name.as_str(), entries[0].kind, entries[0].size), ("a.txt", EntryKind::File, 24));
+    assert_eq!(
+        (entries[0].name.as_str(), entries[0].kind, entries[0].size),
+        ("a.txt", EntryKind::File, 24)
+    );
     assert_eq!(c.size("a.txt").await.unwrap(), 24);
     assert!(c.exists("/Logs/App").await.unwrap());
     assert!(!c.exists("/Logs/Nope").await.unwrap());
     let back = tmp.path().join("back.txt");
-    let down = c.download("a.txt", &back, Default::default()).await.unwrap();
+    let down = c
+        .download("a.txt", &back, Default::default())
+        .await
+        .unwrap();
     assert_eq!(down.sha256, up.sha256);
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&local).unwrap());
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -88,33 +113,94 @@ async fn agent_rights_make_the_home_append_only() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     std::fs::write(&a, b"first\n").unwrap();
-    c.upload(&a, "/a.log", UploadOptions::default()).await.unwrap();
+    c.upload(&a, "/a.log", UploadOptions::default())
+        .await
+        .unwrap();
 
     // no overwrite
-    assert!(matches!(c.upload(&a, "/a.log", UploadOptions::default()).await, Err(ClientError::Permission(_))));
+    assert!(matches!(
+        c.upload(&a, "/a.log", UploadOptions::default()).await,
+        Err(ClientError::Permission(_))
+    ));
     // no delete
-    assert!(matches!(c.delete("/a.log").await, Err(ClientError::Permission(_))));
+    assert!(matches!(
+        c.delete("/a.log").await,
+        Err(ClientError::Permission(_))
+    ));
     c.mkdir("/d").await.unwrap();
-    assert!(matches!(c.rmdir("/d").await, Err(ClientError::Permission(_))));
+    assert!(matches!(
+        c.rmdir("/d").await,
+        Err(ClientError::Permission(_))
+    ));
     // a final name cannot be renamed away
-    assert!(matches!(c.rename("/a.log", "/b.log").await, Err(ClientError::Permission(_))));
+    assert!(matches!(
+        c.rename("/a.log", "/b.log").await,
+        Err(ClientError::Permission(_))
+    ));
     // append is allowed
     std::fs::write(&a, b"first\nsecond\n").unwrap();
-    let out = c.upload(&a, "/a.log", UploadOptions { mode: UploadMode::Append { local_offset: 6 }, ..Default::default() }).await.unwrap();
+    let out = c
+        .upload(
+            &a,
+            "/a.log",
+            UploadOptions {
+                mode: UploadMode::Append { local_offset: 6 },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(out.bytes, 7);
-    assert_eq!(std::fs::read(s.archive().join("agent01/a.log")).unwrap(), b"first\nsecond\n");
+    assert_eq!(
+        std::fs::read(s.archive().join("agent01/a.log")).unwrap(),
+        b"first\nsecond\n"
+    );
     assert_eq!(c.remote_sha256("/a.log").await.unwrap(), sha256_file(&a));
-    let ev = s.event("append", |e| matches!(e, FtpEvent::Appended { .. })).await;
-    assert!(matches!(ev, FtpEvent::Appended { offset: 6, size: 13, sha256: Some(_), .. }), "{ev:?}");
+    let ev = s
+        .event("append", |e| matches!(e, FtpEvent::Appended { .. }))
+        .await;
+    assert!(
+        matches!(
+            ev,
+            FtpEvent::Appended {
+                offset: 6,
+                size: 13,
+                sha256: Some(_),
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
     // a temporary name may become a free final name, but never replace one
     let t = tmp.path().join("t");
     std::fs::write(&t, b"temp").unwrap();
-    c.upload(&t, "/.x.log.logarchive-tmp", UploadOptions::default()).await.unwrap();
-    assert!(matches!(c.rename("/.x.log.logarchive-tmp", "/a.log").await, Err(ClientError::Permission(_))));
+    c.upload(&t, "/.x.log.logarchive-tmp", UploadOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.rename("/.x.log.logarchive-tmp", "/a.log").await,
+        Err(ClientError::Permission(_))
+    ));
     c.rename("/.x.log.logarchive-tmp", "/x.log").await.unwrap();
-    let ev = s.event("rename", |e| matches!(e, FtpEvent::Renamed { .. })).await;
-    assert!(matches!(ev, FtpEvent::Renamed { from_temp: true, size: 4, sha256: Some(_), .. }), "{ev:?}");
-    assert_eq!(std::fs::read(s.archive().join("agent01/a.log")).unwrap(), b"first\nsecond\n");
+    let ev = s
+        .event("rename", |e| matches!(e, FtpEvent::Renamed { .. }))
+        .await;
+    assert!(
+        matches!(
+            ev,
+            FtpEvent::Renamed {
+                from_temp: true,
+                size: 4,
+                sha256: Some(_),
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(
+        std::fs::read(s.archive().join("agent01/a.log")).unwrap(),
+        b"first\nsecond\n"
+    );
 }
 
 #[tokio::test]
@@ -136,34 +222,91 @@ async fn each_right_granted_and_denied() {
         let n = right.as_str();
         match right {
             Right::List => assert!(denied(c.list("/").await.map(drop)), "{n}"),
-            Right::Read => assert!(denied(c.download("/existing.txt", &tmp.path().join("x"), Default::default()).await.map(drop)), "{n}"),
+            Right::Read => assert!(
+                denied(
+                    c.download("/existing.txt", &tmp.path().join("x"), Default::default())
+                        .await
+                        .map(drop)
+                ),
+                "{n}"
+            ),
             Right::Mkdir => assert!(denied(c.mkdir("/newdir").await), "{n}"),
-            Right::Write => assert!(denied(c.upload(&f, "/new.txt", Default::default()).await.map(drop)), "{n}"),
+            Right::Write => assert!(
+                denied(c.upload(&f, "/new.txt", Default::default()).await.map(drop)),
+                "{n}"
+            ),
             Right::Append => {
                 // Overwrite (a superset) would allow extending too; without both, APPE is refused.
                 let no_extend: Rights = rights.iter().filter(|r| *r != Right::Overwrite).collect();
                 s.add_custom("u-no-extend", "/shared", no_extend, WebRole::None);
                 let mut c = s.client("u-no-extend").await;
-                let r = c.upload(&f, "/existing.txt", UploadOptions { mode: UploadMode::Append { local_offset: 0 }, ..Default::default() }).await;
+                let r = c
+                    .upload(
+                        &f,
+                        "/existing.txt",
+                        UploadOptions {
+                            mode: UploadMode::Append { local_offset: 0 },
+                            ..Default::default()
+                        },
+                    )
+                    .await;
                 assert!(denied(r.map(drop)), "{n}");
             }
-            Right::Rename => assert!(denied(c.rename("/existing.txt", "/renamed.txt").await), "{n}"),
+            Right::Rename => assert!(
+                denied(c.rename("/existing.txt", "/renamed.txt").await),
+                "{n}"
+            ),
             Right::Delete => assert!(denied(c.delete("/existing.txt").await), "{n}"),
-            Right::Overwrite => assert!(denied(c.upload(&f, "/existing.txt", Default::default()).await.map(drop)), "{n}"),
+            Right::Overwrite => assert!(
+                denied(
+                    c.upload(&f, "/existing.txt", Default::default())
+                        .await
+                        .map(drop)
+                ),
+                "{n}"
+            ),
         }
     }
     // Append alone (no overwrite): APPE works, a rewrite does not.
-    s.add_custom("appender", "/shared", [Right::List, Right::Append].into_iter().collect(), WebRole::None);
+    s.add_custom(
+        "appender",
+        "/shared",
+        [Right::List, Right::Append].into_iter().collect(),
+        WebRole::None,
+    );
     let mut c = s.client("appender").await;
-    c.upload(&f, "/existing.txt", UploadOptions { mode: UploadMode::Append { local_offset: 0 }, ..Default::default() }).await.unwrap();
-    assert_eq!(std::fs::read(s.archive().join("shared/existing.txt")).unwrap(), b"olddata");
-    assert!(matches!(c.upload(&f, "/existing.txt", Default::default()).await, Err(ClientError::Permission(_))));
-    assert!(matches!(c.upload(&f, "/brand-new.txt", Default::default()).await, Err(ClientError::Permission(_))));
+    c.upload(
+        &f,
+        "/existing.txt",
+        UploadOptions {
+            mode: UploadMode::Append { local_offset: 0 },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(s.archive().join("shared/existing.txt")).unwrap(),
+        b"olddata"
+    );
+    assert!(matches!(
+        c.upload(&f, "/existing.txt", Default::default()).await,
+        Err(ClientError::Permission(_))
+    ));
+    assert!(matches!(
+        c.upload(&f, "/brand-new.txt", Default::default()).await,
+        Err(ClientError::Permission(_))
+    ));
     // Overwrite right: a rewrite works.
     s.add_custom("rewriter", "/shared", Rights::ALL, WebRole::None);
     let mut c = s.client("rewriter").await;
-    c.upload(&f, "/existing.txt", Default::default()).await.unwrap();
-    assert_eq!(std::fs::read(s.archive().join("shared/existing.txt")).unwrap(), b"data");
+    c.upload(&f, "/existing.txt", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(s.archive().join("shared/existing.txt")).unwrap(),
+        b"data"
+    );
     c.rename("/existing.txt", "/sub/moved.txt").await.unwrap();
     c.delete("/sub/moved.txt").await.unwrap();
     c.rmdir("/sub").await.unwrap();
@@ -178,16 +321,34 @@ async fn users_cannot_see_each_other() {
     let f = tmp.path().join("secret");
     std::fs::write(&f, b"agent01 only").unwrap();
     let mut a = s.client("agent01").await;
-    a.upload(&f, "/secret.log", Default::default()).await.unwrap();
+    a.upload(&f, "/secret.log", Default::default())
+        .await
+        .unwrap();
     let mut b = s.client("agent02").await;
     assert!(b.list("/").await.unwrap().is_empty());
-    for p in ["/secret.log", "../agent01/secret.log", "/../agent01/secret.log", "/../../agent01/secret.log"] {
-        assert!(b.download(p, &tmp.path().join("stolen"), Default::default()).await.is_err(), "{p}");
+    for p in [
+        "/secret.log",
+        "../agent01/secret.log",
+        "/../agent01/secret.log",
+        "/../../agent01/secret.log",
+    ] {
+        assert!(
+            b.download(p, &tmp.path().join("stolen"), Default::default())
+                .await
+                .is_err(),
+            "{p}"
+        );
     }
     // viewer with home / sees both
     s.add("viewer", Role::Viewer);
     let mut v = s.client("viewer").await;
-    let names: Vec<String> = v.list("/").await.unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = v
+        .list("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec!["agent01", "agent02"]);
 }
 
@@ -198,15 +359,49 @@ async fn runtime_add_remove_disable_and_password_change() {
     let mut c = s.client("agent01").await;
     c.mkdir("/ok").await.unwrap();
 
-    s.users.update("agent01", UserUpdate { enabled: Some(false), ..Default::default() }).unwrap();
-    assert!(logarchive_ftp::client::Client::connect(s.config("agent01")).await.is_err(), "disabled user logs in");
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        logarchive_ftp::client::Client::connect(s.config("agent01"))
+            .await
+            .is_err(),
+        "disabled user logs in"
+    );
     // The open session loses its rights at once too.
-    assert!(matches!(c.mkdir("/after-disable").await, Err(ClientError::Permission(_))));
-    s.users.update("agent01", UserUpdate { enabled: Some(true), ..Default::default() }).unwrap();
+    assert!(matches!(
+        c.mkdir("/after-disable").await,
+        Err(ClientError::Permission(_))
+    ));
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                enabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     s.client("agent01").await;
 
-    s.users.update("agent01", UserUpdate { password: Some("a brand new password".into()), ..Default::default() }).unwrap();
-    assert!(logarchive_ftp::client::Client::connect(s.config("agent01")).await.is_err());
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                password: Some("a brand new password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(logarchive_ftp::client::Client::connect(s.config("agent01"))
+        .await
+        .is_err());
     let mut cfg = s.config("agent01");
     cfg.password = "a brand new password".into();
     logarchive_ftp::client::Client::connect(cfg).await.unwrap();
@@ -214,7 +409,10 @@ async fn runtime_add_remove_disable_and_password_change() {
     s.users.remove("agent01").unwrap();
     let mut cfg = s.config("agent01");
     cfg.password = "a brand new password".into();
-    assert!(logarchive_ftp::client::Client::connect(cfg).await.is_err(), "removed user logs in");
+    assert!(
+        logarchive_ftp::client::Client::connect(cfg).await.is_err(),
+        "removed user logs in"
+    );
     s.add("agent03", Role::Agent);
     s.client("agent03").await;
 }
@@ -237,11 +435,15 @@ async fn hand_edits_of_the_users_file_are_picked_up_and_broken_files_ignored() {
 
     // A hand edit that disables the user takes effect.
     std::fs::write(&path, good.replace("enabled = true", "enabled = false")).unwrap();
-    wait_until("reload of the edited users file", Duration::from_secs(10), || {
-        s.users.get("agent01").is_some_and(|r| !r.enabled)
-    })
+    wait_until(
+        "reload of the edited users file",
+        Duration::from_secs(10),
+        || s.users.get("agent01").is_some_and(|r| !r.enabled),
+    )
     .await;
-    assert!(logarchive_ftp::client::Client::connect(s.config("agent01")).await.is_err());
+    assert!(logarchive_ftp::client::Client::connect(s.config("agent01"))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -255,7 +457,11 @@ async fn chroot_escape_corpus_is_refused() {
     std::fs::write(s.archive().join("agent02/b.txt"), b"b").unwrap();
     std::fs::create_dir_all(s.archive().join("agent01")).unwrap();
     std::os::unix::fs::symlink(s.dir.path(), s.archive().join("agent01/link")).unwrap();
-    std::os::unix::fs::symlink(s.dir.path().join("outside.txt"), s.archive().join("agent01/file-link")).unwrap();
+    std::os::unix::fs::symlink(
+        s.dir.path().join("outside.txt"),
+        s.archive().join("agent01/file-link"),
+    )
+    .unwrap();
     let before = tree_snapshot(s.dir.path());
 
     let mut c = s.client("agent01").await;
@@ -263,14 +469,41 @@ async fn chroot_escape_corpus_is_refused() {
     let payload = tmp.path().join("p");
     std::fs::write(&payload, b"pwned").unwrap();
     let corpus = [
-        "../outside.txt", "../../outside.txt", "/../outside.txt", "/../../../../outside.txt",
-        "../agent02/b.txt", "/../agent02/b.txt", "./../agent02/b.txt", "..//agent02/b.txt",
-        "/./../agent02/b.txt", "link/outside.txt", "/link/outside.txt", "link/users.toml",
-        "file-link", "/file-link", "link/archive/agent02/b.txt", "%2e%2e/outside.txt",
-        "..%2fagent02%2fb.txt", "..\\agent02\\b.txt", "\\..\\outside.txt", "/..\\..\\outside.txt",
-        "....//outside.txt", ".../outside.txt", "/etc/passwd", "../../../../../../etc/passwd",
-        "link/../../outside.txt", "a/../../outside.txt", "/agent01/../agent02/b.txt", "~/../outside.txt",
-        "..", "../", "/..", "link", "link/", "\u{2025}/outside.txt", "..\u{0}/outside.txt",
+        "../outside.txt",
+        "../../outside.txt",
+        "/../outside.txt",
+        "/../../../../outside.txt",
+        "../agent02/b.txt",
+        "/../agent02/b.txt",
+        "./../agent02/b.txt",
+        "..//agent02/b.txt",
+        "/./../agent02/b.txt",
+        "link/outside.txt",
+        "/link/outside.txt",
+        "link/users.toml",
+        "file-link",
+        "/file-link",
+        "link/archive/agent02/b.txt",
+        "%2e%2e/outside.txt",
+        "..%2fagent02%2fb.txt",
+        "..\\agent02\\b.txt",
+        "\\..\\outside.txt",
+        "/..\\..\\outside.txt",
+        "....//outside.txt",
+        ".../outside.txt",
+        "/etc/passwd",
+        "../../../../../../etc/passwd",
+        "link/../../outside.txt",
+        "a/../../outside.txt",
+        "/agent01/../agent02/b.txt",
+        "~/../outside.txt",
+        "..",
+        "../",
+        "/..",
+        "link",
+        "link/",
+        "\u{2025}/outside.txt",
+        "..\u{0}/outside.txt",
     ];
     assert!(corpus.len() >= 30);
     // Reads and listings first, while the home holds nothing of those names...
@@ -285,14 +518,18 @@ async fn chroot_escape_corpus_is_refused() {
         if let Ok(list) = c.list(p).await {
             let names: Vec<_> = list.iter().map(|e| e.name.as_str()).collect();
             assert!(
-                !names.contains(&"outside.txt") && !names.contains(&"users.toml") && !names.contains(&"b.txt"),
+                !names.contains(&"outside.txt")
+                    && !names.contains(&"users.toml")
+                    && !names.contains(&"b.txt"),
                 "listed outside through {p:?}: {names:?}"
             );
         }
     }
     // ...then writes, which may only ever land inside the home.
     for p in corpus {
-        let _ = c.upload(&payload, &format!("{p}/x"), Default::default()).await;
+        let _ = c
+            .upload(&payload, &format!("{p}/x"), Default::default())
+            .await;
         let _ = c.upload(&payload, p, Default::default()).await;
         let _ = c.mkdir(&format!("{p}/newdir")).await;
         let _ = c.rename("/nothing", p).await;
@@ -300,14 +537,25 @@ async fn chroot_escape_corpus_is_refused() {
     // Nothing outside agent01's home changed (uploads inside it, e.g. "/etc/passwd", are fine).
     let after: Vec<_> = tree_snapshot(s.dir.path())
         .into_iter()
-        .filter(|(p, _)| !p.starts_with(s.archive().join("agent01")) || p.ends_with("link") || p.ends_with("file-link"))
+        .filter(|(p, _)| {
+            !p.starts_with(s.archive().join("agent01"))
+                || p.ends_with("link")
+                || p.ends_with("file-link")
+        })
         .collect();
     let before: Vec<_> = before
         .into_iter()
-        .filter(|(p, _)| !p.starts_with(s.archive().join("agent01")) || p.ends_with("link") || p.ends_with("file-link"))
+        .filter(|(p, _)| {
+            !p.starts_with(s.archive().join("agent01"))
+                || p.ends_with("link")
+                || p.ends_with("file-link")
+        })
         .collect();
     assert_eq!(before, after);
-    assert_eq!(std::fs::read(s.dir.path().join("outside.txt")).unwrap(), b"outside");
+    assert_eq!(
+        std::fs::read(s.dir.path().join("outside.txt")).unwrap(),
+        b"outside"
+    );
 }
 
 #[tokio::test]
@@ -315,7 +563,16 @@ async fn speed_limits_are_kept_and_retuned_while_running() {
     let s = TestServer::start().await;
     s.add("agent01", Role::Agent);
     let limit = 1024 * 1024; // 1 MiB/s
-    s.users.update("agent01", UserUpdate { upload_limit: Some(ByteRate(limit)), download_limit: Some(ByteRate(limit)), ..Default::default() }).unwrap();
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                upload_limit: Some(ByteRate(limit)),
+                download_limit: Some(ByteRate(limit)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
     let secs = 3.0;
@@ -325,53 +582,105 @@ async fn speed_limits_are_kept_and_retuned_while_running() {
     c.upload(&f, "/f", Default::default()).await.unwrap();
     let up = limit as f64 * secs / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    c.download("/f", &tmp.path().join("g"), Default::default()).await.unwrap();
+    c.download("/f", &tmp.path().join("g"), Default::default())
+        .await
+        .unwrap();
     let down = limit as f64 * secs / t.elapsed().as_secs_f64();
     // The limiter lets a first burst through; over a few seconds the rate is within 5%.
     for (what, rate) in [("upload", up), ("download", down)] {
         let ratio = rate / limit as f64;
-        assert!((0.90..=1.05).contains(&ratio), "{what} ran at {rate:.0} B/s = {ratio:.3} of the limit");
+        assert!(
+            (0.90..=1.05).contains(&ratio),
+            "{what} ran at {rate:.0} B/s = {ratio:.3} of the limit"
+        );
     }
 
     // Retune during a transfer: 4 MiB at 512 KiB/s would take 8 s; lifting the limit after 1 s
     // must finish it far sooner.
-    s.users.update("agent01", UserUpdate { upload_limit: Some(ByteRate(512 * 1024)), ..Default::default() }).unwrap();
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                upload_limit: Some(ByteRate(512 * 1024)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let big = tmp.path().join("big");
     random_file(&big, 4 << 20, 2);
     let users = s.users.clone();
     let lift = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        users.update("agent01", UserUpdate { upload_limit: Some(ByteRate(0)), ..Default::default() }).unwrap();
+        users
+            .update(
+                "agent01",
+                UserUpdate {
+                    upload_limit: Some(ByteRate(0)),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
     });
     let t = Instant::now();
     c.upload(&big, "/big", Default::default()).await.unwrap();
     lift.await.unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "limit change did not reach the running transfer: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "limit change did not reach the running transfer: {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn ftps_with_a_certificate_made_here() {
     let mut s = TestServer::start_tls(|_| {}).await;
     s.add("agent01", Role::Agent);
-    s.users.update("agent01", UserUpdate { tls_required: Some(true), ..Default::default() }).unwrap();
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                tls_required: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let mut c = s.client("agent01").await;
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
     random_file(&f, 3 << 20, 7);
     let up = c.upload_verified(&f, "/x/../f.log", None).await.unwrap();
     assert_eq!(up.sha256, sha256_file(&f));
-    c.download("/f.log", &tmp.path().join("g"), Default::default()).await.unwrap();
+    c.download("/f.log", &tmp.path().join("g"), Default::default())
+        .await
+        .unwrap();
     assert_eq!(sha256_file(&tmp.path().join("g")), up.sha256);
-    s.event("rename", |e| matches!(e, FtpEvent::Renamed { from_temp: true, .. })).await;
+    s.event("rename", |e| {
+        matches!(
+            e,
+            FtpEvent::Renamed {
+                from_temp: true,
+                ..
+            }
+        )
+    })
+    .await;
     // The same account over plain FTP is refused: TLS is required for it.
     let mut plain = s.config("agent01");
     plain.tls = logarchive_ftp::client::TlsMode::None;
     plain.host = "127.0.0.1".into();
-    assert!(matches!(logarchive_ftp::client::Client::connect(plain).await, Err(ClientError::Auth { .. })));
+    assert!(matches!(
+        logarchive_ftp::client::Client::connect(plain).await,
+        Err(ClientError::Auth { .. })
+    ));
     // A client that does not trust the certificate does not connect.
     let mut untrusting = s.config("agent01");
-    untrusting.tls = logarchive_ftp::client::TlsMode::Explicit { ca_file: None, insecure_skip_verify: false };
-    assert!(logarchive_ftp::client::Client::connect(untrusting).await.is_err());
+    untrusting.tls = logarchive_ftp::client::TlsMode::Explicit {
+        ca_file: None,
+        insecure_skip_verify: false,
+    };
+    assert!(logarchive_ftp::client::Client::connect(untrusting)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -386,7 +695,10 @@ async fn session_limits_total_and_per_user() {
     let _a = s.client("agent01").await;
     let _b = s.client("agent01").await;
     assert!(
-        matches!(logarchive_ftp::client::Client::connect(s.config("agent01")).await, Err(ClientError::Auth { .. })),
+        matches!(
+            logarchive_ftp::client::Client::connect(s.config("agent01")).await,
+            Err(ClientError::Auth { .. })
+        ),
         "third session of one user"
     );
     let _c = s.client("agent02").await;
@@ -402,7 +714,12 @@ async fn idle_sessions_are_closed_and_the_client_reconnects() {
     s.add("agent01", Role::Agent);
     let mut c = s.client("agent01").await;
     c.ensure_dir("/a/b").await.unwrap();
-    wait_until("the idle session to be closed", Duration::from_secs(10), || s.handle.sessions().is_empty()).await;
+    wait_until(
+        "the idle session to be closed",
+        Duration::from_secs(10),
+        || s.handle.sessions().is_empty(),
+    )
+    .await;
     // The client notices, reconnects, returns to /a/b and carries on.
     assert_eq!(c.pwd().await.unwrap(), "/a/b");
     assert!(c.list(".").await.unwrap().is_empty());
@@ -433,16 +750,36 @@ except ftplib.error_temp as e:
     resp = str(e)
 print('reply', resp)
 "#,
-        &[("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())],
+        &[
+            ("PORT", s.port().to_string()),
+            ("PASS", PASSWORD.to_string()),
+        ],
     )
     .await;
     assert!(out.contains("reply 426"), "{out}");
-    let e = s.event("transfer failure", |e| matches!(e, FtpEvent::TransferFailed { .. })).await;
-    assert!(matches!(&e, FtpEvent::TransferFailed { upload: true, error, .. } if error.contains("stalled")), "{e:?}");
+    let e = s
+        .event("transfer failure", |e| {
+            matches!(e, FtpEvent::TransferFailed { .. })
+        })
+        .await;
+    assert!(
+        matches!(&e, FtpEvent::TransferFailed { upload: true, error, .. } if error.contains("stalled")),
+        "{e:?}"
+    );
     // What arrived before the stall is kept for a resume.
-    assert_eq!(std::fs::metadata(s.archive().join("agent01/.stall.logarchive-tmp")).unwrap().len(), 1000);
+    assert_eq!(
+        std::fs::metadata(s.archive().join("agent01/.stall.logarchive-tmp"))
+            .unwrap()
+            .len(),
+        1000
+    );
     let events = s.drain_events();
-    assert!(!events.iter().any(|e| matches!(e, FtpEvent::UploadCompleted { .. })), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, FtpEvent::UploadCompleted { .. })),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -464,13 +801,25 @@ conn.close()
 f.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
 f.sock.close()
 "#,
-        &[("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())],
+        &[
+            ("PORT", s.port().to_string()),
+            ("PASS", PASSWORD.to_string()),
+        ],
     )
     .await;
-    let e = s.event("transfer failure", |e| matches!(e, FtpEvent::TransferFailed { .. })).await;
+    let e = s
+        .event("transfer failure", |e| {
+            matches!(e, FtpEvent::TransferFailed { .. })
+        })
+        .await;
     assert!(matches!(e, FtpEvent::TransferFailed { upload: true, .. }));
     let events = s.drain_events();
-    assert!(!events.iter().any(|e| matches!(e, FtpEvent::UploadCompleted { .. })), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, FtpEvent::UploadCompleted { .. })),
+        "{events:?}"
+    );
 
     // With the temp-name protocol, a cut (even a clean close) is never final: the file only
     // becomes final after the hash matched and the rename happened.
@@ -480,12 +829,23 @@ f.sock.close()
     let mut c = s.client("agent01").await;
     let partial = tmp.path().join("partial");
     std::fs::write(&partial, &std::fs::read(&f).unwrap()[..100_000]).unwrap();
-    c.upload(&partial, "/.g.log.logarchive-tmp", Default::default()).await.unwrap();
-    let e = s.event("temp upload", |e| matches!(e, FtpEvent::UploadCompleted { .. })).await;
+    c.upload(&partial, "/.g.log.logarchive-tmp", Default::default())
+        .await
+        .unwrap();
+    let e = s
+        .event("temp upload", |e| {
+            matches!(e, FtpEvent::UploadCompleted { .. })
+        })
+        .await;
     assert!(matches!(e, FtpEvent::UploadCompleted { temp: true, .. }));
     let done = c.upload_verified(&f, "/g.log", None).await.unwrap();
-    assert_eq!(done.bytes, 200_000, "resumed from the temporary file's size");
-    let e = s.event("final rename", |e| matches!(e, FtpEvent::Renamed { .. })).await;
+    assert_eq!(
+        done.bytes, 200_000,
+        "resumed from the temporary file's size"
+    );
+    let e = s
+        .event("final rename", |e| matches!(e, FtpEvent::Renamed { .. }))
+        .await;
     assert_eq!(
         e,
         FtpEvent::Renamed {
@@ -503,7 +863,15 @@ f.sock.close()
 async fn graceful_shutdown_lets_transfers_finish_and_closes_idle_sessions() {
     let s = TestServer::start_with(|c| c.shutdown_grace = Duration::from_secs(10)).await;
     s.add("agent01", Role::Agent);
-    s.users.update("agent01", UserUpdate { upload_limit: Some(ByteRate(1 << 20)), ..Default::default() }).unwrap();
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                upload_limit: Some(ByteRate(1 << 20)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let idle = s.client("agent01").await;
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
@@ -512,7 +880,10 @@ async fn graceful_shutdown_lets_transfers_finish_and_closes_idle_sessions() {
     let path = f.clone();
     let upload = tokio::spawn(async move { busy.upload(&path, "/f", Default::default()).await });
     wait_until("the upload to start", Duration::from_secs(10), || {
-        s.handle.sessions().iter().any(|x| x.transfer_path.is_some())
+        s.handle
+            .sessions()
+            .iter()
+            .any(|x| x.transfer_path.is_some())
     })
     .await;
     let report = s.handle.shutdown().await;
@@ -521,14 +892,24 @@ async fn graceful_shutdown_lets_transfers_finish_and_closes_idle_sessions() {
     assert_eq!(sha256_file(&s.archive().join("agent01/f")), sha256_file(&f));
     drop(idle);
     // Stopped: no new connections.
-    assert!(tokio::net::TcpStream::connect(s.handle.local_addr()).await.is_err());
+    assert!(tokio::net::TcpStream::connect(s.handle.local_addr())
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn shutdown_cuts_transfers_after_the_grace_period() {
     let s = TestServer::start_with(|c| c.shutdown_grace = Duration::from_millis(300)).await;
     s.add("agent01", Role::Agent);
-    s.users.update("agent01", UserUpdate { upload_limit: Some(ByteRate(256 * 1024)), ..Default::default() }).unwrap();
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                upload_limit: Some(ByteRate(256 * 1024)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
     random_file(&f, 8 << 20, 9);
@@ -536,12 +917,19 @@ async fn shutdown_cuts_transfers_after_the_grace_period() {
     let path = f.clone();
     let upload = tokio::spawn(async move { busy.upload(&path, "/f", Default::default()).await });
     wait_until("the upload to start", Duration::from_secs(10), || {
-        s.handle.sessions().iter().any(|x| x.transfer_path.is_some())
+        s.handle
+            .sessions()
+            .iter()
+            .any(|x| x.transfer_path.is_some())
     })
     .await;
     let t = Instant::now();
     let report = s.handle.shutdown().await;
     assert_eq!(report.cut, 1);
-    assert!(t.elapsed() < Duration::from_secs(8), "shutdown took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
     assert!(upload.await.unwrap().is_err());
 }

@@ -42,6 +42,8 @@ pub struct FtpSection {
     pub login_lockout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Threads that run FTP sessions (0 = share the main runtime).
+    pub session_threads: usize,
 }
 
 impl Default for FtpSection {
@@ -58,6 +60,7 @@ impl Default for FtpSection {
             login_max_failures: d.login_max_failures,
             login_lockout: d.login_lockout,
             shutdown_grace: d.shutdown_grace,
+            session_threads: d.session_threads,
         }
     }
 }
@@ -164,6 +167,7 @@ impl ServerSettings {
         c.login_max_failures = self.ftp.login_max_failures;
         c.login_lockout = self.ftp.login_lockout;
         c.shutdown_grace = self.ftp.shutdown_grace;
+        c.session_threads = self.ftp.session_threads;
         if let Some((cert, key)) = &self.tls {
             c.tls = Some(
                 logarchive_ftp::server::tls_server_config(cert, key)

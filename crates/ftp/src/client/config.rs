@@ -50,7 +50,12 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         ClientConfig {
             host: host.into(),
             port,

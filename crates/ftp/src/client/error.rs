@@ -15,11 +15,18 @@ pub enum ClientError {
     #[error("server replied {code}: {text}")]
     Protocol { code: u32, text: String },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("the server's SHA-256 of {remote} is {server}, ours is {local}: not renamed")]
-    HashMismatch { remote: String, local: String, server: String },
+    HashMismatch {
+        remote: String,
+        local: String,
+        server: String,
+    },
     #[error("the server has no space left: {0}")]
     StorageFull(String),
     #[error("invalid: {0}")]
@@ -28,14 +35,19 @@ pub enum ClientError {
 
 impl ClientError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        ClientError::Io { context: context.into(), source }
+        ClientError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Whether reconnecting and trying again may help.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Io { .. } | ClientError::Timeout(_) => true,
-            ClientError::Protocol { code, .. } => *code == 221 || *code == 421 || *code == 425 || *code == 426 || *code == 451,
+            ClientError::Protocol { code, .. } => {
+                *code == 221 || *code == 421 || *code == 425 || *code == 426 || *code == 451
+            }
             _ => false,
         }
     }
@@ -55,14 +67,24 @@ impl ClientError {
                     }
                     550 => ClientError::NotFound(format!("{what}: {text}")),
                     452 | 552 => ClientError::StorageFull(format!("{what}: {text}")),
-                    _ => ClientError::Protocol { code, text: format!("{what}: {text}") },
+                    _ => ClientError::Protocol {
+                        code,
+                        text: format!("{what}: {text}"),
+                    },
                 }
             }
-            FtpError::BadResponse => ClientError::Protocol { code: 0, text: format!("{what}: malformed reply") },
-            FtpError::InvalidAddress(e) => ClientError::Protocol { code: 0, text: format!("{what}: bad address {e}") },
-            FtpError::DataConnectionAlreadyOpen => {
-                ClientError::Protocol { code: 0, text: format!("{what}: data connection already open") }
-            }
+            FtpError::BadResponse => ClientError::Protocol {
+                code: 0,
+                text: format!("{what}: malformed reply"),
+            },
+            FtpError::InvalidAddress(e) => ClientError::Protocol {
+                code: 0,
+                text: format!("{what}: bad address {e}"),
+            },
+            FtpError::DataConnectionAlreadyOpen => ClientError::Protocol {
+                code: 0,
+                text: format!("{what}: data connection already open"),
+            },
         }
     }
 }

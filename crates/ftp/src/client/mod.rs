@@ -73,7 +73,11 @@ pub struct UploadOptions {
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        UploadOptions { mode: UploadMode::Create, length: None, progress: None }
+        UploadOptions {
+            mode: UploadMode::Create,
+            length: None,
+            progress: None,
+        }
     }
 }
 
@@ -116,7 +120,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("cfg", &self.cfg).field("cwd", &self.cwd).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("cfg", &self.cfg)
+            .field("cwd", &self.cwd)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,12 +133,22 @@ impl Client {
     pub async fn connect(cfg: ClientConfig) -> Result<Client> {
         let tls = match &cfg.tls {
             TlsMode::None => None,
-            TlsMode::Explicit { ca_file, insecure_skip_verify } => {
-                Some(paths::tls_connector(ca_file.as_deref(), *insecure_skip_verify)?)
-            }
+            TlsMode::Explicit {
+                ca_file,
+                insecure_skip_verify,
+            } => Some(paths::tls_connector(
+                ca_file.as_deref(),
+                *insecure_skip_verify,
+            )?),
         };
         let limiter = (cfg.speed_limit > 0).then(|| Limiter::new(cfg.speed_limit as f64));
-        let mut c = Client { cfg, conn: None, cwd: "/".to_string(), tls, limiter };
+        let mut c = Client {
+            cfg,
+            conn: None,
+            cwd: "/".to_string(),
+            tls,
+            limiter,
+        };
         c.reconnect().await?;
         c.cwd = c.pwd().await?;
         Ok(c)
@@ -156,13 +173,27 @@ impl Client {
             .map_err(|e| ClientError::from_ftp(e, &format!("connecting to {server}")))?;
         if let Some(tls) = &self.tls {
             let domain = self.cfg.host.clone();
-            s = bounded(t, "AUTH TLS", s.into_secure(AsyncRustlsConnector::from(tls.clone()), &domain)).await?;
+            s = bounded(
+                t,
+                "AUTH TLS",
+                s.into_secure(AsyncRustlsConnector::from(tls.clone()), &domain),
+            )
+            .await?;
         }
-        s.set_mode(if self.cfg.extended_passive { Mode::ExtendedPassive } else { Mode::Passive });
+        s.set_mode(if self.cfg.extended_passive {
+            Mode::ExtendedPassive
+        } else {
+            Mode::Passive
+        });
         match tokio::time::timeout(t, s.login(&self.cfg.user, &self.cfg.password)).await {
             Err(_) => return Err(ClientError::Timeout(format!("login at {server}"))),
-            Ok(Err(FtpError::UnexpectedResponse(r))) if r.status.code() == 530 || r.status.code() == 430 => {
-                return Err(ClientError::Auth { user: self.cfg.user.clone(), server });
+            Ok(Err(FtpError::UnexpectedResponse(r)))
+                if r.status.code() == 530 || r.status.code() == 430 =>
+            {
+                return Err(ClientError::Auth {
+                    user: self.cfg.user.clone(),
+                    server,
+                });
             }
             Ok(Err(e)) => return Err(ClientError::from_ftp(e, &format!("login at {server}"))),
             Ok(Ok(())) => {}
@@ -190,7 +221,11 @@ impl Client {
                 }
                 Err(e) if e.is_transient() && attempt < self.cfg.reconnect_attempts.max(1) => {
                     let jitter = delay.mul_f64(rand::random::<f64>() * 0.5);
-                    tracing::debug!("reconnecting to {} in {:?}: {e}", self.cfg.server(), delay + jitter);
+                    tracing::debug!(
+                        "reconnecting to {} in {:?}: {e}",
+                        self.cfg.server(),
+                        delay + jitter
+                    );
                     tokio::time::sleep(delay + jitter).await;
                     delay = (delay * 2).min(self.cfg.reconnect_max);
                 }
@@ -209,7 +244,9 @@ impl Client {
             if self.conn.is_none() {
                 self.reconnect().await?;
             }
-            let Some(s) = self.conn.as_mut() else { continue };
+            let Some(s) = self.conn.as_mut() else {
+                continue;
+            };
             let err = match tokio::time::timeout(self.cfg.io_timeout, op(s)).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => ClientError::from_ftp(e, what),
@@ -280,7 +317,13 @@ impl Client {
     }
 
     async fn is_dir(&mut self, path: &str) -> Result<bool> {
-        Ok(matches!(self.stat(path).await?, Some(Entry { kind: EntryKind::Dir, .. })))
+        Ok(matches!(
+            self.stat(path).await?,
+            Some(Entry {
+                kind: EntryKind::Dir,
+                ..
+            })
+        ))
     }
 
     /// MLST of one path; `None` if it does not exist.
@@ -343,7 +386,9 @@ impl Client {
             .await;
         let (lines, mlsd) = match lines {
             Ok(l) => (l, true),
-            Err(ClientError::Protocol { code: 500..=502, .. }) => {
+            Err(ClientError::Protocol {
+                code: 500..=502, ..
+            }) => {
                 let q = p.clone();
                 let l = self
                     .run(&format!("LIST {p}"), true, move |s| {
@@ -357,7 +402,13 @@ impl Client {
         };
         let mut out: Vec<Entry> = lines
             .iter()
-            .filter_map(|l| if mlsd { paths::parse_entry(l) } else { paths::parse_list_line(l) })
+            .filter_map(|l| {
+                if mlsd {
+                    paths::parse_entry(l)
+                } else {
+                    paths::parse_list_line(l)
+                }
+            })
             .filter(|e| e.name != "." && e.name != "..")
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -419,15 +470,28 @@ impl Client {
         text.split_whitespace()
             .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(|w| w.to_ascii_lowercase())
-            .ok_or_else(|| ClientError::Protocol { code: 213, text: format!("no SHA-256 in {text:?}") })
+            .ok_or_else(|| ClientError::Protocol {
+                code: 213,
+                text: format!("no SHA-256 in {text:?}"),
+            })
     }
 
     /// Uploads `local` to `remote`, resuming after failures. See [`UploadOptions`].
-    pub async fn upload(&mut self, local: &Path, remote: &str, opts: UploadOptions) -> Result<TransferOutcome> {
+    pub async fn upload(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        opts: UploadOptions,
+    ) -> Result<TransferOutcome> {
         let remote = self.absolute(remote);
-        let mut file =
-            tokio::fs::File::open(local).await.map_err(|e| ClientError::io(format!("opening {}", local.display()), e))?;
-        let local_len = file.metadata().await.map_err(|e| ClientError::io("reading local size", e))?.len();
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| ClientError::io(format!("opening {}", local.display()), e))?;
+        let local_len = file
+            .metadata()
+            .await
+            .map_err(|e| ClientError::io("reading local size", e))?
+            .len();
         let end = opts.length.unwrap_or(local_len).min(local_len);
         // Where the remote file starts being written by this call, and how.
         let (mut remote_at, append) = match opts.mode {
@@ -446,7 +510,19 @@ impl Client {
         let mut sent = 0u64;
         let mut failures = 0;
         loop {
-            match self.send_from(&mut file, &remote, remote_at, end, append, &mut hasher, &mut sent, &opts).await {
+            match self
+                .send_from(
+                    &mut file,
+                    &remote,
+                    remote_at,
+                    end,
+                    append,
+                    &mut hasher,
+                    &mut sent,
+                    &opts,
+                )
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && failures < self.cfg.reconnect_attempts => {
                     failures += 1;
@@ -456,7 +532,9 @@ impl Client {
                     // The server holds what it holds: continue from there (append or REST).
                     remote_at = self.remote_size_or_zero(&remote).await?;
                     if remote_at > end {
-                        return Err(ClientError::Invalid(format!("{remote} grew beyond the local file during upload")));
+                        return Err(ClientError::Invalid(format!(
+                            "{remote} grew beyond the local file during upload"
+                        )));
                     }
                     hasher = Sha256::new();
                     hash_prefix(&mut file, remote_at, &mut hasher).await?;
@@ -464,7 +542,11 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        Ok(TransferOutcome { bytes: sent, sha256: hex::encode(hasher.finalize()), size: end })
+        Ok(TransferOutcome {
+            bytes: sent,
+            sha256: hex::encode(hasher.finalize()),
+            size: end,
+        })
     }
 
     async fn remote_size_or_zero(&mut self, remote: &str) -> Result<u64> {
@@ -492,8 +574,12 @@ impl Client {
             self.reconnect().await?;
         }
         let t = self.cfg.io_timeout;
-        let Some(s) = self.conn.as_mut() else { return Err(ClientError::Invalid("not connected".into())) };
-        file.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| ClientError::io("seeking the local file", e))?;
+        let Some(s) = self.conn.as_mut() else {
+            return Err(ClientError::Invalid("not connected".into()));
+        };
+        file.seek(std::io::SeekFrom::Start(from))
+            .await
+            .map_err(|e| ClientError::io("seeking the local file", e))?;
         let mut stream = if append {
             bounded(t, &format!("APPE {remote}"), s.append_with_stream(remote)).await?
         } else {
@@ -506,9 +592,14 @@ impl Client {
         let mut pos = from;
         while pos < end {
             let want = ((end - pos) as usize).min(BUF);
-            let n = file.read(&mut buf[..want]).await.map_err(|e| ClientError::io("reading the local file", e))?;
+            let n = file
+                .read(&mut buf[..want])
+                .await
+                .map_err(|e| ClientError::io("reading the local file", e))?;
             if n == 0 {
-                return Err(ClientError::Invalid("the local file shrank during upload".into()));
+                return Err(ClientError::Invalid(
+                    "the local file shrank during upload".into(),
+                ));
             }
             if let Some(l) = &self.limiter {
                 l.consume(n).await;
@@ -529,7 +620,12 @@ impl Client {
 
     /// Downloads `remote` to `local`, resuming after failures (and from an existing local file
     /// with `resume`).
-    pub async fn download(&mut self, remote: &str, local: &Path, opts: DownloadOptions) -> Result<TransferOutcome> {
+    pub async fn download(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: DownloadOptions,
+    ) -> Result<TransferOutcome> {
         let remote = self.absolute(remote);
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
@@ -540,29 +636,52 @@ impl Client {
             .await
             .map_err(|e| ClientError::io(format!("opening {}", local.display()), e))?;
         let mut hasher = Sha256::new();
-        let mut have = file.metadata().await.map_err(|e| ClientError::io("reading local size", e))?.len();
+        let mut have = file
+            .metadata()
+            .await
+            .map_err(|e| ClientError::io("reading local size", e))?
+            .len();
         hash_prefix(&mut file, have, &mut hasher).await?;
         let mut got = 0u64;
         let mut failures = 0;
         loop {
-            match self.receive_from(&mut file, &remote, have, &mut hasher, &mut got, &opts).await {
+            match self
+                .receive_from(&mut file, &remote, have, &mut hasher, &mut got, &opts)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && failures < self.cfg.reconnect_attempts => {
                     failures += 1;
                     tracing::debug!("download of {remote} interrupted ({e}); resuming");
                     self.conn = None;
                     self.reconnect().await?;
-                    file.flush().await.map_err(|e| ClientError::io("writing the local file", e))?;
-                    have = file.metadata().await.map_err(|e| ClientError::io("reading local size", e))?.len();
+                    file.flush()
+                        .await
+                        .map_err(|e| ClientError::io("writing the local file", e))?;
+                    have = file
+                        .metadata()
+                        .await
+                        .map_err(|e| ClientError::io("reading local size", e))?
+                        .len();
                     hasher = Sha256::new();
                     hash_prefix(&mut file, have, &mut hasher).await?;
                 }
                 Err(e) => return Err(e),
             }
         }
-        file.flush().await.map_err(|e| ClientError::io("writing the local file", e))?;
-        let size = file.metadata().await.map_err(|e| ClientError::io("reading local size", e))?.len();
-        Ok(TransferOutcome { bytes: got, sha256: hex::encode(hasher.finalize()), size })
+        file.flush()
+            .await
+            .map_err(|e| ClientError::io("writing the local file", e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| ClientError::io("reading local size", e))?
+            .len();
+        Ok(TransferOutcome {
+            bytes: got,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        })
     }
 
     async fn receive_from(
@@ -578,9 +697,15 @@ impl Client {
             self.reconnect().await?;
         }
         let t = self.cfg.io_timeout;
-        let Some(s) = self.conn.as_mut() else { return Err(ClientError::Invalid("not connected".into())) };
-        file.seek(std::io::SeekFrom::Start(from)).await.map_err(|e| ClientError::io("seeking the local file", e))?;
-        file.set_len(from).await.map_err(|e| ClientError::io("truncating the local file", e))?;
+        let Some(s) = self.conn.as_mut() else {
+            return Err(ClientError::Invalid("not connected".into()));
+        };
+        file.seek(std::io::SeekFrom::Start(from))
+            .await
+            .map_err(|e| ClientError::io("seeking the local file", e))?;
+        file.set_len(from)
+            .await
+            .map_err(|e| ClientError::io("truncating the local file", e))?;
         if from > 0 {
             bounded(t, "REST", s.resume_transfer(from as usize)).await?;
         }
@@ -597,7 +722,9 @@ impl Client {
             if let Some(l) = &self.limiter {
                 l.consume(n).await;
             }
-            file.write_all(&buf[..n]).await.map_err(|e| ClientError::io("writing the local file", e))?;
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| ClientError::io("writing the local file", e))?;
             hasher.update(&buf[..n]);
             *got += n as u64;
             if let Some(p) = &opts.progress {
@@ -611,7 +738,12 @@ impl Client {
     /// The agent's upload protocol: upload to a temporary name beside `remote` (resuming what an
     /// earlier attempt left there), compare the server's SHA-256 with ours, and only then rename
     /// to the final name. A final name that already holds the same bytes counts as done.
-    pub async fn upload_verified(&mut self, local: &Path, remote: &str, length: Option<u64>) -> Result<VerifiedUpload> {
+    pub async fn upload_verified(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        length: Option<u64>,
+    ) -> Result<VerifiedUpload> {
         self.upload_verified_with(local, remote, length, None).await
     }
 
@@ -631,33 +763,72 @@ impl Client {
         if let Some(done) = self.already_there(local, &remote, length).await? {
             return Ok(done);
         }
-        let out = self.upload(local, &temp, UploadOptions { mode: UploadMode::Resume, length, progress }).await?;
+        let out = self
+            .upload(
+                local,
+                &temp,
+                UploadOptions {
+                    mode: UploadMode::Resume,
+                    length,
+                    progress,
+                },
+            )
+            .await?;
         let server = self.remote_sha256(&temp).await?;
         if server != out.sha256 {
-            return Err(ClientError::HashMismatch { remote: temp, local: out.sha256, server });
+            return Err(ClientError::HashMismatch {
+                remote: temp,
+                local: out.sha256,
+                server,
+            });
         }
         if let Err(e) = self.rename(&temp, &remote).await {
             // A retried RNTO after a lost reply, or a concurrent upload: the final may be ours.
             if let Some(done) = self.already_there(local, &remote, length).await? {
-                return Ok(VerifiedUpload { bytes: out.bytes, ..done });
+                return Ok(VerifiedUpload {
+                    bytes: out.bytes,
+                    ..done
+                });
             }
             return Err(e);
         }
-        Ok(VerifiedUpload { bytes: out.bytes, sha256: out.sha256, size: out.size, already_present: false })
+        Ok(VerifiedUpload {
+            bytes: out.bytes,
+            sha256: out.sha256,
+            size: out.size,
+            already_present: false,
+        })
     }
 
     /// `Some` if `remote` exists with exactly the local bytes (the first `length` of them).
-    async fn already_there(&mut self, local: &Path, remote: &str, length: Option<u64>) -> Result<Option<VerifiedUpload>> {
-        let Some(entry) = self.stat(remote).await? else { return Ok(None) };
+    async fn already_there(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        length: Option<u64>,
+    ) -> Result<Option<VerifiedUpload>> {
+        let Some(entry) = self.stat(remote).await? else {
+            return Ok(None);
+        };
         let (sha, size) = local_sha256(local, length).await?;
         if entry.kind != EntryKind::File || entry.size != size {
-            return Err(ClientError::Invalid(format!("{remote} exists with other content ({} bytes)", entry.size)));
+            return Err(ClientError::Invalid(format!(
+                "{remote} exists with other content ({} bytes)",
+                entry.size
+            )));
         }
         let server = self.remote_sha256(remote).await?;
         if server != sha {
-            return Err(ClientError::Invalid(format!("{remote} exists with other content")));
+            return Err(ClientError::Invalid(format!(
+                "{remote} exists with other content"
+            )));
         }
-        Ok(Some(VerifiedUpload { bytes: 0, sha256: sha, size, already_present: true }))
+        Ok(Some(VerifiedUpload {
+            bytes: 0,
+            sha256: sha,
+            size,
+            already_present: true,
+        }))
     }
 
     /// Says goodbye (best effort) and closes the connection.
@@ -669,7 +840,11 @@ impl Client {
     }
 }
 
-async fn bounded<T>(t: Duration, what: &str, fut: impl Future<Output = std::result::Result<T, FtpError>>) -> Result<T> {
+async fn bounded<T>(
+    t: Duration,
+    what: &str,
+    fut: impl Future<Output = std::result::Result<T, FtpError>>,
+) -> Result<T> {
     match tokio::time::timeout(t, fut).await {
         Ok(r) => r.map_err(|e| ClientError::from_ftp(e, what)),
         Err(_) => Err(ClientError::Timeout(what.to_string())),
@@ -677,14 +852,21 @@ async fn bounded<T>(t: Duration, what: &str, fut: impl Future<Output = std::resu
 }
 
 async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Sha256) -> Result<()> {
-    file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| ClientError::io("seeking the local file", e))?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| ClientError::io("seeking the local file", e))?;
     let mut left = len;
     let mut buf = vec![0u8; BUF];
     while left > 0 {
         let want = (left as usize).min(BUF);
-        let n = file.read(&mut buf[..want]).await.map_err(|e| ClientError::io("reading the local file", e))?;
+        let n = file
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| ClientError::io("reading the local file", e))?;
         if n == 0 {
-            return Err(ClientError::Invalid("the local file is shorter than the remote part".into()));
+            return Err(ClientError::Invalid(
+                "the local file is shorter than the remote part".into(),
+            ));
         }
         hasher.update(&buf[..n]);
         left -= n as u64;
@@ -694,8 +876,14 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Sha256) 
 
 /// SHA-256 and length of the first `length` bytes (or all) of a local file.
 pub async fn local_sha256(path: &Path, length: Option<u64>) -> Result<(String, u64)> {
-    let mut f = tokio::fs::File::open(path).await.map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
-    let len = f.metadata().await.map_err(|e| ClientError::io("reading local size", e))?.len();
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
+    let len = f
+        .metadata()
+        .await
+        .map_err(|e| ClientError::io("reading local size", e))?
+        .len();
     let n = length.unwrap_or(len).min(len);
     let mut h = Sha256::new();
     hash_prefix(&mut f, n, &mut h).await?;

@@ -7,7 +7,11 @@ use std::time::SystemTime;
 
 /// `path` made absolute against `cwd`, with `.` and `..` resolved (never above `/`).
 pub(crate) fn absolute(cwd: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') { path.to_string() } else { format!("{cwd}/{path}") };
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{cwd}/{path}")
+    };
     let mut parts: Vec<&str> = Vec::new();
     for p in joined.split('/') {
         match p {
@@ -47,12 +51,19 @@ fn entry_of(f: suppaftp::list::File) -> Entry {
         EntryKind::Other
     };
     let modified = Some(f.modified()).filter(|m| *m != SystemTime::UNIX_EPOCH);
-    Entry { name: f.name().to_string(), kind, size: f.size() as u64, modified }
+    Entry {
+        name: f.name().to_string(),
+        kind,
+        size: f.size() as u64,
+        modified,
+    }
 }
 
 /// One MLSD/MLST line.
 pub(crate) fn parse_entry(line: &str) -> Option<Entry> {
-    suppaftp::list::ListParser::parse_mlsd(line).ok().map(entry_of)
+    suppaftp::list::ListParser::parse_mlsd(line)
+        .ok()
+        .map(entry_of)
 }
 
 /// One LIST line (Unix or DOS style).
@@ -64,29 +75,45 @@ pub(crate) fn parse_list_line(line: &str) -> Option<Entry> {
 }
 
 /// A rustls connector (ring) trusting `ca_file`, or the system's roots.
-pub(crate) fn tls_connector(ca_file: Option<&Path>, insecure: bool) -> Result<tokio_rustls::TlsConnector, ClientError> {
+pub(crate) fn tls_connector(
+    ca_file: Option<&Path>,
+    insecure: bool,
+) -> Result<tokio_rustls::TlsConnector, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?;
     let config = if insecure {
         tracing::warn!("TLS certificate verification is OFF: anyone on the path can read and change this session");
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify)).with_no_client_auth()
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         match ca_file {
             Some(p) => {
-                let pem = std::fs::read(p).map_err(|e| ClientError::io(format!("reading CA file {}", p.display()), e))?;
+                let pem = std::fs::read(p)
+                    .map_err(|e| ClientError::io(format!("reading CA file {}", p.display()), e))?;
                 for c in rustls_pemfile::certs(&mut &pem[..]) {
-                    let c = c.map_err(|e| ClientError::Tls(format!("CA file {}: {e}", p.display())))?;
-                    roots.add(c).map_err(|e| ClientError::Tls(format!("CA file {}: {e}", p.display())))?;
+                    let c =
+                        c.map_err(|e| ClientError::Tls(format!("CA file {}: {e}", p.display())))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| ClientError::Tls(format!("CA file {}: {e}", p.display())))?;
                 }
                 if roots.is_empty() {
-                    return Err(ClientError::Tls(format!("no certificate in CA file {}", p.display())));
+                    return Err(ClientError::Tls(format!(
+                        "no certificate in CA file {}",
+                        p.display()
+                    )));
                 }
             }
             None => {
-                for dir in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"] {
+                for dir in [
+                    "/etc/ssl/certs/ca-certificates.crt",
+                    "/etc/pki/tls/certs/ca-bundle.crt",
+                ] {
                     if let Ok(pem) = std::fs::read(dir) {
                         for c in rustls_pemfile::certs(&mut &pem[..]).flatten() {
                             let _ = roots.add(c);
@@ -131,7 +158,9 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -153,7 +182,10 @@ mod tests {
     #[test]
     fn parses_mlsd_lines() {
         let e = parse_entry("type=file;size=12;modify=20240723101112; a b.txt").unwrap();
-        assert_eq!((e.name.as_str(), e.kind, e.size), ("a b.txt", EntryKind::File, 12));
+        assert_eq!(
+            (e.name.as_str(), e.kind, e.size),
+            ("a b.txt", EntryKind::File, 12)
+        );
         let d = parse_entry("type=dir;modify=20240723101112; Logs").unwrap();
         assert_eq!(d.kind, EntryKind::Dir);
     }

@@ -82,6 +82,14 @@ impl Authenticator for ConnAuthenticator {
         let password = creds.password.clone().unwrap_or_default();
         let db = Arc::clone(&self.shared.users);
         let name = username.to_string();
+        // argon2id costs ~19 MiB and tens of ms per check: a few at a time, so a burst of logins
+        // (or an attack) cannot take all memory and CPU.
+        let _permit = self
+            .shared
+            .password_checks
+            .acquire()
+            .await
+            .map_err(|e| AuthenticationError::with_source("password check failed", e))?;
         let record = tokio::task::spawn_blocking(move || db.check_password(&name, &password))
             .await
             .map_err(|e| AuthenticationError::with_source("password check failed", e))?;

@@ -93,11 +93,8 @@ impl HashCache {
     }
 }
 
-/// Hashes a whole file from disk (blocking), 1 MiB at a time.
-pub fn hash_file(path: &Path) -> std::io::Result<(Sha256, std::fs::Metadata)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let before = f.metadata()?;
+/// Hashes everything `f` reads (blocking), 1 MiB at a time.
+pub fn hash_reader(mut f: impl std::io::Read) -> std::io::Result<Sha256> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -107,5 +104,5 @@ pub fn hash_file(path: &Path) -> std::io::Result<(Sha256, std::fs::Metadata)> {
         }
         h.update(&buf[..n]);
     }
-    Ok((h, before))
+    Ok(h)
 }

@@ -7,6 +7,7 @@
 
 mod auth;
 mod events;
+mod fsops;
 mod hash_cache;
 mod lockout;
 mod passive;
@@ -72,6 +73,10 @@ pub struct FtpServerConfig {
     pub shutdown_grace: Duration,
     /// Safety-net poll of the users file (it is also watched with inotify).
     pub users_poll: Duration,
+    /// Sessions run on this many single-threaded runtimes of their own (one OS thread each),
+    /// a connection staying on one thread for its whole life: no cross-thread wake-ups per
+    /// command, which is most of the per-file cost. 0 = run sessions on the caller's runtime.
+    pub session_threads: usize,
 }
 
 impl FtpServerConfig {
@@ -91,6 +96,9 @@ impl FtpServerConfig {
             login_lockout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             users_poll: Duration::from_secs(2),
+            session_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }
@@ -123,6 +131,17 @@ pub(crate) struct Shared {
     pub sessions: Sessions,
     pub events: broadcast::Sender<FtpEvent>,
     pub cancel_transfers: watch::Sender<bool>,
+    pub stats: Arc<Stats>,
+    pub password_checks: tokio::sync::Semaphore,
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Times `SITE SHA256` had to read a whole file (the hash was not known from its upload).
+    pub full_hash_reads: std::sync::atomic::AtomicU64,
+    /// write(2) calls made for uploads (shows the chunking).
+    pub upload_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -168,6 +187,10 @@ impl ServerHandle {
 
     pub fn users(&self) -> &Arc<UserDb> {
         &self.shared.users
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
     }
 
     /// Stops accepting, closes idle sessions at once, lets running transfers finish within the
@@ -230,6 +253,8 @@ pub async fn start(
         sessions: Sessions::default(),
         events: broadcast::channel(4096).0,
         cancel_transfers: watch::channel(false).0,
+        stats: Arc::default(),
+        password_checks: tokio::sync::Semaphore::new(2),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stopped_tx, stopped_rx) = watch::channel(None);
@@ -252,11 +277,75 @@ pub async fn start(
     })
 }
 
+/// Single-threaded runtimes that sessions are spread over (round robin).
+struct Shards {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    next: usize,
+}
+
+impl Shards {
+    fn start(n: usize) -> std::io::Result<Shards> {
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            stops.push(tx);
+            std::thread::Builder::new()
+                .name(format!("ftp-session-{i}"))
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = rx.await;
+                    });
+                    // Dropping the runtime cancels whatever is left (the drain already waited).
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                })?;
+        }
+        Ok(Shards {
+            handles,
+            stops,
+            next: 0,
+        })
+    }
+
+    /// The runtime for the next session; `None` = the caller's.
+    fn pick(&mut self) -> Option<tokio::runtime::Handle> {
+        if self.handles.is_empty() {
+            return None;
+        }
+        self.next = (self.next + 1) % self.handles.len();
+        Some(self.handles[self.next].clone())
+    }
+
+    fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> ShutdownReport {
+    let mut shards = match Shards::start(shared.config.session_threads) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "cannot start FTP session threads ({e}); sessions share the caller's runtime"
+            );
+            Shards {
+                handles: vec![],
+                stops: vec![],
+                next: 0,
+            }
+        }
+    };
     let mut tasks = JoinSet::new();
     let mut accept_failed = false;
     loop {
@@ -264,7 +353,7 @@ async fn accept_loop(
             _ = stop.wait_for(|s| *s) => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => admit(stream, addr, &shared, &mut tasks),
+                Ok((stream, addr)) => admit(stream, addr, &shared, &mut tasks, shards.pick()),
                 Err(e) => {
                     tracing::warn!("FTP accept failed: {e}");
                     accept_failed = true;
@@ -277,10 +366,18 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    drain(&shared, tasks).await
+    let report = drain(&shared, tasks).await;
+    shards.stop();
+    report
 }
 
-fn admit(stream: TcpStream, addr: SocketAddr, shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
+fn admit(
+    stream: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    runtime: Option<tokio::runtime::Handle>,
+) {
     // Without this every reply that follows a 150 waits ~40 ms for the client's delayed ACK.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("set_nodelay: {e}");
@@ -308,7 +405,24 @@ fn admit(stream: TcpStream, addr: SocketAddr, shared: &Arc<Shared>, tasks: &mut 
         }
     };
     let shared = Arc::clone(shared);
-    tasks.spawn(async move {
+    // The socket moves to the session's runtime and registers with its reactor there.
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot hand over the connection from {addr}: {e}");
+            shared.sessions.close(session.id);
+            return;
+        }
+    };
+    let session_task = async move {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot register the connection from {addr}: {e}");
+                shared.sessions.close(session.id);
+                return;
+            }
+        };
         if let Err(e) = server.service(stream).await {
             tracing::debug!("FTP session from {addr} ended: {e}");
         }
@@ -316,7 +430,15 @@ fn admit(stream: TcpStream, addr: SocketAddr, shared: &Arc<Shared>, tasks: &mut 
             shared.emit(FtpEvent::LoggedOut { user, addr });
         }
         shared.sessions.close(session.id);
-    });
+    };
+    match runtime {
+        Some(rt) => {
+            tasks.spawn_on(session_task, &rt);
+        }
+        None => {
+            tasks.spawn(session_task);
+        }
+    }
 }
 
 fn build_server(

@@ -1,21 +1,21 @@
 //! The storage back-end: the archive folder on the local disk, seen through each account's home.
-//! It is where homes are enforced, rights are checked, speed limits apply, uploads are hashed and
-//! events are emitted. Replaces `unftp-sbe-fs` (see transfer.rs for why).
+//! It is where rights are checked, speed limits apply, uploads are hashed and events are emitted;
+//! homes are enforced by the kernel (fsops.rs). Replaces `unftp-sbe-fs` (see transfer.rs for why).
 
 use super::auth::FtpUser;
 use super::events::FtpEvent;
-use super::hash_cache::{hash_file, FileVersion};
+use super::fsops::HomeDir;
+use super::hash_cache::{hash_reader, FileVersion};
 use super::sessions::Session;
 use super::transfer::{self, Bounds};
-use super::vpath::{check_on_disk, is_temp_name, PathError, VirtualPath};
+use super::vpath::{is_temp_name, PathError, VirtualPath};
 use super::Shared;
 use crate::rights::Right;
 use crate::users::UserRecord;
 use async_trait::async_trait;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::fmt::Debug;
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -57,16 +57,20 @@ impl Metadata for Meta {
 struct Home {
     /// `/agent01`, or `/` for the whole archive.
     archive_path: String,
-    /// Canonical real folder.
+    /// Canonical real folder (names hash-cache entries).
     real: PathBuf,
+    dir: Arc<HomeDir>,
 }
 
 /// A client path resolved inside the home.
 #[derive(Debug, Clone)]
 struct Target {
     vpath: VirtualPath,
-    real: PathBuf,
-    home_real: PathBuf,
+    /// Relative to the home folder; empty for the home itself.
+    rel: PathBuf,
+    /// The real path (hash-cache key).
+    key: PathBuf,
+    dir: Arc<HomeDir>,
     /// The path in the whole archive, as events report it.
     archive_path: String,
 }
@@ -87,23 +91,18 @@ fn denied(why: impl Into<String>) -> Error {
 }
 
 fn path_error(e: PathError) -> Error {
-    match e {
-        PathError::Escapes => Error::new(ErrorKind::PermanentFileNotAvailable, e),
-        PathError::BadCharacter | PathError::TooLong => {
-            Error::new(ErrorKind::FileNameNotAllowedError, e)
-        }
-    }
+    Error::new(ErrorKind::FileNameNotAllowedError, e)
 }
 
-fn blocking_failed(e: tokio::task::JoinError) -> Error {
-    Error::new(ErrorKind::LocalError, e)
+fn not_a(what: &'static str) -> Error {
+    Error::new(ErrorKind::PermanentFileNotAvailable, io::Error::other(what))
 }
 
 /// Runs blocking file work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(blocking_failed)?
+        .map_err(|e| Error::new(ErrorKind::LocalError, e))?
 }
 
 impl ArchiveStorage {
@@ -137,7 +136,7 @@ impl ArchiveStorage {
     fn resolve(&self, path: &Path) -> Result<Target> {
         let home = self.home.as_ref().ok_or_else(|| denied("not logged in"))?;
         let vpath = VirtualPath::parse(path).map_err(path_error)?;
-        let real = home.real.join(vpath.relative());
+        let rel = vpath.relative();
         let archive_path = if home.archive_path == "/" {
             vpath.display()
         } else if vpath.is_root() {
@@ -146,9 +145,10 @@ impl ArchiveStorage {
             format!("{}{}", home.archive_path, vpath.display())
         };
         Ok(Target {
+            key: home.real.join(&rel),
+            rel,
             vpath,
-            real,
-            home_real: home.real.clone(),
+            dir: Arc::clone(&home.dir),
             archive_path,
         })
     }
@@ -162,50 +162,46 @@ impl ArchiveStorage {
             .shared
             .throttles
             .for_user(&self.shared.users.snapshot(), &user.name);
-        let limiter = if upload { l.upload } else { l.download };
         Bounds {
-            limiter: Some(limiter),
+            limiter: Some(if upload { l.upload } else { l.download }),
             stall: self.shared.config.stall_timeout,
             cancel: self.shared.cancel_transfers.subscribe(),
             progress: self
                 .session
                 .begin_transfer(archive_path.to_string(), upload),
+            stats: Arc::clone(&self.shared.stats),
         }
     }
 }
 
-/// How an upload may touch the target, decided from what is on disk and the account's rights.
-fn plan_upload(
-    rec: &UserRecord,
-    existing: Option<&std::fs::Metadata>,
-    start: u64,
-) -> io::Result<bool> {
-    let deny = |m: &str| {
+/// Whether an upload at offset `start` into the existing file `m` is allowed, by the rights.
+fn may_extend(rec: &UserRecord, m: &std::fs::Metadata, start: u64) -> io::Result<()> {
+    let deny = |why: &str| {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            m.to_string(),
+            why.to_string(),
         ))
     };
-    match existing {
-        None if start > 0 => Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "REST offset past the end of a missing file",
-        )),
-        None if rec.rights.contains(Right::Write) => Ok(false),
-        None => deny("no write right"),
-        Some(m) if m.is_dir() => Err(io::Error::new(io::ErrorKind::AlreadyExists, "is a folder")),
-        Some(m) if start > m.len() => Err(io::Error::new(
+    if m.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "is a folder"));
+    }
+    if start > m.len() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "REST offset past the end of the file",
-        )),
-        // Extending at the current end (APPE, or REST at the end): the append right.
-        Some(m) if start == m.len() && rec.rights.contains(Right::Append) => Ok(true),
-        Some(m) if start == m.len() && m.len() == 0 && rec.rights.contains(Right::Write) => {
-            Ok(true)
-        }
-        Some(_) if rec.rights.contains(Right::Overwrite) => Ok(true),
-        Some(m) if start == m.len() => deny("no append right"),
-        Some(_) => deny("no overwrite right: the file exists"),
+        ));
+    }
+    let at_end = start == m.len();
+    let r = &rec.rights;
+    if r.contains(Right::Overwrite)
+        || (at_end && r.contains(Right::Append))
+        || (at_end && m.len() == 0 && r.contains(Right::Write))
+    {
+        Ok(())
+    } else if at_end {
+        deny("no append right")
+    } else {
+        deny("no overwrite right: the file exists")
     }
 }
 
@@ -228,9 +224,11 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
                 "home leaves the archive",
             ));
         }
+        let dir = Arc::new(HomeDir::open(&real)?);
         self.home = Some(Home {
             archive_path: rec.home.clone(),
             real,
+            dir,
         });
         Ok(())
     }
@@ -252,11 +250,7 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
             return Err(denied("no list right"));
         }
         let t = self.resolve(path.as_ref())?;
-        blocking(move || {
-            check_on_disk(&t.home_real, &t.real).map_err(path_error)?;
-            Ok(Meta(std::fs::symlink_metadata(&t.real)?))
-        })
-        .await
+        blocking(move || Ok(Meta(t.dir.stat(&t.rel)?))).await
     }
 
     async fn list<P>(&self, user: &FtpUser, path: P) -> Result<Vec<Fileinfo<PathBuf, Meta>>>
@@ -266,8 +260,7 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         self.require(user, Right::List)?;
         let t = self.resolve(path.as_ref())?;
         blocking(move || {
-            check_on_disk(&t.home_real, &t.real).map_err(path_error)?;
-            let meta = std::fs::symlink_metadata(&t.real)?;
+            let meta = t.dir.stat(&t.rel)?;
             if meta.is_file() {
                 let name = t.vpath.file_name().unwrap_or_default().into();
                 return Ok(vec![Fileinfo {
@@ -275,19 +268,15 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
                     metadata: Meta(meta),
                 }]);
             }
-            let mut out = Vec::new();
-            for entry in std::fs::read_dir(&t.real)? {
-                let entry = entry?;
-                let Ok(meta) = entry.metadata() else { continue };
-                // Only plain files and folders are part of the archive.
-                if meta.file_type().is_symlink() || !(meta.is_file() || meta.is_dir()) {
-                    continue;
-                }
-                out.push(Fileinfo {
-                    path: PathBuf::from(entry.file_name()),
-                    metadata: Meta(meta),
-                });
-            }
+            let mut out: Vec<_> = t
+                .dir
+                .list(&t.rel)?
+                .into_iter()
+                .map(|(name, m)| Fileinfo {
+                    path: PathBuf::from(name),
+                    metadata: Meta(m),
+                })
+                .collect();
             out.sort_by(|a, b| a.path.cmp(&b.path));
             Ok(out)
         })
@@ -300,19 +289,10 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         path: P,
         start_pos: u64,
     ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
-        // Only reached by libunftp paths we do not use (RETR goes through get_into, which applies
-        // the limiter); still checked and throttled-free reads are not offered.
+        // RETR goes through get_into (throttled); this is only for libunftp internals.
         self.require(user, Right::Read)?;
         let t = self.resolve(path.as_ref())?;
-        let f = blocking(move || {
-            check_on_disk(&t.home_real, &t.real).map_err(path_error)?;
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&t.real)?;
-            Ok(f)
-        })
-        .await?;
+        let f = blocking(move || Ok(t.dir.open_at(&t.rel, libc::O_RDONLY, 0)?)).await?;
         let mut f = tokio::fs::File::from_std(f);
         tokio::io::AsyncSeekExt::seek(&mut f, io::SeekFrom::Start(start_pos)).await?;
         Ok(Box::new(f))
@@ -332,15 +312,9 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         self.require(user, Right::Read)?;
         let t = self.resolve(path.as_ref())?;
         let bounds = self.bounds(user, false, &t.archive_path);
-        let real = t.real.clone();
-        let home_real = t.home_real.clone();
+        let (dir, rel) = (Arc::clone(&t.dir), t.rel.clone());
         let open: transfer::DownloadOpener = Box::new(move || {
-            check_on_disk(&home_real, &real)
-                .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&real)?;
+            let f = dir.open_at(&rel, libc::O_RDONLY, 0)?;
             let meta = f.metadata()?;
             if !meta.is_file() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
@@ -383,53 +357,54 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         let rec = self.record(user)?;
         let t = self.resolve(path.as_ref())?;
         if t.vpath.is_root() {
-            return Err(path_error(PathError::BadCharacter));
+            return Err(not_a("file"));
         }
         let bounds = self.bounds(user, true, &t.archive_path);
         let shared = Arc::clone(&self.shared);
-        let (real, home_real) = (t.real.clone(), t.home_real.clone());
-        let (appended_tx, appended_rx) = std::sync::mpsc::sync_channel::<bool>(1);
+        let (dir, rel, key) = (Arc::clone(&t.dir), t.rel.clone(), t.key.clone());
+        let (extends_tx, extends_rx) = std::sync::mpsc::sync_channel::<bool>(1);
         let open: transfer::UploadOpener = Box::new(move || {
-            check_on_disk(&home_real, &real)
-                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
-            let existing = match std::fs::symlink_metadata(&real) {
-                Ok(m) => Some(m),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            // A new name first (create_new: a name that appeared meanwhile is never clobbered).
+            if start_pos == 0 && rec.rights.contains(Right::Write) {
+                match dir.open_at(&rel, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o644) {
+                    Ok(f) => {
+                        let _ = extends_tx.send(false);
+                        return Ok((f, Some(Sha256::new())));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut f = match dir.open_at(&rel, libc::O_WRONLY, 0) {
+                Ok(f) => f,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && !rec.rights.contains(Right::Write) =>
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "no write right",
+                    ));
+                }
                 Err(e) => return Err(e),
             };
-            let extend = plan_upload(&rec, existing.as_ref(), start_pos)?;
-            let _ = appended_tx.send(extend && start_pos > 0);
-            let f = if extend {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&real)?;
-                if existing.as_ref().map(|m| m.len()) != Some(start_pos) {
-                    f.set_len(start_pos)?; // overwrite from an earlier offset (overwrite right)
-                }
-                f
-            } else {
-                // create_new: a name that appeared meanwhile is never clobbered.
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(&real)?
-            };
             let before = f.metadata()?;
+            may_extend(&rec, &before, start_pos)?;
+            let _ = extends_tx.send(start_pos > 0);
             let state = if start_pos == 0 {
-                Some(<Sha256 as sha2::Digest>::new())
+                Some(Sha256::new())
             } else {
-                shared.hashes.state(&real, FileVersion::of(&before))
+                shared.hashes.state(&key, FileVersion::of(&before))
             };
-            use std::io::Seek;
-            let mut f = f;
+            if before.len() != start_pos {
+                f.set_len(start_pos)?; // rewriting from an earlier offset (overwrite right)
+            }
             f.seek(io::SeekFrom::Start(start_pos))?;
             Ok((f, state))
         });
         let received = transfer::receive(input, open, bounds).await;
         self.session.end_transfer();
-        let appended = appended_rx.try_recv().unwrap_or(false);
+        let appended = extends_rx.try_recv().unwrap_or(false);
 
         // Whatever reached the disk is described in the hash cache, so a resume continues from it.
         let mut digest = None;
@@ -439,12 +414,10 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
                 size = meta.len();
                 match received.hasher {
                     Some(h) => {
-                        digest = Some(hex::encode(<Sha256 as sha2::Digest>::finalize(h.clone())));
-                        self.shared
-                            .hashes
-                            .record(&t.real, h, FileVersion::of(&meta));
+                        digest = Some(hex::encode(h.clone().finalize()));
+                        self.shared.hashes.record(&t.key, h, FileVersion::of(&meta));
                     }
-                    None => self.shared.hashes.forget(&t.real),
+                    None => self.shared.hashes.forget(&t.key),
                 }
             }
         }
@@ -461,10 +434,11 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
                 _ => Error::from(e),
             });
         }
-        let event = if appended {
+        let (user, path) = (user.name.clone(), t.archive_path);
+        self.emit(if appended {
             FtpEvent::Appended {
-                user: user.name.clone(),
-                path: t.archive_path,
+                user,
+                path,
                 offset: start_pos,
                 size,
                 sha256: digest,
@@ -472,14 +446,13 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
             }
         } else {
             FtpEvent::UploadCompleted {
-                user: user.name.clone(),
-                path: t.archive_path,
+                user,
+                path,
                 size,
                 sha256: digest,
                 temp,
             }
-        };
-        self.emit(event);
+        });
         Ok(received.bytes)
     }
 
@@ -487,18 +460,10 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         self.require(user, Right::Delete)?;
         let t = self.resolve(path.as_ref())?;
         let shared = Arc::clone(&self.shared);
-        let real = t.real.clone();
+        let (dir, rel, key) = (Arc::clone(&t.dir), t.rel.clone(), t.key.clone());
         blocking(move || {
-            check_on_disk(&t.home_real, &real).map_err(path_error)?;
-            let m = std::fs::symlink_metadata(&real)?;
-            if !m.is_file() {
-                return Err(Error::new(
-                    ErrorKind::PermanentFileNotAvailable,
-                    io::Error::other("not a file"),
-                ));
-            }
-            std::fs::remove_file(&real)?;
-            shared.hashes.forget(&real);
+            dir.remove(&rel, false)?;
+            shared.hashes.forget(&key);
             Ok(())
         })
         .await?;
@@ -513,18 +478,10 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         self.require(user, Right::Mkdir)?;
         let t = self.resolve(path.as_ref())?;
         if t.vpath.is_root() {
-            return Err(Error::new(
-                ErrorKind::PermanentFileNotAvailable,
-                io::Error::other("exists"),
-            ));
+            return Err(not_a("new folder"));
         }
-        let real = t.real.clone();
-        blocking(move || {
-            check_on_disk(&t.home_real, &real).map_err(path_error)?;
-            std::fs::create_dir(&real)?;
-            Ok(())
-        })
-        .await?;
+        let (dir, rel) = (Arc::clone(&t.dir), t.rel.clone());
+        blocking(move || Ok(dir.mkdir(&rel)?)).await?;
         self.emit(FtpEvent::DirCreated {
             user: user.name.clone(),
             path: t.archive_path,
@@ -551,31 +508,30 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
                 "only temporary upload names may be renamed without the delete right",
             ));
         }
-        let may_replace = rec.rights.contains(Right::Overwrite);
+        let replace = rec.rights.contains(Right::Overwrite);
         let shared = Arc::clone(&self.shared);
-        let (fr, tr, home) = (from.real.clone(), to.real.clone(), from.home_real.clone());
+        let (dir, fr, tr, fk, tk) = (
+            Arc::clone(&from.dir),
+            from.rel.clone(),
+            to.rel.clone(),
+            from.key.clone(),
+            to.key.clone(),
+        );
         let meta = blocking(move || {
-            check_on_disk(&home, &fr).map_err(path_error)?;
-            check_on_disk(&home, &tr).map_err(path_error)?;
-            std::fs::symlink_metadata(&fr)?;
-            if may_replace {
-                std::fs::rename(&fr, &tr)?;
-            } else {
-                rename_noreplace(&fr, &tr).map_err(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        denied("target exists and the account has no overwrite right")
-                    } else {
-                        Error::from(e)
-                    }
-                })?;
-            }
-            let meta = std::fs::symlink_metadata(&tr)?;
-            shared.hashes.rename(&fr, &tr, FileVersion::of(&meta));
+            dir.rename(&fr, &tr, replace).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    denied("the target exists and the account has no overwrite right")
+                } else {
+                    Error::from(e)
+                }
+            })?;
+            let meta = dir.stat(&tr)?;
+            shared.hashes.rename(&fk, &tk, FileVersion::of(&meta));
             Ok(meta)
         })
         .await?;
         let sha256 = if meta.is_file() {
-            self.shared.hashes.digest(&to.real, FileVersion::of(&meta))
+            self.shared.hashes.digest(&to.key, FileVersion::of(&meta))
         } else {
             None
         };
@@ -596,13 +552,8 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         if t.vpath.is_root() {
             return Err(denied("cannot remove the home folder"));
         }
-        let real = t.real.clone();
-        blocking(move || {
-            check_on_disk(&t.home_real, &real).map_err(path_error)?;
-            std::fs::remove_dir(&real)?;
-            Ok(())
-        })
-        .await?;
+        let (dir, rel) = (Arc::clone(&t.dir), t.rel.clone());
+        blocking(move || Ok(dir.remove(&rel, true)?)).await?;
         self.emit(FtpEvent::DirRemoved {
             user: user.name.clone(),
             path: t.archive_path,
@@ -614,8 +565,7 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         self.record(user)?;
         let t = self.resolve(path.as_ref())?;
         blocking(move || {
-            check_on_disk(&t.home_real, &t.real).map_err(path_error)?;
-            if std::fs::symlink_metadata(&t.real)?.is_dir() {
+            if t.dir.stat(&t.rel)?.is_dir() {
                 Ok(())
             } else {
                 Err(Error::new(
@@ -637,48 +587,26 @@ impl ArchiveStorage {
         let t = self.resolve(Path::new(path))?;
         let shared = Arc::clone(&self.shared);
         blocking(move || {
-            check_on_disk(&t.home_real, &t.real).map_err(path_error)?;
-            let meta = std::fs::symlink_metadata(&t.real)?;
+            let f = t.dir.open_at(&t.rel, libc::O_RDONLY, 0)?;
+            let meta = f.metadata()?;
             if !meta.is_file() {
-                return Err(Error::new(
-                    ErrorKind::PermanentFileNotAvailable,
-                    io::Error::other("not a file"),
-                ));
+                return Err(not_a("file"));
             }
-            if let Some(d) = shared.hashes.digest(&t.real, FileVersion::of(&meta)) {
+            if let Some(d) = shared.hashes.digest(&t.key, FileVersion::of(&meta)) {
                 return Ok(d);
             }
-            let (h, before) = hash_file(&t.real)?;
-            let after = std::fs::symlink_metadata(&t.real)?;
-            let digest = hex::encode(<Sha256 as sha2::Digest>::finalize(h.clone()));
-            if FileVersion::of(&before) == FileVersion::of(&after) {
-                shared.hashes.record(&t.real, h, FileVersion::of(&after));
+            shared
+                .stats
+                .full_hash_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let h = hash_reader(f)?;
+            let after = t.dir.stat(&t.rel)?;
+            let digest = hex::encode(h.clone().finalize());
+            if FileVersion::of(&meta) == FileVersion::of(&after) {
+                shared.hashes.record(&t.key, h, FileVersion::of(&after));
             }
             Ok(digest)
         })
         .await
-    }
-}
-
-/// rename(2) that fails with `AlreadyExists` instead of replacing the target, atomically.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let f = CString::new(from.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let t = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: two valid NUL-terminated paths; renameat2 does not keep the pointers.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

@@ -36,6 +36,7 @@ pub(crate) struct Bounds {
     pub stall: Duration,
     pub cancel: watch::Receiver<bool>,
     pub progress: Arc<Transfer>,
+    pub stats: Arc<super::Stats>,
 }
 
 impl Bounds {
@@ -116,6 +117,7 @@ where
     }
     if eof {
         first.truncate(filled);
+        bounds.stats.upload_writes.fetch_add(1, Ordering::Relaxed);
         return write_small(open, first, None).await;
     }
     receive_pipelined(input, open, bounds, first).await
@@ -168,12 +170,14 @@ where
     let (free_tx, mut free_rx) = mpsc::channel::<Vec<u8>>(POOL + 1);
     let (init_tx, init_rx) = std::sync::mpsc::sync_channel::<Option<Sha256>>(1);
 
+    let stats = Arc::clone(&bounds.stats);
     let writer = tokio::task::spawn_blocking(move || -> io::Result<(File, u64)> {
         let (mut f, h) = open()?;
         let _ = init_tx.send(h);
         let mut written = 0u64;
         while let Some((buf, n)) = writer_rx.blocking_recv() {
             f.write_all(&buf[..n])?;
+            stats.upload_writes.fetch_add(1, Ordering::Relaxed);
             written += n as u64;
             // The hasher hands the buffer back to the pool; if it is gone, just drop the buffer.
             let _ = to_hasher.blocking_send((buf, n));

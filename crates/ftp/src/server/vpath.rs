@@ -1,8 +1,7 @@
 //! Virtual paths: what a client names, confined to its home.
 //!
 //! A client path is resolved lexically first (`..` can never climb above the home: it stops at
-//! the home's root, as in a chroot), then checked on disk so that a symlink inside the archive
-//! cannot lead outside the home.
+//! the home's root, as in a chroot); the kernel then opens it beneath the home (see fsops.rs).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -13,8 +12,6 @@ use std::path::{Component, Path, PathBuf};
 pub enum PathError {
     #[error("path contains a forbidden character")]
     BadCharacter,
-    #[error("path leaves the home folder")]
-    Escapes,
     #[error("name too long")]
     TooLong,
 }
@@ -80,37 +77,6 @@ fn check_name(name: &OsStr) -> Result<&str, PathError> {
     Ok(s)
 }
 
-/// Checks on disk that `real` (inside `home_canonical`) does not leave the home through a
-/// symlink: the deepest existing ancestor is canonicalised and must stay under the home.
-/// The final component, if it exists and is a symlink, is refused outright (the archive holds
-/// plain files and folders only).
-pub fn check_on_disk(home_canonical: &Path, real: &Path) -> Result<(), PathError> {
-    if let Ok(meta) = std::fs::symlink_metadata(real) {
-        if meta.file_type().is_symlink() {
-            return Err(PathError::Escapes);
-        }
-    }
-    let mut probe = real;
-    loop {
-        match std::fs::canonicalize(probe) {
-            Ok(canon) => {
-                return if canon.starts_with(home_canonical) {
-                    Ok(())
-                } else {
-                    Err(PathError::Escapes)
-                };
-            }
-            // Not there yet (a new file or folder): its nearest existing ancestor decides.
-            Err(_) => {
-                probe = probe
-                    .parent()
-                    .filter(|p| p.starts_with(home_canonical))
-                    .ok_or(PathError::Escapes)?
-            }
-        }
-    }
-}
-
 /// Temporary upload names: `.<final name>.logarchive-tmp`. They are hidden from the web UI and
 /// the catalog, and are the only names an account without `delete` may rename away.
 pub const TEMP_SUFFIX: &str = ".logarchive-tmp";
@@ -157,19 +123,5 @@ mod tests {
         assert!(is_temp_name(".a.txt.logarchive-tmp"));
         assert!(!is_temp_name("a.txt.logarchive-tmp"));
         assert!(!is_temp_name(".logarchive-tmp"));
-    }
-
-    #[test]
-    fn symlink_out_of_home_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home");
-        let outside = dir.path().join("outside");
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, home.join("link")).unwrap();
-        let home_c = std::fs::canonicalize(&home).unwrap();
-        assert!(check_on_disk(&home_c, &home.join("link")).is_err());
-        assert!(check_on_disk(&home_c, &home.join("link/new.txt")).is_err());
-        assert!(check_on_disk(&home_c, &home.join("sub/new.txt")).is_ok());
     }
 }

@@ -34,18 +34,28 @@ impl TestServer {
     /// Starts a server over an existing data folder (to restart one).
     pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
         let users = UserDb::open(dir.path().join("users.toml")).expect("users db");
-        let mut cfg = FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
+        let mut cfg =
+            FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
         cfg.users_poll = Duration::from_millis(100);
         tune(&mut cfg);
-        let handle = server::start(cfg, Arc::clone(&users)).await.expect("server starts");
+        let handle = server::start(cfg, Arc::clone(&users))
+            .await
+            .expect("server starts");
         let events = handle.subscribe();
-        TestServer { dir, handle, users, events, cert: None }
+        TestServer {
+            dir,
+            handle,
+            users,
+            events,
+            cert: None,
+        }
     }
 
     /// A server with FTPS from a certificate made here (rcgen) for "localhost".
     pub async fn start_tls(tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let ck =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, ck.cert.pem()).unwrap();
@@ -73,7 +83,13 @@ impl TestServer {
         self.add_custom(name, &home, rights, web_role);
     }
 
-    pub fn add_custom(&self, name: &str, home: &str, rights: Rights, web_role: logarchive_ftp::users::WebRole) {
+    pub fn add_custom(
+        &self,
+        name: &str,
+        home: &str,
+        rights: Rights,
+        web_role: logarchive_ftp::users::WebRole,
+    ) {
         self.users
             .add(NewUser {
                 name: name.into(),
@@ -96,13 +112,18 @@ impl TestServer {
         c.reconnect_base = Duration::from_millis(20);
         if let Some(cert) = &self.cert {
             c.host = "localhost".into();
-            c.tls = TlsMode::Explicit { ca_file: Some(cert.clone()), insecure_skip_verify: false };
+            c.tls = TlsMode::Explicit {
+                ca_file: Some(cert.clone()),
+                insecure_skip_verify: false,
+            };
         }
         c
     }
 
     pub async fn client(&self, user: &str) -> Client {
-        Client::connect(self.config(user)).await.expect("client logs in")
+        Client::connect(self.config(user))
+            .await
+            .expect("client logs in")
     }
 
     /// Waits (bounded) for an event matching `pred`, skipping others.
@@ -133,7 +154,10 @@ impl TestServer {
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -142,7 +166,10 @@ pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() ->
 pub fn random_file(path: &Path, len: usize, seed: u64) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     let mut left = len;
     let mut buf = [0u8; 8192];
     while left > 0 {
@@ -178,8 +205,13 @@ pub fn sha256_file(path: &Path) -> String {
 /// the script's stderr on failure.
 pub async fn python(script: &str, env: &[(&str, String)]) -> String {
     let script = script.to_string();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    tokio::task::spawn_blocking(move || python_blocking(&script, &env)).await.expect("python thread")
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    tokio::task::spawn_blocking(move || python_blocking(&script, &env))
+        .await
+        .expect("python thread")
 }
 
 fn python_blocking(script: &str, env: &[(String, String)]) -> String {
@@ -204,7 +236,9 @@ pub fn tree_snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let m = std::fs::symlink_metadata(&p).unwrap();
