@@ -1,0 +1,131 @@
+//! The server checked by a client we did not write: Python's ftplib (FTP and FTP_TLS).
+
+mod common;
+
+use common::*;
+use logarchive_ftp::users::Role;
+
+const SUITE: &str = r#"
+import ftplib, io, os, ssl, sys
+port = int(os.environ['PORT']); pw = os.environ['PASS']; tls = os.environ.get('CERT')
+if tls:
+    # Known libunftp limitation: after an upload it closes the TLS data connection without a
+    # close_notify of its own (its storage back-end only gets the read half). ftplib insists on a
+    # two-way TLS shutdown there and would raise although the server stored the file and is about
+    # to send 226; tolerate exactly that error, everything else is checked as usual.
+    _unwrap = ssl.SSLSocket.unwrap
+    def unwrap(self):
+        try:
+            return _unwrap(self)
+        except ssl.SSLEOFError:
+            return None
+    ssl.SSLSocket.unwrap = unwrap
+def connect(user, password):
+    if tls:
+        ctx = ssl.create_default_context(cafile=tls)
+        f = ftplib.FTP_TLS(context=ctx)
+        f.connect('localhost', port, timeout=20)
+        f.login(user, password)
+        f.prot_p()
+    else:
+        f = ftplib.FTP()
+        f.connect('127.0.0.1', port, timeout=20)
+        f.login(user, password)
+    return f
+def refused(fn):
+    try:
+        fn()
+    except ftplib.error_perm as e:
+        return str(e)[:3]
+    raise AssertionError('not refused')
+
+# refused login
+assert refused(lambda: connect('agent01', 'wrong password')) == '530'
+f = connect('agent01', pw)
+assert f.pwd() == '/'
+f.mkd('Logs'); f.cwd('Logs'); f.mkd('20240723'); f.cwd('20240723')
+payload = b'a\nb\r\nc\n' * 1000 + bytes(range(256))
+f.storbinary('STOR a.txt', io.BytesIO(payload))
+f.storbinary('APPE a.txt', io.BytesIO(b'more\n'))
+got = bytearray(); f.retrbinary('RETR a.txt', got.extend)
+assert bytes(got) == payload + b'more\n', 'round trip'
+assert f.size('a.txt') == len(payload) + 5
+assert f.nlst() == ['a.txt'], f.nlst()
+facts = list(f.mlsd())
+assert facts[0][0] == 'a.txt' and facts[0][1]['type'] == 'file', facts
+lines = []; f.retrlines('LIST', lines.append); assert 'a.txt' in lines[0], lines
+import hashlib
+assert f.sendcmd('SITE SHA256 /Logs/20240723/a.txt') == '213 ' + hashlib.sha256(payload + b'more\n').hexdigest()
+# the agent preset: no delete, no overwrite, no renaming final names away
+assert refused(lambda: f.delete('a.txt')) == '550'
+assert refused(lambda: f.storbinary('STOR a.txt', io.BytesIO(b'x'))) == '550'
+assert refused(lambda: f.rename('a.txt', 'b.txt')) == '550'
+# resume a temporary upload with REST, then rename it to a free final name
+f.storbinary('STOR .b.txt.logarchive-tmp', io.BytesIO(b'0123456789'))
+f.storbinary('STOR .b.txt.logarchive-tmp', io.BytesIO(b'abcdef'), rest=10)
+f.rename('.b.txt.logarchive-tmp', 'b.txt')
+got = bytearray(); f.retrbinary('RETR b.txt', got.extend, rest=4)
+assert bytes(got) == b'456789abcdef', got
+# escapes stay inside the home
+f.cwd('/../../..'); assert f.pwd().count('..') >= 0
+assert set(f.nlst()) == {'Logs'}, f.nlst()
+assert refused(lambda: f.retrbinary('RETR /../agent02/secret.txt', print))[:1] == '5'
+# active mode (PORT) is not offered: no bounce attacks
+f.set_pasv(False)
+try:
+    f.retrbinary('RETR /Logs/20240723/a.txt', lambda b: None)
+    raise AssertionError('active mode worked')
+except (ftplib.error_perm, ftplib.error_temp, ftplib.error_reply):
+    pass
+f.quit()
+print('ok')
+"#;
+
+async fn run_suite(s: &TestServer) {
+    let mut env = vec![("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())];
+    if let Some(cert) = &s.cert {
+        env.push(("CERT", cert.display().to_string()));
+    }
+    let out = python(SUITE, &env).await;
+    assert_eq!(out.trim(), "ok");
+}
+
+#[tokio::test]
+async fn python_ftplib_plain() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    s.add("agent02", Role::Agent);
+    std::fs::create_dir_all(s.archive().join("agent02")).unwrap();
+    std::fs::write(s.archive().join("agent02/secret.txt"), b"secret").unwrap();
+    run_suite(&s).await;
+}
+
+#[tokio::test]
+async fn python_ftplib_tls() {
+    let s = TestServer::start_tls(|_| {}).await;
+    s.add("agent01", Role::Agent);
+    run_suite(&s).await;
+}
+
+#[tokio::test]
+async fn python_ftplib_lockout() {
+    let s = TestServer::start_with(|c| c.login_max_failures = 2).await;
+    s.add("agent01", Role::Agent);
+    let out = python(
+        r#"
+import ftplib, os
+port = int(os.environ['PORT'])
+codes = []
+for pw in ['bad one', 'bad two', os.environ['PASS']]:
+    f = ftplib.FTP(); f.connect('127.0.0.1', port, timeout=20)
+    try:
+        f.login('agent01', pw); codes.append('230')
+    except ftplib.error_perm as e:
+        codes.append(str(e)[:3])
+print(' '.join(codes))
+"#,
+        &[("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())],
+    )
+    .await;
+    assert_eq!(out.trim(), "530 530 530", "the right password is refused while locked out");
+}
