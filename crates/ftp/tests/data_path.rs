@@ -30,12 +30,23 @@ for i in range(60):
 times.sort()
 print('median_ms %.2f' % (times[len(times) // 2] * 1000))
 "#,
-        &[("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())],
+        &[
+            ("PORT", s.port().to_string()),
+            ("PASS", PASSWORD.to_string()),
+        ],
     )
     .await;
     let median: f64 = out.trim().trim_start_matches("median_ms ").parse().unwrap();
-    assert!(median < 20.0, "median time per file {median} ms: the 226 waited for a delayed ACK");
-    assert_eq!(std::fs::read_dir(s.archive().join("agent01")).unwrap().count(), 60);
+    assert!(
+        median < 20.0,
+        "median time per file {median} ms: the 226 waited for a delayed ACK"
+    );
+    assert_eq!(
+        std::fs::read_dir(s.archive().join("agent01"))
+            .unwrap()
+            .count(),
+        60
+    );
 }
 
 #[tokio::test]
@@ -70,10 +81,20 @@ async fn uploads_are_written_in_large_chunks_and_hashed_on_the_way() {
 async fn concurrent_sessions_never_lose_a_passive_port_race() {
     // A narrow passive range makes collisions certain for a bind-then-listen binder.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = probe.local_addr().unwrap().port().saturating_sub(200).max(20000);
+    let base = probe
+        .local_addr()
+        .unwrap()
+        .port()
+        .saturating_sub(200)
+        .max(20000);
     drop(probe);
     let mut s = TestServer::start_with(move |c| c.passive_ports = base..=base + 24).await;
-    s.add_custom("bench", "/", logarchive_ftp::rights::Rights::ALL, logarchive_ftp::users::WebRole::None);
+    s.add_custom(
+        "bench",
+        "/",
+        logarchive_ftp::rights::Rights::ALL,
+        logarchive_ftp::users::WebRole::None,
+    );
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
     std::fs::write(&f, b"small file").unwrap();
@@ -82,21 +103,70 @@ async fn concurrent_sessions_never_lose_a_passive_port_race() {
         let cfg = s.config("bench");
         let f = f.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = logarchive_ftp::client::Client::connect(cfg).await.expect("login");
+            let mut c = logarchive_ftp::client::Client::connect(cfg)
+                .await
+                .expect("login");
             c.ensure_dir(&format!("/c{j}")).await.expect("mkdir");
             for i in 0..40 {
-                c.upload(&f, &format!("f{i}"), Default::default()).await.expect("upload");
+                c.upload(&f, &format!("f{i}"), Default::default())
+                    .await
+                    .expect("upload");
             }
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(120), t).await.expect("clients finish").expect("no client failed");
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("clients finish")
+            .expect("no client failed");
     }
     for j in 0..12 {
-        assert_eq!(std::fs::read_dir(s.archive().join(format!("c{j}"))).unwrap().count(), 40);
+        assert_eq!(
+            std::fs::read_dir(s.archive().join(format!("c{j}")))
+                .unwrap()
+                .count(),
+            40
+        );
     }
     // Every session survived: a control connection dropped over a port would show as a second
     // login (the client reconnects by itself).
-    let logins = s.drain_events().iter().filter(|e| matches!(e, logarchive_ftp::server::FtpEvent::LoggedIn { .. })).count();
+    let logins = s
+        .drain_events()
+        .iter()
+        .filter(|e| matches!(e, logarchive_ftp::server::FtpEvent::LoggedIn { .. }))
+        .count();
     assert_eq!(logins, 12);
+}
+
+#[tokio::test]
+async fn plain_downloads_use_sendfile_and_arrive_intact() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    random_file(&f, 5 << 20, 11);
+    let mut c = s.client("agent01").await;
+    c.upload(&f, "/f", Default::default()).await.unwrap();
+    let back = tmp.path().join("back");
+    let out = c.download("/f", &back, Default::default()).await.unwrap();
+    assert_eq!(out.sha256, sha256_file(&f));
+    assert_eq!(
+        s.handle.stats().zero_copy_downloads.load(Ordering::Relaxed),
+        1
+    );
+    // A resumed download starts at the offset.
+    std::fs::write(&back, &std::fs::read(&f).unwrap()[..1_000_000]).unwrap();
+    let out = c
+        .download(
+            "/f",
+            &back,
+            logarchive_ftp::client::DownloadOptions {
+                resume: true,
+                progress: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.bytes, (5 << 20) - 1_000_000);
+    assert_eq!(sha256_file(&back), sha256_file(&f));
 }

@@ -82,7 +82,10 @@ print('ok')
 "#;
 
 async fn run_suite(s: &TestServer) {
-    let mut env = vec![("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())];
+    let mut env = vec![
+        ("PORT", s.port().to_string()),
+        ("PASS", PASSWORD.to_string()),
+    ];
     if let Some(cert) = &s.cert {
         env.push(("CERT", cert.display().to_string()));
     }
@@ -124,8 +127,15 @@ for pw in ['bad one', 'bad two', os.environ['PASS']]:
         codes.append(str(e)[:3])
 print(' '.join(codes))
 "#,
-        &[("PORT", s.port().to_string()), ("PASS", PASSWORD.to_string())],
+        &[
+            ("PORT", s.port().to_string()),
+            ("PASS", PASSWORD.to_string()),
+        ],
     )
     .await;
-    assert_eq!(out.trim(), "530 530 530", "the right password is refused while locked out");
+    assert_eq!(
+        out.trim(),
+        "530 530 530",
+        "the right password is refused while locked out"
+    );
 }

@@ -18,6 +18,7 @@ mod throttle;
 mod tls;
 mod transfer;
 mod vpath;
+mod zerocopy;
 
 pub use auth::FtpUser;
 pub use events::FtpEvent;
@@ -142,6 +143,8 @@ pub struct Stats {
     pub full_hash_reads: std::sync::atomic::AtomicU64,
     /// write(2) calls made for uploads (shows the chunking).
     pub upload_writes: std::sync::atomic::AtomicU64,
+    /// Downloads sent with sendfile(2).
+    pub zero_copy_downloads: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -461,7 +464,9 @@ fn build_server(
     .logger(slog::Logger::root(TracingDrain, slog::o!()))
     .sitemd5(SiteMd5::None)
     .active_passive_mode(ActivePassiveMode::PassiveOnly)
-    .binder(passive::ExclusiveBinder)
+    .binder(passive::ExclusiveBinder {
+        session: Arc::clone(session),
+    })
     .site_command("SHA256", site::Sha256Site);
     if let Some(ip) = c.passive_host {
         b = b.passive_host(ip);

@@ -13,8 +13,10 @@ use std::ops::RangeInclusive;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use tokio::net::TcpSocket;
 
-#[derive(Debug, Default)]
-pub(crate) struct ExclusiveBinder;
+#[derive(Debug)]
+pub(crate) struct ExclusiveBinder {
+    pub session: std::sync::Arc<super::sessions::Session>,
+}
 
 #[async_trait]
 impl libunftp::options::Binder for ExclusiveBinder {
@@ -23,7 +25,13 @@ impl libunftp::options::Binder for ExclusiveBinder {
         local_addr: IpAddr,
         ports: RangeInclusive<u16>,
     ) -> io::Result<TcpSocket> {
-        bind_exclusive(local_addr, ports)
+        let s = bind_exclusive(local_addr, ports)?;
+        if let Ok(a) = s.local_addr() {
+            self.session
+                .passive_port
+                .store(a.port(), std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(s)
     }
 }
 

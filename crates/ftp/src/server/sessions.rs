@@ -27,6 +27,8 @@ pub struct Session {
     transfer: Mutex<Option<Arc<Transfer>>>,
     /// A duplicate of the control socket, used to close the session on shutdown.
     control: Mutex<Option<OwnedFd>>,
+    /// The port of the last passive listener handed out (see zerocopy.rs).
+    pub(crate) passive_port: std::sync::atomic::AtomicU16,
 }
 
 impl Session {
@@ -101,6 +103,7 @@ impl Sessions {
             user: Mutex::new(None),
             transfer: Mutex::new(None),
             control: Mutex::new(control),
+            passive_port: std::sync::atomic::AtomicU16::new(0),
         });
         self.lock().insert(id, Arc::clone(&s));
         s

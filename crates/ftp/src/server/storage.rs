@@ -321,7 +321,10 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
             }
             Ok((f, meta.len()))
         });
-        let result = transfer::send(output, open, start_pos, bounds).await;
+        let result = match self.try_zero_copy(&t, start_pos, &bounds).await {
+            Some(r) => r,
+            None => transfer::send(output, open, start_pos, bounds).await,
+        };
         self.session.end_transfer();
         match result {
             Ok(bytes) => {
@@ -579,6 +582,62 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
 }
 
 impl ArchiveStorage {
+    /// A download through sendfile(2) when that is possible and worth it; `None` = use the
+    /// ordinary path (nothing has been sent then).
+    async fn try_zero_copy(
+        &self,
+        t: &Target,
+        start: u64,
+        bounds: &Bounds,
+    ) -> Option<io::Result<u64>> {
+        use std::sync::atomic::Ordering;
+        if self.shared.config.tls.is_some() {
+            return None;
+        }
+        let port = self.session.passive_port.load(Ordering::Relaxed);
+        let (dir, rel) = (Arc::clone(&t.dir), t.rel.clone());
+        let peer = self.session.addr.ip();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let f = dir.open_at(&rel, libc::O_RDONLY, 0).ok()?;
+            let meta = f.metadata().ok()?;
+            // Small files gain nothing; they take the one-step path.
+            if !meta.is_file() || meta.len().saturating_sub(start) < transfer::SMALL as u64 {
+                return None;
+            }
+            let sock = super::zerocopy::find_data_socket(port, peer)?;
+            Some((f, meta.len(), sock))
+        })
+        .await
+        .ok()??;
+        let (file, len, sock) = prepared;
+        self.shared
+            .stats
+            .zero_copy_downloads
+            .fetch_add(1, Ordering::Relaxed);
+        let limiter = bounds.limiter.clone();
+        let progress = Arc::clone(&bounds.progress);
+        let cancel = bounds.cancel.clone();
+        let stall = bounds.stall;
+        let step = bounds.step();
+        let r = tokio::task::spawn_blocking(move || {
+            super::zerocopy::sendfile_all(&sock, &file, start, len, step, stall, |n| {
+                if *cancel.borrow() {
+                    return false;
+                }
+                if let Some(l) = &limiter {
+                    if l.speed_limit().is_finite() {
+                        l.blocking_consume(n);
+                    }
+                }
+                progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                true
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        Some(r)
+    }
+
     /// SHA-256 of a file in the home (for `SITE SHA256`): from the hash cache when the file is the
     /// version last written, otherwise read from disk once and remembered.
     pub(crate) async fn sha256(&self, user: &FtpUser, path: &str) -> Result<String> {

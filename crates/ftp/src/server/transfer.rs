@@ -41,7 +41,7 @@ pub(crate) struct Bounds {
 
 impl Bounds {
     /// Largest read or write: small enough that a throttled transfer is smooth.
-    fn step(&self) -> usize {
+    pub(crate) fn step(&self) -> usize {
         match &self.limiter {
             Some(l) => ((l.speed_limit() / 20.0) as usize).clamp(4096, CHUNK),
             None => CHUNK,
