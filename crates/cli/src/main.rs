@@ -24,6 +24,8 @@ enum Command {
     Server(cmd::server::ServerArgs),
     /// Manage the accounts in the user record file.
     User(cmd::user::UserArgs),
+    /// A command-line FTP(S) client: ls, get, put, mkdir, rm, mv.
+    Ftp(cmd::ftp::FtpArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,13 +35,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
         Command::User(args) => cmd::user::run(args),
+        Command::Ftp(args) => cmd::ftp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line (with its causes), not a debug dump.
             eprintln!("logarchive: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cmd::ftp::exit_code(&e))
         }
     }
 }

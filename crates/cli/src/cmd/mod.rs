@@ -1,2 +1,3 @@
+pub mod ftp;
 pub mod server;
 pub mod user;

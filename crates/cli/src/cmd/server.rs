@@ -45,6 +45,8 @@ pub fn run(args: ServerArgs) -> Result<()> {
     )?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM right after the ready line must still stop us cleanly.
+        let signals = Signals::install()?;
         let running = logarchive_server::start(&settings).await?;
         if let Some(p) = &running.initial_admin_password {
             // Printed once; only its argon2id hash is stored.
@@ -56,7 +58,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
             if settings.tls.is_some() { "FTPS available" } else { "plain FTP" },
             settings.data.display()
         );
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         let report = running.ftp.shutdown().await;
         tracing::info!(?report, "stopped");
@@ -64,17 +66,25 @@ pub fn run(args: ServerArgs) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM.
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    pub(crate) async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

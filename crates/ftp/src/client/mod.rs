@@ -8,10 +8,12 @@
 mod config;
 mod error;
 mod paths;
+mod url;
 
 pub use config::{ClientConfig, TlsMode};
 pub use error::ClientError;
 pub use paths::{join_remote, split_remote};
+pub use url::FtpUrl;
 
 use crate::server::temp_name_for;
 use async_speed_limit::Limiter;

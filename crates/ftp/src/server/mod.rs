@@ -9,6 +9,7 @@ mod auth;
 mod events;
 mod fsops;
 mod hash_cache;
+mod inflight;
 mod lockout;
 mod passive;
 mod sessions;
@@ -131,9 +132,9 @@ pub(crate) struct Shared {
     pub lockout: Lockout,
     pub sessions: Sessions,
     pub events: broadcast::Sender<FtpEvent>,
-    pub cancel_transfers: watch::Sender<bool>,
     pub stats: Arc<Stats>,
     pub password_checks: tokio::sync::Semaphore,
+    pub inflight: inflight::Inflight,
 }
 
 /// Counters for tests and metrics.
@@ -196,6 +197,19 @@ impl ServerHandle {
         &self.shared.stats
     }
 
+    /// Disconnects every session of `user` at once (running transfers are cut). Returns how
+    /// many sessions were closed. Disable or remove the account first to keep it out.
+    pub fn disconnect_user(&self, user: &str) -> usize {
+        let mut n = 0;
+        for s in self.shared.sessions.all() {
+            if s.user().as_deref() == Some(user) {
+                s.kill();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Stops accepting, closes idle sessions at once, lets running transfers finish within the
     /// grace period, cuts the rest, and returns when every session is gone.
     pub async fn shutdown(&self) -> ShutdownReport {
@@ -255,9 +269,9 @@ pub async fn start(
         hashes: HashCache::default(),
         sessions: Sessions::default(),
         events: broadcast::channel(4096).0,
-        cancel_transfers: watch::channel(false).0,
         stats: Arc::default(),
         password_checks: tokio::sync::Semaphore::new(2),
+        inflight: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stopped_tx, stopped_rx) = watch::channel(None);
@@ -503,9 +517,8 @@ async fn drain(shared: &Arc<Shared>, mut tasks: JoinSet<()>) -> ShutdownReport {
                 .iter()
                 .filter(|s| s.transfer().is_some())
                 .count();
-            let _ = shared.cancel_transfers.send(true);
             for s in shared.sessions.all() {
-                s.close_control();
+                s.kill();
             }
             break;
         }

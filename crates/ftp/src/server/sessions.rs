@@ -29,6 +29,8 @@ pub struct Session {
     control: Mutex<Option<OwnedFd>>,
     /// The port of the last passive listener handed out (see zerocopy.rs).
     pub(crate) passive_port: std::sync::atomic::AtomicU16,
+    /// Set to abandon this session's transfers (shutdown past its grace period, or a kick).
+    pub(crate) cancel: tokio::sync::watch::Sender<bool>,
 }
 
 impl Session {
@@ -56,6 +58,12 @@ impl Session {
 
     pub(crate) fn end_transfer(&self) {
         *self.transfer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Ends the session now: its transfer is abandoned and its control connection closed.
+    pub(crate) fn kill(&self) {
+        let _ = self.cancel.send(true);
+        self.close_control();
     }
 
     /// Closes the control connection (both directions); libunftp's control loop then ends.
@@ -104,6 +112,7 @@ impl Sessions {
             transfer: Mutex::new(None),
             control: Mutex::new(control),
             passive_port: std::sync::atomic::AtomicU16::new(0),
+            cancel: tokio::sync::watch::channel(false).0,
         });
         self.lock().insert(id, Arc::clone(&s));
         s

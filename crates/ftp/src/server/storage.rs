@@ -165,7 +165,7 @@ impl ArchiveStorage {
         Bounds {
             limiter: Some(if upload { l.upload } else { l.download }),
             stall: self.shared.config.stall_timeout,
-            cancel: self.shared.cancel_transfers.subscribe(),
+            cancel: self.session.cancel.subscribe(),
             progress: self
                 .session
                 .begin_transfer(archive_path.to_string(), upload),
@@ -250,6 +250,7 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
             return Err(denied("no list right"));
         }
         let t = self.resolve(path.as_ref())?;
+        self.shared.inflight.settled(&t.key).await;
         blocking(move || Ok(Meta(t.dir.stat(&t.rel)?))).await
     }
 
@@ -362,6 +363,7 @@ impl StorageBackend<FtpUser> for ArchiveStorage {
         if t.vpath.is_root() {
             return Err(not_a("file"));
         }
+        let _writing = self.shared.inflight.write(&t.key).await;
         let bounds = self.bounds(user, true, &t.archive_path);
         let shared = Arc::clone(&self.shared);
         let (dir, rel, key) = (Arc::clone(&t.dir), t.rel.clone(), t.key.clone());
@@ -644,6 +646,7 @@ impl ArchiveStorage {
         self.require(user, Right::List)
             .or_else(|_| self.require(user, Right::Read))?;
         let t = self.resolve(Path::new(path))?;
+        self.shared.inflight.settled(&t.key).await;
         let shared = Arc::clone(&self.shared);
         blocking(move || {
             let f = t.dir.open_at(&t.rel, libc::O_RDONLY, 0)?;

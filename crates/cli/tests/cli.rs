@@ -1,0 +1,325 @@
+//! The `logarchive` binary as users run it: `user`, `server`, `ftp`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
+    c.env_remove("LOGARCHIVE_PASSWORD")
+        .env("LOGARCHIVE_LOG", "warn");
+    c
+}
+
+fn run_with_stdin(mut c: Command, stdin: &str) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A running `logarchive server` on an OS-chosen port.
+struct Server {
+    child: Child,
+    port: u16,
+    admin_password: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    // The child is owned by the returned Server, whose Drop waits for it.
+    #[allow(clippy::zombie_processes)]
+    fn start(data: &Path) -> Server {
+        let mut child = bin()
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["--ftp-listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut admin_password = None;
+        loop {
+            assert!(Instant::now() < deadline, "server did not start");
+            let line = lines.next().expect("server output").unwrap();
+            if let Some(rest) = line.split("password '").nth(1) {
+                admin_password = rest.split('\'').next().map(str::to_string);
+            }
+            if let Some(rest) = line.strip_prefix("logarchive server: FTP on 127.0.0.1:") {
+                let port = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return Server {
+                    child,
+                    port,
+                    admin_password,
+                };
+            }
+        }
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn ftp(port: u16, user: &str, password: &str, args: &[&str]) -> Output {
+    let mut c = bin();
+    c.arg("ftp").env("LOGARCHIVE_PASSWORD", password);
+    for a in args {
+        c.arg(a.replace("URL", &format!("ftp://{user}@127.0.0.1:{port}")));
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn user_commands_edit_the_users_file_without_clear_passwords() {
+    let d = tempfile::tempdir().unwrap();
+    let mut add = bin();
+    add.args(["user", "--data"])
+        .arg(d.path())
+        .args(["add", "agent01", "--password-stdin"]);
+    ok(&run_with_stdin(add, "s3cret-password\n"));
+    let users = d.path().join("users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(text.contains("$argon2id$") && !text.contains("s3cret-password"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&users).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut set = bin();
+    set.args(["user", "--users"]).arg(&users).args([
+        "set",
+        "agent01",
+        "--upload-limit",
+        "2MiB",
+        "--enabled",
+        "false",
+    ]);
+    ok(&set.output().unwrap());
+    let mut list = bin();
+    list.args(["user", "--data"]).arg(d.path()).arg("list");
+    let out = ok(&list.output().unwrap());
+    assert!(
+        out.contains("agent01")
+            && out.contains("/agent01")
+            && out.contains("2.0 MiB/s")
+            && out.contains(" no "),
+        "{out}"
+    );
+
+    // Duplicates, unknown users, bad rights and short passwords are clear errors.
+    let mut dup = bin();
+    dup.args(["user", "--data"])
+        .arg(d.path())
+        .args(["add", "agent01", "--password-stdin"]);
+    let o = run_with_stdin(dup, "another-password\n");
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let mut bad = bin();
+    bad.args(["user", "--data"]).arg(d.path()).args([
+        "add",
+        "x",
+        "--rights",
+        "list,fly",
+        "--password-stdin",
+    ]);
+    let o = run_with_stdin(bad, "long-enough-pw\n");
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("fly"));
+    let mut short = bin();
+    short
+        .args(["user", "--data"])
+        .arg(d.path())
+        .args(["add", "y", "--password-stdin"]);
+    let o = run_with_stdin(short, "short\n");
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("too short"));
+    // No password source at all (no terminal here): refused, not a default.
+    let mut none = bin();
+    none.args(["user", "--data"])
+        .arg(d.path())
+        .args(["add", "z"])
+        .stdin(Stdio::null());
+    assert!(!none.output().unwrap().status.success());
+
+    let mut rm = bin();
+    rm.args(["user", "--data"])
+        .arg(d.path())
+        .args(["remove", "agent01"]);
+    ok(&rm.output().unwrap());
+    assert!(!std::fs::read_to_string(&users).unwrap().contains("agent01"));
+}
+
+#[test]
+fn server_and_ftp_commands_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let server = Server::start(&data);
+    let admin = server
+        .admin_password
+        .clone()
+        .expect("first start prints the admin password");
+    assert!(!std::fs::read_to_string(data.join("users.toml"))
+        .unwrap()
+        .contains(&admin));
+    let p = server.port;
+
+    // An agent account through the CLI, picked up by the running server.
+    let mut add = bin();
+    add.args(["user", "--data"])
+        .arg(&data)
+        .args(["add", "agent01", "--password-stdin"]);
+    ok(&run_with_stdin(add, "agent-password\n"));
+
+    let local = d.path().join("local");
+    std::fs::create_dir_all(local.join("Logs/App/20240723")).unwrap();
+    std::fs::write(local.join("Logs/App/20240723/a.txt"), b"one\ntwo\r\n").unwrap();
+    std::fs::write(local.join("Logs/b.log"), vec![7u8; 300_000]).unwrap();
+
+    let o = ftp(
+        p,
+        "agent01",
+        "agent-password",
+        &["put", "-r", "URL/", local.join("Logs").to_str().unwrap()],
+    );
+    ok(&o);
+    assert_eq!(
+        std::fs::read(data.join("archive/agent01/Logs/App/20240723/a.txt")).unwrap(),
+        b"one\ntwo\r\n"
+    );
+    let out = ok(&ftp(p, "agent01", "agent-password", &["ls", "URL/Logs"]));
+    assert!(
+        out.contains("b.log") && out.contains("300000") && out.contains("App"),
+        "{out}"
+    );
+
+    let back = d.path().join("back");
+    ok(&ftp(
+        p,
+        "agent01",
+        "agent-password",
+        &["get", "-r", "URL/Logs", back.to_str().unwrap()],
+    ));
+    assert_eq!(
+        std::fs::read(back.join("App/20240723/a.txt")).unwrap(),
+        b"one\ntwo\r\n"
+    );
+    // Resume a partial download.
+    std::fs::write(back.join("b.log"), vec![7u8; 1000]).unwrap();
+    ok(&ftp(
+        p,
+        "agent01",
+        "agent-password",
+        &[
+            "get",
+            "--resume",
+            "URL/Logs/b.log",
+            back.join("b.log").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(back.join("b.log")).unwrap(),
+        vec![7u8; 300_000]
+    );
+
+    ok(&ftp(
+        p,
+        "agent01",
+        "agent-password",
+        &["mkdir", "URL/x/y/z"],
+    ));
+    assert!(data.join("archive/agent01/x/y/z").is_dir());
+
+    // Exit codes and one-line errors.
+    let o = ftp(p, "agent01", "wrong-password", &["ls", "URL/"]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("login refused for agent01 at 127.0.0.1:{p}"))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(
+        ftp(
+            p,
+            "agent01",
+            "agent-password",
+            &["get", "URL/nope.txt", d.path().join("n").to_str().unwrap()]
+        )
+        .status
+        .code(),
+        Some(4)
+    );
+    assert_eq!(
+        ftp(p, "agent01", "agent-password", &["rm", "URL/Logs/b.log"])
+            .status
+            .code(),
+        Some(5),
+        "agents cannot delete"
+    );
+    // The admin can.
+    ok(&ftp(
+        p,
+        "admin",
+        &admin,
+        &["mv", "URL/agent01/Logs/b.log", "/agent01/Logs/c.log"],
+    ));
+    ok(&ftp(p, "admin", &admin, &["rm", "URL/agent01/Logs/c.log"]));
+    assert!(!data.join("archive/agent01/Logs/c.log").exists());
+    let o = ftp(
+        p,
+        "agent01",
+        "agent-password",
+        &["ls", "ftp://agent01:pw@127.0.0.1:1/"],
+    );
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("no password in the URL")
+    );
+
+    let mut server = server;
+    assert!(server.stop().success(), "clean exit on SIGTERM");
+    // A second start keeps the accounts and prints no new password.
+    let mut again = Server::start(&data);
+    assert!(again.admin_password.is_none());
+    assert!(again.stop().success());
+}

@@ -1,0 +1,358 @@
+//! The FTP client library against the real server (in-process, real sockets), plain and FTPS.
+
+mod common;
+
+use common::*;
+use logarchive_ftp::client::{
+    Client, ClientError, DownloadOptions, EntryKind, UploadMode, UploadOptions,
+};
+use logarchive_ftp::server::FtpServerConfig;
+use logarchive_ftp::users::{ByteRate, Role, UserUpdate};
+use std::time::Duration;
+
+async fn every_call(s: &TestServer) {
+    s.add("admin", Role::Admin);
+    let mut c = s.client("admin").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    // Bare LF, CRLF, CR and binary bytes: must arrive byte-identical.
+    let mut bytes = b"a\nb\r\nc\rd\n".repeat(5000);
+    bytes.extend(0u8..=255);
+    std::fs::write(&f, &bytes).unwrap();
+
+    assert_eq!(c.pwd().await.unwrap(), "/");
+    c.ensure_dir("/agent01/Logs/App/20240723").await.unwrap();
+    assert_eq!(c.pwd().await.unwrap(), "/agent01/Logs/App/20240723");
+    c.ensure_dir("/agent01/Logs/App/20240723").await.unwrap();
+    c.cwd("..").await.unwrap();
+    assert_eq!(c.pwd().await.unwrap(), "/agent01/Logs/App");
+    c.cwd("20240723").await.unwrap();
+
+    let up = c
+        .upload(&f, "a.txt", UploadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (up.bytes, up.size),
+        (bytes.len() as u64, bytes.len() as u64)
+    );
+    assert_eq!(up.sha256, sha256_file(&f));
+    assert_eq!(
+        std::fs::read(s.archive().join("agent01/Logs/App/20240723/a.txt")).unwrap(),
+        bytes
+    );
+    assert_eq!(c.size("a.txt").await.unwrap(), bytes.len() as u64);
+    let mtime = c.mtime("a.txt").await.unwrap();
+    assert!(mtime.elapsed().unwrap_or_default() < Duration::from_secs(600));
+    let e = c
+        .stat("/agent01/Logs/App/20240723/a.txt")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.name.as_str(), e.kind, e.size),
+        ("a.txt", EntryKind::File, bytes.len() as u64)
+    );
+    assert!(c.exists("/agent01/Logs").await.unwrap());
+    assert!(!c.exists("/agent01/None").await.unwrap());
+    let l = c.list("/agent01/Logs").await.unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!((l[0].name.as_str(), l[0].kind), ("App", EntryKind::Dir));
+    assert!(l[0].modified.is_some());
+
+    // Download, plain and resumed.
+    let back = tmp.path().join("back");
+    let d = c
+        .download("a.txt", &back, DownloadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(d.sha256, up.sha256);
+    std::fs::write(&back, &bytes[..1000]).unwrap();
+    let d = c
+        .download(
+            "a.txt",
+            &back,
+            DownloadOptions {
+                resume: true,
+                progress: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.bytes, d.sha256.as_str()),
+        (bytes.len() as u64 - 1000, up.sha256.as_str())
+    );
+
+    // Resume and append uploads.
+    let part = tmp.path().join("part");
+    std::fs::write(&part, &bytes[..7000]).unwrap();
+    c.upload(&part, "r.txt", UploadOptions::default())
+        .await
+        .unwrap();
+    let r = c
+        .upload(
+            &f,
+            "r.txt",
+            UploadOptions {
+                mode: UploadMode::Resume,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.bytes, bytes.len() as u64 - 7000);
+    assert_eq!(r.sha256, up.sha256);
+    let extra = tmp.path().join("extra");
+    let mut more = bytes.clone();
+    more.extend_from_slice(b"appended\n");
+    std::fs::write(&extra, &more).unwrap();
+    let a = c
+        .upload(
+            &extra,
+            "r.txt",
+            UploadOptions {
+                mode: UploadMode::Append {
+                    local_offset: bytes.len() as u64,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.bytes, 9);
+    assert_eq!(c.remote_sha256("r.txt").await.unwrap(), sha256_file(&extra));
+    // Progress is reported.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = seen.clone();
+    c.upload(
+        &f,
+        "p.txt",
+        UploadOptions {
+            progress: Some(std::sync::Arc::new(move |n| {
+                s2.store(n, std::sync::atomic::Ordering::Relaxed)
+            })),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        bytes.len() as u64
+    );
+
+    // Verified upload, and a repeat that finds it already there.
+    let v = c.upload_verified(&f, "/agent01/v.txt", None).await.unwrap();
+    assert!(!v.already_present);
+    assert!(!s.archive().join("agent01/.v.txt.logarchive-tmp").exists());
+    let again = c.upload_verified(&f, "/agent01/v.txt", None).await.unwrap();
+    assert!(again.already_present && again.bytes == 0);
+    // Only the first `length` bytes (a snapshot of a growing file).
+    let v = c
+        .upload_verified(&f, "/agent01/head.txt", Some(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(s.archive().join("agent01/head.txt")).unwrap(),
+        &bytes[..100]
+    );
+    assert_eq!(v.size, 100);
+
+    c.rename("r.txt", "renamed.txt").await.unwrap();
+    c.delete("renamed.txt").await.unwrap();
+    assert!(matches!(
+        c.delete("renamed.txt").await,
+        Err(ClientError::NotFound(_))
+    ));
+    c.mkdir("/agent01/empty").await.unwrap();
+    c.rmdir("/agent01/empty").await.unwrap();
+    c.quit().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_call_plain() {
+    every_call(&TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn every_call_ftps() {
+    every_call(&TestServer::start_tls(|_| {}).await).await;
+}
+
+#[tokio::test]
+async fn transfers_resume_after_the_connection_is_cut() {
+    let mut s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                upload_limit: Some(ByteRate(2 << 20)),
+                download_limit: Some(ByteRate(2 << 20)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    random_file(&f, 3 << 20, 21);
+    for upload in [true, false] {
+        let mut c = s.client("agent01").await;
+        let path = f.clone();
+        let back = tmp.path().join("back");
+        let job = tokio::spawn(async move {
+            let r = if upload {
+                c.upload_verified(&path, "/f.bin", None)
+                    .await
+                    .map(|v| (v.bytes, v.sha256))
+            } else {
+                c.download("/f.bin", &back, Default::default())
+                    .await
+                    .map(|d| (d.bytes, d.sha256))
+            };
+            (r, c)
+        });
+        // Cut the session once the transfer has moved a third of the file.
+        wait_until("a third of the transfer", Duration::from_secs(20), || {
+            s.handle
+                .sessions()
+                .iter()
+                .any(|x| x.transfer_bytes.unwrap_or(0) > 1 << 20)
+        })
+        .await;
+        assert_eq!(s.handle.disconnect_user("agent01"), 1);
+        let (r, _c) = job.await.unwrap();
+        let (bytes, sha) = r.expect("the client resumed by itself");
+        assert_eq!(sha, sha256_file(&f));
+        if upload {
+            assert_eq!(sha256_file(&s.archive().join("agent01/f.bin")), sha);
+            // The second STOR continued the temporary file from where the cut left it.
+            let events = s.drain_events();
+            assert!(
+                events.iter().any(|e| matches!(e, logarchive_ftp::server::FtpEvent::Appended { offset, temp: true, .. } if *offset >= 1 << 20)),
+                "no resumed upload in {events:?}"
+            );
+        } else {
+            assert_eq!(sha256_file(&tmp.path().join("back")), sha);
+            assert_eq!(
+                bytes,
+                3 << 20,
+                "each byte received once: resumed, not restarted"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reconnects_after_the_server_restarts_on_the_same_port() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    let port = s.port();
+    let mut cfg = s.config("agent01");
+    cfg.reconnect_attempts = 20;
+    cfg.reconnect_base = Duration::from_millis(50);
+    let mut c = Client::connect(cfg).await.unwrap();
+    c.ensure_dir("/a").await.unwrap();
+    s.handle.shutdown().await;
+    let TestServer { dir, .. } = s;
+    let s = TestServer::start_in(dir, move |c: &mut FtpServerConfig| {
+        c.listen = ([127, 0, 0, 1], port).into()
+    })
+    .await;
+    assert_eq!(s.port(), port);
+    // The old connection is dead; the next call reconnects, logs in, returns to /a.
+    assert_eq!(c.pwd().await.unwrap(), "/a");
+    assert!(c.list(".").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_server_being_gone_is_a_typed_error_not_a_hang() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    let mut cfg = s.config("agent01");
+    cfg.reconnect_attempts = 2;
+    let mut c = Client::connect(cfg).await.unwrap();
+    s.handle.shutdown().await;
+    match c.list("/").await {
+        Err(e @ (ClientError::Io { .. } | ClientError::Timeout(_))) => assert!(e.is_transient()),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hash_mismatch_is_reported_and_never_renamed() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    random_file(&f, 200_000, 4);
+    let mut c = s.client("agent01").await;
+    // An earlier attempt left half the file under the temporary name; then it changed on the
+    // server (disk corruption, or someone else's bytes).
+    let half = tmp.path().join("half");
+    std::fs::write(&half, &std::fs::read(&f).unwrap()[..100_000]).unwrap();
+    c.upload(&half, "/.f.log.logarchive-tmp", Default::default())
+        .await
+        .unwrap();
+    let temp = s.archive().join("agent01/.f.log.logarchive-tmp");
+    let mut corrupted = std::fs::read(&temp).unwrap();
+    corrupted[10] ^= 0xff;
+    std::fs::write(&temp, corrupted).unwrap();
+    match c.upload_verified(&f, "/f.log", None).await {
+        Err(ClientError::HashMismatch { local, server, .. }) => assert_ne!(local, server),
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+    assert!(
+        !s.archive().join("agent01/f.log").exists(),
+        "renamed to final despite the mismatch"
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_round_trip_in_constant_memory() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("big");
+    random_file(&f, 1 << 30, 99);
+    let mut c = s.client("agent01").await;
+    let base = rss_kib();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base));
+    let p2 = peak.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let sampler = std::thread::spawn(move || {
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            p2.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let up = c.upload_verified(&f, "/big.bin", None).await.unwrap();
+    let back = tmp.path().join("back");
+    let down = c
+        .download("/big.bin", &back, Default::default())
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(up.sha256, down.sha256);
+    assert_eq!(down.size, 1 << 30);
+    let growth_mib = (peak.load(std::sync::atomic::Ordering::Relaxed) - base) / 1024;
+    // Client and server together, in one process: a few MiB of buffers, never the file.
+    assert!(
+        growth_mib < 64,
+        "memory grew by {growth_mib} MiB for a 1 GiB round trip"
+    );
+}
