@@ -1,8 +1,5 @@
 //! The client against a server we did not write: pyftpdlib (PyPI; `.ci/run` installs it).
 
-mod common;
-
-use common::*;
 use logarchive_ftp::client::{
     Client, ClientConfig, DownloadOptions, EntryKind, UploadMode, UploadOptions,
 };
