@@ -1,1 +1,12 @@
-//! placeholder
+//! The logarchive agent: finds the log files that match the configured patterns, remembers in a
+//! local SQLite database what the server holds (verified by SHA-256), and uploads what is new or
+//! has grown, so that `<root>/<rel>` lands at `/<agent>/<prefix>/<rel>` on the archive server.
+
+pub mod config;
+mod run;
+pub mod scan;
+pub mod state;
+pub mod status;
+mod upload;
+
+pub use run::{run, AgentError, Mode, RunSummary};

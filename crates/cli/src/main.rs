@@ -26,6 +26,8 @@ enum Command {
     User(cmd::user::UserArgs),
     /// A command-line FTP(S) client: ls, get, put, mkdir, rm, mv.
     Ftp(cmd::ftp::FtpArgs),
+    /// Run the agent that archives this computer's logs (or show its status).
+    Agent(cmd::agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Server(args) => cmd::server::run(args),
         Command::User(args) => cmd::user::run(args),
         Command::Ftp(args) => cmd::ftp::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,4 @@
+pub mod agent;
 pub mod ftp;
 pub mod server;
 pub mod user;

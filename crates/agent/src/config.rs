@@ -1,0 +1,188 @@
+//! `agent.toml`. Unknown keys are an error that names the key.
+
+use logarchive_ftp::users::ByteRate;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// `[A-Za-z0-9._-]{1,64}`; names the agent's folder on the server.
+    pub agent_id: String,
+    /// `ftp://host:port` or `ftps://host:port`.
+    pub server: String,
+    pub user: String,
+    /// File holding the password (first line). Else `LOGARCHIVE_PASSWORD`.
+    pub password_file: Option<PathBuf>,
+    /// CA certificate for an `ftps://` server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    pub state_db: PathBuf,
+    #[serde(default = "d_scan", with = "humantime_serde")]
+    pub scan_interval: Duration,
+    #[serde(default = "d_quiet", with = "humantime_serde")]
+    pub quiet_period: Duration,
+    #[serde(default = "d_parallel")]
+    pub max_parallel_uploads: usize,
+    #[serde(default)]
+    pub upload_limit: ByteRate,
+    /// Longest wait before retrying a failed file (the backoff doubles up to it).
+    #[serde(default = "d_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    #[serde(default = "d_status", with = "humantime_serde")]
+    pub status_interval: Duration,
+    #[serde(rename = "source")]
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub root: PathBuf,
+    #[serde(default = "d_include")]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Optional remote subfolder inside the agent's home.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+fn d_scan() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_quiet() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_parallel() -> usize {
+    2
+}
+fn d_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_status() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_include() -> Vec<String> {
+    vec!["**/*.log".into(), "**/*.txt".into()]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+        let c: AgentConfig = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        logarchive_ftp::users::validate_name(&self.agent_id)
+            .map_err(|e| format!("agent_id: {e}"))?;
+        logarchive_ftp::client::FtpUrl::parse(&self.server).map_err(|e| format!("server: {e}"))?;
+        if self.sources.is_empty() {
+            return Err("no [[source]]: name at least one folder to collect".into());
+        }
+        if self.max_parallel_uploads == 0 {
+            return Err("max_parallel_uploads: must be at least 1".into());
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if !s.root.is_absolute() {
+                return Err(format!(
+                    "source[{i}].root: {:?} must be an absolute path",
+                    s.root
+                ));
+            }
+            for g in s.include.iter().chain(&s.exclude) {
+                globset::Glob::new(g).map_err(|e| format!("source[{i}]: pattern {g:?}: {e}"))?;
+            }
+            if s.prefix.split('/').any(|p| p == ".." || p == ".") || s.prefix.contains(['\\', '\0'])
+            {
+                return Err(format!(
+                    "source[{i}].prefix: {:?} may not contain . or .. parts",
+                    s.prefix
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The password: `password_file`, else `LOGARCHIVE_PASSWORD`.
+    pub fn password(&self) -> Result<String, String> {
+        if let Some(p) = &self.password_file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("password_file {}: {e}", p.display()))?;
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('\r')
+                .to_string();
+            if line.is_empty() {
+                return Err(format!("password_file {} is empty", p.display()));
+            }
+            return Ok(line);
+        }
+        std::env::var("LOGARCHIVE_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                "no password: set password_file in the config or LOGARCHIVE_PASSWORD".into()
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+agent_id = "agent01"
+server = "ftp://127.0.0.1:2121"
+user = "agent01"
+state_db = "/tmp/x.db"
+[[source]]
+root = "/var/log/app"
+"#;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(c.scan_interval, Duration::from_secs(30));
+        assert_eq!(c.sources[0].include, vec!["**/*.log", "**/*.txt"]);
+        let e = AgentConfig::parse(&GOOD.replace("user =", "usr =")).unwrap_err();
+        assert!(e.contains("usr"), "{e}");
+        let e = AgentConfig::parse(&GOOD.replace("agent01\"\nserver", "agent 01\"\nserver"))
+            .unwrap_err();
+        assert!(e.contains("agent_id"), "{e}");
+        let e = AgentConfig::parse(&GOOD.replace("/var/log/app", "relative")).unwrap_err();
+        assert!(e.contains("root"), "{e}");
+        let e = AgentConfig::parse(
+            &GOOD
+                .replace("quiet", "x")
+                .replace("[[source]]", "scan_interval = \"soon\"\n[[source]]"),
+        )
+        .unwrap_err();
+        assert!(e.contains("scan_interval"), "{e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! One upload worker: its own FTP connection, the upload protocol of DESIGN.md.
+
+use logarchive_ftp::client::{
+    split_remote, Client, ClientConfig, ClientError, UploadMode, UploadOptions,
+};
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+/// What to send for one row.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub local: PathBuf,
+    pub remote: String,
+    pub archived_size: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server holds the first `size` bytes, SHA-256 confirmed.
+    Archived {
+        size: u64,
+        sha256: String,
+        sent: u64,
+    },
+    /// The local file is no longer the file of this row (the next scan sorts it out).
+    Changed,
+    /// The local file is gone.
+    Gone,
+    Failed(ClientError),
+}
+
+pub struct Uploader {
+    cfg: ClientConfig,
+    client: Option<Client>,
+    dirs: HashSet<String>,
+}
+
+impl Uploader {
+    pub fn new(cfg: ClientConfig) -> Self {
+        Uploader {
+            cfg,
+            client: None,
+            dirs: HashSet::new(),
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, ClientError> {
+        if self.client.is_none() {
+            self.client = Some(Client::connect(self.cfg.clone()).await?);
+            self.dirs.clear();
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| ClientError::Invalid("no connection".into()))
+    }
+
+    pub async fn run(&mut self, job: &Job) -> Outcome {
+        match self.attempt(job).await {
+            Ok(o) => o,
+            Err(e) => {
+                if e.is_transient() {
+                    // Start afresh next time (the client reconnects by itself, but a failed
+                    // connect leaves nothing worth keeping).
+                    self.client = None;
+                }
+                Outcome::Failed(e)
+            }
+        }
+    }
+
+    async fn attempt(&mut self, job: &Job) -> Result<Outcome, ClientError> {
+        let meta = match std::fs::symlink_metadata(&job.local) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+            Err(e) => {
+                return Err(ClientError::Io {
+                    context: format!("reading {}", job.local.display()),
+                    source: e,
+                })
+            }
+        };
+        if meta.dev() != job.dev || meta.ino() != job.ino || meta.len() < job.archived_size {
+            return Ok(Outcome::Changed);
+        }
+        // A snapshot: exactly this many bytes are sent and verified, however the file grows meanwhile.
+        let size = meta.len();
+        let (dir, _) = split_remote(&job.remote);
+        let dir = dir.to_string();
+        if !self.dirs.contains(&dir) {
+            self.client().await?.ensure_dir(&dir).await?;
+            self.dirs.insert(dir);
+        }
+        let c = self.client().await?;
+        if job.archived_size == 0 {
+            let v = c
+                .upload_verified(&job.local, &job.remote, Some(size))
+                .await?;
+            return Ok(Outcome::Archived {
+                size: v.size,
+                sha256: v.sha256,
+                sent: v.bytes,
+            });
+        }
+        // Grown: append only the new bytes. The server may already hold part of them (an append
+        // cut short): continue from what it holds, never send a byte twice.
+        let there = c.size(&job.remote).await?;
+        if there < job.archived_size || there > size {
+            return Err(ClientError::Invalid(format!(
+                "{} holds {there} bytes on the server; expected between {} and {size}",
+                job.remote, job.archived_size
+            )));
+        }
+        let (sha, sent) = if there < size {
+            let out = c
+                .upload(
+                    &job.local,
+                    &job.remote,
+                    UploadOptions {
+                        mode: UploadMode::Append {
+                            local_offset: there,
+                        },
+                        length: Some(size),
+                        progress: None,
+                    },
+                )
+                .await?;
+            (out.sha256, out.bytes)
+        } else {
+            (
+                logarchive_ftp::client::local_sha256(&job.local, Some(size))
+                    .await?
+                    .0,
+                0,
+            )
+        };
+        let server = c.remote_sha256(&job.remote).await?;
+        if server != sha {
+            return Err(ClientError::HashMismatch {
+                remote: job.remote.clone(),
+                local: sha,
+                server,
+            });
+        }
+        Ok(Outcome::Archived {
+            size,
+            sha256: sha,
+            sent,
+        })
+    }
+
+    /// Uploads `bytes` as the agent's status document (`/.logarchive/status.json`).
+    pub async fn put_status(
+        &mut self,
+        bytes: &[u8],
+        scratch: &std::path::Path,
+    ) -> Result<(), ClientError> {
+        let tmp = scratch.join(".logarchive-status.json");
+        std::fs::write(&tmp, bytes).map_err(|e| ClientError::Io {
+            context: "writing the status file".into(),
+            source: e,
+        })?;
+        let known = self.dirs.contains("/.logarchive");
+        let c = self.client().await?;
+        if !known {
+            c.ensure_dir("/.logarchive").await?;
+        }
+        c.upload(&tmp, "/.logarchive/status.json", UploadOptions::default())
+            .await?;
+        self.dirs.insert("/.logarchive".into());
+        let _ = std::fs::remove_file(&tmp);
+        Ok(())
+    }
+}

@@ -1,0 +1,351 @@
+//! The agent against the real FTP server (in-process, real sockets, real SQLite files).
+
+use logarchive_agent::config::AgentConfig;
+use logarchive_agent::{run, AgentError, Mode};
+use logarchive_ftp::rights::Rights;
+use logarchive_ftp::server::{self, FtpServerConfig, ServerHandle};
+use logarchive_ftp::users::{NewUser, Role, UserDb, UserUpdate};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const PW: &str = "agent password 1";
+
+struct World {
+    dir: tempfile::TempDir,
+    users: Arc<UserDb>,
+    server: Option<ServerHandle>,
+    port: u16,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        let users = UserDb::open(dir.path().join("users.toml")).unwrap();
+        let (home, rights, web_role) = Role::Agent.preset("agent01");
+        users
+            .add(NewUser {
+                name: "agent01".into(),
+                password: PW.into(),
+                home,
+                rights,
+                upload_limit: Default::default(),
+                download_limit: Default::default(),
+                allowed_ips: vec![],
+                web_role,
+                tls_required: false,
+            })
+            .unwrap();
+        let mut w = World {
+            dir,
+            users,
+            server: None,
+            port: 0,
+        };
+        w.start_server().await;
+        w
+    }
+
+    async fn start_server(&mut self) {
+        let mut cfg = FtpServerConfig::new(
+            ([127, 0, 0, 1], self.port).into(),
+            self.dir.path().join("archive"),
+        );
+        cfg.users_poll = Duration::from_millis(100);
+        let h = server::start(cfg, Arc::clone(&self.users)).await.unwrap();
+        self.port = h.local_addr().port();
+        self.server = Some(h);
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(h) = self.server.take() {
+            h.shutdown().await;
+        }
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("archive/agent01")
+    }
+
+    fn config(&self, extra: &str) -> AgentConfig {
+        std::fs::write(self.dir.path().join("pw"), PW).unwrap();
+        let text = format!(
+            r#"
+agent_id = "agent01"
+server = "ftp://127.0.0.1:{port}"
+user = "agent01"
+password_file = "{pw}"
+state_db = "{db}"
+quiet_period = "0s"
+scan_interval = "1s"
+max_backoff = "1s"
+status_interval = "1s"
+{extra}
+[[source]]
+root = "{src}"
+include = ["**/*.log", "**/*.txt"]
+exclude = ["**/tmp/**"]
+"#,
+            port = self.port,
+            pw = self.dir.path().join("pw").display(),
+            db = self.dir.path().join("state/agent.db").display(),
+            src = self.src().display(),
+        );
+        AgentConfig::parse(&text).unwrap()
+    }
+
+    async fn once(&self) -> Result<logarchive_agent::RunSummary, AgentError> {
+        let (_tx, rx) = watch::channel(false);
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            run(self.config(""), Mode::Once, rx),
+        )
+        .await
+        .expect("--once finishes")
+    }
+}
+
+fn write(p: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+fn append(p: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+/// Every file under `dir` (relative path → bytes), skipping the agent's own `.logarchive`.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with(".logarchive") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn initial_sync_then_restart_sends_nothing() {
+    let w = World::new().await;
+    write(
+        &w.src().join("Logs/App/20240723/a.txt"),
+        b"hello\nworld\r\n",
+    );
+    write(&w.src().join("Logs/App/20240723/empty.log"), b"");
+    write(
+        &w.src().join("Logs/Ünïcødé dir/with space.log"),
+        "línea ✓\n".as_bytes(),
+    );
+    write(&w.src().join("deep/a/b/c/d/e/f.log"), &vec![b'x'; 200_000]);
+    write(&w.src().join("Logs/tmp/skip.log"), b"excluded");
+    write(&w.src().join("Logs/other.bin"), b"not matched");
+    let s = w.once().await.unwrap();
+    assert_eq!(s.files_archived, 4);
+    let mut expect = tree(&w.src());
+    expect.retain(|(p, _)| !p.contains("tmp/") && !p.ends_with(".bin"));
+    assert_eq!(tree(&w.home()), expect, "the archive mirrors the source");
+    assert_eq!(
+        std::fs::read(w.home().join("Logs/App/20240723/a.txt")).unwrap(),
+        b"hello\nworld\r\n"
+    );
+    // No temporary upload left behind.
+    assert!(!tree(&w.home())
+        .iter()
+        .any(|(p, _)| p.contains("logarchive-tmp")));
+    // The status document is there.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.home().join(".logarchive/status.json")).unwrap())
+            .unwrap();
+    assert_eq!(status["agent_id"], "agent01");
+    assert_eq!(status["files_archived"], 4);
+    assert_eq!(status["backlog_files"], 0);
+
+    let again = w.once().await.unwrap();
+    assert_eq!(
+        (again.files_archived, again.bytes_sent),
+        (0, 0),
+        "a restart re-sends nothing"
+    );
+}
+
+#[tokio::test]
+async fn growing_files_are_appended_and_reverified() {
+    let w = World::new().await;
+    let f = w.src().join("app.log");
+    write(&f, b"line 1\n");
+    w.once().await.unwrap();
+    append(&f, b"line 2\nline 3\n");
+    let s = w.once().await.unwrap();
+    assert_eq!(s.bytes_sent, 14, "only the new bytes");
+    assert_eq!(
+        std::fs::read(w.home().join("app.log")).unwrap(),
+        b"line 1\nline 2\nline 3\n"
+    );
+}
+
+#[tokio::test]
+async fn rotation_and_truncation_make_new_generations() {
+    let w = World::new().await;
+    let f = w.src().join("app.log");
+    write(&f, b"first generation\n");
+    w.once().await.unwrap();
+    // logrotate: app.log -> app.log.1 (same file), a new app.log.
+    std::fs::rename(&f, w.src().join("app.log.1")).unwrap();
+    write(&f, b"second generation\n");
+    // app.log.1 is not matched by *.log; add a txt to check the mapping of rotated files too.
+    w.once().await.unwrap();
+    assert_eq!(
+        std::fs::read(w.home().join("app.log")).unwrap(),
+        b"first generation\n",
+        "never overwritten"
+    );
+    assert_eq!(
+        std::fs::read(w.home().join("app.log.~2~")).unwrap(),
+        b"second generation\n"
+    );
+    // Truncation in place: a third generation.
+    std::fs::write(&f, b"3rd\n").unwrap();
+    w.once().await.unwrap();
+    assert_eq!(
+        std::fs::read(w.home().join("app.log.~3~")).unwrap(),
+        b"3rd\n"
+    );
+    assert_eq!(
+        std::fs::read(w.home().join("app.log")).unwrap(),
+        b"first generation\n"
+    );
+}
+
+#[tokio::test]
+async fn permission_errors_are_reported_and_retried_later() {
+    let w = World::new().await;
+    w.users
+        .update(
+            "agent01",
+            UserUpdate {
+                rights: Some(Rights::parse_list("list,read").unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    write(&w.src().join("a.log"), b"data\n");
+    match w.once().await {
+        Err(AgentError::Incomplete { failed, last_error }) => {
+            assert_eq!(failed, 1);
+            assert!(
+                last_error.to_lowercase().contains("permission"),
+                "{last_error}"
+            );
+        }
+        other => panic!("expected a reported failure, got {other:?}"),
+    }
+    assert!(!w.home().join("a.log").exists());
+    w.users
+        .update(
+            "agent01",
+            UserUpdate {
+                rights: Some(Rights::agent()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    w.once().await.unwrap();
+    assert_eq!(std::fs::read(w.home().join("a.log")).unwrap(), b"data\n");
+}
+
+async fn wait_for_file(p: &Path, content: &[u8], within: Duration) -> Duration {
+    let t = Instant::now();
+    while std::fs::read(p).ok().as_deref() != Some(content) {
+        assert!(
+            t.elapsed() < within,
+            "{} not archived within {within:?}",
+            p.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_later() {
+    let mut w = World::new().await;
+    // The server is down when the agent starts.
+    w.stop_server().await;
+    write(
+        &w.src().join("early.log"),
+        b"written while the server was down\n",
+    );
+    std::fs::create_dir_all(w.src().join("Logs")).unwrap();
+    let (stop, rx) = watch::channel(false);
+    let mut cfg = w.config("");
+    cfg.quiet_period = Duration::from_secs(30); // only the close event makes a file ready early
+    cfg.scan_interval = Duration::from_secs(1);
+    let agent = tokio::spawn(run(cfg, Mode::Forever, rx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.start_server().await;
+    wait_for_file(
+        &w.home().join("early.log"),
+        b"written while the server was down\n",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // A new file, written and closed: archived within 2 s (inotify close-write, no quiet wait).
+    let t = Instant::now();
+    write(&w.src().join("Logs/new.log"), b"fresh\n");
+    wait_for_file(
+        &w.home().join("Logs/new.log"),
+        b"fresh\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    eprintln!("closed file archived after {:?}", t.elapsed());
+
+    // The server restarts mid-run: the agent carries on.
+    w.stop_server().await;
+    write(&w.src().join("Logs/during.log"), b"during the outage\n");
+    w.start_server().await;
+    wait_for_file(
+        &w.home().join("Logs/during.log"),
+        b"during the outage\n",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("clean stop")
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let e = AgentConfig::parse("agent_id = \"a\"\nserver = \"ftp://h\"\nuser = \"u\"\nstate_db = \"/x\"\nscan_intervall = \"1s\"\n[[source]]\nroot = \"/r\"\n").unwrap_err();
+    assert!(e.contains("scan_intervall"), "{e}");
+}
