@@ -1,0 +1,173 @@
+//! The agent as a process, killed with SIGKILL mid-upload again and again: the archive must end
+//! up byte-identical to the source, with no file twice and no temporary file left.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
+    c.env_remove("LOGARCHIVE_PASSWORD")
+        .env("LOGARCHIVE_LOG", "warn");
+    c
+}
+
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with(".logarchive") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    // The server.
+    let mut add = bin();
+    add.args(["user", "--data"])
+        .arg(&data)
+        .args(["add", "agent01", "--password-stdin"])
+        .stdin(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"agent-password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut server = bin()
+        .args(["server", "--data"])
+        .arg(&data)
+        .args(["--ftp-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(rest) = line.strip_prefix("logarchive server: FTP on 127.0.0.1:") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+
+    // The source: many small files and some big ones, so kills land mid-transfer.
+    let src = d.path().join("src");
+    let mut seed = 7u64;
+    for i in 0..60 {
+        let size = if i % 10 == 0 {
+            3_000_000
+        } else {
+            1_000 + i * 997
+        };
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % 251) as u8
+            })
+            .collect();
+        let p = src.join(format!("Logs/App/2024072{}/f{i:03}.log", i % 3));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let growing = src.join("Logs/growing.log");
+    std::fs::write(&growing, b"start\n").unwrap();
+    std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
+    let config = d.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "agent_id = \"agent01\"\nserver = \"ftp://127.0.0.1:{port}\"\nuser = \"agent01\"\npassword_file = \"{}\"\n\
+             state_db = \"{}\"\nquiet_period = \"0s\"\nscan_interval = \"1s\"\nmax_backoff = \"1s\"\nupload_limit = \"8MiB\"\n\
+             [[source]]\nroot = \"{}\"\n",
+            d.path().join("pw").display(),
+            d.path().join("state/agent01.db").display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+
+    let mut rng = 12345u64;
+    for round in 0..20 {
+        let mut agent = bin()
+            .args(["agent", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // A random moment to kill at: this is the fault being injected, not synchronisation.
+        std::thread::sleep(Duration::from_millis(150 + (rng >> 33) % 600));
+        agent.kill().unwrap(); // SIGKILL
+        agent.wait().unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&growing)
+            .unwrap();
+        writeln!(f, "line written after kill {round}").unwrap();
+    }
+    let once = bin()
+        .args(["agent", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+
+    let archive = data.join("archive/agent01");
+    let got = tree(&archive);
+    assert!(
+        !got.iter().any(|(p, _)| p.contains(".logarchive-tmp")),
+        "temporary files left"
+    );
+    assert!(
+        !got.iter().any(|(p, _)| p.contains(".~")),
+        "a file archived twice under a new name"
+    );
+    assert_eq!(got, tree(&src), "archive differs from the source");
+    let status = bin()
+        .args(["agent", "status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["backlog_files"], 0);
+    assert_eq!(doc["files_archived"], 61);
+
+    unsafe { libc_kill(server.id() as i32, 15) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
