@@ -70,6 +70,7 @@ pub async fn run(
     client_cfg.connect_timeout = Duration::from_secs(10);
     client_cfg.io_timeout = Duration::from_secs(60);
     let mut db = StateDb::open(&cfg.state_db)?;
+    let mut seen = scan::Seen::load(&db)?;
     let scratch = cfg
         .state_db
         .parent()
@@ -114,7 +115,7 @@ pub async fn run(
 
     loop {
         if !stopping && tokio::time::Instant::now() >= next_scan {
-            let r = scan::scan_all(&mut db, &matchers, now_ms())?;
+            let r = scan::scan_all(&mut db, &mut seen, &matchers, now_ms())?;
             db.set_meta("last_scan_ms", &now_ms().to_string())?;
             summary.scans += 1;
             tracing::debug!(?r, "scan");
@@ -125,43 +126,41 @@ pub async fn run(
         let mut wake_at: Option<i64> = None;
         if !stopping {
             let now = now_ms();
-            for row in db.pending()? {
-                if inflight.len() >= cfg.max_parallel_uploads {
-                    break;
+            let free = cfg.max_parallel_uploads.saturating_sub(inflight.len());
+            if free > 0 {
+                for row in db.ready(now, quiet_ms, free + inflight.len() + given_up.len())? {
+                    if inflight.len() >= cfg.max_parallel_uploads {
+                        break;
+                    }
+                    if inflight.contains(&row.id) || given_up.contains_key(&row.id) {
+                        continue;
+                    }
+                    let job = Job {
+                        id: row.id,
+                        local: matchers[row.source.min(matchers.len() - 1)]
+                            .root
+                            .join(&row.rel),
+                        remote: row.remote.clone(),
+                        archived_size: row.archived_size,
+                        dev: row.dev,
+                        ino: row.ino,
+                    };
+                    if job_tx.try_send(job).is_ok() {
+                        inflight.insert(row.id);
+                    }
                 }
-                if inflight.contains(&row.id) || given_up.contains_key(&row.id) {
-                    continue;
-                }
-                let ready_at = (row.stable_since_ms + quiet_ms).max(row.next_try_ms);
-                if ready_at > now {
-                    wake_at = Some(wake_at.map_or(ready_at, |w: i64| w.min(ready_at)));
-                    continue;
-                }
-                let job = Job {
-                    id: row.id,
-                    local: matchers[row.source.min(matchers.len() - 1)]
-                        .root
-                        .join(&row.rel),
-                    remote: row.remote.clone(),
-                    archived_size: row.archived_size,
-                    dev: row.dev,
-                    ino: row.ino,
-                };
-                if job_tx.try_send(job).is_ok() {
-                    inflight.insert(row.id);
-                }
+            }
+            if inflight.len() < cfg.max_parallel_uploads {
+                // Something pending but not ready yet (quiet period, backoff): wake up for it.
+                wake_at = db.next_ready_ms(quiet_ms)?.filter(|t| *t > now);
             }
         }
 
         if mode == Mode::Once && inflight.is_empty() && wake_at.is_none() {
             // Nothing in flight, nothing waiting: one more look, then done.
-            let r = scan::scan_all(&mut db, &matchers, now_ms())?;
+            let r = scan::scan_all(&mut db, &mut seen, &matchers, now_ms())?;
             summary.scans += 1;
-            let waiting = db
-                .pending()?
-                .iter()
-                .filter(|r| !given_up.contains_key(&r.id))
-                .count();
+            let waiting = (db.pending_count()? as usize).saturating_sub(given_up.len());
             if r.new == 0 && r.changed == 0 && r.new_generations == 0 && waiting == 0 {
                 break;
             }

@@ -158,10 +158,8 @@ impl StateDb {
     /// The newest generation seen at `source`/`rel`.
     pub fn latest(&self, source: usize, rel: &str) -> Result<Option<FileRow>> {
         let sql = format!("SELECT {COLUMNS} FROM files WHERE source = ?1 AND rel = ?2 ORDER BY generation DESC LIMIT 1");
-        Ok(self
-            .conn
-            .query_row(&sql, params![source as i64, rel], row)
-            .optional()?)
+        let mut st = self.conn.prepare_cached(&sql)?;
+        Ok(st.query_row(params![source as i64, rel], row).optional()?)
     }
 
     pub fn get(&self, id: i64) -> Result<Option<FileRow>> {
@@ -260,16 +258,56 @@ impl StateDb {
         Ok(())
     }
 
-    /// Rows with bytes to send, oldest first.
-    pub fn pending(&self) -> Result<Vec<FileRow>> {
+    /// Up to `limit` rows ready to send at `now_ms` (quiet long enough, not backing off),
+    /// oldest first.
+    pub fn ready(&self, now_ms: i64, quiet_ms: i64, limit: usize) -> Result<Vec<FileRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE state = 'pending' ORDER BY first_seen_ms, id"
+            "SELECT {COLUMNS} FROM files WHERE state = 'pending' AND next_try_ms <= ?1 AND stable_since_ms <= ?2
+             ORDER BY first_seen_ms, id LIMIT ?3"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st
-            .query_map([], row)?
+            .query_map(params![now_ms, now_ms - quiet_ms, limit as i64], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// When the next pending row becomes ready (`None`: nothing pending).
+    pub fn next_ready_ms(&self, quiet_ms: i64) -> Result<Option<i64>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT MIN(MAX(stable_since_ms + ?1, next_try_ms)) FROM files WHERE state = 'pending'",
+        )?;
+        Ok(st.query_row(params![quiet_ms], |r| r.get::<_, Option<i64>>(0))?)
+    }
+
+    /// Number of rows with bytes to send.
+    pub fn pending_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM files WHERE state = 'pending'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// (source, rel, size, mtime, dev, ino) of the newest generation of every path, to tell
+    /// unchanged files apart without a query each.
+    pub fn latest_all(&self, mut f: impl FnMut(usize, &str, u64, i64, u64, u64)) -> Result<()> {
+        let mut st = self.conn.prepare(
+            "SELECT source, rel, size, mtime_ns, dev, ino FROM files f
+             WHERE generation = (SELECT MAX(generation) FROM files g WHERE g.source = f.source AND g.rel = f.rel)",
+        )?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            f(
+                r.get::<_, i64>(0)? as usize,
+                &r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get(3)?,
+                r.get::<_, i64>(4)? as u64,
+                r.get::<_, i64>(5)? as u64,
+            );
+        }
+        Ok(())
     }
 
     pub fn totals(&self) -> Result<Totals> {

@@ -762,20 +762,30 @@ impl Client {
             return Err(ClientError::Invalid(format!("{remote} has no file name")));
         }
         let temp = join_remote(dir, &temp_name_for(name));
-        if let Some(done) = self.already_there(local, &remote, length).await? {
-            return Ok(done);
-        }
-        let out = self
-            .upload(
-                local,
-                &temp,
-                UploadOptions {
+        // Most uploads are fresh: STOR straight away (a round trip less than asking for the
+        // temporary file's size first). If an earlier attempt left a temporary file, that STOR is
+        // refused (nothing may be overwritten) and we resume it instead. A final name that already
+        // exists shows up at the rename.
+        let fresh = UploadOptions {
+            mode: UploadMode::Create,
+            length,
+            progress: progress.clone(),
+        };
+        let out = match self.upload(local, &temp, fresh).await {
+            Ok(out) => out,
+            Err(ClientError::Permission(_)) => {
+                if let Some(done) = self.already_there(local, &remote, length).await? {
+                    return Ok(done);
+                }
+                let resume = UploadOptions {
                     mode: UploadMode::Resume,
                     length,
                     progress,
-                },
-            )
-            .await?;
+                };
+                self.upload(local, &temp, resume).await?
+            }
+            Err(e) => return Err(e),
+        };
         let server = self.remote_sha256(&temp).await?;
         if server != out.sha256 {
             return Err(ClientError::HashMismatch {
