@@ -762,10 +762,13 @@ impl Client {
             return Err(ClientError::Invalid(format!("{remote} has no file name")));
         }
         let temp = join_remote(dir, &temp_name_for(name));
+        // Never replace a final name, whatever the account may do: same bytes = done.
+        if let Some(done) = self.already_there(local, &remote, length).await? {
+            return Ok(done);
+        }
         // Most uploads are fresh: STOR straight away (a round trip less than asking for the
         // temporary file's size first). If an earlier attempt left a temporary file, that STOR is
-        // refused (nothing may be overwritten) and we resume it instead. A final name that already
-        // exists shows up at the rename.
+        // refused (an agent may not overwrite) and we resume it instead.
         let fresh = UploadOptions {
             mode: UploadMode::Create,
             length,
@@ -774,9 +777,6 @@ impl Client {
         let out = match self.upload(local, &temp, fresh).await {
             Ok(out) => out,
             Err(ClientError::Permission(_)) => {
-                if let Some(done) = self.already_there(local, &remote, length).await? {
-                    return Ok(done);
-                }
                 let resume = UploadOptions {
                     mode: UploadMode::Resume,
                     length,
