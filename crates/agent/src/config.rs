@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     #[serde(default = "d_status", with = "humantime_serde")]
     pub status_interval: Duration,
+    /// Optional Prometheus endpoint, e.g. `127.0.0.1:9101` (`GET /metrics`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[serde(rename = "source")]
     pub sources: Vec<Source>,
 }

@@ -3,6 +3,7 @@
 //! has grown, so that `<root>/<rel>` lands at `/<agent>/<prefix>/<rel>` on the archive server.
 
 pub mod config;
+pub mod metrics;
 mod run;
 pub mod scan;
 pub mod state;

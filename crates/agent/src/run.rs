@@ -69,6 +69,15 @@ pub async fn run(
     client_cfg.reconnect_attempts = 2;
     client_cfg.connect_timeout = Duration::from_secs(10);
     client_cfg.io_timeout = Duration::from_secs(60);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let _metrics_server = match cfg.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, cfg.agent_id.clone(), Arc::clone(&metrics))
+                .await
+                .map_err(|e| AgentError::Config(format!("metrics_listen {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let mut db = StateDb::open(&cfg.state_db)?;
     let mut seen = scan::Seen::load(&db)?;
     let scratch = cfg
@@ -118,6 +127,13 @@ pub async fn run(
             let r = scan::scan_all(&mut db, &mut seen, &matchers, now_ms())?;
             db.set_meta("last_scan_ms", &now_ms().to_string())?;
             summary.scans += 1;
+            metrics
+                .scans
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .last_scan_ms
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+            update_gauges(&metrics, &db);
             tracing::debug!(?r, "scan");
             next_scan = tokio::time::Instant::now() + cfg.scan_interval;
         }
@@ -192,6 +208,8 @@ pub async fn run(
                         summary.files_archived += 1;
                         summary.bytes_sent += sent;
                         completed_since_status += 1;
+                        metrics.files_archived.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics.bytes_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
                     }
                     Outcome::Changed => {
                         scan::observe_path(&db, &matchers, &job.local, now_ms())?;
@@ -206,6 +224,7 @@ pub async fn run(
                         let backoff = Duration::from_secs(1u64 << attempts.clamp(0, 20) as u64).min(cap);
                         let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
                         let msg = e.to_string();
+                        metrics.upload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(file = %job.local.display(), attempts, "upload failed: {msg}");
                         db.failed(job.id, &msg, now_ms() + (backoff + jitter).as_millis() as i64)?;
                         if mode == Mode::Once && attempts >= ONCE_ATTEMPTS {
@@ -214,6 +233,7 @@ pub async fn run(
                     }
                 }
                 if inflight.is_empty() && completed_since_status > 0 {
+                    update_gauges(&metrics, &db);
                     publish_status(status_bytes(&cfg, &db), &mut status_up, &scratch).await;
                     completed_since_status = 0;
                     next_status = tokio::time::Instant::now() + cfg.status_interval;
@@ -280,6 +300,14 @@ pub async fn run(
         });
     }
     Ok(summary)
+}
+
+fn update_gauges(m: &crate::metrics::Metrics, db: &StateDb) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Ok(t) = db.totals() {
+        m.backlog_files.store(t.backlog_files, Relaxed);
+        m.backlog_bytes.store(t.backlog_bytes, Relaxed);
+    }
 }
 
 /// The status document, built before any await (the database handle is not shared across threads).

@@ -349,3 +349,101 @@ fn bad_config_names_the_key() {
     let e = AgentConfig::parse("agent_id = \"a\"\nserver = \"ftp://h\"\nuser = \"u\"\nstate_db = \"/x\"\nscan_intervall = \"1s\"\n[[source]]\nroot = \"/r\"\n").unwrap_err();
     assert!(e.contains("scan_intervall"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_reports_progress() {
+    let w = World::new().await;
+    write(&w.src().join("a.log"), b"0123456789\n");
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let (stop, rx) = watch::channel(false);
+    let cfg = w.config(&format!("metrics_listen = \"{addr}\""));
+    let agent = tokio::spawn(run(cfg, Mode::Forever, rx));
+    wait_for_file(
+        &w.home().join("a.log"),
+        b"0123456789\n",
+        Duration::from_secs(30),
+    )
+    .await;
+    let t = Instant::now();
+    let body = loop {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        if out.contains("logarchive_agent_files_archived_total{agent=\"agent01\"} 1")
+            || t.elapsed() > Duration::from_secs(10)
+        {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains("logarchive_agent_files_archived_total{agent=\"agent01\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("logarchive_agent_bytes_sent_total{agent=\"agent01\"} 11"),
+        "{body}"
+    );
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_log_is_archived_in_constant_memory() {
+    let w = World::new().await;
+    {
+        use std::io::Write;
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(w.src().join("huge.log")).unwrap());
+        let line = b"2024-07-23T10:11:12Z INFO something happened in a rather long log line\n";
+        for _ in 0..(1 << 30) / line.len() {
+            f.write_all(line).unwrap();
+        }
+    }
+    let base = rss_kib();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(base));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p, d) = (peak.clone(), done.clone());
+    let sampler = std::thread::spawn(move || {
+        while !d.load(std::sync::atomic::Ordering::Relaxed) {
+            p.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let s = w.once().await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(s.files_archived, 1);
+    let src_len = std::fs::metadata(w.src().join("huge.log")).unwrap().len();
+    assert_eq!(
+        std::fs::metadata(w.home().join("huge.log")).unwrap().len(),
+        src_len
+    );
+    let growth = (peak.load(std::sync::atomic::Ordering::Relaxed) - base) / 1024;
+    assert!(
+        growth < 64,
+        "agent + server grew by {growth} MiB for a 1 GiB file"
+    );
+}

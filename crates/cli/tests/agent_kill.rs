@@ -159,6 +159,40 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
     assert_eq!(doc["backlog_files"], 0);
     assert_eq!(doc["files_archived"], 61);
 
+    // SIGTERM: a clean stop with exit status 0. The metrics endpoint answering means the agent is
+    // up (its signal handlers are installed before it).
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let maddr = probe.local_addr().unwrap();
+    drop(probe);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[[source]]",
+        &format!("metrics_listen = \"{maddr}\"\n[[source]]"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut agent = bin()
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(maddr).is_err() {
+        assert!(Instant::now() < deadline, "agent did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc_kill(agent.id() as i32, 15) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "SIGTERM must be a clean stop");
+
     unsafe { libc_kill(server.id() as i32, 15) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.try_wait().unwrap().is_none() {
