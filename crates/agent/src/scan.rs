@@ -147,6 +147,12 @@ fn head_sha(path: &Path, len: u64) -> std::io::Result<String> {
     Ok(hex::encode(Sha256::digest(&buf[..got])))
 }
 
+/// A file seen for the first time has been unchanged since its mtime (a log written an hour
+/// ago is ready at once; one written a moment ago waits the quiet period).
+fn unchanged_since(mtime_ns: i64, now_ms: i64) -> i64 {
+    (mtime_ns / 1_000_000).min(now_ms)
+}
+
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
 }
@@ -181,7 +187,7 @@ pub fn observe(
             head_len,
             size,
             mtime_ns: mt,
-            stable_since_ms: now_ms,
+            stable_since_ms: unchanged_since(mt, now_ms),
             archived_size: 0,
             archived_sha: None,
             remote: m.remote(rel),
@@ -241,7 +247,7 @@ pub fn observe(
         head_len,
         size,
         mtime_ns: mt,
-        stable_since_ms: now_ms,
+        stable_since_ms: unchanged_since(mt, now_ms),
         archived_size: 0,
         archived_sha: None,
         remote: versioned(&m.remote(rel), generation),

@@ -447,3 +447,31 @@ async fn a_gibibyte_log_is_archived_in_constant_memory() {
         "agent + server grew by {growth} MiB for a 1 GiB file"
     );
 }
+
+#[tokio::test]
+async fn files_unchanged_for_the_quiet_period_before_the_agent_started_are_ready_at_once() {
+    let w = World::new().await;
+    let f = w.src().join("old.log");
+    write(&f, b"written an hour ago\n");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let mut cfg = w.config("");
+    cfg.quiet_period = Duration::from_secs(60);
+    let (_tx, rx) = watch::channel(false);
+    let t = Instant::now();
+    let s = tokio::time::timeout(Duration::from_secs(120), run(cfg, Mode::Once, rx))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.files_archived, 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "waited {:?} for a file quiet for an hour",
+        t.elapsed()
+    );
+}
