@@ -1,0 +1,485 @@
+//! The catalog: one SQLite row per archived file, filled from the FTP service's events (only
+//! completed files: a verified rename from a temporary name, a finished upload to a final name,
+//! an append) and reconciled with the archive folder at start. Listings and name searches are
+//! answered from it, never by walking the disk per request.
+
+use logarchive_ftp::server::{is_temp_name, FtpEvent};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+#[error("catalog: {0}")]
+pub struct CatalogError(#[from] rusqlite::Error);
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// One archived file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    /// Archive path, e.g. `/agent01/Logs/a.txt`.
+    pub path: String,
+    pub agent: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub modified_ms: i64,
+    pub archived_ms: i64,
+    pub appended_ms: Option<i64>,
+}
+
+/// A name search. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct NameQuery {
+    /// Substring of the file name (case-insensitive), or a glob if it contains `*`, `?` or `[`.
+    pub name: String,
+    pub agent: Option<String>,
+    pub modified_from_ms: Option<i64>,
+    pub modified_to_ms: Option<i64>,
+    pub archived_from_ms: Option<i64>,
+    pub archived_to_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// Whether an archive path is part of the catalog: no temporary uploads, no agents' own
+/// `.logarchive` bookkeeping.
+pub fn catalogued(path: &str) -> bool {
+    let mut parts = path.split('/').filter(|p| !p.is_empty());
+    let first_two: Vec<&str> = parts.by_ref().take(2).collect();
+    if first_two.len() < 2 || first_two[1] == ".logarchive" {
+        return false;
+    }
+    !path.rsplit('/').next().is_some_and(is_temp_name)
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    }
+}
+
+fn agent_of(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn mtime_ms(m: &std::fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Catalog {
+    conn: Mutex<Connection>,
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS files (
+                id INTEGER PRIMARY KEY,
+                path TEXT NOT NULL UNIQUE,
+                dir TEXT NOT NULL,
+                name TEXT NOT NULL,
+                agent TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                sha256 TEXT,
+                modified_ms INTEGER NOT NULL,
+                archived_ms INTEGER NOT NULL,
+                appended_ms INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS files_dir ON files(dir, name);
+             CREATE INDEX IF NOT EXISTS files_agent ON files(agent, archived_ms);
+             CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, parent TEXT NOT NULL) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS dirs_parent ON dirs(parent);
+             -- Substring search on names: a trigram index over the name column.
+             CREATE VIRTUAL TABLE IF NOT EXISTS names USING fts5(name, content='files', content_rowid='id', tokenize='trigram');
+             CREATE TRIGGER IF NOT EXISTS files_ai AFTER INSERT ON files BEGIN
+                INSERT INTO names(rowid, name) VALUES (new.id, new.name); END;
+             CREATE TRIGGER IF NOT EXISTS files_ad AFTER DELETE ON files BEGIN
+                INSERT INTO names(names, rowid, name) VALUES ('delete', old.id, old.name); END;",
+        )?;
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a completed file (insert, or update in place).
+    pub fn upsert(&self, e: &Entry) -> Result<()> {
+        let conn = self.lock();
+        let (dir, name) = split(&e.path);
+        conn.execute(
+            "INSERT INTO files (path, dir, name, agent, size, sha256, modified_ms, archived_ms, appended_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                modified_ms = excluded.modified_ms, appended_ms = excluded.appended_ms",
+            params![e.path, dir, name, e.agent, e.size as i64, e.sha256, e.modified_ms, e.archived_ms, e.appended_ms],
+        )?;
+        // The folders above it, for browsing.
+        let mut d = dir.to_string();
+        while d != "/" {
+            let (parent, _) = split(&d);
+            let parent = parent.to_string();
+            if conn.execute(
+                "INSERT OR IGNORE INTO dirs (path, parent) VALUES (?1, ?2)",
+                params![d, parent],
+            )? == 0
+            {
+                break; // already known, and so are its ancestors
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+
+    pub fn remove(&self, path: &str) -> Result<()> {
+        self.lock()
+            .execute("DELETE FROM files WHERE path = ?1", params![path])?;
+        Ok(())
+    }
+
+    pub fn get(&self, path: &str) -> Result<Option<Entry>> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files WHERE path = ?1",
+        )?;
+        Ok(st.query_row(params![path], entry).optional()?)
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The sub-folders and files directly in `dir` (`/` lists the agents).
+    pub fn list(&self, dir: &str) -> Result<(Vec<String>, Vec<Entry>)> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare_cached("SELECT path FROM dirs WHERE parent = ?1 ORDER BY path")?;
+        let dirs = st
+            .query_map(params![dir], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = conn.prepare_cached(
+            "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files WHERE dir = ?1 ORDER BY name",
+        )?;
+        let files = st
+            .query_map(params![dir], entry)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((dirs, files))
+    }
+
+    /// Files whose name matches, newest archived first.
+    pub fn search(&self, q: &NameQuery) -> Result<Vec<Entry>> {
+        let conn = self.lock();
+        let limit = if q.limit == 0 { 1000 } else { q.limit } as i64;
+        let glob = q.name.contains(['*', '?', '[']);
+        let trigram = !glob && q.name.chars().count() >= 3;
+        let mut sql = String::from(
+            "SELECT f.path, f.agent, f.size, f.sha256, f.modified_ms, f.archived_ms, f.appended_ms FROM files f",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut conds: Vec<String> = Vec::new();
+        if trigram {
+            sql.push_str(" JOIN names ON names.rowid = f.id");
+            // A quoted FTS5 string: the trigram index finds the substring anywhere.
+            conds.push(format!("names MATCH ?{}", args.len() + 1));
+            args.push(format!("\"{}\"", q.name.replace('"', "\"\"")).into());
+        } else if glob {
+            conds.push(format!("f.name GLOB ?{}", args.len() + 1));
+            args.push(q.name.clone().into());
+        } else if !q.name.is_empty() {
+            conds.push(format!(
+                "instr(lower(f.name), lower(?{})) > 0",
+                args.len() + 1
+            ));
+            args.push(q.name.clone().into());
+        }
+        for (col, op, v) in [
+            (
+                "f.agent",
+                "=",
+                q.agent.clone().map(rusqlite::types::Value::from),
+            ),
+            (
+                "f.modified_ms",
+                ">=",
+                q.modified_from_ms.map(rusqlite::types::Value::from),
+            ),
+            (
+                "f.modified_ms",
+                "<=",
+                q.modified_to_ms.map(rusqlite::types::Value::from),
+            ),
+            (
+                "f.archived_ms",
+                ">=",
+                q.archived_from_ms.map(rusqlite::types::Value::from),
+            ),
+            (
+                "f.archived_ms",
+                "<=",
+                q.archived_to_ms.map(rusqlite::types::Value::from),
+            ),
+        ] {
+            if let Some(v) = v {
+                conds.push(format!("{col} {op} ?{}", args.len() + 1));
+                args.push(v);
+            }
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY f.archived_ms DESC LIMIT {limit}"));
+        let mut st = conn.prepare_cached(&sql)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), entry)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Applies one FTP event. `archive_root` is the archive folder (for sizes and times).
+    pub fn apply(&self, event: &FtpEvent, archive_root: &Path) -> Result<()> {
+        let stat =
+            |p: &str| std::fs::symlink_metadata(archive_root.join(p.trim_start_matches('/'))).ok();
+        match event {
+            FtpEvent::UploadCompleted {
+                path,
+                size,
+                sha256,
+                temp: false,
+                ..
+            } if catalogued(path) => {
+                let modified_ms = stat(path).map(|m| mtime_ms(&m)).unwrap_or_else(now_ms);
+                self.upsert(&Entry {
+                    path: path.clone(),
+                    agent: agent_of(path).to_string(),
+                    size: *size,
+                    sha256: sha256.clone(),
+                    modified_ms,
+                    archived_ms: now_ms(),
+                    appended_ms: None,
+                })?;
+            }
+            FtpEvent::Appended {
+                path,
+                size,
+                sha256,
+                temp: false,
+                ..
+            } if catalogued(path) => {
+                let modified_ms = stat(path).map(|m| mtime_ms(&m)).unwrap_or_else(now_ms);
+                let prev = self.get(path)?;
+                self.upsert(&Entry {
+                    path: path.clone(),
+                    agent: agent_of(path).to_string(),
+                    size: *size,
+                    sha256: sha256.clone(),
+                    modified_ms,
+                    archived_ms: prev.map_or_else(now_ms, |p| p.archived_ms),
+                    appended_ms: Some(now_ms()),
+                })?;
+            }
+            FtpEvent::Renamed {
+                from,
+                to,
+                size,
+                sha256,
+                ..
+            } => {
+                self.remove(from)?;
+                if catalogued(to) {
+                    match stat(to) {
+                        Some(m) if m.is_file() => self.upsert(&Entry {
+                            path: to.clone(),
+                            agent: agent_of(to).to_string(),
+                            size: *size,
+                            sha256: sha256.clone(),
+                            modified_ms: mtime_ms(&m),
+                            archived_ms: now_ms(),
+                            appended_ms: None,
+                        })?,
+                        // A folder was renamed: its contents are found by the next reconcile.
+                        _ => {}
+                    }
+                }
+            }
+            FtpEvent::Deleted { path, .. } => self.remove(path)?,
+            FtpEvent::DirRemoved { path, .. } => {
+                let conn = self.lock();
+                conn.execute("DELETE FROM dirs WHERE path = ?1", params![path])?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Makes the catalog match the archive folder: files copied in by hand appear (hashed later,
+    /// on demand), vanished ones go, changed sizes are updated. Returns (added, removed, updated).
+    pub fn reconcile(&self, archive_root: &Path) -> Result<(u64, u64, u64)> {
+        let mut on_disk: std::collections::HashMap<String, (u64, i64)> =
+            std::collections::HashMap::new();
+        let mut stack = vec![archive_root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(ft) = e.file_type() else { continue };
+                let p = e.path();
+                if ft.is_dir() {
+                    stack.push(p);
+                } else if ft.is_file() {
+                    let Ok(rel) = p.strip_prefix(archive_root) else {
+                        continue;
+                    };
+                    let Some(rel) = rel.to_str() else { continue };
+                    let path = format!("/{rel}");
+                    if catalogued(&path) {
+                        if let Ok(m) = e.metadata() {
+                            on_disk.insert(path, (m.len(), mtime_ms(&m)));
+                        }
+                    }
+                }
+            }
+        }
+        let known: Vec<(String, u64)> = {
+            let conn = self.lock();
+            let mut st = conn.prepare("SELECT path, size FROM files")?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        };
+        let (mut added, mut removed, mut updated) = (0, 0, 0);
+        let mut seen = std::collections::HashSet::new();
+        for (path, size) in known {
+            match on_disk.get(&path) {
+                None => {
+                    self.remove(&path)?;
+                    removed += 1;
+                }
+                Some((s, m)) if *s != size => {
+                    let prev = self.get(&path)?;
+                    self.upsert(&Entry {
+                        path: path.clone(),
+                        agent: agent_of(&path).to_string(),
+                        size: *s,
+                        sha256: None,
+                        modified_ms: *m,
+                        archived_ms: prev.map_or_else(now_ms, |p| p.archived_ms),
+                        appended_ms: Some(now_ms()),
+                    })?;
+                    updated += 1;
+                }
+                Some(_) => {}
+            }
+            seen.insert(path);
+        }
+        for (path, (size, m)) in on_disk {
+            if !seen.contains(&path) {
+                self.upsert(&Entry {
+                    agent: agent_of(&path).to_string(),
+                    path,
+                    size,
+                    sha256: None,
+                    modified_ms: m,
+                    archived_ms: now_ms(),
+                    appended_ms: None,
+                })?;
+                added += 1;
+            }
+        }
+        Ok((added, removed, updated))
+    }
+}
+
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        path: r.get(0)?,
+        agent: r.get(1)?,
+        size: r.get::<_, i64>(2)? as u64,
+        sha256: r.get(3)?,
+        modified_ms: r.get(4)?,
+        archived_ms: r.get(5)?,
+        appended_ms: r.get(6)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_completed_final_files_are_catalogued() {
+        assert!(catalogued("/agent01/Logs/a.txt"));
+        assert!(!catalogued("/agent01/Logs/.a.txt.logarchive-tmp"));
+        assert!(!catalogued("/agent01/.logarchive/status.json"));
+        assert!(!catalogued("/loose-file-at-the-root"));
+    }
+
+    #[test]
+    fn search_list_and_reconcile() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("archive");
+        std::fs::create_dir_all(root.join("agent01/Logs/App")).unwrap();
+        std::fs::write(root.join("agent01/Logs/App/server-error.log"), b"x").unwrap();
+        std::fs::write(root.join("agent01/Logs/App/.tmp.logarchive-tmp"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("agent02")).unwrap();
+        std::fs::write(root.join("agent02/access.txt"), b"yy").unwrap();
+        let c = Catalog::open(&d.path().join("catalog.db")).unwrap();
+        assert_eq!(c.reconcile(&root).unwrap(), (2, 0, 0));
+        let (dirs, files) = c.list("/").unwrap();
+        assert_eq!(dirs, vec!["/agent01", "/agent02"]);
+        assert!(files.is_empty());
+        let (dirs, files) = c.list("/agent01/Logs").unwrap();
+        assert_eq!(
+            (dirs, files.len()),
+            (vec!["/agent01/Logs/App".to_string()], 0)
+        );
+        let q = |name: &str, agent: Option<&str>| {
+            c.search(&NameQuery {
+                name: name.into(),
+                agent: agent.map(str::to_string),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            q("ERROR", None),
+            vec!["/agent01/Logs/App/server-error.log"],
+            "substring, any case"
+        );
+        assert_eq!(q("*.txt", None), vec!["/agent02/access.txt"]);
+        assert_eq!(q("", Some("agent02")), vec!["/agent02/access.txt"]);
+        assert_eq!(q("lo", None).len(), 1, "short substrings work too");
+        std::fs::remove_file(root.join("agent02/access.txt")).unwrap();
+        std::fs::write(root.join("agent01/Logs/App/server-error.log"), b"xx").unwrap();
+        assert_eq!(c.reconcile(&root).unwrap(), (0, 1, 1));
+        assert_eq!(c.count().unwrap(), 1);
+    }
+}
