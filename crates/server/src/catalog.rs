@@ -150,6 +150,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Runs `f` as one transaction (many writes, one commit). The catalog has one writer (the
+    /// event follower, which also reconciles), so nothing else interleaves.
+    pub fn batch<T>(&self, f: impl FnOnce(&Catalog) -> Result<T>) -> Result<T> {
+        self.lock().execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.lock().execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.lock().execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     pub fn remove(&self, path: &str) -> Result<()> {
         self.lock()
             .execute("DELETE FROM files WHERE path = ?1", params![path])?;
@@ -187,7 +203,7 @@ impl Catalog {
         Ok((dirs, files))
     }
 
-    /// Files whose name matches, newest archived first.
+    /// Files whose name matches, newest first.
     pub fn search(&self, q: &NameQuery) -> Result<Vec<Entry>> {
         let conn = self.lock();
         let limit = if q.limit == 0 { 1000 } else { q.limit } as i64;
@@ -249,7 +265,15 @@ impl Catalog {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY f.archived_ms DESC LIMIT {limit}"));
+        // Newest first. For a substring, by the index's row id (rows are added as files
+        // complete), so SQLite stops after `limit` hits instead of sorting every match of a
+        // common substring; otherwise by archived time, which the agent index serves in order.
+        let order = if trigram {
+            "names.rowid"
+        } else {
+            "f.archived_ms"
+        };
+        sql.push_str(&format!(" ORDER BY {order} DESC LIMIT {limit}"));
         let mut st = conn.prepare_cached(&sql)?;
         let rows = st
             .query_map(rusqlite::params_from_iter(args), entry)?
@@ -372,6 +396,14 @@ impl Catalog {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
+        self.batch(|c| c.reconcile_rows(known, on_disk))
+    }
+
+    fn reconcile_rows(
+        &self,
+        known: Vec<(String, u64)>,
+        on_disk: std::collections::HashMap<String, (u64, i64)>,
+    ) -> Result<(u64, u64, u64)> {
         let (mut added, mut removed, mut updated) = (0, 0, 0);
         let mut seen = std::collections::HashSet::new();
         for (path, size) in known {
