@@ -170,17 +170,17 @@ pub fn observe(
     let (size, mt) = (meta.len(), mtime_ns(meta));
     let head_len = size.min(HEAD);
     let head = |len| head_sha(&path, len).unwrap_or_default();
-    let Some(prev) = db.latest(source, rel)? else {
+    let new_generation = |generation: i64| {
         let state = if storable(rel) {
             FileState::Pending
         } else {
             FileState::Unstorable
         };
-        db.insert(&FileRow {
+        FileRow {
             id: 0,
             source,
             rel: rel.to_string(),
-            generation: 1,
+            generation,
             dev: meta.dev(),
             ino: meta.ino(),
             head_sha: head(head_len),
@@ -190,7 +190,7 @@ pub fn observe(
             stable_since_ms: unchanged_since(mt, now_ms),
             archived_size: 0,
             archived_sha: None,
-            remote: m.remote(rel),
+            remote: versioned(&m.remote(rel), generation),
             state,
             attempts: 0,
             last_error: (state == FileState::Unstorable)
@@ -198,7 +198,10 @@ pub fn observe(
             next_try_ms: 0,
             first_seen_ms: now_ms,
             archived_at_ms: None,
-        })?;
+        }
+    };
+    let Some(prev) = db.latest(source, rel)? else {
+        db.insert(&new_generation(1))?;
         return Ok((true, false, false));
     };
     if prev.size == size && prev.mtime_ns == mt && prev.dev == meta.dev() && prev.ino == meta.ino()
@@ -230,34 +233,7 @@ pub fn observe(
             Some("replaced locally before it was fully archived"),
         )?;
     }
-    let generation = prev.generation + 1;
-    let state = if storable(rel) {
-        FileState::Pending
-    } else {
-        FileState::Unstorable
-    };
-    db.insert(&FileRow {
-        id: 0,
-        source,
-        rel: rel.to_string(),
-        generation,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        head_sha: head(head_len),
-        head_len,
-        size,
-        mtime_ns: mt,
-        stable_since_ms: unchanged_since(mt, now_ms),
-        archived_size: 0,
-        archived_sha: None,
-        remote: versioned(&m.remote(rel), generation),
-        state,
-        attempts: 0,
-        last_error: None,
-        next_try_ms: 0,
-        first_seen_ms: now_ms,
-        archived_at_ms: None,
-    })?;
+    db.insert(&new_generation(prev.generation + 1))?;
     Ok((false, false, true))
 }
 
