@@ -265,6 +265,16 @@ impl Client {
         }
     }
 
+    /// The connection, reconnecting first if it was dropped.
+    async fn connected(&mut self) -> Result<&mut Stream> {
+        if self.conn.is_none() {
+            self.reconnect().await?;
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| ClientError::Invalid("not connected".into()))
+    }
+
     /// Absolute form of a remote path, from the working directory.
     pub fn absolute(&self, path: &str) -> String {
         paths::absolute(&self.cwd, path)
@@ -572,16 +582,11 @@ impl Client {
         sent: &mut u64,
         opts: &UploadOptions,
     ) -> Result<()> {
-        if self.conn.is_none() {
-            self.reconnect().await?;
-        }
         let t = self.cfg.io_timeout;
-        let Some(s) = self.conn.as_mut() else {
-            return Err(ClientError::Invalid("not connected".into()));
-        };
         file.seek(std::io::SeekFrom::Start(from))
             .await
             .map_err(|e| ClientError::io("seeking the local file", e))?;
+        let s = self.connected().await?;
         let mut stream = if append {
             bounded(t, &format!("APPE {remote}"), s.append_with_stream(remote)).await?
         } else {
@@ -695,16 +700,11 @@ impl Client {
         got: &mut u64,
         opts: &DownloadOptions,
     ) -> Result<()> {
-        if self.conn.is_none() {
-            self.reconnect().await?;
-        }
         let t = self.cfg.io_timeout;
-        let Some(s) = self.conn.as_mut() else {
-            return Err(ClientError::Invalid("not connected".into()));
-        };
         file.seek(std::io::SeekFrom::Start(from))
             .await
             .map_err(|e| ClientError::io("seeking the local file", e))?;
+        let s = self.connected().await?;
         file.set_len(from)
             .await
             .map_err(|e| ClientError::io("truncating the local file", e))?;
