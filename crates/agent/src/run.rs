@@ -151,11 +151,19 @@ pub async fn run(
                     if inflight.contains(&row.id) || given_up.contains_key(&row.id) {
                         continue;
                     }
+                    // Sources are numbered by their place in the config: a row of a source that
+                    // is no longer configured has nothing left to read.
+                    let Some(source) = matchers.get(row.source) else {
+                        db.set_state(
+                            row.id,
+                            FileState::Lost,
+                            Some("its source is no longer configured"),
+                        )?;
+                        continue;
+                    };
                     let job = Job {
                         id: row.id,
-                        local: matchers[row.source.min(matchers.len() - 1)]
-                            .root
-                            .join(&row.rel),
+                        local: source.root.join(&row.rel),
                         remote: row.remote.clone(),
                         archived_size: row.archived_size,
                         dev: row.dev,

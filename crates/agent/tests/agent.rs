@@ -475,3 +475,27 @@ async fn files_unchanged_for_the_quiet_period_before_the_agent_started_are_ready
         t.elapsed()
     );
 }
+
+#[tokio::test]
+async fn several_sources_map_under_their_prefixes() {
+    let w = World::new().await;
+    let other = w.dir.path().join("other-src");
+    write(&other.join("sys/kern.log"), b"kernel\n");
+    write(&w.src().join("app.log"), b"app\n");
+    let mut cfg = w.config("");
+    let mut second = cfg.sources[0].clone();
+    second.root = other.clone();
+    second.prefix = "system/".into();
+    cfg.sources.push(second);
+    let (_tx, rx) = watch::channel(false);
+    let s = tokio::time::timeout(Duration::from_secs(120), run(cfg, Mode::Once, rx))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.files_archived, 2);
+    assert_eq!(std::fs::read(w.home().join("app.log")).unwrap(), b"app\n");
+    assert_eq!(
+        std::fs::read(w.home().join("system/sys/kern.log")).unwrap(),
+        b"kernel\n"
+    );
+}
