@@ -241,8 +241,7 @@ pub async fn run(
                     }
                 }
                 if inflight.is_empty() && completed_since_status > 0 {
-                    update_gauges(&metrics, &db);
-                    publish_status(status_bytes(&cfg, &db), &mut status_up, &scratch).await;
+                    publish_status(status_bytes(&cfg, &db, &metrics), &mut status_up, &scratch).await;
                     completed_since_status = 0;
                     next_status = tokio::time::Instant::now() + cfg.status_interval;
                 }
@@ -261,7 +260,7 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(sleep_until) => {
                 if tokio::time::Instant::now() >= next_status {
-                    publish_status(status_bytes(&cfg, &db), &mut status_up, &scratch).await;
+                    publish_status(status_bytes(&cfg, &db, &metrics), &mut status_up, &scratch).await;
                     next_status = tokio::time::Instant::now() + cfg.status_interval;
                 }
             }
@@ -298,7 +297,7 @@ pub async fn run(
         w.abort();
     }
     if !stopping {
-        publish_status(status_bytes(&cfg, &db), &mut status_up, &scratch).await;
+        publish_status(status_bytes(&cfg, &db, &metrics), &mut status_up, &scratch).await;
     }
     if mode == Mode::Once && !given_up.is_empty() {
         let last_error = given_up.values().next().cloned().unwrap_or_default();
@@ -311,17 +310,25 @@ pub async fn run(
 }
 
 fn update_gauges(m: &crate::metrics::Metrics, db: &StateDb) {
-    use std::sync::atomic::Ordering::Relaxed;
     if let Ok(t) = db.totals() {
-        m.backlog_files.store(t.backlog_files, Relaxed);
-        m.backlog_bytes.store(t.backlog_bytes, Relaxed);
+        set_backlog(m, &t);
     }
 }
 
-/// The status document, built before any await (the database handle is not shared across threads).
-fn status_bytes(cfg: &AgentConfig, db: &StateDb) -> Option<Vec<u8>> {
+fn set_backlog(m: &crate::metrics::Metrics, t: &crate::state::Totals) {
+    use std::sync::atomic::Ordering::Relaxed;
+    m.backlog_files.store(t.backlog_files, Relaxed);
+    m.backlog_bytes.store(t.backlog_bytes, Relaxed);
+}
+
+/// The status document, built before any await (the database handle is not shared across
+/// threads). Its totals also refresh the backlog gauges: one pass over the table for both.
+fn status_bytes(cfg: &AgentConfig, db: &StateDb, m: &crate::metrics::Metrics) -> Option<Vec<u8>> {
     match status::build(cfg, db, now_ms()) {
-        Ok(d) => serde_json::to_vec_pretty(&d).ok(),
+        Ok(d) => {
+            set_backlog(m, &d.totals);
+            serde_json::to_vec_pretty(&d).ok()
+        }
         Err(e) => {
             tracing::warn!("cannot build the status document: {e}");
             None

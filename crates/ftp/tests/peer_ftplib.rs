@@ -67,7 +67,7 @@ f.rename('.b.txt.logarchive-tmp', 'b.txt')
 got = bytearray(); f.retrbinary('RETR b.txt', got.extend, rest=4)
 assert bytes(got) == b'456789abcdef', got
 # escapes stay inside the home
-f.cwd('/../../..'); assert f.pwd().count('..') >= 0
+f.cwd('/../../..')
 assert set(f.nlst()) == {'Logs'}, f.nlst()
 assert refused(lambda: f.retrbinary('RETR /../agent02/secret.txt', print))[:1] == '5'
 # active mode (PORT) is not offered: no bounce attacks

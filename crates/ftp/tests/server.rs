@@ -933,3 +933,49 @@ async fn shutdown_cuts_transfers_after_the_grace_period() {
     );
     assert!(upload.await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn allowed_addresses_are_enforced_at_login() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                allowed_ips: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            logarchive_ftp::client::Client::connect(s.config("agent01")).await,
+            Err(ClientError::Auth { .. })
+        ),
+        "a login from 127.0.0.1 is refused"
+    );
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                allowed_ips: Some(vec!["127.0.0.0/8".parse().unwrap()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    s.client("agent01").await;
+}
+
+#[tokio::test]
+async fn sessions_can_share_the_callers_runtime() {
+    // session_threads = 0: no threads of our own, everything on the embedding program's runtime.
+    let s = TestServer::start_with(|c| c.session_threads = 0).await;
+    s.add("agent01", Role::Agent);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    random_file(&f, 300_000, 8);
+    let mut c = s.client("agent01").await;
+    let v = c.upload_verified(&f, "/f.log", None).await.unwrap();
+    assert_eq!(v.sha256, sha256_file(&s.archive().join("agent01/f.log")));
+    assert_eq!(s.handle.shutdown().await.cut, 0);
+}

@@ -275,6 +275,17 @@ impl Client {
             .ok_or_else(|| ClientError::Invalid("not connected".into()))
     }
 
+    /// Runs `op` with the absolute form of `path` (through [`Client::run`]); `verb` names the
+    /// command in errors.
+    async fn on_path<T, F>(&mut self, verb: &str, path: &str, retry: bool, op: F) -> Result<T>
+    where
+        F: for<'a> Fn(&'a mut Stream, String) -> Op<'a, T>,
+    {
+        let p = self.absolute(path);
+        self.run(&format!("{verb} {p}"), retry, |s| op(s, p.clone()))
+            .await
+    }
+
     /// Absolute form of a remote path, from the working directory.
     pub fn absolute(&self, path: &str) -> String {
         paths::absolute(&self.cwd, path)
@@ -286,9 +297,7 @@ impl Client {
 
     pub async fn cwd(&mut self, path: &str) -> Result<()> {
         let p = self.absolute(path);
-        let q = p.clone();
-        self.run(&format!("CWD {p}"), true, move |s| {
-            let q = q.clone();
+        self.on_path("CWD", &p, true, |s, q| {
             Box::pin(async move { s.cwd(&q).await })
         })
         .await?;
@@ -311,11 +320,9 @@ impl Client {
             if self.is_dir(&so_far).await? {
                 continue;
             }
-            let p = so_far.clone();
             let made = self
-                .run(&format!("MKD {p}"), true, move |s| {
-                    let p = p.clone();
-                    Box::pin(async move { s.mkdir(&p).await })
+                .on_path("MKD", &so_far, true, |s, q| {
+                    Box::pin(async move { s.mkdir(&q).await })
                 })
                 .await;
             // Someone else may have made it meanwhile (or our retried MKD did): check again.
@@ -341,10 +348,8 @@ impl Client {
     /// MLST of one path; `None` if it does not exist.
     pub async fn stat(&mut self, path: &str) -> Result<Option<Entry>> {
         let p = self.absolute(path);
-        let q = p.clone();
         let r = self
-            .run(&format!("MLST {p}"), true, move |s| {
-                let q = q.clone();
+            .on_path("MLST", &p, true, |s, q| {
                 Box::pin(async move { s.mlst(Some(&q)).await })
             })
             .await;
@@ -363,10 +368,7 @@ impl Client {
     }
 
     pub async fn size(&mut self, path: &str) -> Result<u64> {
-        let p = self.absolute(path);
-        let q = p.clone();
-        self.run(&format!("SIZE {p}"), true, move |s| {
-            let q = q.clone();
+        self.on_path("SIZE", path, true, |s, q| {
             Box::pin(async move { s.size(&q).await })
         })
         .await
@@ -374,11 +376,8 @@ impl Client {
     }
 
     pub async fn mtime(&mut self, path: &str) -> Result<SystemTime> {
-        let p = self.absolute(path);
-        let q = p.clone();
         let t = self
-            .run(&format!("MDTM {p}"), true, move |s| {
-                let q = q.clone();
+            .on_path("MDTM", path, true, |s, q| {
                 Box::pin(async move { s.mdtm(&q).await })
             })
             .await?;
@@ -388,11 +387,8 @@ impl Client {
 
     /// Lists a folder: MLSD, or LIST where the server has no MLSD.
     pub async fn list(&mut self, path: &str) -> Result<Vec<Entry>> {
-        let p = self.absolute(path);
-        let q = p.clone();
         let lines = self
-            .run(&format!("MLSD {p}"), true, move |s| {
-                let q = q.clone();
+            .on_path("MLSD", path, true, |s, q| {
                 Box::pin(async move { s.mlsd(Some(&q)).await })
             })
             .await;
@@ -401,10 +397,8 @@ impl Client {
             Err(ClientError::Protocol {
                 code: 500..=502, ..
             }) => {
-                let q = p.clone();
                 let l = self
-                    .run(&format!("LIST {p}"), true, move |s| {
-                        let q = q.clone();
+                    .on_path("LIST", path, true, |s, q| {
                         Box::pin(async move { s.list(Some(&q)).await })
                     })
                     .await?;
@@ -428,10 +422,7 @@ impl Client {
     }
 
     pub async fn mkdir(&mut self, path: &str) -> Result<()> {
-        let p = self.absolute(path);
-        let q = p.clone();
-        self.run(&format!("MKD {p}"), false, move |s| {
-            let q = q.clone();
+        self.on_path("MKD", path, false, |s, q| {
             Box::pin(async move { s.mkdir(&q).await })
         })
         .await
@@ -448,20 +439,14 @@ impl Client {
     }
 
     pub async fn delete(&mut self, path: &str) -> Result<()> {
-        let p = self.absolute(path);
-        let q = p.clone();
-        self.run(&format!("DELE {p}"), false, move |s| {
-            let q = q.clone();
+        self.on_path("DELE", path, false, |s, q| {
             Box::pin(async move { s.rm(&q).await })
         })
         .await
     }
 
     pub async fn rmdir(&mut self, path: &str) -> Result<()> {
-        let p = self.absolute(path);
-        let q = p.clone();
-        self.run(&format!("RMD {p}"), false, move |s| {
-            let q = q.clone();
+        self.on_path("RMD", path, false, |s, q| {
             Box::pin(async move { s.rmdir(&q).await })
         })
         .await
