@@ -309,6 +309,38 @@ async fn a_hash_mismatch_is_reported_and_never_renamed() {
     );
 }
 
+#[tokio::test]
+async fn a_refused_upload_is_a_permission_error_and_never_resumed() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    let existing = s.archive().join("agent01/other.log");
+    std::fs::create_dir_all(existing.parent().unwrap()).unwrap();
+    std::fs::write(&existing, b"somebody else's bytes\n").unwrap();
+    // Far more than the socket buffers hold: the server refuses (no overwrite right) only once
+    // the data connection is open and closes it unread, so the client's writes are reset.
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    random_file(&f, 16 << 20, 9);
+    let mut c = s.client("agent01").await;
+    for _ in 0..3 {
+        match c.upload(&f, "/other.log", Default::default()).await {
+            Err(ClientError::Permission(_)) => {}
+            other => panic!("expected a permission error, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&existing).unwrap(),
+            b"somebody else's bytes\n",
+            "a refused upload changed the existing file"
+        );
+    }
+    // The client is usable afterwards.
+    c.upload(&f, "/mine.log", Default::default()).await.unwrap();
+    assert_eq!(
+        sha256_file(&s.archive().join("agent01/mine.log")),
+        sha256_file(&f)
+    );
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status

@@ -23,7 +23,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream};
+use suppaftp::tokio::{
+    AsyncRustlsConnector, AsyncRustlsStream, ImplAsyncFtpStream, TransferStream,
+};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -34,6 +36,8 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// Copy buffer size: memory per transfer stays at this, whatever the file size.
 const BUF: usize = 256 * 1024;
+/// How long a failed upload waits for the server's reason on the control connection.
+const REFUSAL_PROBE: Duration = Duration::from_secs(3);
 
 /// Called with the number of bytes transferred so far (of this call).
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -596,10 +600,14 @@ impl Client {
             if let Some(l) = &self.limiter {
                 l.consume(n).await;
             }
-            tokio::time::timeout(t, stream.write_all(&buf[..n]))
-                .await
-                .map_err(|_| ClientError::Timeout(format!("sending {remote}")))?
-                .map_err(|e| ClientError::io(format!("sending {remote}"), e))?;
+            match tokio::time::timeout(t, stream.write_all(&buf[..n])).await {
+                Err(_) => return Err(ClientError::Timeout(format!("sending {remote}"))),
+                Ok(Err(e)) => {
+                    let e = ClientError::io(format!("sending {remote}"), e);
+                    return Err(self.upload_failure(stream, remote, e).await);
+                }
+                Ok(Ok(())) => {}
+            }
             hasher.update(&buf[..n]);
             pos += n as u64;
             *sent += n as u64;
@@ -607,7 +615,54 @@ impl Client {
                 p(*sent);
             }
         }
-        bounded(t, &format!("completing {remote}"), stream.finish()).await
+        // Shut the data connection down ourselves first: `finish` reads the server's reply but
+        // reports a failed shutdown instead of it, and a refusal must be told from a network
+        // failure (see `upload_failure`).
+        match tokio::time::timeout(t, stream.shutdown()).await {
+            Err(_) => Err(ClientError::Timeout(format!("completing {remote}"))),
+            Ok(Err(e)) => {
+                let e = ClientError::io(format!("completing {remote}"), e);
+                Err(self.upload_failure(stream, remote, e).await)
+            }
+            Ok(Ok(())) => bounded(t, &format!("completing {remote}"), stream.finish()).await,
+        }
+    }
+
+    /// What a data connection failing mid-upload means. Some servers (libunftp, so ours among
+    /// them) check rights only once the data connection is open, and close it unread on a
+    /// refusal: the client then sees a reset while the reason waits on the control connection.
+    /// A refusal is final and must never be retried as a network failure: resuming "from the
+    /// server's size" would then append to somebody else's file.
+    async fn upload_failure(
+        &mut self,
+        stream: TransferStream<AsyncRustlsStream>,
+        remote: &str,
+        failure: ClientError,
+    ) -> ClientError {
+        // Read while the stream is alive: once dropped, the client would swallow that reply.
+        let reply = match self.conn.as_mut() {
+            Some(s) => {
+                let expect = [Status::ClosingDataConnection, Status::RequestedFileActionOk];
+                tokio::time::timeout(REFUSAL_PROBE, s.read_response_in(&expect))
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        drop(stream);
+        // Whatever was read, the control connection is out of step now: start afresh.
+        self.conn = None;
+        match reply {
+            Some(Err(e)) => {
+                let refusal = ClientError::from_ftp(e, &format!("STOR {remote}"));
+                if refusal.is_transient() {
+                    failure
+                } else {
+                    refusal
+                }
+            }
+            _ => failure,
+        }
     }
 
     /// Downloads `remote` to `local`, resuming after failures (and from an existing local file
