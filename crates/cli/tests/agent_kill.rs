@@ -55,7 +55,7 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
     let mut server = bin()
         .args(["server", "--data"])
         .arg(&data)
-        .args(["--ftp-listen", "127.0.0.1:0"])
+        .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -63,7 +63,7 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
     let port: u16 = loop {
         let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.strip_prefix("logarchive server: FTP on 127.0.0.1:") {
+        if let Some(rest) = line.split(", FTP on 127.0.0.1:").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };

@@ -59,7 +59,7 @@ impl Server {
         let mut child = bin()
             .args(["server", "--data"])
             .arg(data)
-            .args(["--ftp-listen", "127.0.0.1:0"])
+            .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -73,7 +73,7 @@ impl Server {
             if let Some(rest) = line.split("password '").nth(1) {
                 admin_password = rest.split('\'').next().map(str::to_string);
             }
-            if let Some(rest) = line.strip_prefix("logarchive server: FTP on 127.0.0.1:") {
+            if let Some(rest) = line.split(", FTP on 127.0.0.1:").nth(1) {
                 let port = rest.split_whitespace().next().unwrap().parse().unwrap();
                 return Server {
                     child,

@@ -16,7 +16,7 @@ pub struct CatalogError(#[from] rusqlite::Error);
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
 /// One archived file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Entry {
     /// Archive path, e.g. `/agent01/Logs/a.txt`.
     pub path: String,
@@ -26,6 +26,15 @@ pub struct Entry {
     pub modified_ms: i64,
     pub archived_ms: i64,
     pub appended_ms: Option<i64>,
+}
+
+/// What the catalog holds for one agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AgentTotals {
+    pub agent: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub last_archived_ms: Option<i64>,
 }
 
 /// A name search. Empty fields do not filter.
@@ -104,6 +113,7 @@ impl Catalog {
              );
              CREATE INDEX IF NOT EXISTS files_dir ON files(dir, name);
              CREATE INDEX IF NOT EXISTS files_agent ON files(agent, archived_ms);
+             CREATE INDEX IF NOT EXISTS files_archived ON files(archived_ms);
              CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, parent TEXT NOT NULL) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS dirs_parent ON dirs(parent);
              -- Substring search on names: a trigram index over the name column.
@@ -201,6 +211,74 @@ impl Catalog {
             .query_map(params![dir], entry)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok((dirs, files))
+    }
+
+    /// Every file at any depth under `dir` (`/` = the whole archive), in path order, at most
+    /// `limit`. Served by the path index: the range of paths that start with `dir/`.
+    pub fn files_under(&self, dir: &str, limit: usize) -> Result<Vec<Entry>> {
+        let conn = self.lock();
+        let prefix = if dir.ends_with('/') {
+            dir.to_string()
+        } else {
+            format!("{dir}/")
+        };
+        // '/' + 1 = '0': every path that starts with the prefix sorts before prefix-with-'0'.
+        let end = format!("{}0", &prefix[..prefix.len() - 1]);
+        let mut st = conn.prepare_cached(
+            "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files \
+             WHERE path >= ?1 AND path < ?2 ORDER BY path LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![prefix, end, limit as i64], entry)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Per agent: files and bytes archived, and the last archive time.
+    pub fn agent_totals(&self) -> Result<Vec<AgentTotals>> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT agent, COUNT(*), COALESCE(SUM(size), 0), MAX(archived_ms) FROM files GROUP BY agent ORDER BY agent",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AgentTotals {
+                    agent: r.get(0)?,
+                    files: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                    last_archived_ms: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The most recently archived files.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Entry>> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files ORDER BY archived_ms DESC LIMIT ?1",
+        )?;
+        let rows = st
+            .query_map(params![limit as i64], entry)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Bytes of the files archived per agent per UTC day since `since_ms`: (agent, day, bytes),
+    /// the day as days since 1970-01-01.
+    pub fn daily_bytes(&self, since_ms: i64) -> Result<Vec<(String, i64, u64)>> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT agent, archived_ms / 86400000 AS day, SUM(size) FROM files \
+             WHERE archived_ms >= ?1 GROUP BY agent, day ORDER BY agent, day",
+        )?;
+        let rows = st
+            .query_map(params![since_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Files whose name matches, newest first.

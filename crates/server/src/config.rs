@@ -21,6 +21,52 @@ pub struct ServerConfigFile {
     pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub ftp: FtpSection,
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+/// `[web]`: limits of the web interface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Failed logins per name and per address before a lockout.
+    pub login_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_lockout: Duration,
+    /// Threads of one content search (default: one per CPU).
+    pub search_threads: usize,
+    #[serde(with = "humantime_serde")]
+    pub search_timeout: Duration,
+    pub search_max_matches: u64,
+    /// Files one content search reads at most (the newest that pass the other filters).
+    pub search_max_files: usize,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        let d = crate::web::WebConfig::default();
+        WebSection {
+            login_max_failures: d.login_max_failures,
+            login_lockout: d.login_lockout,
+            search_threads: d.search_threads,
+            search_timeout: d.search_timeout,
+            search_max_matches: d.search_max_matches,
+            search_max_files: d.search_max_files,
+        }
+    }
+}
+
+impl WebSection {
+    pub fn config(&self) -> crate::web::WebConfig {
+        crate::web::WebConfig {
+            login_max_failures: self.login_max_failures.max(1),
+            login_lockout: self.login_lockout,
+            search_threads: self.search_threads.max(1),
+            search_timeout: self.search_timeout,
+            search_max_matches: self.search_max_matches.max(1),
+            search_max_files: self.search_max_files.max(1),
+        }
+    }
 }
 
 /// `[ftp]`: tuning of the FTP service.
@@ -109,6 +155,7 @@ pub struct ServerSettings {
     pub web_listen: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub ftp: FtpSection,
+    pub web: crate::web::WebConfig,
 }
 
 impl ServerSettings {
@@ -143,6 +190,7 @@ impl ServerSettings {
             },
             tls,
             ftp: file.ftp,
+            web: file.web.config(),
         })
     }
 

@@ -1,8 +1,9 @@
-//! The archive server: the FTP service over the archive folder and the catalog of what it holds
-//! (the web UI and JSON API are to come).
+//! The archive server: the FTP service over the archive folder, the catalog of what it holds,
+//! and the web interface and JSON API over both.
 
 pub mod catalog;
 pub mod config;
+pub mod web;
 
 use config::ServerSettings;
 use logarchive_ftp::server::{self as ftp, ServerHandle};
@@ -19,6 +20,13 @@ pub enum ServerError {
     Ftp(#[from] ftp::FtpServerError),
     #[error(transparent)]
     Catalog(#[from] catalog::CatalogError),
+    #[error("cannot listen for the web interface on {addr}: {source}")]
+    WebListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS for the web interface: {0}")]
+    Tls(String),
     #[error("cannot create data folder {path}: {source}")]
     Data {
         path: std::path::PathBuf,
@@ -28,7 +36,11 @@ pub enum ServerError {
 
 /// The running archive server.
 pub struct Running {
-    pub ftp: ServerHandle,
+    pub ftp: Arc<ServerHandle>,
+    /// The bound web address (useful with port 0).
+    pub web_addr: std::net::SocketAddr,
+    web_stop: tokio::sync::watch::Sender<bool>,
+    web_task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub catalog: Arc<catalog::Catalog>,
     pub users: Arc<UserDb>,
     /// Set when this start created the first admin account: its password, shown once.
@@ -62,14 +74,97 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         None
     };
     let catalog = Arc::new(catalog::Catalog::open(&settings.data.join("catalog.db"))?);
-    let ftp = ftp::start(settings.ftp_config()?, Arc::clone(&users)).await?;
+    let web_listener = tokio::net::TcpListener::bind(settings.web_listen)
+        .await
+        .map_err(|source| ServerError::WebListen {
+            addr: settings.web_listen,
+            source,
+        })?;
+    let web_addr = web_listener
+        .local_addr()
+        .map_err(|source| ServerError::WebListen {
+            addr: settings.web_listen,
+            source,
+        })?;
+    let web_tls = match &settings.tls {
+        Some((cert, key)) => {
+            Some(ftp::tls_server_config(cert, key).map_err(|e| ServerError::Tls(e.to_string()))?)
+        }
+        None => None,
+    };
+    let ftp = Arc::new(ftp::start(settings.ftp_config()?, Arc::clone(&users)).await?);
     follow_events(&ftp, Arc::clone(&catalog), settings.archive_dir());
+    let metrics = Arc::new(web::metrics::Metrics::default());
+    count_events(&ftp, Arc::clone(&metrics));
+    let archive = web::archive::Archive::open(&settings.archive_dir()).map_err(|source| {
+        ServerError::Data {
+            path: settings.archive_dir(),
+            source,
+        }
+    })?;
+    let state = Arc::new(web::WebState {
+        catalog: Arc::clone(&catalog),
+        archive: Arc::new(archive),
+        archive_root: settings.archive_dir(),
+        users: Arc::clone(&users),
+        ftp: Arc::clone(&ftp),
+        auth: web::auth::Auth::new(
+            web_tls.is_some(),
+            settings.web.login_max_failures,
+            settings.web.login_lockout,
+        ),
+        metrics,
+        config: settings.web.clone(),
+    });
+    let (web_stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let web_task = tokio::spawn(web::serve(
+        web_listener,
+        web::router(state),
+        web_tls,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
     Ok(Running {
         ftp,
+        web_addr,
+        web_stop,
+        web_task,
         catalog,
         users,
         initial_admin_password,
     })
+}
+
+impl Running {
+    /// Stops the web interface (open requests finish), then the FTP service (transfers get
+    /// its grace period).
+    pub async fn shutdown(self) -> ftp::ShutdownReport {
+        let _ = self.web_stop.send(true);
+        // Streams that never end (follow) would hold a graceful stop forever: bounded.
+        let mut task = self.web_task;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        self.ftp.shutdown().await
+    }
+}
+
+/// Feeds the metrics counters from the FTP service's events.
+fn count_events(ftp: &ServerHandle, metrics: Arc<web::metrics::Metrics>) {
+    let mut events = ftp.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) => metrics.on_ftp_event(&e),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 /// Keeps the catalog in step with the FTP service: reconcile with the disk (at start, and when

@@ -12,6 +12,7 @@ fn settings(data: &std::path::Path) -> ServerSettings {
         Overrides {
             data: Some(data.to_path_buf()),
             ftp_listen: Some("127.0.0.1:0".parse().unwrap()),
+            web_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         },
     )
@@ -109,8 +110,7 @@ async fn completed_uploads_appends_and_reconciliation() {
     assert_eq!(dirs, vec!["/agent01/Logs"]);
 
     // Restart after files were copied in and removed by hand.
-    running.ftp.shutdown().await;
-    drop(running);
+    running.shutdown().await;
     let archive = data.join("archive");
     std::fs::create_dir_all(archive.join("agent02/x")).unwrap();
     std::fs::write(archive.join("agent02/x/by-hand.txt"), b"copied in").unwrap();
@@ -124,5 +124,5 @@ async fn completed_uploads_appends_and_reconciliation() {
         .then_some(())
     })
     .await;
-    running.ftp.shutdown().await;
+    running.shutdown().await;
 }

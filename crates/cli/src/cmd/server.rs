@@ -53,14 +53,16 @@ pub fn run(args: ServerArgs) -> Result<()> {
             println!("Created the first account: user 'admin', password '{p}' (shown only now; change it with `logarchive user passwd admin`).");
         }
         println!(
-            "logarchive server: FTP on {} ({}), data in {}",
+            "logarchive server: web on {}://{}/, FTP on {} ({}), data in {}",
+            if settings.tls.is_some() { "https" } else { "http" },
+            running.web_addr,
             running.ftp.local_addr(),
             if settings.tls.is_some() { "FTPS available" } else { "plain FTP" },
             settings.data.display()
         );
         signals.wait().await;
         tracing::info!("shutting down");
-        let report = running.ftp.shutdown().await;
+        let report = running.shutdown().await;
         tracing::info!(?report, "stopped");
         Ok(())
     })

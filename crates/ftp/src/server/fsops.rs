@@ -32,7 +32,7 @@ fn cstr(p: &Path) -> io::Result<CString> {
 
 /// A home folder, held open.
 #[derive(Debug)]
-pub(crate) struct HomeDir {
+pub struct HomeDir {
     fd: OwnedFd,
 }
 

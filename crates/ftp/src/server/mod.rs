@@ -23,6 +23,8 @@ mod zerocopy;
 
 pub use auth::FtpUser;
 pub use events::FtpEvent;
+pub use fsops::HomeDir;
+pub use lockout::Lockout;
 pub use sessions::SessionInfo;
 pub use storage::ArchiveStorage;
 pub use tls::{
@@ -35,7 +37,6 @@ use crate::users::UserDb;
 use hash_cache::HashCache;
 use libunftp::options::{ActivePassiveMode, SiteMd5};
 use libunftp::ServerBuilder;
-use lockout::Lockout;
 use sessions::Sessions;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;

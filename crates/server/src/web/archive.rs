@@ -1,0 +1,252 @@
+//! Paths in the archive as URLs name them, and the files behind them.
+//!
+//! Every path from a request is hostile. It is split into components and refused outright if any
+//! is `.`, `..`, or holds a NUL or a control character; names the catalog hides (temporary
+//! uploads, agents' `.logarchive` folders) are "not found". Files are then opened beneath the
+//! archive's directory descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so not
+//! even a symlink planted inside the archive leads out of it.
+
+use super::error::WebError;
+use logarchive_ftp::server::{is_temp_name, HomeDir};
+use std::fs::File;
+use std::path::Path;
+
+/// A validated archive path: `/` or `/agent01/Logs/a.txt` (no trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivePath {
+    /// Without the leading slash; empty for the root.
+    rel: String,
+}
+
+impl ArchivePath {
+    pub fn root() -> ArchivePath {
+        ArchivePath { rel: String::new() }
+    }
+
+    /// From a (percent-decoded) URL path tail. Empty components (`a//b`, a trailing `/`) are
+    /// ignored; anything that could climb or confuse is a 400.
+    pub fn parse(raw: &str) -> Result<ArchivePath, WebError> {
+        let mut parts = Vec::new();
+        for c in raw.split('/') {
+            if c.is_empty() {
+                continue;
+            }
+            if c == "." || c == ".." {
+                return Err(WebError::BadRequest(
+                    "'.' and '..' are not allowed in archive paths".into(),
+                ));
+            }
+            if c.chars().any(|ch| ch.is_control()) || c.contains('\\') {
+                return Err(WebError::BadRequest(
+                    "control characters and backslashes are not allowed in archive paths".into(),
+                ));
+            }
+            if c.len() > 255 {
+                return Err(WebError::BadRequest("path component too long".into()));
+            }
+            parts.push(c);
+        }
+        let p = ArchivePath {
+            rel: parts.join("/"),
+        };
+        if p.is_hidden() {
+            return Err(WebError::NotFound);
+        }
+        Ok(p)
+    }
+
+    /// What the catalog never shows: temporary upload names anywhere, and an agent's own
+    /// `.logarchive` bookkeeping folder.
+    fn is_hidden(&self) -> bool {
+        self.rel
+            .split('/')
+            .enumerate()
+            .any(|(i, c)| is_temp_name(c) || (i == 1 && c == ".logarchive"))
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.rel.is_empty()
+    }
+
+    /// `/agent01/Logs/a.txt`
+    pub fn display(&self) -> String {
+        format!("/{}", self.rel)
+    }
+
+    /// Relative to the archive root (empty for the root).
+    pub fn rel(&self) -> &Path {
+        Path::new(&self.rel)
+    }
+
+    /// The URL form: each component percent-encoded, joined with `/`, with a leading `/`.
+    pub fn url(&self) -> String {
+        let mut out = String::new();
+        for c in self.rel.split('/').filter(|c| !c.is_empty()) {
+            out.push('/');
+            out.push_str(&encode_component(c));
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    pub fn name(&self) -> &str {
+        self.rel.rsplit('/').next().unwrap_or("")
+    }
+
+    pub fn agent(&self) -> Option<&str> {
+        self.rel.split('/').next().filter(|a| !a.is_empty())
+    }
+
+    pub fn parent(&self) -> ArchivePath {
+        match self.rel.rsplit_once('/') {
+            Some((p, _)) => ArchivePath { rel: p.to_string() },
+            None => ArchivePath::root(),
+        }
+    }
+
+    pub fn child(&self, name: &str) -> ArchivePath {
+        if self.rel.is_empty() {
+            ArchivePath {
+                rel: name.to_string(),
+            }
+        } else {
+            ArchivePath {
+                rel: format!("{}/{name}", self.rel),
+            }
+        }
+    }
+
+    /// Root first: (name, path) for a breadcrumb.
+    pub fn crumbs(&self) -> Vec<(String, ArchivePath)> {
+        let mut out = vec![("archive".to_string(), ArchivePath::root())];
+        let mut p = ArchivePath::root();
+        for c in self.rel.split('/').filter(|c| !c.is_empty()) {
+            p = p.child(c);
+            out.push((c.to_string(), p.clone()));
+        }
+        out
+    }
+}
+
+/// Percent-encodes one path component for a URL (RFC 3986 unreserved characters stay).
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The archive folder, held open.
+pub struct Archive {
+    dir: HomeDir,
+}
+
+/// An open file of the archive and what it was when opened.
+pub struct OpenFile {
+    pub file: File,
+    pub meta: std::fs::Metadata,
+}
+
+impl Archive {
+    pub fn open(root: &Path) -> std::io::Result<Archive> {
+        Ok(Archive {
+            dir: HomeDir::open(root)?,
+        })
+    }
+
+    /// Opens a regular file for reading; anything else (a folder, a symlink, nothing) is 404.
+    pub fn open_file(&self, p: &ArchivePath) -> Result<OpenFile, WebError> {
+        if p.is_root() {
+            return Err(WebError::NotFound);
+        }
+        let file = self
+            .dir
+            .open_at(
+                p.rel(),
+                libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+                0,
+            )
+            .map_err(not_found_or_internal)?;
+        let meta = file.metadata().map_err(not_found_or_internal)?;
+        if !meta.is_file() {
+            return Err(WebError::NotFound);
+        }
+        Ok(OpenFile { file, meta })
+    }
+
+    /// Whether `p` is a folder of the archive (the root is).
+    pub fn is_dir(&self, p: &ArchivePath) -> bool {
+        self.dir.stat(p.rel()).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Reads a small file (at most `max` bytes), e.g. an agent's status document.
+    pub fn read_small(&self, rel: &Path, max: u64) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let f = self
+            .dir
+            .open_at(rel, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+            .ok()?;
+        let meta = f.metadata().ok()?;
+        if !meta.is_file() || meta.len() > max {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        f.take(max).read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
+}
+
+fn not_found_or_internal(e: std::io::Error) -> WebError {
+    // Missing, not a folder on the way, a symlink refused, or a path leaving the archive: all
+    // look the same from outside.
+    let gone = matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTDIR | libc::ELOOP | libc::EXDEV | libc::ENAMETOOLONG)
+    );
+    if gone {
+        WebError::NotFound
+    } else {
+        WebError::Internal(format!("opening a file of the archive: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for bad in ["..", "/a/../b", "a/./b", "a/\u{0}b", "a/\nb", "a\\..\\b"] {
+            assert!(
+                matches!(ArchivePath::parse(bad), Err(WebError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        for hidden in [
+            "/a/.x.log.logarchive-tmp",
+            "/agent01/.logarchive/status.json",
+        ] {
+            assert!(
+                matches!(ArchivePath::parse(hidden), Err(WebError::NotFound)),
+                "{hidden}"
+            );
+        }
+        let p = ArchivePath::parse("//agent01//Logs/a b#?.txt/").unwrap();
+        assert_eq!(p.display(), "/agent01/Logs/a b#?.txt");
+        assert_eq!(p.url(), "/agent01/Logs/a%20b%23%3F.txt");
+        assert_eq!(p.agent(), Some("agent01"));
+        assert_eq!(p.parent().display(), "/agent01/Logs");
+        assert_eq!(p.crumbs().len(), 4);
+        assert!(ArchivePath::parse("/").unwrap().is_root());
+    }
+}

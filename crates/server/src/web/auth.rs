@@ -1,0 +1,298 @@
+//! Who is asking: web sessions (a random token in an HttpOnly, SameSite=Strict cookie, Secure
+//! under TLS) or HTTP basic auth on the API, both checked against the same `UserDb` as FTP.
+//!
+//! - The account is re-read on every request: disabling a user, removing them or lowering their
+//!   `web_role` takes effect on their open sessions at once.
+//! - Failed logins are counted by name and by address ([`Lockout`]) and refused before the
+//!   password is even hashed; at most two argon2 checks run at a time.
+//! - State-changing requests from a session carry its CSRF token (a form field or the
+//!   `X-CSRF-Token` header) and, when the browser sends one, an `Origin` of this host.
+//!   Basic-auth requests carry no ambient authority, so they need no token.
+
+use super::error::WebError;
+use super::WebState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+use base64::Engine;
+use logarchive_ftp::server::Lockout;
+use logarchive_ftp::users::{UserDb, WebRole};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+pub const COOKIE: &str = "logarchive_session";
+/// A session ends this long after login, whatever happens.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Bounds the memory logins can make us spend.
+const MAX_SESSIONS: usize = 10_000;
+
+struct Session {
+    user: String,
+    csrf: String,
+    expires: Instant,
+}
+
+/// Logged-in sessions and the login throttle.
+pub struct Auth {
+    /// Keyed by the SHA-256 of the token: the map never holds a usable token.
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    lockout: Lockout,
+    password_checks: Semaphore,
+    pub secure_cookies: bool,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: WebRole,
+    /// The session's CSRF token (for forms); `None` under basic auth.
+    pub csrf: Option<String>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == WebRole::Admin
+    }
+
+    pub fn require_admin(&self) -> Result<(), WebError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(WebError::Forbidden("administrators only"))
+        }
+    }
+
+    /// Checks a state-changing request's token (basic-auth callers have none to check).
+    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), WebError> {
+        match &self.csrf {
+            None => Ok(()),
+            Some(expected) if sent.is_some_and(|s| constant_time_eq(s, expected)) => Ok(()),
+            Some(_) => Err(WebError::Forbidden(
+                "missing or wrong CSRF token (reload the page)",
+            )),
+        }
+    }
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl Auth {
+    pub fn new(secure_cookies: bool, max_failures: u32, lockout: Duration) -> Auth {
+        Auth {
+            sessions: Mutex::new(HashMap::new()),
+            lockout: Lockout::new(max_failures, lockout),
+            password_checks: Semaphore::new(2),
+            secure_cookies,
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a name and password for the web (the account must be enabled, have a web role and
+    /// allow the address). Counted against the lockout.
+    pub async fn verify(
+        &self,
+        users: &Arc<UserDb>,
+        name: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<WebRole, WebError> {
+        if self.lockout.is_locked(name, ip) {
+            return Err(WebError::LockedOut);
+        }
+        let _permit = self
+            .password_checks
+            .acquire()
+            .await
+            .map_err(|_| WebError::Internal("password checks closed".into()))?;
+        let (db, n, p) = (Arc::clone(users), name.to_string(), password.to_string());
+        let rec = tokio::task::spawn_blocking(move || db.check_password(&n, &p)).await?;
+        match rec {
+            Some(r) if r.enabled && r.web_role != WebRole::None && r.ip_allowed(ip) => {
+                self.lockout.succeeded(name, ip);
+                Ok(r.web_role)
+            }
+            _ => {
+                self.lockout.failed(name, ip);
+                tracing::warn!(user = name, %ip, "web login failed");
+                Err(WebError::Unauthorized)
+            }
+        }
+    }
+
+    /// Opens a session; returns (token, csrf).
+    pub fn open_session(&self, user: &str) -> (String, String) {
+        let token = random_token();
+        let csrf = random_token();
+        let now = Instant::now();
+        let mut s = self.sessions();
+        if s.len() >= MAX_SESSIONS {
+            s.retain(|_, v| v.expires > now);
+            if s.len() >= MAX_SESSIONS {
+                // Still full of live sessions: drop the one closest to its end.
+                if let Some(k) = s.iter().min_by_key(|(_, v)| v.expires).map(|(k, _)| *k) {
+                    s.remove(&k);
+                }
+            }
+        }
+        s.insert(
+            key(&token),
+            Session {
+                user: user.to_string(),
+                csrf: csrf.clone(),
+                expires: now + SESSION_LIFETIME,
+            },
+        );
+        (token, csrf)
+    }
+
+    pub fn close_session(&self, token: &str) {
+        self.sessions().remove(&key(token));
+    }
+
+    /// Closes every session of a user (removed, disabled, password reset).
+    pub fn close_sessions_of(&self, user: &str) {
+        self.sessions().retain(|_, s| s.user != user);
+    }
+
+    fn session(&self, token: &str) -> Option<(String, String)> {
+        let mut s = self.sessions();
+        let k = key(token);
+        match s.get(&k) {
+            Some(v) if v.expires > Instant::now() => Some((v.user.clone(), v.csrf.clone())),
+            Some(_) => {
+                s.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn set_cookie(&self, token: &str) -> String {
+        format!(
+            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_LIFETIME.as_secs(),
+            if self.secure_cookies { "; Secure" } else { "" }
+        )
+    }
+
+    pub fn clear_cookie(&self) -> String {
+        format!(
+            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            if self.secure_cookies { "; Secure" } else { "" }
+        )
+    }
+}
+
+/// The session token from the Cookie header, if any.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// The client's address (the socket peer; no proxy headers are trusted).
+pub fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<super::Peer>>()
+        .map(|c| logarchive_ftp::users::canonical_ip(c.0 .0.ip()))
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// A browser's cross-site request: its `Origin` names another host than the one it asked.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, h)| h)
+        .unwrap_or(origin)
+        .trim_end_matches('/');
+    origin == "null" || !origin_host.eq_ignore_ascii_case(host)
+}
+
+impl FromRequestParts<Arc<WebState>> for Caller {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<WebState>,
+    ) -> Result<Caller, WebError> {
+        let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if unsafe_method && cross_origin(&parts.headers) {
+            return Err(WebError::Forbidden("cross-origin request refused"));
+        }
+        let (name, csrf) = if let Some((user, csrf)) =
+            session_token(&parts.headers).and_then(|t| state.auth.session(&t))
+        {
+            (user, Some(csrf))
+        } else if let Some((u, p)) = basic_credentials(&parts.headers) {
+            state
+                .auth
+                .verify(&state.users, &u, &p, client_ip(parts))
+                .await?;
+            (u, None)
+        } else {
+            return Err(WebError::Unauthorized);
+        };
+        // The account as it is now, not as it was at login.
+        let rec = state.users.get(&name).ok_or(WebError::Unauthorized)?;
+        if !rec.enabled || rec.web_role == WebRole::None || !rec.ip_allowed(client_ip(parts)) {
+            return Err(WebError::Unauthorized);
+        }
+        Ok(Caller {
+            name,
+            role: rec.web_role,
+            csrf,
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The dashboard's data: each agent's status document (published by the agent to
+//! `/<agent>/.logarchive/status.json`), what the catalog holds per agent, and a chart of archived
+//! bytes per agent per day, drawn server-side as SVG.
+
+use super::archive::Archive;
+use super::error::WebError;
+use super::time::format_day;
+use crate::catalog::{AgentTotals, Catalog};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// An agent's status document as far as the server reads it. Agent-controlled: every field is
+/// optional, and everything is escaped where shown.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct AgentStatus {
+    pub agent_id: Option<String>,
+    pub host: Option<String>,
+    pub addresses: Vec<String>,
+    pub version: Option<String>,
+    pub files_archived: Option<u64>,
+    pub bytes_archived: Option<u64>,
+    pub backlog_files: Option<u64>,
+    pub backlog_bytes: Option<u64>,
+    pub oldest_pending: Option<String>,
+    pub unstorable: Option<u64>,
+    pub lost: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_scan_ms: Option<i64>,
+    pub updated_at_ms: Option<i64>,
+}
+
+/// One agent on the dashboard.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AgentView {
+    pub agent: String,
+    /// What the archive holds for it.
+    pub archive: AgentTotals,
+    /// Its last status document, if it published one that parses.
+    pub status: Option<AgentStatus>,
+}
+
+/// Bytes free and total on the archive's file system.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Disk {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+pub fn disk(root: &Path) -> Option<Disk> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and s a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(Disk {
+        free_bytes: s.f_bavail as u64 * s.f_frsize as u64,
+        total_bytes: s.f_blocks as u64 * s.f_frsize as u64,
+    })
+}
+
+/// Status documents are small; a bigger one is ignored rather than read.
+const MAX_STATUS_BYTES: u64 = 256 * 1024;
+
+pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, WebError> {
+    let mut totals: BTreeMap<String, AgentTotals> = catalog
+        .agent_totals()?
+        .into_iter()
+        .map(|t| (t.agent.clone(), t))
+        .collect();
+    // Agents that published a status but have no file yet appear too.
+    let (dirs, _) = catalog.list("/")?;
+    for d in dirs {
+        let name = d.trim_start_matches('/').to_string();
+        totals.entry(name.clone()).or_insert(AgentTotals {
+            agent: name,
+            files: 0,
+            bytes: 0,
+            last_archived_ms: None,
+        });
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(agent, archive_totals)| {
+            let rel = Path::new(&agent).join(".logarchive/status.json");
+            let status = archive
+                .read_small(&rel, MAX_STATUS_BYTES)
+                .and_then(|b| serde_json::from_slice::<AgentStatus>(&b).ok());
+            AgentView {
+                agent,
+                archive: archive_totals,
+                status,
+            }
+        })
+        .collect())
+}
+
+/// Days shown in the chart.
+pub const CHART_DAYS: i64 = 14;
+const COLOURS: [&str; 8] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+];
+
+/// A chart ready for the template (which escapes every text in it).
+#[derive(Debug, Clone, Default)]
+pub struct Chart {
+    pub width: f64,
+    pub height: f64,
+    pub bars: Vec<Bar>,
+    pub legend: Vec<Legend>,
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bar {
+    pub x: String,
+    pub y: String,
+    pub w: String,
+    pub h: String,
+    pub colour: &'static str,
+    pub title: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Legend {
+    pub x: f64,
+    pub y: f64,
+    pub colour: &'static str,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub x: String,
+    pub y: f64,
+    pub text: String,
+}
+
+/// Stacked bars: bytes archived per day (last [`CHART_DAYS`] days), one colour per agent.
+pub fn chart(rows: &[(String, i64, u64)], today: i64) -> Chart {
+    let first = today - CHART_DAYS + 1;
+    let mut agents: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    let mut per_day = vec![0u64; CHART_DAYS as usize];
+    for (_, day, bytes) in rows {
+        if (first..=today).contains(day) {
+            per_day[(day - first) as usize] += bytes;
+        }
+    }
+    let max = per_day.iter().copied().max().unwrap_or(0).max(1);
+    let (w, h, left, bottom, top) = (700.0, 220.0, 70.0, 30.0, 10.0);
+    let bar_w = (w - left - 10.0) / CHART_DAYS as f64;
+    let scale = (h - bottom - top) / max as f64;
+    let mut c = Chart {
+        width: w,
+        height: h + 20.0 * ((agents.len() as f64) / 4.0).ceil(),
+        ..Chart::default()
+    };
+    c.labels.push(Label {
+        x: "4".into(),
+        y: top + 10.0,
+        text: bytesize::ByteSize(max).to_string_as(true),
+    });
+    c.labels.push(Label {
+        x: "4".into(),
+        y: h - bottom,
+        text: "0".into(),
+    });
+    let mut stacked = vec![0u64; CHART_DAYS as usize];
+    for (ai, agent) in agents.iter().enumerate() {
+        let colour = COLOURS[ai % COLOURS.len()];
+        for (agent_name, day, bytes) in rows.iter().filter(|r| r.0 == *agent) {
+            if !(first..=today).contains(day) {
+                continue;
+            }
+            let i = (day - first) as usize;
+            let x = left + i as f64 * bar_w + 2.0;
+            let y0 = h - bottom - stacked[i] as f64 * scale;
+            let bh = *bytes as f64 * scale;
+            stacked[i] += bytes;
+            c.bars.push(Bar {
+                x: format!("{x:.1}"),
+                y: format!("{:.1}", y0 - bh),
+                w: format!("{:.1}", bar_w - 4.0),
+                h: format!("{bh:.1}"),
+                colour,
+                title: format!(
+                    "{agent_name} {}: {}",
+                    format_day(*day),
+                    bytesize::ByteSize(*bytes).to_string_as(true)
+                ),
+            });
+        }
+        c.legend.push(Legend {
+            x: left + (ai % 4) as f64 * 160.0,
+            y: h + 12.0 + (ai / 4) as f64 * 20.0,
+            colour,
+            name: agent.to_string(),
+        });
+    }
+    for i in (0..CHART_DAYS).step_by(2) {
+        c.labels.push(Label {
+            x: format!("{:.1}", left + i as f64 * bar_w + 2.0),
+            y: h - bottom + 16.0,
+            text: format_day(first + i)[5..].to_string(),
+        });
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_stacks_days_and_ignores_old_ones() {
+        let rows = vec![
+            ("a".to_string(), 100, 1000),
+            ("b".to_string(), 100, 3000),
+            ("b".to_string(), 50, 5000),
+        ];
+        let c = chart(&rows, 100);
+        assert_eq!(c.bars.len(), 2);
+        assert_eq!(c.legend.len(), 2);
+        let total: f64 = c.bars.iter().map(|b| b.h.parse::<f64>().unwrap()).sum();
+        assert!(
+            (total - 180.0).abs() < 0.5,
+            "the tallest day fills the chart: {total}"
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Downloads: a file with `Range`, `ETag`/`If-None-Match`/`If-Range` and a
+//! `Content-Disposition` that survives any name; a folder as a zip streamed while it is built.
+//! Both are read by a blocking thread into a small bounded channel: memory stays constant and a
+//! client that goes away stops the reading.
+
+use super::archive::encode_component;
+use super::archive::{Archive, ArchivePath, OpenFile};
+use super::error::WebError;
+use super::zip::ZipWriter;
+use crate::catalog::Catalog;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+const CHUNK: usize = 256 * 1024;
+/// Most files a folder download may hold.
+pub const MAX_ZIP_FILES: usize = 1_000_000;
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+fn body_from(rx: mpsc::Receiver<Chunk>) -> Body {
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }))
+}
+
+/// Reads `[start, start + len)` of `file` on a blocking thread.
+fn stream_range(file: std::fs::File, start: u64, len: u64) -> Body {
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    std::thread::spawn(move || {
+        let mut pos = start;
+        let end = start + len;
+        while pos < end {
+            let mut buf = vec![0u8; CHUNK.min((end - pos) as usize)];
+            match file.read_at(&mut buf, pos) {
+                Ok(0) => {
+                    // The file shrank under us: end the body early rather than pad it.
+                    let _ = tx.blocking_send(Err(std::io::Error::other("file shrank")));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    pos += n as u64;
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return; // client gone
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    body_from(rx)
+}
+
+/// `attachment; filename="ascii"; filename*=UTF-8''percent-encoded`
+pub fn content_disposition(name: &str) -> HeaderValue {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let v = format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        encode_component(name)
+    );
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// A strong validator from the file's identity, size and modification time.
+fn etag(m: &std::fs::Metadata) -> String {
+    format!(
+        "\"{:x}-{:x}-{:x}.{:x}\"",
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec()
+    )
+}
+
+/// Parses a single `bytes=` range against `size`. `Ok(None)`: serve the whole file (no header,
+/// several ranges, or another unit); `Err`: unsatisfiable.
+fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size.saturating_sub(1))
+    } else {
+        let s: u64 = a.parse().map_err(|_| ())?;
+        let e: u64 = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
+        };
+        (s, e)
+    };
+    if size == 0 || start >= size || end < start {
+        return Err(());
+    }
+    Ok(Some((start, end - start + 1)))
+}
+
+/// The response for a file download.
+pub fn file_response(open: OpenFile, name: &str, headers: &HeaderMap, inline: bool) -> Response {
+    let size = open.meta.len();
+    let tag = etag(&open.meta);
+    let none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    if none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
+    // A range only applies if the client's copy is this version (If-Range).
+    let range_applies = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == tag);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if range_applies => parse_range(r, size),
+        _ => Ok(None),
+    };
+    let mut builder = Response::builder()
+        .header(header::ETAG, &tag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "private, no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    builder = if inline {
+        // Shown as text, never interpreted: a log holding HTML stays text.
+        builder
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(header::CONTENT_SECURITY_POLICY, "sandbox")
+    } else {
+        builder
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_DISPOSITION, content_disposition(name))
+    };
+    let r = match range {
+        Err(()) => builder
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+            .body(Body::empty()),
+        Ok(Some((start, len))) => builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{size}", start + len - 1),
+            )
+            .header(header::CONTENT_LENGTH, len)
+            .body(stream_range(open.file, start, len)),
+        Ok(None) => builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size)
+            .body(stream_range(open.file, 0, size)),
+    };
+    r.unwrap_or_else(|e| WebError::Internal(format!("building a response: {e}")).into_response())
+}
+
+/// A folder as a zip, streamed. The files are those the catalog lists under it.
+pub fn zip_response(
+    archive: Arc<Archive>,
+    catalog: &Catalog,
+    dir: &ArchivePath,
+) -> Result<Response, WebError> {
+    let files = catalog.files_under(&dir.display(), MAX_ZIP_FILES + 1)?;
+    if files.len() > MAX_ZIP_FILES {
+        return Err(WebError::BadRequest(format!(
+            "{} holds more than {MAX_ZIP_FILES} files; download a sub-folder",
+            dir.display()
+        )));
+    }
+    let base = if dir.is_root() {
+        "archive".to_string()
+    } else {
+        dir.name().to_string()
+    };
+    let strip = dir.display().len();
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    let zip_base = base.clone();
+    std::thread::spawn(move || {
+        let send = |b: Vec<u8>| tx.blocking_send(Ok(Bytes::from(b))).is_ok();
+        let mut zip = ZipWriter::new();
+        for f in files {
+            let Ok(p) = ArchivePath::parse(&f.path) else {
+                continue;
+            };
+            // A file that vanished since the catalog listed it is left out.
+            let Ok(open) = archive.open_file(&p) else {
+                continue;
+            };
+            let name = format!("{zip_base}{}", &f.path[strip.min(f.path.len())..]);
+            let (header, mut entry) = zip.start_file(&name, f.modified_ms);
+            if !send(header) {
+                return;
+            }
+            // Exactly the size seen at open: a log growing meanwhile is cut there.
+            let size = open.meta.len();
+            let mut pos = 0u64;
+            while pos < size {
+                let mut buf = vec![0u8; CHUNK.min((size - pos) as usize)];
+                match open.file.read_at(&mut buf, pos) {
+                    Ok(0) => {
+                        // Shrank: the entry would be short; fail the download honestly.
+                        let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                            "{} shrank while being zipped",
+                            f.path
+                        ))));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        pos += n as u64;
+                        entry.update(&buf);
+                        if !send(buf) {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if !send(zip.end_file(entry)) {
+                return;
+            }
+        }
+        send(zip.finish());
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/zip")
+        .header(
+            header::CONTENT_DISPOSITION,
+            content_disposition(&format!("{base}.zip")),
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body_from(rx))
+        .map_err(|e| WebError::Internal(format!("building a response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Ok(Some((0, 100))));
+        assert_eq!(parse_range("bytes=900-", 1000), Ok(Some((900, 100))));
+        assert_eq!(parse_range("bytes=-100", 1000), Ok(Some((900, 100))));
+        assert_eq!(parse_range("bytes=990-5000", 1000), Ok(Some((990, 10))));
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Ok(None));
+        assert_eq!(parse_range("items=0-1", 1000), Ok(None));
+        assert_eq!(parse_range("bytes=1000-", 1000), Err(()));
+        assert_eq!(parse_range("bytes=5-1", 1000), Err(()));
+        assert_eq!(parse_range("bytes=x-1", 1000), Err(()));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+    }
+
+    #[test]
+    fn disposition_is_always_a_valid_header() {
+        let v = content_disposition("a\"b\r\n\u{e9}.log");
+        let s = v.to_str().unwrap();
+        assert!(s.starts_with("attachment; filename=\"a_b___.log\""), "{s}");
+        assert!(s.contains("filename*=UTF-8''a%22b%0D%0A%C3%A9.log"), "{s}");
+    }
+}

@@ -1,0 +1,202 @@
+//! User administration for the admin pages and the API, through the same `UserDb` as the CLI
+//! and the FTP service (changes apply at once to new FTP sessions and to limits in flight).
+
+use super::error::WebError;
+use logarchive_ftp::rights::Rights;
+use logarchive_ftp::users::{
+    random_password, ByteRate, NewUser, Role, UserDb, UserDbError, UserRecord, UserUpdate, WebRole,
+};
+use serde::{Deserialize, Serialize};
+
+/// An account as shown: never the password hash.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub home: String,
+    /// e.g. `list,read,mkdir`
+    pub rights: String,
+    /// Bytes per second, 0 = unlimited.
+    pub upload_limit: u64,
+    pub download_limit: u64,
+    pub allowed_ips: Vec<String>,
+    pub enabled: bool,
+    /// `none`, `viewer` or `admin`.
+    pub web_role: String,
+    pub tls_required: bool,
+}
+
+impl UserView {
+    pub fn of(name: &str, r: &UserRecord) -> UserView {
+        UserView {
+            name: name.to_string(),
+            home: r.home.clone(),
+            rights: r.rights.to_string(),
+            upload_limit: r.upload_limit.0,
+            download_limit: r.download_limit.0,
+            allowed_ips: r.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            enabled: r.enabled,
+            web_role: r.web_role.to_string(),
+            tls_required: r.tls_required,
+        }
+    }
+}
+
+/// Fields of an account as a form or JSON sends them; empty or missing = default (new account)
+/// or unchanged (update). Numbers and lists are written as text (`2 MiB/s`, `10.0.0.0/8, ::1`).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct UserForm {
+    pub name: Option<String>,
+    /// Preset for a new account: `agent`, `viewer` or `admin` (default `viewer`).
+    pub role: Option<String>,
+    /// Optional for a new account: a random one is made and returned once.
+    pub password: Option<String>,
+    pub home: Option<String>,
+    pub rights: Option<String>,
+    pub upload_limit: Option<String>,
+    pub download_limit: Option<String>,
+    pub allowed_ips: Option<String>,
+    /// `true`/`false` (a checkbox sends `on`).
+    pub enabled: Option<String>,
+    pub web_role: Option<String>,
+    pub tls_required: Option<String>,
+    /// The CSRF token of a form post.
+    pub csrf: Option<String>,
+}
+
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn bad(e: impl std::fmt::Display) -> WebError {
+    WebError::BadRequest(e.to_string())
+}
+
+fn parse_bool(s: &str) -> Result<bool, WebError> {
+    match s {
+        "true" | "on" | "1" | "yes" => Ok(true),
+        "false" | "off" | "0" | "no" => Ok(false),
+        _ => Err(bad(format!("not a yes/no value: {s:?}"))),
+    }
+}
+
+fn parse_ips(s: &str) -> Result<Vec<ipnet::IpNet>, WebError> {
+    s.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| bad(format!("not an address or CIDR network: {n:?}")))
+        })
+        .collect()
+}
+
+impl From<UserDbError> for WebError {
+    fn from(e: UserDbError) -> Self {
+        match e {
+            UserDbError::Exists(_) => WebError::Conflict(e.to_string()),
+            UserDbError::NotFound(_) => WebError::NotFound,
+            UserDbError::Invalid(m) => WebError::BadRequest(m),
+            other => WebError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Creates an account; returns it and the password if one was generated.
+pub fn add(db: &UserDb, f: &UserForm) -> Result<(UserView, Option<String>), WebError> {
+    let name = given(&f.name).ok_or_else(|| bad("a name is required"))?;
+    let role: Role = given(&f.role).unwrap_or("viewer").parse().map_err(bad)?;
+    let (home, rights, web_role) = role.preset(name);
+    let generated = given(&f.password).is_none().then(random_password);
+    let password = generated
+        .clone()
+        .or_else(|| f.password.clone())
+        .unwrap_or_default();
+    let new = NewUser {
+        name: name.to_string(),
+        password,
+        home: given(&f.home).map(str::to_string).unwrap_or(home),
+        rights: match given(&f.rights) {
+            Some(r) => Rights::parse_list(r).map_err(bad)?,
+            None => rights,
+        },
+        upload_limit: given(&f.upload_limit)
+            .map(str::parse::<ByteRate>)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or_default(),
+        download_limit: given(&f.download_limit)
+            .map(str::parse::<ByteRate>)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or_default(),
+        allowed_ips: given(&f.allowed_ips)
+            .map(parse_ips)
+            .transpose()?
+            .unwrap_or_default(),
+        web_role: match given(&f.web_role) {
+            Some(w) => w.parse::<WebRole>().map_err(bad)?,
+            None => web_role,
+        },
+        tls_required: given(&f.tls_required)
+            .map(parse_bool)
+            .transpose()?
+            .unwrap_or(false),
+    };
+    db.add(new)?;
+    let rec = db.get(name).ok_or(WebError::NotFound)?;
+    Ok((UserView::of(name, &rec), generated))
+}
+
+/// Changes an account; fields left empty stay as they are.
+pub fn update(db: &UserDb, name: &str, f: &UserForm) -> Result<UserView, WebError> {
+    let change = UserUpdate {
+        password: given(&f.password).map(str::to_string),
+        home: given(&f.home).map(str::to_string),
+        rights: given(&f.rights)
+            .map(Rights::parse_list)
+            .transpose()
+            .map_err(bad)?,
+        upload_limit: given(&f.upload_limit)
+            .map(str::parse::<ByteRate>)
+            .transpose()
+            .map_err(bad)?,
+        download_limit: given(&f.download_limit)
+            .map(str::parse::<ByteRate>)
+            .transpose()
+            .map_err(bad)?,
+        // An empty field clears the list only when sent explicitly (`allowed_ips=""` in JSON is
+        // "unchanged"; use `any` to allow every address).
+        allowed_ips: match given(&f.allowed_ips) {
+            Some("any") => Some(vec![]),
+            Some(s) => Some(parse_ips(s)?),
+            None => None,
+        },
+        enabled: given(&f.enabled).map(parse_bool).transpose()?,
+        web_role: given(&f.web_role)
+            .map(str::parse::<WebRole>)
+            .transpose()
+            .map_err(bad)?,
+        tls_required: given(&f.tls_required).map(parse_bool).transpose()?,
+    };
+    let rec = db.update(name, change)?;
+    Ok(UserView::of(name, &rec))
+}
+
+/// Sets a new random password; returns it (shown once).
+pub fn reset_password(db: &UserDb, name: &str) -> Result<String, WebError> {
+    let password = random_password();
+    db.update(
+        name,
+        UserUpdate {
+            password: Some(password.clone()),
+            ..Default::default()
+        },
+    )?;
+    Ok(password)
+}
+
+pub fn list(db: &UserDb) -> Vec<UserView> {
+    db.list().iter().map(|(n, r)| UserView::of(n, r)).collect()
+}

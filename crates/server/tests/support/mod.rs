@@ -1,0 +1,211 @@
+//! A real archive server (FTP + web) on OS-chosen ports in a temp data folder, and an HTTP
+//! client that keeps a session cookie.
+#![allow(dead_code)]
+
+use logarchive_ftp::client::{Client, ClientConfig};
+use logarchive_ftp::users::{NewUser, Role};
+use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use logarchive_server::Running;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub running: Running,
+    pub data: tempfile::TempDir,
+    pub admin_password: String,
+    pub base: String,
+}
+
+pub const PASSWORD: &str = "a long test password";
+
+impl Server {
+    /// Starts on a fresh data folder; `prepare` may put files in the archive first (they are
+    /// reconciled into the catalog at start).
+    pub async fn start_with(
+        prepare: impl FnOnce(&Path),
+        tune: impl FnOnce(&mut ServerSettings),
+    ) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let archive = data.path().join("archive");
+        std::fs::create_dir_all(&archive).unwrap();
+        prepare(&archive);
+        let mut s = ServerSettings::resolve(
+            ServerConfigFile::default(),
+            Overrides {
+                data: Some(data.path().to_path_buf()),
+                ftp_listen: Some("127.0.0.1:0".parse().unwrap()),
+                web_listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        tune(&mut s);
+        let running = logarchive_server::start(&s).await.unwrap();
+        let admin_password = running.initial_admin_password.clone().unwrap();
+        let base = format!("http://{}", running.web_addr);
+        let srv = Server {
+            running,
+            data,
+            admin_password,
+            base,
+        };
+        // The catalog is reconciled in the background: wait until what was prepared is in.
+        let files = count_files(&archive, 0);
+        srv.eventually("the catalog to hold the prepared files", || {
+            (srv.running.catalog.count().unwrap() as usize >= files).then_some(())
+        })
+        .await;
+        srv
+    }
+
+    pub async fn start(prepare: impl FnOnce(&Path)) -> Server {
+        Server::start_with(prepare, |_| {}).await
+    }
+
+    pub fn archive(&self) -> PathBuf {
+        self.data.path().join("archive")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn add_user(&self, name: &str, role: Role) {
+        let (home, rights, web_role) = role.preset(name);
+        self.running
+            .users
+            .add(NewUser {
+                name: name.into(),
+                password: PASSWORD.into(),
+                home,
+                rights,
+                upload_limit: Default::default(),
+                download_limit: Default::default(),
+                allowed_ips: vec![],
+                web_role,
+                tls_required: false,
+            })
+            .unwrap();
+    }
+
+    pub async fn ftp(&self, user: &str, password: &str) -> Result<Client, String> {
+        let mut cfg = ClientConfig::new(
+            "127.0.0.1",
+            self.running.ftp.local_addr().port(),
+            user,
+            password,
+        );
+        cfg.reconnect_attempts = 0;
+        Client::connect(cfg).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A client logged in through the login form, holding the session cookie.
+    pub async fn login(&self, user: &str, password: &str) -> Web {
+        let w = Web::new(&self.base);
+        let r = w.login(user, password).await;
+        assert_eq!(r.status(), 303, "login of {user} failed");
+        w
+    }
+
+    pub async fn admin(&self) -> Web {
+        let p = self.admin_password.clone();
+        self.login("admin", &p).await
+    }
+}
+
+/// Files the catalog will hold: below an agent folder, not temporary, not `.logarchive`.
+fn count_files(dir: &Path, depth: usize) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        let name = e.file_name().to_string_lossy().to_string();
+        if t.is_dir() && !(depth == 1 && name == ".logarchive") {
+            n += count_files(&e.path(), depth + 1);
+        } else if t.is_file() && depth >= 1 && !name.ends_with(".logarchive-tmp") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// An HTTP client with one session cookie (set by `login`).
+pub struct Web {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cookie: std::sync::Mutex<Option<String>>,
+}
+
+impl Web {
+    pub fn new(base: &str) -> Web {
+        Web {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            cookie: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        let r = self
+            .http
+            .post(format!("{}/login", self.base))
+            .form(&[("username", user), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        if let Some(c) = r.headers().get("set-cookie") {
+            let c = c.to_str().unwrap().to_string();
+            *self.cookie.lock().unwrap() = Some(c.split(';').next().unwrap().to_string());
+        }
+        r
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.with_cookie(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.with_cookie(self.http.post(format!("{}{path}", self.base)))
+    }
+
+    pub fn with_cookie(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.cookie.lock().unwrap().as_ref() {
+            Some(c) => r.header("cookie", c),
+            None => r,
+        }
+    }
+
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        let r = self.get(path).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap())
+    }
+
+    /// The CSRF token of the session, from a page's logout form.
+    pub async fn csrf(&self) -> String {
+        let (_, html) = self.text("/").await;
+        let i = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+        html[i..i + html[i..].find('"').unwrap()].to_string()
+    }
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}

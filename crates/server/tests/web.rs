@@ -1,0 +1,982 @@
+//! The web interface and JSON API over real sockets: a real server (FTP + web), a real SQLite
+//! catalog, files on disk.
+
+mod support;
+
+use logarchive_ftp::client::{UploadMode, UploadOptions};
+use logarchive_ftp::users::Role;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn log_lines(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("2024-07-23 10:00:00 INFO request {i} done\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn login_sessions_roles_and_lockout() {
+    let s = Server::start_with(|_| {}, |c| c.web.login_max_failures = 3).await;
+    s.add_user("viewer1", Role::Viewer);
+    s.add_user("agent01", Role::Agent);
+    let anon = Web::new(&s.base);
+    // Anonymous: pages go to the login form, the API asks for credentials.
+    let r = anon.get("/").send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    let r = anon.get("/api/v1/browse").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+
+    // A session cookie that scripts cannot read and other sites cannot send.
+    let v = Web::new(&s.base);
+    let r = v.login("viewer1", PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no TLS here: {cookie}");
+    assert_eq!(v.text("/browse").await.0, 200);
+    // A viewer reads but does not administer.
+    assert_eq!(v.text("/admin/users").await.0, 403);
+    assert_eq!(v.get("/api/v1/users").send().await.unwrap().status(), 403);
+    assert_eq!(
+        v.get("/api/v1/sessions").send().await.unwrap().status(),
+        403
+    );
+    let (_, home) = v.text("/").await;
+    assert!(
+        !home.contains("/admin/users"),
+        "the viewer sees no admin link"
+    );
+
+    // Agents have no web access at all.
+    assert_eq!(
+        Web::new(&s.base).login("agent01", PASSWORD).await.status(),
+        401
+    );
+
+    // Basic auth on the API.
+    let r = anon
+        .http
+        .get(s.url("/api/v1/browse"))
+        .basic_auth("viewer1", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Disabling the account ends its open session at once.
+    s.running
+        .users
+        .update(
+            "viewer1",
+            logarchive_ftp::users::UserUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(v.get("/api/v1/browse").send().await.unwrap().status(), 401);
+
+    // Logging out ends the session on the server, not only in the browser.
+    let a = s.admin().await;
+    let csrf = a.csrf().await;
+    let stolen = a.cookie.lock().unwrap().clone().unwrap();
+    let r = a
+        .post("/logout")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = anon
+        .http
+        .get(s.url("/api/v1/browse"))
+        .header("cookie", &stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a logged-out session must be dead");
+
+    // Lockout: after 3 failures even the right password is refused for a while.
+    let w = Web::new(&s.base);
+    for _ in 0..3 {
+        assert_eq!(w.login("admin", "wrong").await.status(), 401);
+    }
+    let r = w.login("admin", &s.admin_password).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("Too many failed logins"));
+    // Basic auth shares the lockout.
+    let r = anon
+        .http
+        .get(s.url("/api/v1/browse"))
+        .basic_auth("admin", Some(&s.admin_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test]
+async fn forms_need_the_csrf_token_and_the_same_origin() {
+    let s = Server::start(|_| {}).await;
+    let a = s.admin().await;
+    let add = |csrf: Option<&str>| {
+        let mut f = vec![("name", "viewer2"), ("role", "viewer")];
+        if let Some(c) = csrf {
+            f.push(("csrf", c));
+        }
+        a.post("/admin/users").form(&f)
+    };
+    assert_eq!(add(None).send().await.unwrap().status(), 403);
+    assert_eq!(add(Some("forged")).send().await.unwrap().status(), 403);
+    let csrf = a.csrf().await;
+    let r = add(Some(&csrf))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(s.running.users.get("viewer2").is_none());
+    // The API with a cookie needs the token in a header.
+    let r = a
+        .post("/api/v1/users")
+        .json(&serde_json::json!({"name": "viewer2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = add(Some(&csrf)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Added viewer2. Password (shown once): "),
+        "{html}"
+    );
+    assert!(s.running.users.get("viewer2").is_some());
+    // A login form posted from another site is refused too.
+    let r = Web::new(&s.base)
+        .http
+        .post(s.url("/login"))
+        .header("origin", "http://evil.example")
+        .form(&[
+            ("username", "admin"),
+            ("password", s.admin_password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn admin_api_manages_users_effective_at_once_for_ftp() {
+    let s = Server::start(|_| {}).await;
+    let api = reqwest::Client::new();
+    let auth = |r: reqwest::RequestBuilder| r.basic_auth("admin", Some(s.admin_password.clone()));
+    // Add an agent with a generated password: FTP accepts it at once.
+    let r = auth(api.post(s.url("/api/v1/users")))
+        .json(&serde_json::json!({"name": "agent07", "role": "agent", "upload_limit": "2 MiB/s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let pw = v["password"].as_str().unwrap().to_string();
+    assert_eq!(v["user"]["home"], "/agent07");
+    assert_eq!(v["user"]["upload_limit"], 2 << 20);
+    assert!(v["user"].get("password").is_none(), "never the hash");
+    let c = s
+        .ftp("agent07", &pw)
+        .await
+        .expect("FTP login with the new account");
+    drop(c);
+    // Invalid input is a 400 with a message, and changes nothing.
+    let r = auth(api.patch(s.url("/api/v1/users/agent07")))
+        .json(&serde_json::json!({"rights": "list,fly"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("fly"));
+    let r = auth(api.patch(s.url("/api/v1/users/agent07")))
+        .json(&serde_json::json!({"allowed_ips": "10.9.9.0/24", "download_limit": "1 MiB/s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        s.ftp("agent07", &pw).await.is_err(),
+        "127.0.0.1 is no longer allowed"
+    );
+    let r = auth(api.patch(s.url("/api/v1/users/agent07")))
+        .json(&serde_json::json!({"allowed_ips": "any", "enabled": "false"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(s.ftp("agent07", &pw).await.is_err(), "disabled");
+    // Password reset: the old one stops working.
+    let r = auth(api.patch(s.url("/api/v1/users/agent07")))
+        .json(&serde_json::json!({"enabled": "true"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = auth(api.post(s.url("/api/v1/users/agent07/password")))
+        .send()
+        .await
+        .unwrap();
+    let new_pw = r.json::<serde_json::Value>().await.unwrap()["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(s.ftp("agent07", &pw).await.is_err());
+    assert!(s.ftp("agent07", &new_pw).await.is_ok());
+    let list: Vec<serde_json::Value> = auth(api.get(s.url("/api/v1/users")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 2);
+    // Removing: gone for FTP, 404 afterwards; one cannot remove oneself.
+    let r = auth(api.delete(s.url("/api/v1/users/agent07")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(s.ftp("agent07", &new_pw).await.is_err());
+    let r = auth(api.get(s.url("/api/v1/users/agent07")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = auth(api.delete(s.url("/api/v1/users/admin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = auth(api.post(s.url("/api/v1/users")))
+        .json(&serde_json::json!({"name": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn traversal_attempts_never_leave_the_archive() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "TOP-SECRET-OUTSIDE\n").unwrap();
+    let secret_dir = outside.path().to_path_buf();
+    let s = Server::start(move |a| {
+        write(&a.join("agent01/Logs/a.txt"), b"inside\n");
+        std::os::unix::fs::symlink(&secret, a.join("agent01/Logs/link.txt")).unwrap();
+        std::os::unix::fs::symlink(&secret_dir, a.join("agent01/dirlink")).unwrap();
+        write(&a.join("agent01/.logarchive/status.json"), b"{}");
+        write(
+            &a.join("agent01/Logs/.b.txt.logarchive-tmp"),
+            b"partial TOP-SECRET-OUTSIDE",
+        );
+    })
+    .await;
+    let a = s.admin().await;
+    let corpus = [
+        "/../secret.txt",
+        "/agent01/../../secret.txt",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/agent01/%2e%2e/%2e%2e/etc/passwd",
+        "/agent01%2f..%2f..%2fetc%2fpasswd",
+        "/agent01%2F..%2F..%2Fetc%2Fpasswd",
+        "/%2fetc%2fpasswd",
+        "//etc/passwd",
+        "/agent01/Logs/link.txt",
+        "/agent01/dirlink/secret.txt",
+        "/agent01/dirlink",
+        "/agent01/.logarchive/status.json",
+        "/agent01/Logs/.b.txt.logarchive-tmp",
+        "/agent01/Logs/a.txt%00.png",
+        "/agent01/Logs/..%5c..%5csecret.txt",
+        "/agent01/Logs/%252e%252e/a.txt",
+    ];
+    for p in corpus {
+        for prefix in [
+            "/view",
+            "/download",
+            "/browse",
+            "/api/v1/view",
+            "/api/v1/download",
+            "/api/v1/browse",
+        ] {
+            // Sent raw: the client must not normalise the dots away.
+            let url = format!("{prefix}{p}");
+            let r = a.get(&url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert!(
+                !body.contains("TOP-SECRET") && !body.contains("root:x:0"),
+                "{url} leaked: {status} {body}"
+            );
+            assert!(
+                matches!(status, 400 | 404)
+                    || (prefix.contains("browse") && status == 200 && p == "//etc/passwd"),
+                "{url}: {status}"
+            );
+        }
+    }
+    // Hidden files are not listed either.
+    let (_, listing) = a.text("/api/v1/browse/agent01/Logs").await;
+    assert!(
+        listing.contains("a.txt") && !listing.contains("tmp") && !listing.contains("link"),
+        "{listing}"
+    );
+    let (_, root) = a.text("/api/v1/browse/agent01").await;
+    assert!(!root.contains(".logarchive"), "{root}");
+}
+
+#[tokio::test]
+async fn hostile_names_statuses_and_contents_render_inert() {
+    const XSS: [&str; 4] = [
+        "<script>alert(1)</script>",
+        "\"><img src=x onerror=alert(2)>",
+        "'><svg onload=alert(3)>",
+        "javascript:alert(4)",
+    ];
+    let s = Server::start(|a| {
+        for (i, x) in XSS.iter().enumerate() {
+            let name = x.replace('/', "_");
+            write(
+                &a.join(format!("agent01/{name}/{name}.log")),
+                format!("ERROR {x} line {i}\n").as_bytes(),
+            );
+        }
+        let status = serde_json::json!({
+            "agent_id": XSS[0], "host": XSS[1], "last_error": XSS[2], "version": XSS[0],
+            "updated_at_ms": 1, "backlog_files": 1, "backlog_bytes": 2,
+        });
+        write(
+            &a.join("agent01/.logarchive/status.json"),
+            status.to_string().as_bytes(),
+        );
+        write(
+            &a.join(format!("{}/x.log", XSS[2].replace('/', "_"))),
+            b"x\n",
+        );
+    })
+    .await;
+    let a = s.admin().await;
+    let mut pages = vec![
+        "/".to_string(),
+        "/browse/agent01".to_string(),
+        "/search?q=.log".to_string(),
+        "/search?content=alert&q=".to_string(),
+        "/admin/users".to_string(),
+    ];
+    let l: serde_json::Value = a
+        .get("/api/v1/search?q=.log&limit=100")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for f in l["files"].as_array().unwrap() {
+        let p = f["path"].as_str().unwrap();
+        let enc: String = p
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("/{}", urlencode(c)))
+            .collect();
+        pages.push(format!("/view{enc}"));
+        let dir = &enc[..enc.rfind('/').unwrap()];
+        pages.push(format!("/browse{dir}"));
+    }
+    assert!(pages.len() > 8, "{pages:?}");
+    for p in &pages {
+        let (status, html) = a.text(p).await;
+        assert_eq!(status, 200, "{p}: {html}");
+        for x in XSS {
+            if x.starts_with("javascript:") {
+                assert!(!html.contains(&format!("href=\"{x}")), "{p}: {x}");
+            } else {
+                assert!(!html.contains(x), "{p} renders {x} unescaped");
+            }
+        }
+        assert!(!html.contains("<script>alert"), "{p}");
+    }
+    // File shown inline is text with a sandbox, never HTML.
+    let r = a
+        .get(&format!(
+            "/api/v1/download/agent01/{0}/{0}.log?inline=true",
+            urlencode(&XSS[0].replace('/', "_"))
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.headers()["content-security-policy"], "sandbox");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A sparse 2 GiB log with marked lines at its start, middle and end.
+fn big_sparse_log(path: &std::path::Path) -> u64 {
+    const SIZE: u64 = 2 << 30;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(SIZE).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_at(b"FIRST LINE\n", 0).unwrap();
+    let mut mid = b"\nMIDDLE MARK ERROR here\n".to_vec();
+    mid.extend(std::iter::repeat_n(b'm', 100));
+    mid.push(b'\n');
+    f.write_at(&mid, SIZE / 2).unwrap();
+    let tail = b"\nsecond to last\nLAST LINE WARN\n";
+    f.write_at(tail, SIZE - tail.len() as u64).unwrap();
+    SIZE
+}
+
+#[tokio::test]
+async fn the_viewer_pages_a_2_gib_file_by_offset() {
+    let s = Server::start(|a| {
+        big_sparse_log(&a.join("agent01/big.log"));
+    })
+    .await;
+    let a = s.admin().await;
+    let size: u64 = 2 << 30;
+    let timed = |path: String| {
+        let a = &a;
+        async move {
+            let t = Instant::now();
+            let (status, body) = a.text(&path).await;
+            (status, body, t.elapsed())
+        }
+    };
+    let (st, end, took) = timed("/api/v1/view/agent01/big.log".into()).await;
+    assert_eq!(st, 200);
+    let end: serde_json::Value = serde_json::from_str(&end).unwrap();
+    assert_eq!(end["end"], size);
+    assert!(end["text"]
+        .as_str()
+        .unwrap()
+        .ends_with("second to last\nLAST LINE WARN\n"));
+    assert!(
+        took < Duration::from_secs(2),
+        "end of a 2 GiB file took {took:?}"
+    );
+    let (_, mid, took) = timed(format!(
+        "/api/v1/view/agent01/big.log?offset={}",
+        size / 2 + 1
+    ))
+    .await;
+    let mid: serde_json::Value = serde_json::from_str(&mid).unwrap();
+    assert_eq!(
+        mid["offset"],
+        size / 2 + 1,
+        "starts at the line holding the offset"
+    );
+    assert!(mid["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("MIDDLE MARK ERROR here\n"));
+    assert!(took < Duration::from_secs(2), "middle took {took:?}");
+    let (_, start, _) = timed("/api/v1/view/agent01/big.log?offset=0".into()).await;
+    let start: serde_json::Value = serde_json::from_str(&start).unwrap();
+    assert_eq!(start["first_line"], 1);
+    assert!(start["text"].as_str().unwrap().starts_with("FIRST LINE\n"));
+    // The page: level colours, line anchors, paging links.
+    let (st, html, _) = timed(format!("/view/agent01/big.log?offset={}", size / 2 + 1)).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("class=\"ln lv-error\""), "levels coloured");
+    assert!(html.contains("id=\"prev\"") && html.contains("id=\"next\""));
+    let (_, html, _) = timed("/view/agent01/big.log".into()).await;
+    assert!(
+        html.contains("LAST LINE WARN")
+            && html.contains("lv-warn")
+            && html.contains("id=\"follow\"")
+    );
+}
+
+#[tokio::test]
+async fn line_numbers_and_paging_backwards() {
+    let s = Server::start(|a| write(&a.join("agent01/l.log"), log_lines(30_000).as_bytes())).await;
+    let a = s.admin().await;
+    let (_, html) = a.text("/view/agent01/l.log?line=12345").await;
+    assert!(
+        html.contains("id=\"l12345\" data-n=\"12345\">2024-07-23 10:00:00 INFO request 12345 done"),
+        "opens at the line"
+    );
+    let p: serde_json::Value = a
+        .get("/api/v1/view/agent01/l.log")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = p["first_line"].as_u64().unwrap();
+    let before = p["offset"].as_u64().unwrap();
+    let q: serde_json::Value = a
+        .get(&format!(
+            "/api/v1/view/agent01/l.log?before={before}&ln={first}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["end"], before);
+    let qtext = q["text"].as_str().unwrap();
+    let last_line = qtext.lines().last().unwrap();
+    assert_eq!(
+        last_line,
+        format!("2024-07-23 10:00:00 INFO request {} done", first - 1)
+    );
+    assert_eq!(
+        q["first_line"].as_u64().unwrap() + qtext.lines().count() as u64,
+        first
+    );
+}
+
+#[tokio::test]
+async fn downloads_with_ranges_etags_and_names() {
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let b2 = body.clone();
+    let s = Server::start(move |a| write(&a.join("agent01/Logs/r\u{e9}sum\u{e9} \"x\".bin"), &b2))
+        .await;
+    let a = s.admin().await;
+    let path = "/download/agent01/Logs/r%C3%A9sum%C3%A9%20%22x%22.bin";
+    let r = a.get(path).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let cd = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cd.starts_with("attachment; filename=\"r_sum_ _x_.bin\""),
+        "{cd}"
+    );
+    assert!(
+        cd.contains("filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.bin"),
+        "{cd}"
+    );
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &body[..]);
+    let r = a
+        .get(path)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 1000-1999/1000000");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &body[1000..2000]);
+    let r = a
+        .get(path)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &body[body.len() - 10..]);
+    let r = a
+        .get(path)
+        .header("range", "bytes=5000000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */1000000");
+    let r = a
+        .get(path)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    // A range against another version of the file gets the whole (new) file.
+    let r = a
+        .get(path)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = a
+        .get(path)
+        .header("range", "bytes=0-9")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    // After an append the validator changes.
+    let f = s.archive().join("agent01/Logs/r\u{e9}sum\u{e9} \"x\".bin");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    let r = a
+        .get(path)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "1000004");
+}
+
+// The zip of a folder bigger than memory is tested against the real binary (its memory, not
+// this test process's): crates/cli/tests/web_zip.rs.
+
+#[tokio::test]
+async fn a_folder_downloads_as_a_valid_zip_without_temporary_files() {
+    let s = Server::start(|a| {
+        write(
+            &a.join("agent01/Logs/day0/a.log"),
+            log_lines(1000).as_bytes(),
+        );
+        write(&a.join("agent01/Logs/small.txt"), b"small file\n");
+        write(
+            &a.join("agent01/Logs/.t.log.logarchive-tmp"),
+            b"never in a zip\n",
+        );
+        write(&a.join("agent02/other.txt"), b"other agent\n");
+    })
+    .await;
+    let a = s.admin().await;
+    let r = a.get("/download/agent01/Logs").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/zip");
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("Logs.zip"));
+    let out = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(out.path(), r.bytes().await.unwrap()).unwrap();
+    let check = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, zipfile\n\
+             z = zipfile.ZipFile(sys.argv[1])\n\
+             assert z.testzip() is None\n\
+             names = sorted(z.namelist())\n\
+             assert names == ['Logs/day0/a.log', 'Logs/small.txt'], names\n\
+             assert z.read('Logs/small.txt') == b'small file\\n'\n\
+             assert z.read('Logs/day0/a.log').count(b'\\n') == 1000\n",
+        )
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The whole archive is one zip too.
+    let r = a.get("/download").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("archive.zip"));
+}
+
+#[tokio::test]
+async fn search_by_name_agent_time_and_content() {
+    let s = Server::start(|a| {
+        write(
+            &a.join("agent01/Logs/App/20240723/app.log"),
+            log_lines(5000).as_bytes(),
+        );
+        write(
+            &a.join("agent01/Logs/App/20240723/db.log"),
+            b"connect\nERROR Timeout on query 7\nerror timeout again\n",
+        );
+        write(&a.join("agent02/var/app.log"), b"ERROR Timeout elsewhere\n");
+        write(
+            &a.join("agent02/var/bin.dat"),
+            b"binary\0ERROR Timeout hidden in binary\n",
+        );
+    })
+    .await;
+    let a = s.admin().await;
+    let get = |q: &str| {
+        let a = &a;
+        let q = q.to_string();
+        async move {
+            let r = a.get(&format!("/api/v1/search?{q}")).send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let paths = |v: &serde_json::Value| {
+        let mut p: Vec<String> = v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    let (_, v) = get("q=app").await;
+    assert_eq!(
+        paths(&v),
+        ["/agent01/Logs/App/20240723/app.log", "/agent02/var/app.log"]
+    );
+    let (_, v) = get("q=*.log&agent=agent02").await;
+    assert_eq!(paths(&v), ["/agent02/var/app.log"]);
+    let (_, v) = get("q=app&to=2000-01-01").await;
+    assert!(paths(&v).is_empty(), "modified long after 2000");
+    let (_, v) = get("q=app&from=2000-01-01").await;
+    assert_eq!(paths(&v).len(), 2);
+    let (st, v) = get("q=app&from=yesterday").await;
+    assert_eq!(st, 400, "{v}");
+    // Content: literal, any case by default; binary files skipped.
+    let (_, v) = get("content=error%20timeout").await;
+    let hits = v["content"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3, "{v}");
+    assert_eq!(v["content"]["stats"]["matches"], 3);
+    let h = hits
+        .iter()
+        .find(|h| h["path"] == "/agent01/Logs/App/20240723/db.log" && h["line"] == 2)
+        .unwrap();
+    assert_eq!(h["text"], "ERROR Timeout on query 7");
+    assert_eq!(h["offset"], 8);
+    let (_, v) = get("content=ERROR%20Timeout&case=true").await;
+    assert_eq!(v["content"]["hits"].as_array().unwrap().len(), 2);
+    let (_, v) = get("content=query%20%5Cd%2B&regex=true").await;
+    assert_eq!(v["content"]["hits"].as_array().unwrap().len(), 1);
+    let (_, v) = get("content=query%20%5Cd%2B").await;
+    assert_eq!(
+        v["content"]["hits"].as_array().unwrap().len(),
+        0,
+        "a literal by default"
+    );
+    let (st, _) = get("content=(unclosed&regex=true").await;
+    assert_eq!(st, 400);
+    // Bounded by the match count, and says so.
+    let (_, v) = get("content=request&max_matches=10").await;
+    assert_eq!(v["content"]["hits"].as_array().unwrap().len(), 10);
+    assert_eq!(v["content"]["stats"]["hit_limit"], true);
+    // Name filters narrow the content search.
+    let (_, v) = get("content=timeout&agent=agent02").await;
+    assert_eq!(v["content"]["hits"].as_array().unwrap().len(), 1);
+    // The page streams the same hits, linking to the line in the viewer.
+    let (_, html) = a.text("/search?content=timeout&q=db.log").await;
+    assert!(
+        html.contains("href=\"/view/agent01/Logs/App/20240723/db.log?offset=8&#38;ln=2#l2\""),
+        "{html}"
+    );
+    assert!(html.contains("2 matches in 1 files"), "{html}");
+    assert!(html.trim_end().ends_with("</html>"));
+}
+
+#[tokio::test]
+async fn search_time_limit_is_kept_and_reported() {
+    let s = Server::start_with(
+        |a| {
+            for i in 0..40 {
+                write(
+                    &a.join(format!("agent01/f{i}.log")),
+                    log_lines(20_000).as_bytes(),
+                );
+            }
+        },
+        |c| {
+            c.web.search_timeout = Duration::ZERO;
+        },
+    )
+    .await;
+    let a = s.admin().await;
+    let v: serde_json::Value = a
+        .get("/api/v1/search?content=request")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["content"]["stats"]["timed_out"], true,
+        "{}",
+        v["content"]["stats"]
+    );
+    let (_, html) = a.text("/search?content=request").await;
+    assert!(html.contains("stopped after the time limit"));
+}
+
+#[tokio::test]
+async fn follow_streams_what_an_agent_appends() {
+    let s = Server::start(|_| {}).await;
+    s.add_user("agent01", Role::Agent);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("grow.log");
+    std::fs::write(&local, "first line\n").unwrap();
+    let mut c = s.ftp("agent01", PASSWORD).await.unwrap();
+    c.upload_verified(&local, "/grow.log", None).await.unwrap();
+    s.eventually("the file in the catalog", || {
+        s.running.catalog.get("/agent01/grow.log").unwrap()
+    })
+    .await;
+    let a = s.admin().await;
+    let mut r = a
+        .get("/api/v1/follow/agent01/grow.log?offset=11")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    std::fs::write(&local, "first line\nsecond line ERROR\nthird\n").unwrap();
+    c.upload(
+        &local,
+        "/grow.log",
+        UploadOptions {
+            mode: UploadMode::Append { local_offset: 11 },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !got.contains("third") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, r.chunk())
+            .await
+            .expect("no follow event within 20 s")
+            .unwrap()
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(got.contains("event: append"), "{got}");
+    assert!(got.contains("second line ERROR\\nthird\\n"), "{got}");
+    assert!(got.contains("\"offset\":11"), "{got}");
+}
+
+#[tokio::test]
+async fn dashboard_browse_metrics_health_and_openapi() {
+    let s = Server::start(|a| {
+        write(&a.join("agent01/Logs/App/20240723/a.txt"), b"a\n");
+        write(&a.join("agent01/Logs/App/20240724/b.txt"), b"bb\n");
+        write(&a.join("agent02/c.txt"), b"ccc\n");
+        let status = serde_json::json!({"agent_id": "agent01", "host": "web-01", "backlog_files": 4, "backlog_bytes": 4096, "last_error": "disk on fire", "updated_at_ms": 1});
+        write(&a.join("agent01/.logarchive/status.json"), status.to_string().as_bytes());
+    })
+    .await;
+    let a = s.admin().await;
+    let (st, html) = a.text("/").await;
+    assert_eq!(st, 200);
+    for want in [
+        "web-01",
+        "disk on fire",
+        "4 files, 4.0 kiB",
+        "agent02",
+        "<svg class=\"chart\"",
+        "<rect",
+    ] {
+        assert!(html.contains(want), "dashboard lacks {want}: {html}");
+    }
+    let (_, html) = a.text("/browse/agent01/Logs/App").await;
+    assert!(html.contains("2 folders, 0 files"), "{html}");
+    assert!(html.contains("href=\"/browse/agent01/Logs/App/20240723\""));
+    let (_, html) = a.text("/browse/agent01/Logs/App?sort=time").await;
+    assert!(
+        html.find("20240724").unwrap() < html.find("20240723").unwrap(),
+        "newest folder first"
+    );
+    // A file's browse address opens the viewer.
+    let r = a.get("/browse/agent01/c.txt").send().await.unwrap();
+    assert_eq!(r.status(), 404, "agent01 has no c.txt");
+    let r = a.get("/browse/agent02/c.txt").send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    // Health and metrics need no login.
+    let anon = Web::new(&s.base);
+    assert_eq!(anon.text("/healthz").await, (200, "ok\n".to_string()));
+    let (_, m) = anon.text("/metrics").await;
+    for want in [
+        "logarchive_catalog_files 3",
+        "logarchive_ftp_sessions 0",
+        "logarchive_search_seconds_count",
+        "logarchive_web_logins_total 1",
+        "logarchive_files_archived_total 0",
+    ] {
+        assert!(m.contains(want), "metrics lack {want}:\n{m}");
+    }
+    // Every route of the OpenAPI document answers (no 404/405): the document matches the code.
+    let doc: serde_json::Value = a
+        .get("/api/v1/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/search"));
+    let search_params: Vec<&str> = doc["paths"]["/api/v1/search"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in ["q", "agent", "from", "to", "content", "regex", "case"] {
+        assert!(
+            search_params.contains(&p),
+            "search lacks {p}: {search_params:?}"
+        );
+    }
+    let api = reqwest::Client::new();
+    for (path, item) in paths {
+        let target = if path.contains("/browse/") {
+            "agent01/Logs/App"
+        } else {
+            "agent01/Logs/App/20240723/a.txt"
+        };
+        let url = path.replace("{path}", target).replace("{name}", "admin");
+        let url = if url.contains("follow") {
+            format!("{url}?offset=0")
+        } else {
+            url
+        };
+        for method in item.as_object().unwrap().keys() {
+            if method != "get" || url.contains("follow") {
+                // State-changing routes are exercised by the admin test; follow never ends.
+                continue;
+            }
+            let r = api
+                .get(s.url(&url))
+                .basic_auth("admin", Some(&s.admin_password))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{method} {url}: {}", r.status());
+        }
+    }
+}
