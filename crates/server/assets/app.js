@@ -4,7 +4,17 @@
 (function theme() {
   const saved = localStorage.getItem("theme");
   if (saved) document.documentElement.dataset.theme = saved;
-  document.addEventListener("DOMContentLoaded", () => {
+  // Search: stop a running content search (closing the connection cancels it on the server).
+// Delegated and registered at once: the streamed page is still loading while it matters.
+document.addEventListener("click", (e) => {
+  const stop = e.target.closest && e.target.closest("#stop");
+  if (!stop) return;
+  window.stop();
+  stop.disabled = true;
+  stop.textContent = "Stopped";
+});
+
+document.addEventListener("DOMContentLoaded", () => {
     const b = document.getElementById("theme");
     if (!b) return;
     b.addEventListener("click", () => {
@@ -23,9 +33,9 @@ document.addEventListener("DOMContentLoaded", () => {
     f.addEventListener("submit", (e) => { if (!confirm("Remove this user?")) e.preventDefault(); });
   }
 
-  // Search: stop a running content search (closing the connection cancels it on the server).
+  // The search has finished streaming: nothing left to stop.
   const stop = document.getElementById("stop");
-  if (stop) stop.addEventListener("click", () => { window.stop(); stop.disabled = true; stop.textContent = "Stopped"; });
+  if (stop && document.getElementById("search-stats")) stop.hidden = true;
 
   const log = document.getElementById("log");
   if (!log) return;

@@ -685,6 +685,7 @@ async fn download_page(
 
 struct UserRow {
     u: UserView,
+    form_id: String,
     upload: String,
     download: String,
     ips: String,
@@ -725,7 +726,9 @@ fn admin_view(
 ) -> PageResult {
     let users = users::list(&st.users)
         .into_iter()
-        .map(|u| UserRow {
+        .enumerate()
+        .map(|(i, u)| UserRow {
+            form_id: format!("user-form-{i}"),
             upload: rate(u.upload_limit),
             download: rate(u.download_limit),
             ips: u.allowed_ips.join(", "),
@@ -807,7 +810,18 @@ async fn admin_update(
     Form(mut f): Form<UserForm>,
 ) -> PageResult {
     let csrf = f.csrf.clone();
-    // A checkbox that is not ticked sends nothing: the form's hidden marker says it was there.
+    // The page's form always sends every field: a blank one means "none" (no limit, any
+    // address), and a checkbox that is not ticked sends nothing at all.
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+    if blank(&f.upload_limit) {
+        f.upload_limit = Some("0".into());
+    }
+    if blank(&f.download_limit) {
+        f.download_limit = Some("0".into());
+    }
+    if blank(&f.allowed_ips) {
+        f.allowed_ips = Some("any".into());
+    }
     if f.enabled.is_none() {
         f.enabled = Some("false".into());
     }
