@@ -115,6 +115,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         ),
         metrics,
         config: settings.web.clone(),
+        lines: Default::default(),
     });
     let (web_stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let web_task = tokio::spawn(web::serve(

@@ -980,3 +980,47 @@ async fn dashboard_browse_metrics_health_and_openapi() {
         }
     }
 }
+
+#[tokio::test]
+async fn https_from_the_same_certificate_as_ftps() {
+    let certs = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (c2, k2) = (cert.clone(), key.clone());
+    let s = Server::start_with(|_| {}, move |c| c.tls = Some((c2, k2))).await;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", s.running.web_addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", s.running.web_addr.port());
+    let r = https.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = https
+        .post(format!("{base}/login"))
+        .form(&[
+            ("username", "admin"),
+            ("password", s.admin_password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain HTTP on the HTTPS port gets nowhere, and a silent client does not block others.
+    let silent = tokio::net::TcpStream::connect(s.running.web_addr)
+        .await
+        .unwrap();
+    let r = Web::new(&format!("http://{}", s.running.web_addr))
+        .get("/healthz")
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+    let r = https.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "served while a handshake hangs");
+    drop(silent);
+}

@@ -348,12 +348,8 @@ pub(super) async fn start_content_search(
         return Ok(None);
     };
     let files = name_search(st, p.name_query(st.config.search_max_files)?).await?;
-    Ok(Some(search::start(
-        Arc::clone(&st.archive),
-        files,
-        cq,
-        st.config.search_threads,
-    )?))
+    let running = search::start(Arc::clone(&st.archive), files, cq, st.config.search_threads)?;
+    Ok(Some(running.events))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -434,7 +430,8 @@ pub(super) async fn read_page(
     at: At,
 ) -> Result<Page, WebError> {
     let open = st.archive.open_file(p)?;
-    tokio::task::spawn_blocking(move || view::read_page(&open.file, at)).await?
+    let st = Arc::clone(st);
+    tokio::task::spawn_blocking(move || view::read_page(&open.file, &st.lines, at)).await?
 }
 
 /// A page (64 KiB of whole lines) of a file: at its end by default.

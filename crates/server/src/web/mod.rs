@@ -67,6 +67,8 @@ pub struct WebState {
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub config: WebConfig,
+    /// Line counts of files already viewed.
+    pub lines: view::LineCache,
 }
 
 /// Headers every response carries: no framing, no sniffing, scripts and styles only from us.

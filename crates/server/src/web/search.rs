@@ -55,14 +55,20 @@ pub enum Event {
 
 const MAX_LINE_CHARS: usize = 400;
 
-/// Starts a search over `files`; events arrive on the returned channel, `Done` last. Dropping
-/// the receiver cancels the search.
+/// A running search: its events (`Done` last) and its end. Dropping `events` cancels it.
+pub struct Running {
+    pub events: mpsc::Receiver<Event>,
+    /// Ends once every worker has stopped; yields the final statistics.
+    pub finished: std::thread::JoinHandle<SearchStats>,
+}
+
+/// Starts a search over `files`.
 pub fn start(
     archive: Arc<Archive>,
     files: Vec<Entry>,
     q: ContentQuery,
     threads: usize,
-) -> Result<mpsc::Receiver<Event>, WebError> {
+) -> Result<Running, WebError> {
     let matcher = RegexMatcherBuilder::new()
         .case_insensitive(!q.case_sensitive)
         .fixed_strings(!q.regex)
@@ -93,7 +99,7 @@ pub fn start(
             std::thread::spawn(move || worker(&s, &m, &a, &tx))
         })
         .collect();
-    std::thread::spawn(move || {
+    let finished = std::thread::spawn(move || {
         for w in workers {
             let _ = w.join();
         }
@@ -106,9 +112,13 @@ pub fn start(
             timed_out: shared.timed_out.load(Ordering::Relaxed),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
-        let _ = tx.blocking_send(Event::Done(stats));
+        let _ = tx.blocking_send(Event::Done(stats.clone()));
+        stats
     });
-    Ok(rx)
+    Ok(Running {
+        events: rx,
+        finished,
+    })
 }
 
 struct Shared {
@@ -214,5 +224,49 @@ impl Sink for HitSink<'_> {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_receiver_cancels_the_search() {
+        let d = tempfile::tempdir().unwrap();
+        let line = "a line that matches\n".repeat(10_000);
+        let mut files = Vec::new();
+        for i in 0..200 {
+            let dir = d.path().join("agent01");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i}.log")), &line).unwrap();
+            files.push(Entry {
+                path: format!("/agent01/f{i}.log"),
+                agent: "agent01".into(),
+                size: line.len() as u64,
+                sha256: None,
+                modified_ms: 0,
+                archived_ms: 0,
+                appended_ms: None,
+            });
+        }
+        let archive = Arc::new(Archive::open(d.path()).unwrap());
+        let q = ContentQuery {
+            pattern: "matches".into(),
+            regex: false,
+            case_sensitive: false,
+            max_matches: u64::MAX,
+            timeout: Duration::from_secs(600),
+        };
+        let mut s = start(archive, files, q, 2).unwrap();
+        assert!(matches!(s.events.blocking_recv(), Some(Event::Hit(_))));
+        drop(s.events);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(s.finished.join().unwrap()));
+        let stats = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the search did not stop after its reader left");
+        assert!(stats.files_searched < 200, "{stats:?}");
+        assert!(stats.matches < 2_000_000);
     }
 }

@@ -8,8 +8,49 @@ use std::os::unix::fs::FileExt;
 
 /// Bytes per page.
 pub const PAGE: u64 = 64 * 1024;
-/// Longest file whose line numbers are counted for a page opened at its end.
-const COUNT_LINES_UP_TO: u64 = 32 << 20;
+/// Most bytes counted for line numbers in one request (the rest of a huge file's count is
+/// left unknown rather than making a page slow).
+const COUNT_LINES_UP_TO: u64 = 64 << 20;
+/// Files whose line counts are remembered.
+const LINE_CACHE_FILES: usize = 4096;
+
+/// Remembers, per file, how many lines precede some offset, so paging a log (or reloading its
+/// end while it grows) counts only what is new instead of the whole file every time.
+#[derive(Default)]
+pub struct LineCache {
+    known: std::sync::Mutex<std::collections::HashMap<(u64, u64), (u64, u64)>>,
+}
+
+impl LineCache {
+    /// Lines before `offset` (a line start) of the file `m` describes, counting at most
+    /// [`COUNT_LINES_UP_TO`] bytes.
+    fn lines_before(
+        &self,
+        f: &File,
+        m: &std::fs::Metadata,
+        offset: u64,
+    ) -> Result<Option<u64>, WebError> {
+        use std::os::unix::fs::MetadataExt;
+        let key = (m.dev(), m.ino());
+        let mut map = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        // The nearest known point at or before `offset` (a shrunk file forgets its count).
+        let (from, lines) = match map.get(&key) {
+            Some(&(at, n)) if at <= offset && at <= m.len() => (at, n),
+            _ => (0, 0),
+        };
+        if offset - from > COUNT_LINES_UP_TO {
+            return Ok(None);
+        }
+        drop(map);
+        let n = lines + count_lines(f, from, offset)?;
+        map = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= LINE_CACHE_FILES {
+            map.clear();
+        }
+        map.insert(key, (offset, n));
+        Ok(Some(n))
+    }
+}
 
 /// One page of a file: whole lines (unless a single line is longer than a page).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -55,16 +96,16 @@ fn read_at(f: &File, offset: u64, len: u64) -> Result<Vec<u8>, WebError> {
     Ok(buf)
 }
 
-/// Newlines in `[0, end)`, counted in 1 MiB reads.
-fn count_lines(f: &File, end: u64) -> Result<u64, WebError> {
+/// Newlines in `[from, end)`, counted in 1 MiB reads.
+fn count_lines(f: &File, from: u64, end: u64) -> Result<u64, WebError> {
     let mut n = 0;
-    let mut pos = 0;
+    let mut pos = from;
     while pos < end {
         let chunk = read_at(f, pos, (end - pos).min(1 << 20))?;
         if chunk.is_empty() {
             break;
         }
-        n += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        n += memchr::memchr_iter(b'\n', &chunk).count() as u64;
         pos += chunk.len() as u64;
     }
     Ok(n)
@@ -97,12 +138,10 @@ fn offset_of_line(f: &File, size: u64, line: u64) -> Result<u64, WebError> {
         if chunk.is_empty() {
             break;
         }
-        for (i, b) in chunk.iter().enumerate() {
-            if *b == b'\n' {
-                seen += 1;
-                if seen == line - 1 {
-                    return Ok(pos + i as u64 + 1);
-                }
+        for i in memchr::memchr_iter(b'\n', &chunk) {
+            seen += 1;
+            if seen == line - 1 {
+                return Ok(pos + i as u64 + 1);
             }
         }
         pos += chunk.len() as u64;
@@ -111,11 +150,11 @@ fn offset_of_line(f: &File, size: u64, line: u64) -> Result<u64, WebError> {
 }
 
 /// Reads the page at `at`. Blocking: call from `spawn_blocking`.
-pub fn read_page(f: &File, at: At) -> Result<Page, WebError> {
-    let size = f
+pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> {
+    let meta = f
         .metadata()
-        .map_err(|e| WebError::Internal(format!("reading a log: {e}")))?
-        .len();
+        .map_err(|e| WebError::Internal(format!("reading a log: {e}")))?;
+    let size = meta.len();
     let (start, mut first_line) = match at {
         At::End => {
             // The first line that starts within the last page (the end of one line longer
@@ -133,17 +172,19 @@ pub fn read_page(f: &File, at: At) -> Result<Page, WebError> {
                     None => from,
                 }
             };
-            let line = if size <= COUNT_LINES_UP_TO {
-                Some(count_lines(f, s)? + 1)
-            } else {
-                None
-            };
-            (s, line)
+            (s, lines.lines_before(f, &meta, s)?.map(|n| n + 1))
         }
         At::Offset { offset, line } => {
             let offset = offset.min(size);
             let s = line_start(f, offset)?;
-            (s, if s == offset { line } else { None })
+            let known = if s == offset { line } else { None };
+            (
+                s,
+                match known {
+                    Some(l) => Some(l),
+                    None => lines.lines_before(f, &meta, s)?.map(|n| n + 1),
+                },
+            )
         }
         At::Line(n) => (offset_of_line(f, size, n)?, Some(n.max(1))),
         At::Before { end, line } => {
@@ -254,12 +295,13 @@ mod tests {
 
     #[test]
     fn pages_are_whole_lines_and_chain() {
+        let lc = LineCache::default();
         let mut content = Vec::new();
         for i in 1..=20_000 {
             content.extend(format!("line {i} INFO something happened\n").as_bytes());
         }
         let (_t, f) = file(&content);
-        let end = read_page(&f, At::End).unwrap();
+        let end = read_page(&f, &lc, At::End).unwrap();
         assert_eq!(end.end, content.len() as u64);
         assert!(end.text.starts_with("line "), "{}", &end.text[..20]);
         assert!(end.text.ends_with("line 20000 INFO something happened\n"));
@@ -271,6 +313,7 @@ mod tests {
         while p.offset > 0 {
             let q = read_page(
                 &f,
+                &lc,
                 At::Before {
                     end: p.offset,
                     line: p.first_line,
@@ -286,12 +329,13 @@ mod tests {
         }
         assert_eq!(lines, 20_000);
         assert_eq!(p.first_line, Some(1));
-        let l = read_page(&f, At::Line(12_345)).unwrap();
+        let l = read_page(&f, &lc, At::Line(12_345)).unwrap();
         assert!(l.text.starts_with("line 12345 INFO"));
         assert_eq!(l.first_line, Some(12_345));
         // An offset mid-line opens at that line's start.
         let mid = read_page(
             &f,
+            &lc,
             At::Offset {
                 offset: l.offset + 3,
                 line: None,
@@ -303,12 +347,14 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_a_page_still_shows() {
+        let lc = LineCache::default();
         let content = vec![b'x'; 3 * PAGE as usize];
         let (_t, f) = file(&content);
-        let p = read_page(&f, At::End).unwrap();
+        let p = read_page(&f, &lc, At::End).unwrap();
         assert_eq!((p.offset, p.end), (2 * PAGE, 3 * PAGE));
         let p = read_page(
             &f,
+            &lc,
             At::Offset {
                 offset: 0,
                 line: None,
@@ -317,8 +363,38 @@ mod tests {
         .unwrap();
         assert_eq!((p.offset, p.end), (0, PAGE));
         let (_t, f) = file(b"");
-        let p = read_page(&f, At::End).unwrap();
+        let p = read_page(&f, &lc, At::End).unwrap();
         assert_eq!((p.offset, p.end, p.text.as_str()), (0, 0, ""));
+    }
+
+    #[test]
+    fn line_numbers_stay_right_while_a_file_grows() {
+        let lc = LineCache::default();
+        let mut t = tempfile::NamedTempFile::new().unwrap();
+        let mut n = 0;
+        for round in 0..5 {
+            for _ in 0..10_000 {
+                n += 1;
+                writeln!(t, "line {n} of round {round}").unwrap();
+            }
+            t.flush().unwrap();
+            let f = File::open(t.path()).unwrap();
+            let p = read_page(&f, &lc, At::End).unwrap();
+            let first: u64 = p.text[5..].split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(p.first_line, Some(first), "round {round}");
+            // An offset in the middle counts from the remembered point or from the start.
+            let mid = read_page(
+                &f,
+                &lc,
+                At::Offset {
+                    offset: p.offset / 2,
+                    line: None,
+                },
+            )
+            .unwrap();
+            let first: u64 = mid.text[5..].split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(mid.first_line, Some(first), "round {round}, middle");
+        }
     }
 
     #[test]
