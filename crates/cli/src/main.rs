@@ -28,6 +28,8 @@ enum Command {
     Ftp(cmd::ftp::FtpArgs),
     /// Run the agent that archives this computer's logs (or show its status).
     Agent(cmd::agent::AgentArgs),
+    /// See it work: a server, agents and log writers in one process, until Ctrl-C.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::User(args) => cmd::user::run(args),
         Command::Ftp(args) => cmd::ftp::run(args),
         Command::Agent(args) => cmd::agent::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -196,6 +196,21 @@ async fn admin_api_manages_users_effective_at_once_for_ftp() {
         .ftp("agent07", &pw)
         .await
         .expect("FTP login with the new account");
+    // Its session shows among the live FTP sessions.
+    let sessions: Vec<serde_json::Value> = auth(api.get(s.url("/api/v1/sessions")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        sessions
+            .iter()
+            .any(|x| x["user"] == "agent07"
+                && x["address"].as_str().unwrap().starts_with("127.0.0.1:")),
+        "{sessions:?}"
+    );
     drop(c);
     // Invalid input is a 400 with a message, and changes nothing.
     let r = auth(api.patch(s.url("/api/v1/users/agent07")))

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod demo;
 pub mod ftp;
 pub mod server;
 pub mod user;
