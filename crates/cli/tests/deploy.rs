@@ -4,13 +4,16 @@
 use std::path::PathBuf;
 
 fn deploy(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(name)
 }
 
 #[test]
 fn example_configurations_load() {
     let s = logarchive_server::config::ServerConfigFile::load(&deploy("server.toml")).unwrap();
-    let settings = logarchive_server::config::ServerSettings::resolve(s, Default::default()).unwrap();
+    let settings =
+        logarchive_server::config::ServerSettings::resolve(s, Default::default()).unwrap();
     assert!(settings.tls.is_some());
     assert!(settings.ftp.tls_required);
     // (Building the FTP configuration would read the certificate, which lives on the server.)
@@ -21,8 +24,14 @@ fn example_configurations_load() {
 #[test]
 fn units_run_existing_commands() {
     for (unit, args) in [
-        ("logarchive-server.service", "server --config /etc/logarchive/server.toml"),
-        ("logarchive-agent.service", "agent --config /etc/logarchive/agent.toml"),
+        (
+            "logarchive-server.service",
+            "server --config /etc/logarchive/server.toml",
+        ),
+        (
+            "logarchive-agent.service",
+            "agent --config /etc/logarchive/agent.toml",
+        ),
     ] {
         let text = std::fs::read_to_string(deploy(unit)).unwrap();
         let exec = text
@@ -37,6 +46,9 @@ fn units_run_existing_commands() {
             .output()
             .unwrap();
         assert!(help.status.success());
-        assert!(String::from_utf8_lossy(&help.stdout).contains("--config"), "{unit}");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("--config"),
+            "{unit}"
+        );
     }
 }
