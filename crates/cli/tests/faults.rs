@@ -46,7 +46,9 @@ struct Server {
     web: String,
 }
 
-/// Starts the server; `ftp` is the control address to use (port 0 the first time).
+/// Starts the server; `ftp` is the control address to use (port 0 the first time). The child is
+/// owned by the returned `Server`, which the test kills and waits for.
+#[allow(clippy::zombie_processes)]
 fn start_server(data: &Path, ftp: &str) -> (Server, String, Option<String>) {
     let mut child = bin()
         .args(["server", "--data"])
