@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the FTP harness of ../shared/bench/ftp against `logarchive server` beside pure-ftpd,
-# vsftpd and pyftpdlib, in one run, on tmpfs, and prints the table.
+# vsftpd and pyftpdlib, in one run, on tmpfs, prints the table and writes it to bench/RESULTS.md
+# with the date and the machine.
 #   bench/ftp-server.sh [REPS]     (after ../shared/bench/ftp/setup.sh and cargo build --release)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,6 @@ cd "$harness"
 rm -rf "$data"; mkdir -p "$data/archive"
 echo ftpbench | "$here/target/release/logarchive" user --data "$data" add ftpbench --role admin --password-stdin >/dev/null
 ./run.sh logarchive 127.0.0.1:2150:ftpbench:ftpbench --reps "$reps" \
-  --cmd "$here/target/release/logarchive server --data $data --ftp-listen 127.0.0.1:2150" \
+  --cmd "$here/target/release/logarchive server --data $data --ftp-listen 127.0.0.1:2150 --web-listen 127.0.0.1:0" \
   --root "$data/archive" --clean-root
-./run.sh table "$FTPBENCH_RESULTS"/*.jsonl
+"$here/bench/results-md.sh" "$FTPBENCH_RESULTS"

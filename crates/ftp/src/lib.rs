@@ -8,3 +8,15 @@ pub mod client;
 pub mod rights;
 pub mod server;
 pub mod users;
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses an FTP path argument as the storage back-end does; on success returns the
+    /// relative path it would open under the home, which must never climb out of it.
+    pub fn virtual_path(bytes: &[u8]) -> Option<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes));
+        crate::server::vpath_relative(p)
+    }
+}

@@ -615,6 +615,23 @@ impl Client {
                 p(*sent);
             }
         }
+        // A data connection the peer already closed (reset by a middlebox, or never handed to
+        // the server) still took our bytes into the local send buffer. The server will never
+        // answer for it: fail now instead of waiting out the reply timeout. A healthy server
+        // sends nothing and keeps the connection open until it has read our end of data.
+        let mut probe = [0u8; 1];
+        if let Some(r) = futures_util::FutureExt::now_or_never(stream.read(&mut probe)) {
+            if matches!(r, Ok(0) | Err(_)) {
+                let e = ClientError::io(
+                    format!("sending {remote}"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the data connection was closed before the upload ended",
+                    ),
+                );
+                return Err(self.upload_failure(stream, remote, e).await);
+            }
+        }
         // Shut the data connection down ourselves first: `finish` reads the server's reply but
         // reports a failed shutdown instead of it, and a refusal must be told from a network
         // failure (see `upload_failure`).

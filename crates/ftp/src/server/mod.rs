@@ -25,6 +25,12 @@ pub use auth::FtpUser;
 pub use events::FtpEvent;
 pub use fsops::HomeDir;
 pub use lockout::Lockout;
+
+/// For the fuzz targets: a client's path as the storage back-end would open it.
+#[doc(hidden)]
+pub fn vpath_relative(p: &std::path::Path) -> Option<std::path::PathBuf> {
+    vpath::VirtualPath::parse(p).ok().map(|v| v.relative())
+}
 pub use sessions::SessionInfo;
 pub use storage::ArchiveStorage;
 pub use tls::{

@@ -89,36 +89,40 @@ fn etag(m: &std::fs::Metadata) -> String {
     )
 }
 
-/// Parses a single `bytes=` range against `size`. `Ok(None)`: serve the whole file (no header,
-/// several ranges, or another unit); `Err`: unsatisfiable.
-fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+/// A `Range` that selects nothing of the file (answered with 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// Parses a single `bytes=` range against `size` into (start, length). `Ok(None)`: serve the
+/// whole file (no header, several ranges, or another unit).
+pub fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (a, b) = (a.trim(), b.trim());
     let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
         if n == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (size.saturating_sub(n), size.saturating_sub(1))
     } else {
-        let s: u64 = a.parse().map_err(|_| ())?;
+        let s: u64 = a.parse().map_err(|_| Unsatisfiable)?;
         let e: u64 = if b.is_empty() {
             size.saturating_sub(1)
         } else {
             b.parse::<u64>()
-                .map_err(|_| ())?
+                .map_err(|_| Unsatisfiable)?
                 .min(size.saturating_sub(1))
         };
         (s, e)
     };
     if size == 0 || start >= size || end < start {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end - start + 1)))
 }
@@ -158,7 +162,7 @@ pub fn file_response(open: OpenFile, name: &str, headers: &HeaderMap, inline: bo
             .header(header::CONTENT_DISPOSITION, content_disposition(name))
     };
     let r = match range {
-        Err(()) => builder
+        Err(Unsatisfiable) => builder
             .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .header(header::CONTENT_RANGE, format!("bytes */{size}"))
             .body(Body::empty()),
@@ -274,10 +278,10 @@ mod tests {
         assert_eq!(parse_range("bytes=990-5000", 1000), Ok(Some((990, 10))));
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), Ok(None));
         assert_eq!(parse_range("items=0-1", 1000), Ok(None));
-        assert_eq!(parse_range("bytes=1000-", 1000), Err(()));
-        assert_eq!(parse_range("bytes=5-1", 1000), Err(()));
-        assert_eq!(parse_range("bytes=x-1", 1000), Err(()));
-        assert_eq!(parse_range("bytes=0-0", 0), Err(()));
+        assert_eq!(parse_range("bytes=1000-", 1000), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=5-1", 1000), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=x-1", 1000), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(Unsatisfiable));
     }
 
     #[test]
