@@ -810,6 +810,10 @@ async fn search_by_name_agent_time_and_content() {
         "{html}"
     );
     assert!(html.contains("2 matches in 1 files"), "{html}");
+    assert!(
+        html.contains("Limits: 1000 matches, 30 s."),
+        "both bounds shown: {html}"
+    );
     assert!(html.trim_end().ends_with("</html>"));
 }
 
