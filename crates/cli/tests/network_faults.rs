@@ -23,6 +23,16 @@ fn bin() -> Command {
     c
 }
 
+/// A child process killed and reaped when dropped, so a failing test leaves nothing running.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -315,7 +325,8 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
         .arg("--data")
         .arg(&data)
         .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"]);
-    let (mut server, ftp) = start_server(cmd);
+    let (server, ftp) = start_server(cmd);
+    let server = Killed(server);
     let faults = Arc::new(Faults::default());
     let control = tokio::net::TcpListener::bind(("127.0.0.2", ftp.port()))
         .await
@@ -342,7 +353,7 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
         "",
     );
     let log = std::fs::File::create(d.path().join("agent.log")).unwrap();
-    let mut agent = bin()
+    let agent = bin()
         .args(["agent", "--config"])
         .arg(&config)
         .env("LOGARCHIVE_LOG", "info,logarchive_ftp=debug")
@@ -350,12 +361,12 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
         .stderr(log)
         .spawn()
         .unwrap();
+    let agent = Killed(agent);
     let (c2, s2, a2) = (config.clone(), src.clone(), data.join("archive/agent01"));
     tokio::task::spawn_blocking(move || wait_synced(&c2, &s2, &a2, Duration::from_secs(120)))
         .await
         .unwrap();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     let log = std::fs::read_to_string(d.path().join("agent.log")).unwrap_or_default();
     let interrupted = log.lines().filter(|l| l.contains("interrupted")).count();
     let got = tree(&data.join("archive/agent01"));
@@ -370,8 +381,7 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
         faults.refused.load(Ordering::Relaxed)
     );
     assert!(faults.cut.load(Ordering::Relaxed) > 0 && faults.refused.load(Ordering::Relaxed) > 0);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// Two namespaces joined by a veth pair; removed on drop.
@@ -469,7 +479,8 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
         "127.0.0.1:0",
     ])
     .env("LOGARCHIVE_LOG", "warn");
-    let (mut server, _) = start_server(cmd);
+    let (server, _) = start_server(cmd);
+    let server = Killed(server);
     let src = d.path().join("src");
     make_source(&src, 200, 9);
     // Slow enough that the partition lands mid-synchronisation.
@@ -479,7 +490,7 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
         &src,
         "upload_limit = \"2MiB\"\n",
     );
-    let mut agent = Command::new("ip")
+    let agent = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -494,6 +505,7 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let agent = Killed(agent);
     // Let it start sending, then cut the link for 30 s.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !tree(&data.join("archive/agent01"))
@@ -525,8 +537,6 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
         "partition: 30 s with the link down ({during} -> {after_partition} files on the server meanwhile); afterwards all {} files synchronised",
         got.len()
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(agent);
+    drop(server);
 }
