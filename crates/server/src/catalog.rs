@@ -196,6 +196,17 @@ impl Catalog {
             .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// Whether the database answers (a one-row read; `count` would scan every row).
+    pub fn ping(&self) -> Result<()> {
+        self.lock()
+            .query_row("SELECT 1 FROM files LIMIT 1", [], |_| Ok(()))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(()),
+                e => Err(e),
+            })?;
+        Ok(())
+    }
+
     /// The sub-folders and files directly in `dir` (`/` lists the agents).
     pub fn list(&self, dir: &str) -> Result<(Vec<String>, Vec<Entry>)> {
         let conn = self.lock();

@@ -897,6 +897,22 @@ async fn follow_streams_what_an_agent_appends() {
     assert!(got.contains("event: append"), "{got}");
     assert!(got.contains("second line ERROR\\nthird\\n"), "{got}");
     assert!(got.contains("\"offset\":11"), "{got}");
+    // The metrics count what the FTP service did: one file archived, one append of 24 bytes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = Web::new(&s.base).text("/metrics").await;
+        if m.contains("logarchive_files_archived_total 1\n")
+            && m.contains("logarchive_appends_total 1\n")
+            && m.contains("logarchive_bytes_appended_total 24\n")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never counted the upload:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

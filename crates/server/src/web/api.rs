@@ -108,8 +108,8 @@ async fn openapi() -> Response {
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok"), (status = 503, description = "the catalog does not answer")))]
 async fn healthz(State(st): S) -> Response {
     let c = Arc::clone(&st.catalog);
-    match tokio::task::spawn_blocking(move || c.count()).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+    match tokio::task::spawn_blocking(move || c.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable\n").into_response(),
     }
 }
@@ -287,7 +287,7 @@ pub struct SearchParams {
     pub max_matches: Option<u64>,
 }
 
-fn truthy(v: &Option<String>) -> bool {
+pub(super) fn truthy(v: &Option<String>) -> bool {
     matches!(v.as_deref(), Some("true" | "on" | "1" | "yes"))
 }
 

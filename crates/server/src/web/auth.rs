@@ -244,7 +244,7 @@ pub fn client_ip(parts: &Parts) -> IpAddr {
 }
 
 /// A browser's cross-site request: its `Origin` names another host than the one it asked.
-fn cross_origin(headers: &HeaderMap) -> bool {
+pub fn cross_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
     };

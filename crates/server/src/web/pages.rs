@@ -4,7 +4,7 @@
 
 use super::api::{self, SearchParams, ViewParams};
 use super::archive::{encode_component, ArchivePath};
-use super::auth::{session_token, Caller};
+use super::auth::{cross_origin, session_token, Caller};
 use super::dashboard::{self, Chart};
 use super::error::{PageError, WebError};
 use super::search;
@@ -71,7 +71,8 @@ impl Nav {
     }
 }
 
-/// Page callers must have a session: basic auth is for the API.
+/// A caller of a page: the same authentication as the API (session or basic auth), but an
+/// anonymous visitor is redirected to the login form instead of getting a 401.
 struct PageCaller(Caller);
 
 impl FromRequestParts<Arc<WebState>> for PageCaller {
@@ -122,14 +123,8 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> PageResult {
     // Login CSRF: a browser posting from another site names it in Origin.
-    if let Some(o) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if o.split_once("://").map(|(_, h)| h) != Some(host) {
-            return Err(WebError::Forbidden("cross-origin login refused").into());
-        }
+    if cross_origin(&headers) {
+        return Err(WebError::Forbidden("cross-origin login refused").into());
     }
     let ip = logarchive_ftp::users::canonical_ip(addr.ip());
     match st
@@ -456,8 +451,8 @@ async fn search_page(
         from: p.from.clone().unwrap_or_default(),
         to: p.to.clone().unwrap_or_default(),
         content: p.content.clone().unwrap_or_default(),
-        regex: matches!(p.regex.as_deref(), Some("true" | "on" | "1")),
-        case: matches!(p.case.as_deref(), Some("true" | "on" | "1")),
+        regex: api::truthy(&p.regex),
+        case: api::truthy(&p.case),
     };
     let any = p.q.as_deref().is_some_and(|s| !s.trim().is_empty())
         || p.agent.as_deref().is_some_and(|s| !s.trim().is_empty())
