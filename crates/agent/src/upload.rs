@@ -95,61 +95,35 @@ impl Uploader {
             self.dirs.insert(dir);
         }
         let c = self.client().await?;
-        if job.archived_size == 0 {
-            let v = c
-                .upload_verified(&job.local, &job.remote, Some(size))
-                .await?;
-            return Ok(Outcome::Archived {
-                size: v.size,
-                sha256: v.sha256,
-                sent: v.bytes,
-            });
-        }
-        // Grown: append only the new bytes. The server may already hold part of them (an append
-        // cut short): continue from what it holds, never send a byte twice.
-        let there = c.size(&job.remote).await?;
-        if there < job.archived_size || there > size {
-            return Err(ClientError::Invalid(format!(
-                "{} holds {there} bytes on the server; expected between {} and {size}",
-                job.remote, job.archived_size
-            )));
-        }
-        let (sha, sent) = if there < size {
-            let out = c
-                .upload(
-                    &job.local,
-                    &job.remote,
-                    UploadOptions {
-                        mode: UploadMode::Append {
-                            local_offset: there,
-                        },
-                        length: Some(size),
-                        progress: None,
-                    },
-                )
-                .await?;
-            (out.sha256, out.bytes)
+        let archived = if job.archived_size > 0 {
+            job.archived_size
         } else {
-            (
-                logarchive_ftp::client::local_sha256(&job.local, Some(size))
-                    .await?
-                    .0,
-                0,
-            )
+            match c.upload_verified(&job.local, &job.remote, Some(size)).await {
+                Ok(v) => {
+                    return Ok(Outcome::Archived {
+                        size: v.size,
+                        sha256: v.sha256,
+                        sent: v.bytes,
+                    })
+                }
+                // Killed after the rename but before the state DB recorded it, and the file grew
+                // meanwhile: the final name holds the start of this file. Keep it, append the rest.
+                Err(ClientError::Exists {
+                    remote,
+                    size: there,
+                }) if there < size => {
+                    if !holds_prefix(c, job, &remote, there).await? {
+                        return Err(ClientError::Exists {
+                            remote,
+                            size: there,
+                        });
+                    }
+                    there
+                }
+                Err(e) => return Err(e),
+            }
         };
-        let server = c.remote_sha256(&job.remote).await?;
-        if server != sha {
-            return Err(ClientError::HashMismatch {
-                remote: job.remote.clone(),
-                local: sha,
-                server,
-            });
-        }
-        Ok(Outcome::Archived {
-            size,
-            sha256: sha,
-            sent,
-        })
+        append_rest(c, job, archived, size).await
     }
 
     /// Uploads `bytes` as the agent's status document (`/.logarchive/status.json`).
@@ -174,4 +148,69 @@ impl Uploader {
         let _ = std::fs::remove_file(&tmp);
         Ok(())
     }
+}
+
+/// Whether the server's `remote` (`there` bytes) is exactly the first `there` bytes of the local file.
+async fn holds_prefix(
+    c: &mut Client,
+    job: &Job,
+    remote: &str,
+    there: u64,
+) -> Result<bool, ClientError> {
+    let (local, _) = logarchive_ftp::client::local_sha256(&job.local, Some(there)).await?;
+    Ok(c.remote_sha256(remote).await? == local)
+}
+
+/// Grown: appends only the bytes after `archived` up to `size`, then verifies the whole file. The
+/// server may already hold part of them (an append cut short): it continues from what the server
+/// holds, never sending a byte twice.
+async fn append_rest(
+    c: &mut Client,
+    job: &Job,
+    archived: u64,
+    size: u64,
+) -> Result<Outcome, ClientError> {
+    let there = c.size(&job.remote).await?;
+    if there < archived || there > size {
+        return Err(ClientError::Invalid(format!(
+            "{} holds {there} bytes on the server; expected between {archived} and {size}",
+            job.remote
+        )));
+    }
+    let (sha, sent) = if there < size {
+        let out = c
+            .upload(
+                &job.local,
+                &job.remote,
+                UploadOptions {
+                    mode: UploadMode::Append {
+                        local_offset: there,
+                    },
+                    length: Some(size),
+                    progress: None,
+                },
+            )
+            .await?;
+        (out.sha256, out.bytes)
+    } else {
+        (
+            logarchive_ftp::client::local_sha256(&job.local, Some(size))
+                .await?
+                .0,
+            0,
+        )
+    };
+    let server = c.remote_sha256(&job.remote).await?;
+    if server != sha {
+        return Err(ClientError::HashMismatch {
+            remote: job.remote.clone(),
+            local: sha,
+            server,
+        });
+    }
+    Ok(Outcome::Archived {
+        size,
+        sha256: sha,
+        sent,
+    })
 }

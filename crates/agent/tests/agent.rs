@@ -207,6 +207,44 @@ async fn growing_files_are_appended_and_reverified() {
     );
 }
 
+/// A kill between the rename to the final name and the state DB's commit, while the file kept
+/// growing: the server holds the start of the file under its final name and the agent's row is
+/// still pending. The agent must continue that file, not fail on it forever or copy it twice.
+#[tokio::test]
+async fn a_final_name_holding_the_start_of_the_file_is_continued() {
+    let w = World::new().await;
+    write(&w.home().join("app.log"), b"line 1\n");
+    write(&w.src().join("app.log"), b"line 1\nline 2\n");
+    let s = w.once().await.unwrap();
+    assert_eq!(s.bytes_sent, 7, "only the bytes the server lacks");
+    assert_eq!(
+        std::fs::read(w.home().join("app.log")).unwrap(),
+        b"line 1\nline 2\n"
+    );
+    assert!(!w.home().join("app.log.~2~").exists(), "nothing twice");
+    let again = w.once().await.unwrap();
+    assert_eq!((again.files_archived, again.bytes_sent), (0, 0));
+}
+
+/// A final name holding bytes that are not the start of the local file is never replaced nor
+/// appended to: the run fails naming it and both sides stay as they were.
+#[tokio::test]
+async fn a_final_name_holding_other_bytes_is_reported_and_left_alone() {
+    let w = World::new().await;
+    write(&w.home().join("app.log"), b"other\n");
+    write(&w.src().join("app.log"), b"line 1\nline 2\n");
+    let err = w.once().await.unwrap_err().to_string();
+    assert!(
+        err.contains("/app.log exists with other content (6 bytes)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(w.home().join("app.log")).unwrap(), b"other\n");
+    assert_eq!(
+        std::fs::read(w.src().join("app.log")).unwrap(),
+        b"line 1\nline 2\n"
+    );
+}
+
 #[tokio::test]
 async fn rotation_and_truncation_make_new_generations() {
     let w = World::new().await;

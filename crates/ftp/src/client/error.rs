@@ -27,6 +27,11 @@ pub enum ClientError {
         local: String,
         server: String,
     },
+    /// The final name already holds other bytes than the local file (`size` of them): never
+    /// replaced. The agent checks whether they are a prefix of its file (a crash between the
+    /// rename and its own bookkeeping) and then appends the rest.
+    #[error("{remote} exists with other content ({size} bytes)")]
+    Exists { remote: String, size: u64 },
     #[error("the server has no space left: {0}")]
     StorageFull(String),
     #[error("invalid: {0}")]

@@ -880,17 +880,20 @@ impl Client {
             return Ok(None);
         };
         let (sha, size) = local_sha256(local, length).await?;
-        if entry.kind != EntryKind::File || entry.size != size {
+        if entry.kind != EntryKind::File {
             return Err(ClientError::Invalid(format!(
-                "{remote} exists with other content ({} bytes)",
-                entry.size
+                "{remote} exists and is not a file"
             )));
         }
-        let server = self.remote_sha256(remote).await?;
-        if server != sha {
-            return Err(ClientError::Invalid(format!(
-                "{remote} exists with other content"
-            )));
+        let other = || ClientError::Exists {
+            remote: remote.to_string(),
+            size: entry.size,
+        };
+        if entry.size != size {
+            return Err(other());
+        }
+        if self.remote_sha256(remote).await? != sha {
+            return Err(other());
         }
         Ok(Some(VerifiedUpload {
             bytes: 0,
