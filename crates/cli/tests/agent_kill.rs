@@ -1,72 +1,20 @@
 //! The agent as a process, killed with SIGKILL mid-upload again and again: the archive must end
 //! up byte-identical to the source, with no file twice and no temporary file left.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
-    c.env_remove("LOGARCHIVE_PASSWORD")
-        .env("LOGARCHIVE_LOG", "warn");
-    c
-}
-
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            if rel.starts_with(".logarchive") {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
+mod support;
+use support::{add_user, bin, server_command, start_server, tree, Killed, Rng};
 
 #[test]
 fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    // The server.
-    let mut add = bin();
-    add.args(["user", "--data"])
-        .arg(&data)
-        .args(["add", "agent01", "--password-stdin"])
-        .stdin(Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"agent-password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let mut server = bin()
-        .args(["server", "--data"])
-        .arg(&data)
-        .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.split(", FTP on 127.0.0.1:").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    add_user(&data, "agent01", "agent-password", &[]);
+    let mut server = start_server(server_command(&data, "127.0.0.1:0"));
+    let ftp = server.ftp;
 
     // The source: many small files and some big ones, so kills land mid-transfer.
     let src = d.path().join("src");
@@ -96,7 +44,7 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
     std::fs::write(
         &config,
         format!(
-            "agent_id = \"agent01\"\nserver = \"ftp://127.0.0.1:{port}\"\nuser = \"agent01\"\npassword_file = \"{}\"\n\
+            "agent_id = \"agent01\"\nserver = \"ftp://{ftp}\"\nuser = \"agent01\"\npassword_file = \"{}\"\n\
              state_db = \"{}\"\nquiet_period = \"0s\"\nscan_interval = \"1s\"\nmax_backoff = \"1s\"\nupload_limit = \"8MiB\"\n\
              [[source]]\nroot = \"{}\"\n",
             d.path().join("pw").display(),
@@ -106,22 +54,18 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
     )
     .unwrap();
 
-    let mut rng = 12345u64;
+    let mut rng = Rng(12345);
     for round in 0..20 {
-        let mut agent = bin()
-            .args(["agent", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        let mut agent = Killed::spawn(
+            bin()
+                .args(["agent", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         // A random moment to kill at: this is the fault being injected, not synchronisation.
-        std::thread::sleep(Duration::from_millis(150 + (rng >> 33) % 600));
-        agent.kill().unwrap(); // SIGKILL
-        agent.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(150 + rng.next() % 600));
+        agent.kill_now(); // SIGKILL
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&growing)
@@ -170,38 +114,18 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
         &format!("metrics_listen = \"{maddr}\"\n[[source]]"),
     );
     std::fs::write(&config, text).unwrap();
-    let mut agent = bin()
-        .args(["agent", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut agent = Killed::spawn(
+        bin()
+            .args(["agent", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(maddr).is_err() {
         assert!(Instant::now() < deadline, "agent did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    unsafe { libc_kill(agent.id() as i32, 15) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = agent.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "SIGTERM must be a clean stop");
-
-    unsafe { libc_kill(server.id() as i32, 15) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    assert!(agent.terminate().success(), "SIGTERM must be a clean stop");
+    assert!(server.child.terminate().success());
 }

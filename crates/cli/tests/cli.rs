@@ -1,16 +1,10 @@
 //! The `logarchive` binary as users run it: `user`, `server`, `ftp`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
-    c.env_remove("LOGARCHIVE_PASSWORD")
-        .env("LOGARCHIVE_LOG", "warn");
-    c
-}
+mod support;
+use support::{bin, server_command, start_server};
 
 fn run_with_stdin(mut c: Command, stdin: &str) -> Output {
     let mut child = c
@@ -36,70 +30,6 @@ fn ok(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A running `logarchive server` on an OS-chosen port.
-struct Server {
-    child: Child,
-    port: u16,
-    admin_password: Option<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    // The child is owned by the returned Server, whose Drop waits for it.
-    #[allow(clippy::zombie_processes)]
-    fn start(data: &Path) -> Server {
-        let mut child = bin()
-            .args(["server", "--data"])
-            .arg(data)
-            .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut admin_password = None;
-        loop {
-            assert!(Instant::now() < deadline, "server did not start");
-            let line = lines.next().expect("server output").unwrap();
-            if let Some(rest) = line.split("password '").nth(1) {
-                admin_password = rest.split('\'').next().map(str::to_string);
-            }
-            if let Some(rest) = line.split(", FTP on 127.0.0.1:").nth(1) {
-                let port = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return Server {
-                    child,
-                    port,
-                    admin_password,
-                };
-            }
-        }
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 fn ftp(port: u16, user: &str, password: &str, args: &[&str]) -> Output {
@@ -193,7 +123,7 @@ fn user_commands_edit_the_users_file_without_clear_passwords() {
 fn server_and_ftp_commands_end_to_end() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    let server = Server::start(&data);
+    let mut server = start_server(server_command(&data, "127.0.0.1:0"));
     let admin = server
         .admin_password
         .clone()
@@ -201,7 +131,7 @@ fn server_and_ftp_commands_end_to_end() {
     assert!(!std::fs::read_to_string(data.join("users.toml"))
         .unwrap()
         .contains(&admin));
-    let p = server.port;
+    let p = server.ftp.port();
 
     // An agent account through the CLI, picked up by the running server.
     let mut add = bin();
@@ -316,10 +246,9 @@ fn server_and_ftp_commands_end_to_end() {
             && String::from_utf8_lossy(&o.stderr).contains("no password in the URL")
     );
 
-    let mut server = server;
-    assert!(server.stop().success(), "clean exit on SIGTERM");
+    assert!(server.child.terminate().success(), "clean exit on SIGTERM");
     // A second start keeps the accounts and prints no new password.
-    let mut again = Server::start(&data);
+    let mut again = start_server(server_command(&data, "127.0.0.1:0"));
     assert!(again.admin_password.is_none());
-    assert!(again.stop().success());
+    assert!(again.child.terminate().success());
 }

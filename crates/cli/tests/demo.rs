@@ -11,18 +11,17 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
+mod support;
+use support::{Killed, SIGINT};
 
-fn chromedriver() -> Option<(std::process::Child, u16)> {
+fn chromedriver() -> Option<(Killed, u16)> {
     let mut child = match Command::new("chromedriver")
         .arg("--port=0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
     {
-        Ok(c) => c,
+        Ok(c) => Killed(c),
         Err(e) if std::env::var("LOGARCHIVE_SKIP_BROWSER").as_deref() == Ok("1") => {
             eprintln!("skipping the browser part: chromedriver: {e}");
             return None;
@@ -55,6 +54,7 @@ async fn the_demo_shows_a_working_archive() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(Killed)
         .unwrap();
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let first = lines.next().expect("the demo's first line").unwrap();
@@ -132,7 +132,7 @@ async fn the_demo_shows_a_working_archive() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    if let Some((mut driver, port)) = chromedriver() {
+    if let Some((driver, port)) = chromedriver() {
         let caps = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -184,23 +184,11 @@ async fn the_demo_shows_a_working_archive() {
         )
         .unwrap();
         c.close().await.unwrap();
-        let _ = driver.kill();
-        let _ = driver.wait();
+        drop(driver);
     }
 
     // Ctrl-C: a clean stop, and the temporary folder is gone.
-    assert_eq!(unsafe { kill(demo.id() as i32, 2) }, 0);
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = demo.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the demo did not stop on Ctrl-C"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = demo.stop_with(SIGINT);
     assert!(status.success(), "{status}");
     assert!(!data.exists(), "{} left behind", data.display());
 }

@@ -2,17 +2,12 @@
 //! (needs root, as in CI; without it the test fails and says why). The agent reports the full
 //! disk, keeps its files, and completes once space is freed (the tmpfs is grown).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
-    c.env_remove("LOGARCHIVE_PASSWORD")
-        .env("LOGARCHIVE_LOG", "warn");
-    c
-}
+mod support;
+use support::{add_user, bin, server_command, start_server, tree, Killed};
 
 /// Unmounts on drop, whatever happened.
 struct Mount(PathBuf);
@@ -53,61 +48,16 @@ fn status(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            if rel.starts_with(".logarchive") {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let archive = data.join("archive");
     let mount = mount_tmpfs(&archive, "8m");
-    let mut add = bin();
-    add.args(["user", "--data"])
-        .arg(&data)
-        .args(["add", "agent01", "--password-stdin"])
-        .stdin(Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"agent-password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let mut server = bin()
-        .args(["server", "--data"])
-        .arg(&data)
-        .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let ftp = loop {
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.split(", FTP on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    add_user(&data, "agent01", "agent-password", &[]);
+    // Declared after the mount: dropped (killed) before it is unmounted.
+    let server = start_server(server_command(&data, "127.0.0.1:0"));
+    let ftp = server.ftp;
 
     // 12 MB of logs for an 8 MB disk.
     let src = d.path().join("src");
@@ -118,7 +68,7 @@ fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
         std::fs::write(p, line.repeat(3_000_000 / line.len())).unwrap();
     }
     std::fs::write(src.join("Logs/small.log"), b"small\n").unwrap();
-    let before = files(&src);
+    let before = tree(&src);
     std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
     let config = d.path().join("agent.toml");
     std::fs::write(
@@ -133,13 +83,13 @@ fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
         ),
     )
     .unwrap();
-    let mut agent = bin()
-        .args(["agent", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Killed::spawn(
+        bin()
+            .args(["agent", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
 
     // The agent reports the full disk and keeps what it could not send.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -161,7 +111,7 @@ fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
         std::thread::sleep(Duration::from_millis(100));
     };
     println!("reported: {}", reported["last_error"]);
-    assert_eq!(files(&src), before, "the agent changed its source files");
+    assert_eq!(tree(&src), before, "the agent changed its source files");
 
     // Space is freed: the upload completes by itself.
     let grow = Command::new("mount")
@@ -173,7 +123,7 @@ fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = status(&config);
-        if s["backlog_files"] == 0 && files(&archive.join("agent01")) == before {
+        if s["backlog_files"] == 0 && tree(&archive.join("agent01")) == before {
             break;
         }
         assert!(
@@ -182,12 +132,10 @@ fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!files(&archive.join("agent01"))
+    assert!(!tree(&archive.join("agent01"))
         .iter()
         .any(|(p, _)| p.contains("logarchive-tmp")));
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(agent);
+    drop(server);
     drop(mount);
 }

@@ -8,65 +8,15 @@
 //!
 //! Either way the archive must end up equal to the source, nothing twice, no temporary file.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
-    c.env_remove("LOGARCHIVE_PASSWORD")
-        .env("LOGARCHIVE_LOG", "warn");
-    c
-}
-
-/// A child process killed and reaped when dropped, so a failing test leaves nothing running.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            if rel.starts_with(".logarchive") {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
+mod support;
+use support::{add_user, bin, start_server, tree, Killed, Rng};
 
 /// Source files: many small, a few of 1-2 MB so faults land mid-transfer.
 fn make_source(src: &Path, n: usize, seed: u64) {
@@ -81,54 +31,6 @@ fn make_source(src: &Path, n: usize, seed: u64) {
         let p = src.join(format!("Logs/App/2024072{}/f{i:04}.log", i % 5));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, bytes).unwrap();
-    }
-}
-
-fn add_agent(data: &Path, prefix: &[&str]) {
-    let mut c = Command::new(
-        prefix
-            .first()
-            .copied()
-            .unwrap_or(env!("CARGO_BIN_EXE_logarchive")),
-    );
-    if !prefix.is_empty() {
-        c.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_logarchive"));
-    }
-    let mut child = c
-        .env_remove("LOGARCHIVE_PASSWORD")
-        .args(["user", "--data"])
-        .arg(data)
-        .args(["add", "agent01", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"agent-password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-/// Starts `cmd` (a server) and returns it with its FTP address; the caller kills and waits.
-#[allow(clippy::zombie_processes)]
-fn start_server(mut cmd: Command) -> (Child, SocketAddr) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.split(", FTP on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr);
-        }
     }
 }
 
@@ -292,7 +194,7 @@ async fn proxy(
 async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    add_agent(&data, &[]);
+    add_user(&data, "agent01", "agent-password", &[]);
     // The proxy answers on 127.0.0.2 for the control port and for every passive port; the
     // server announces 127.0.0.2 in its PASV replies, so data connections cross the proxy too.
     let (ports, listeners) = 'found: {
@@ -325,8 +227,8 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
         .arg("--data")
         .arg(&data)
         .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"]);
-    let (server, ftp) = start_server(cmd);
-    let server = Killed(server);
+    let server = start_server(cmd);
+    let ftp = server.ftp;
     let faults = Arc::new(Faults::default());
     let control = tokio::net::TcpListener::bind(("127.0.0.2", ftp.port()))
         .await
@@ -353,15 +255,14 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
         "",
     );
     let log = std::fs::File::create(d.path().join("agent.log")).unwrap();
-    let agent = bin()
-        .args(["agent", "--config"])
-        .arg(&config)
-        .env("LOGARCHIVE_LOG", "info,logarchive_ftp=debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let agent = Killed(agent);
+    let agent = Killed::spawn(
+        bin()
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("LOGARCHIVE_LOG", "info,logarchive_ftp=debug")
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
     let (c2, s2, a2) = (config.clone(), src.clone(), data.join("archive/agent01"));
     tokio::task::spawn_blocking(move || wait_synced(&c2, &s2, &a2, Duration::from_secs(120)))
         .await
@@ -461,7 +362,7 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
     };
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    add_agent(&data, &[]);
+    add_user(&data, "agent01", "agent-password", &[]);
     let mut cmd = Command::new("ip");
     cmd.args([
         "netns",
@@ -479,8 +380,7 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
         "127.0.0.1:0",
     ])
     .env("LOGARCHIVE_LOG", "warn");
-    let (server, _) = start_server(cmd);
-    let server = Killed(server);
+    let server = start_server(cmd);
     let src = d.path().join("src");
     make_source(&src, 200, 9);
     // Slow enough that the partition lands mid-synchronisation.
@@ -490,22 +390,21 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
         &src,
         "upload_limit = \"2MiB\"\n",
     );
-    let agent = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.agt,
-            env!("CARGO_BIN_EXE_logarchive"),
-            "agent",
-            "--config",
-        ])
-        .arg(&config)
-        .env("LOGARCHIVE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let agent = Killed(agent);
+    let agent = Killed::spawn(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.agt,
+                env!("CARGO_BIN_EXE_logarchive"),
+                "agent",
+                "--config",
+            ])
+            .arg(&config)
+            .env("LOGARCHIVE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     // Let it start sending, then cut the link for 30 s.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !tree(&data.join("archive/agent01"))

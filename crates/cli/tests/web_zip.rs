@@ -3,8 +3,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{base64, server_command, start_server};
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -13,23 +16,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in input.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -46,26 +32,13 @@ fn a_3_gib_folder_zips_in_constant_server_memory() {
             .unwrap();
     }
     std::fs::write(data.join("archive/agent01/Logs/small.txt"), b"small file\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logarchive"))
-        .args(["server", "--data"])
-        .arg(&data)
-        .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut password, mut web) = (String::new(), String::new());
-    while web.is_empty() {
-        let line = lines.next().expect("server output").unwrap();
-        if let Some(rest) = line.split("password '").nth(1) {
-            password = rest.split('\'').next().unwrap().to_string();
-        }
-        if let Some(rest) = line.split("web on http://").nth(1) {
-            web = rest.split('/').next().unwrap().to_string();
-        }
-    }
-    let pid = child.id();
+    let server = start_server(server_command(&data, "127.0.0.1:0"));
+    let web = server.web.clone();
+    let password = server
+        .admin_password
+        .clone()
+        .expect("the first start prints the admin password");
+    let pid = server.child.id();
     // The catalog is reconciled at start in the background: wait for the 4 files.
     let auth = base64(format!("admin:{password}").as_bytes());
     let get = |path: &str| -> (String, Box<dyn Read>) {
@@ -138,6 +111,4 @@ fn a_3_gib_folder_zips_in_constant_server_memory() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

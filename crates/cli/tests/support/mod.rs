@@ -1,0 +1,237 @@
+//! What the tests that run the `logarchive` binary as processes share: the binary, children that
+//! cannot outlive a failing test, a started server, tree snapshots. Each test binary uses a part.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test, with warnings-only logging and no password from the environment.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logarchive"));
+    c.env_remove("LOGARCHIVE_PASSWORD")
+        .env("LOGARCHIVE_LOG", "warn");
+    c
+}
+
+/// A child process that is killed and reaped when dropped, so a failing test leaves nothing
+/// running (a leftover server would hold its ports and files for the tests after it).
+pub struct Killed(pub Child);
+
+impl Killed {
+    pub fn spawn(cmd: &mut Command) -> Killed {
+        Killed(cmd.spawn().expect("starting a child process"))
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill_now(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then its exit status (bounded: 30 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with(SIGTERM)
+    }
+
+    /// Sends `signal`, then returns the exit status (bounded: 30 s).
+    pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
+        send_signal(self.0.id(), signal);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.0.try_wait().expect("waiting for a child") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not stop within 30 s of signal {signal}",
+                self.0.id()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+pub const SIGINT: i32 = 2;
+pub const SIGTERM: i32 = 15;
+
+fn send_signal(pid: u32, signal: i32) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: kill(2) takes plain integers; a stale pid only makes it fail.
+    let rc = unsafe { kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// `logarchive user --data DATA add NAME --password-stdin EXTRA…`, which must succeed.
+pub fn add_user(data: &Path, name: &str, password: &str, extra: &[&str]) {
+    let mut child = Killed::spawn(
+        bin()
+            .args(["user", "--data"])
+            .arg(data)
+            .args(["add", name, "--password-stdin"])
+            .args(extra)
+            .stdin(Stdio::piped()),
+    );
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    writeln!(stdin, "{password}").expect("writing the password");
+    drop(stdin);
+    let status = child.wait().expect("waiting for user add");
+    assert!(status.success(), "user add {name} failed: {status}");
+}
+
+/// `logarchive server --data DATA --ftp-listen FTP --web-listen 127.0.0.1:0`.
+pub fn server_command(data: &Path, ftp: &str) -> Command {
+    let mut c = bin();
+    c.args(["server", "--data"]).arg(data).args([
+        "--ftp-listen",
+        ftp,
+        "--web-listen",
+        "127.0.0.1:0",
+    ]);
+    c
+}
+
+/// A started `logarchive server`, killed when dropped.
+pub struct Server {
+    pub child: Killed,
+    pub ftp: SocketAddr,
+    /// host:port of the web interface.
+    pub web: String,
+    /// The first start's generated admin password, if this start printed one.
+    pub admin_password: Option<String>,
+}
+
+/// Starts `cmd` (a `logarchive server` command line, possibly behind `ip netns exec`) and reads
+/// its addresses from the line it prints once it listens.
+pub fn start_server(mut cmd: Command) -> Server {
+    let mut child = Killed::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::null()));
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut admin_password = None;
+    loop {
+        let line = match lines.next() {
+            Some(Ok(l)) => l,
+            other => panic!("the server exited before it listened: {other:?}"),
+        };
+        if let Some(rest) = line.split("password '").nth(1) {
+            admin_password = rest.split('\'').next().map(str::to_string);
+        }
+        let Some(rest) = line.split("web on ").nth(1) else {
+            continue;
+        };
+        let web = rest
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        let ftp = rest
+            .split(", FTP on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no FTP address in {line:?}"));
+        // Keep reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        return Server {
+            child,
+            ftp,
+            web,
+            admin_password,
+        };
+    }
+}
+
+/// Every file under `dir` (relative path, bytes), sorted; the agent's `.logarchive/` scratch
+/// folder is left out. A folder that does not exist (yet) is empty.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with(".logarchive") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((rel, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Like [`tree`], with each file's SHA-256 instead of its bytes.
+pub fn sha_tree(dir: &Path) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    tree(dir)
+        .into_iter()
+        .map(|(p, b)| (p, hex::encode(Sha256::digest(b))))
+        .collect()
+}
+
+/// A small deterministic generator (an LCG): the same seed gives the same files and moments.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// Standard base64 with padding, for HTTP basic auth headers.
+pub fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in input.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                T[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
