@@ -262,12 +262,22 @@ async fn admin_api_manages_users_effective_at_once_for_ftp() {
         .await
         .unwrap();
     assert_eq!(list.len(), 2);
-    // Removing: gone for FTP, 404 afterwards; one cannot remove oneself.
+    // Removing: gone for FTP (its open session too), 404 afterwards; one cannot remove oneself.
+    let mut live = s.ftp("agent07", &new_pw).await.unwrap();
+    live.pwd().await.unwrap();
     let r = auth(api.delete(s.url("/api/v1/users/agent07")))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    let t = Instant::now();
+    while live.pwd().await.is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the removed account's open FTP session still answers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(s.ftp("agent07", &new_pw).await.is_err());
     let r = auth(api.get(s.url("/api/v1/users/agent07")))
         .send()

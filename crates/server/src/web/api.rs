@@ -628,11 +628,11 @@ pub struct NewUserResult {
 
 pub(super) async fn blocking_users<T: Send + 'static>(
     st: &Arc<WebState>,
-    f: impl FnOnce(&logarchive_ftp::users::UserDb) -> Result<T, WebError> + Send + 'static,
+    f: impl FnOnce(&WebState) -> Result<T, WebError> + Send + 'static,
 ) -> Result<T, WebError> {
-    // argon2 hashing and the file write block: off the async threads.
-    let db = Arc::clone(&st.users);
-    tokio::task::spawn_blocking(move || f(&db)).await?
+    // argon2 hashing and the users file write block: off the async threads.
+    let st = Arc::clone(st);
+    tokio::task::spawn_blocking(move || f(&st)).await?
 }
 
 /// Adds an account (admin). Presets by `role`: agent, viewer, admin.
@@ -645,7 +645,7 @@ async fn users_add(
 ) -> Result<Response, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let (user, password) = blocking_users(&st, move |db| users::add(db, &f)).await?;
+    let (user, password) = blocking_users(&st, move |st| users::add(&st.users, &f)).await?;
     tracing::info!(by = c.name, user = user.name, "user added");
     Ok((StatusCode::CREATED, Json(NewUserResult { user, password })).into_response())
 }
@@ -674,21 +674,9 @@ async fn users_update(
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
     let n = name.clone();
-    let v = blocking_users(&st, move |db| users::update(db, &n, &f)).await?;
-    after_user_change(&st, &v);
+    let v = blocking_users(&st, move |st| users::update(st, &n, &f)).await?;
     tracing::info!(by = c.name, user = name, "user changed");
     Ok(Json(v))
-}
-
-/// A disabled account or one without web access loses its web sessions and its FTP sessions
-/// at once.
-pub(super) fn after_user_change(st: &WebState, v: &UserView) {
-    if !v.enabled {
-        st.auth.close_sessions_of(&v.name);
-        st.ftp.disconnect_user(&v.name);
-    } else if v.web_role == "none" {
-        st.auth.close_sessions_of(&v.name);
-    }
 }
 
 /// Removes an account (admin); its sessions end.
@@ -701,15 +689,8 @@ async fn users_remove(
 ) -> Result<StatusCode, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    if name == c.name {
-        return Err(WebError::BadRequest(
-            "you cannot remove your own account".into(),
-        ));
-    }
-    let n = name.clone();
-    blocking_users(&st, move |db| Ok(db.remove(&n)?)).await?;
-    st.auth.close_sessions_of(&name);
-    st.ftp.disconnect_user(&name);
+    let (by, n) = (c.name.clone(), name.clone());
+    blocking_users(&st, move |st| users::remove(st, &by, &n)).await?;
     tracing::info!(by = c.name, user = name, "user removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -730,11 +711,8 @@ async fn users_reset_password(
 ) -> Result<Json<PasswordResult>, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let n = name.clone();
-    let password = blocking_users(&st, move |db| users::reset_password(db, &n)).await?;
-    if name != c.name {
-        st.auth.close_sessions_of(&name);
-    }
+    let (by, n) = (c.name.clone(), name.clone());
+    let password = blocking_users(&st, move |st| users::reset_password(st, &by, &n)).await?;
     tracing::info!(by = c.name, user = name, "password reset");
     Ok(Json(PasswordResult { password }))
 }

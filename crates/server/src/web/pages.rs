@@ -773,7 +773,7 @@ async fn admin_do(
     st: &Arc<WebState>,
     c: &Caller,
     csrf: Option<&str>,
-    f: impl FnOnce(&logarchive_ftp::users::UserDb) -> Result<String, WebError> + Send + 'static,
+    f: impl FnOnce(&WebState) -> Result<String, WebError> + Send + 'static,
 ) -> PageResult {
     c.require_admin()?;
     c.check_csrf(csrf)?;
@@ -788,8 +788,8 @@ async fn admin_do(
 
 async fn admin_add(PageCaller(c): PageCaller, State(st): S, Form(f): Form<UserForm>) -> PageResult {
     let csrf = f.csrf.clone();
-    admin_do(&st, &c, csrf.as_deref(), move |db| {
-        let (u, pw) = users::add(db, &f)?;
+    admin_do(&st, &c, csrf.as_deref(), move |st| {
+        let (u, pw) = users::add(&st.users, &f)?;
         Ok(match pw {
             Some(pw) => format!("Added {}. Password (shown once): {pw}", u.name),
             None => format!("Added {}.", u.name),
@@ -823,10 +823,8 @@ async fn admin_update(
     if f.tls_required.is_none() {
         f.tls_required = Some("false".into());
     }
-    let st2 = Arc::clone(&st);
-    admin_do(&st, &c, csrf.as_deref(), move |db| {
-        let v = users::update(db, &name, &f)?;
-        api::after_user_change(&st2, &v);
+    admin_do(&st, &c, csrf.as_deref(), move |st| {
+        let v = users::update(st, &name, &f)?;
         Ok(format!("Saved {}.", v.name))
     })
     .await
@@ -838,19 +836,9 @@ async fn admin_remove(
     Path(name): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    if name == c.name {
-        return admin_view(
-            &st,
-            &c,
-            None,
-            Some("You cannot remove your own account.".into()),
-        );
-    }
-    let st2 = Arc::clone(&st);
-    admin_do(&st, &c, f.csrf.as_deref(), move |db| {
-        db.remove(&name)?;
-        st2.auth.close_sessions_of(&name);
-        st2.ftp.disconnect_user(&name);
+    let by = c.name.clone();
+    admin_do(&st, &c, f.csrf.as_deref(), move |st| {
+        users::remove(st, &by, &name)?;
         Ok(format!("Removed {name}."))
     })
     .await
@@ -862,13 +850,9 @@ async fn admin_password(
     Path(name): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    let st2 = Arc::clone(&st);
-    let me = c.name.clone();
-    admin_do(&st, &c, f.csrf.as_deref(), move |db| {
-        let pw = users::reset_password(db, &name)?;
-        if name != me {
-            st2.auth.close_sessions_of(&name);
-        }
+    let by = c.name.clone();
+    admin_do(&st, &c, f.csrf.as_deref(), move |st| {
+        let pw = users::reset_password(st, &by, &name)?;
         Ok(format!("New password for {name} (shown once): {pw}"))
     })
     .await

@@ -2,6 +2,7 @@
 //! and the FTP service (changes apply at once to new FTP sessions and to limits in flight).
 
 use super::error::WebError;
+use super::WebState;
 use logarchive_ftp::rights::Rights;
 use logarchive_ftp::users::{
     random_password, ByteRate, NewUser, Role, UserDb, UserDbError, UserRecord, UserUpdate, WebRole,
@@ -149,8 +150,10 @@ pub fn add(db: &UserDb, f: &UserForm) -> Result<(UserView, Option<String>), WebE
     Ok((UserView::of(name, &rec), generated))
 }
 
-/// Changes an account; fields left empty stay as they are.
-pub fn update(db: &UserDb, name: &str, f: &UserForm) -> Result<UserView, WebError> {
+/// Changes an account (fields left empty stay as they are) and applies it at once: a disabled
+/// account loses its web and FTP sessions, one without web access its web sessions. Blocks
+/// (argon2 for a new password, the file write).
+pub fn update(st: &WebState, name: &str, f: &UserForm) -> Result<UserView, WebError> {
     let change = UserUpdate {
         password: given(&f.password).map(str::to_string),
         home: given(&f.home).map(str::to_string),
@@ -180,20 +183,42 @@ pub fn update(db: &UserDb, name: &str, f: &UserForm) -> Result<UserView, WebErro
             .map_err(bad)?,
         tls_required: given(&f.tls_required).map(parse_bool).transpose()?,
     };
-    let rec = db.update(name, change)?;
-    Ok(UserView::of(name, &rec))
+    let rec = st.users.update(name, change)?;
+    let v = UserView::of(name, &rec);
+    if !v.enabled {
+        st.auth.close_sessions_of(name);
+        st.ftp.disconnect_user(name);
+    } else if rec.web_role == WebRole::None {
+        st.auth.close_sessions_of(name);
+    }
+    Ok(v)
 }
 
-/// Sets a new random password; returns it (shown once).
-pub fn reset_password(db: &UserDb, name: &str) -> Result<String, WebError> {
+/// Removes an account, never the caller's own (`by`); its web and FTP sessions end at once.
+pub fn remove(st: &WebState, by: &str, name: &str) -> Result<(), WebError> {
+    if name == by {
+        return Err(bad("you cannot remove your own account"));
+    }
+    st.users.remove(name)?;
+    st.auth.close_sessions_of(name);
+    st.ftp.disconnect_user(name);
+    Ok(())
+}
+
+/// Sets a new random password and returns it (shown once). The account's web sessions end,
+/// unless it is the caller's own (`by`), who stays logged in.
+pub fn reset_password(st: &WebState, by: &str, name: &str) -> Result<String, WebError> {
     let password = random_password();
-    db.update(
+    st.users.update(
         name,
         UserUpdate {
             password: Some(password.clone()),
             ..Default::default()
         },
     )?;
+    if name != by {
+        st.auth.close_sessions_of(name);
+    }
     Ok(password)
 }
 
