@@ -27,33 +27,48 @@ fn body_from(rx: mpsc::Receiver<Chunk>) -> Body {
     }))
 }
 
+/// Reads `[start, start + len)` of `file` in chunks and hands each to `each`, which says whether
+/// the client still wants more. `Ok(false)`: the client went away. A file that shrank under us
+/// is an error: the body ends early rather than being padded.
+fn read_chunks(
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+    mut each: impl FnMut(Vec<u8>) -> bool,
+) -> std::io::Result<bool> {
+    let (mut pos, end) = (start, start + len);
+    while pos < end {
+        let mut buf = vec![0u8; CHUNK.min((end - pos) as usize)];
+        match file.read_at(&mut buf, pos) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being sent",
+                ))
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                pos += n as u64;
+                if !each(buf) {
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// Reads `[start, start + len)` of `file` on a blocking thread.
 fn stream_range(file: std::fs::File, start: u64, len: u64) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(4);
     std::thread::spawn(move || {
-        let mut pos = start;
-        let end = start + len;
-        while pos < end {
-            let mut buf = vec![0u8; CHUNK.min((end - pos) as usize)];
-            match file.read_at(&mut buf, pos) {
-                Ok(0) => {
-                    // The file shrank under us: end the body early rather than pad it.
-                    let _ = tx.blocking_send(Err(std::io::Error::other("file shrank")));
-                    return;
-                }
-                Ok(n) => {
-                    buf.truncate(n);
-                    pos += n as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return; // client gone
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
+        let sent = read_chunks(&file, start, len, |buf| {
+            tx.blocking_send(Ok(Bytes::from(buf))).is_ok()
+        });
+        if let Err(e) = sent {
+            let _ = tx.blocking_send(Err(e));
         }
     });
     body_from(rx)
@@ -221,31 +236,18 @@ pub fn zip_response(
             }
             // Exactly the size seen at open: a log growing meanwhile is cut there.
             let size = open.meta.len();
-            let mut pos = 0u64;
-            while pos < size {
-                let mut buf = vec![0u8; CHUNK.min((size - pos) as usize)];
-                match open.file.read_at(&mut buf, pos) {
-                    Ok(0) => {
-                        // Shrank: the entry would be short; fail the download honestly.
-                        let _ = tx.blocking_send(Err(std::io::Error::other(format!(
-                            "{} shrank while being zipped",
-                            f.path
-                        ))));
-                        return;
-                    }
-                    Ok(n) => {
-                        buf.truncate(n);
-                        pos += n as u64;
-                        entry.update(&buf);
-                        if !send(buf) {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
+            let sent = read_chunks(&open.file, 0, size, |buf| {
+                entry.update(&buf);
+                send(buf)
+            });
+            match sent {
+                Ok(true) => {}
+                Ok(false) => return, // client gone
+                Err(e) => {
+                    // The entry would be short: fail the download honestly.
+                    let _ =
+                        tx.blocking_send(Err(std::io::Error::other(format!("{}: {e}", f.path))));
+                    return;
                 }
             }
             if !send(zip.end_file(entry)) {
