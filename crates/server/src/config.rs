@@ -22,51 +22,8 @@ pub struct ServerConfigFile {
     #[serde(default)]
     pub ftp: FtpSection,
     #[serde(default)]
-    pub web: WebSection,
-}
-
-/// `[web]`: limits of the web interface.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebSection {
-    /// Failed logins per name and per address before a lockout.
-    pub login_max_failures: u32,
-    #[serde(with = "humantime_serde")]
-    pub login_lockout: Duration,
-    /// Threads of one content search (default: one per CPU).
-    pub search_threads: usize,
-    #[serde(with = "humantime_serde")]
-    pub search_timeout: Duration,
-    pub search_max_matches: u64,
-    /// Files one content search reads at most (the newest that pass the other filters).
-    pub search_max_files: usize,
-}
-
-impl Default for WebSection {
-    fn default() -> Self {
-        let d = crate::web::WebConfig::default();
-        WebSection {
-            login_max_failures: d.login_max_failures,
-            login_lockout: d.login_lockout,
-            search_threads: d.search_threads,
-            search_timeout: d.search_timeout,
-            search_max_matches: d.search_max_matches,
-            search_max_files: d.search_max_files,
-        }
-    }
-}
-
-impl WebSection {
-    pub fn config(&self) -> crate::web::WebConfig {
-        crate::web::WebConfig {
-            login_max_failures: self.login_max_failures.max(1),
-            login_lockout: self.login_lockout,
-            search_threads: self.search_threads.max(1),
-            search_timeout: self.search_timeout,
-            search_max_matches: self.search_max_matches.max(1),
-            search_max_files: self.search_max_files.max(1),
-        }
-    }
+    /// `[web]`: limits of the web interface.
+    pub web: crate::web::WebConfig,
 }
 
 /// `[ftp]`: tuning of the FTP service.
@@ -190,7 +147,7 @@ impl ServerSettings {
             },
             tls,
             ftp: file.ftp,
-            web: file.web.config(),
+            web: file.web.at_least_one(),
         })
     }
 
@@ -279,5 +236,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ftp_listn"), "{e}");
+    }
+
+    #[test]
+    fn the_web_section_sets_its_limits_and_keeps_counts_positive() {
+        let file: ServerConfigFile = toml::from_str(
+            "[web]\nsearch_timeout = \"5s\"\nsearch_max_matches = 0\nlogin_lockout = \"1m\"\n",
+        )
+        .unwrap();
+        let s = ServerSettings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.web.search_timeout, Duration::from_secs(5));
+        assert_eq!(s.web.login_lockout, Duration::from_secs(60));
+        assert_eq!(s.web.search_max_matches, 1, "0 would disable search");
+        let d = crate::web::WebConfig::default();
+        assert_eq!(s.web.search_max_files, d.search_max_files);
+        let e = toml::from_str::<ServerConfigFile>("[web]\nsearch_timout = \"5s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("search_timout"), "{e}");
     }
 }

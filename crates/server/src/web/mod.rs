@@ -30,14 +30,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Limits of the web interface.
-#[derive(Debug, Clone)]
+/// Limits of the web interface; also the `[web]` section of `server.toml`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     /// Failed logins (per name and per address) before a lockout.
     pub login_max_failures: u32,
+    #[serde(with = "humantime_serde")]
     pub login_lockout: Duration,
-    /// Threads of one content search.
+    /// Threads of one content search (default: one per CPU).
     pub search_threads: usize,
+    #[serde(with = "humantime_serde")]
     pub search_timeout: Duration,
     pub search_max_matches: u64,
     /// Files a content search looks at, at most (the newest that match the other filters).
@@ -53,6 +56,20 @@ impl Default for WebConfig {
             search_timeout: Duration::from_secs(30),
             search_max_matches: 1000,
             search_max_files: 100_000,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The same limits with every count at least 1 (a 0 in the file would disable logins or
+    /// searches instead of limiting them).
+    pub fn at_least_one(self) -> WebConfig {
+        WebConfig {
+            login_max_failures: self.login_max_failures.max(1),
+            search_threads: self.search_threads.max(1),
+            search_max_matches: self.search_max_matches.max(1),
+            search_max_files: self.search_max_files.max(1),
+            ..self
         }
     }
 }
