@@ -12,6 +12,10 @@ use tokio::sync::watch;
 
 const PW: &str = "agent password 1";
 
+/// Tests that measure latency or this process's memory hold this while they run, so the 1 GiB
+/// test beside them cannot skew what they measure.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct World {
     dir: tempfile::TempDir,
     users: Arc<UserDb>,
@@ -330,6 +334,7 @@ async fn wait_for_file(p: &Path, content: &[u8], within: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_later() {
+    let _alone = MEASURING.lock().await;
     let mut w = World::new().await;
     // The server is down when the agent starts.
     w.stop_server().await;
@@ -450,6 +455,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gibibyte_log_is_archived_in_constant_memory() {
+    let _alone = MEASURING.lock().await;
     let w = World::new().await;
     {
         use std::io::Write;
