@@ -3,7 +3,8 @@
 #   - content search over 1 GB of logs: the JSON API vs `rg` on the same files
 #   - the viewer's response time at the end of a 2 GiB file (JSON page and HTML page)
 #   - HTTP download of a 1 GiB file
-#   - requests/s of the view page under wrk with 50 connections
+#   - requests/s of the view page under wrk with 50 connections (session cookie), and of the
+#     JSON API with HTTP basic auth
 # Needs: a release build (cargo build --release), python3, curl, rg (Debian ripgrep), wrk.
 # Usage: bench/web.sh [REPS]   (medians of REPS runs, default 5)
 set -euo pipefail
@@ -86,4 +87,8 @@ echo "download median: $(echo "$dl / 1000000" | bc) MB/s"
 
 echo "== wrk, 50 connections, the view page of a 10 MB log (last 64 KiB)"
 wrk -t2 -c50 -d10s -H "Cookie: $COOKIE" "http://$WEB/view/agent01/logs/f001.log" | tee "$W/wrk.txt"
+
+echo "== wrk, 50 connections, the JSON API with HTTP basic auth (how scripts call it)"
+BASIC=$(printf 'admin:%s' "$PW" | base64 -w0)
+wrk -t2 -c50 -d10s -H "Authorization: Basic $BASIC" "http://$WEB/api/v1/browse/agent01" | tee "$W/wrk-basic.txt"
 echo "server RSS: $(grep -E 'VmHWM' /proc/$SRV/status)"

@@ -15,6 +15,59 @@ fn log_lines(n: usize) -> String {
         .collect()
 }
 
+/// A script polling the API with basic auth pays one argon2 check, not one per request; a
+/// password change, a disabled account or a wrong password are still refused at once.
+#[tokio::test]
+async fn basic_auth_is_checked_once_and_never_outlives_a_change() {
+    let s = Server::start(|_| {}).await;
+    s.add_user("viewer1", Role::Viewer);
+    let http = reqwest::Client::new();
+    let get = |pw: &str| {
+        http.get(s.url("/api/v1/browse"))
+            .basic_auth("viewer1", Some(pw))
+            .send()
+    };
+    let checks = || async {
+        let (_, m) = Web::new(&s.base).text("/metrics").await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("logarchive_web_password_checks_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no password check counter in:\n{m}"))
+    };
+    let before = checks().await;
+    for _ in 0..20 {
+        assert_eq!(get(PASSWORD).await.unwrap().status(), 200);
+    }
+    assert_eq!(checks().await - before, 1, "20 requests, one argon2 check");
+    assert_eq!(get("wrong password").await.unwrap().status(), 401);
+
+    // A new password: the old one is refused at once, the new one works.
+    s.running
+        .users
+        .update(
+            "viewer1",
+            logarchive_ftp::users::UserUpdate {
+                password: Some("a brand new password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(get(PASSWORD).await.unwrap().status(), 401);
+    assert_eq!(get("a brand new password").await.unwrap().status(), 200);
+    // Disabled: refused although the credentials were just verified.
+    s.running
+        .users
+        .update(
+            "viewer1",
+            logarchive_ftp::users::UserUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(get("a brand new password").await.unwrap().status(), 401);
+}
+
 #[tokio::test]
 async fn login_sessions_roles_and_lockout() {
     let s = Server::start_with(|_| {}, |c| c.web.login_max_failures = 3).await;

@@ -129,28 +129,36 @@ async fn metrics(State(st): S) -> Response {
         .filter(|s| s.transfer_path.is_some())
         .count();
     let disk = dashboard::disk(&st.archive_root);
-    let body = st.metrics.render(&[
-        (
-            "logarchive_ftp_sessions",
-            "Open FTP sessions.",
-            sessions.len() as f64,
-        ),
-        (
-            "logarchive_ftp_transfers",
-            "FTP transfers in progress.",
-            transfers as f64,
-        ),
-        (
-            "logarchive_catalog_files",
-            "Files in the catalog.",
-            files as f64,
-        ),
-        (
-            "logarchive_archive_free_bytes",
-            "Free bytes on the archive's file system.",
-            disk.map_or(0.0, |d| d.free_bytes as f64),
-        ),
-    ]);
+    let counters = [(
+        "logarchive_web_password_checks_total",
+        "argon2 password verifications for web logins and API basic auth.",
+        st.auth.password_checks_run(),
+    )];
+    let body = st.metrics.render(
+        &counters,
+        &[
+            (
+                "logarchive_ftp_sessions",
+                "Open FTP sessions.",
+                sessions.len() as f64,
+            ),
+            (
+                "logarchive_ftp_transfers",
+                "FTP transfers in progress.",
+                transfers as f64,
+            ),
+            (
+                "logarchive_catalog_files",
+                "Files in the catalog.",
+                files as f64,
+            ),
+            (
+                "logarchive_archive_free_bytes",
+                "Free bytes on the archive's file system.",
+                disk.map_or(0.0, |d| d.free_bytes as f64),
+            ),
+        ],
+    );
     (
         [(
             header::CONTENT_TYPE,

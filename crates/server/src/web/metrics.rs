@@ -82,7 +82,8 @@ impl Metrics {
     }
 
     /// The exposition text; `gauges` are (name, help, value) read at scrape time.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The text exposition: our counters, then `counters` and `gauges` read at scrape time.
+    pub fn render(&self, counters: &[(&str, &str, u64)], gauges: &[(&str, &str, f64)]) -> String {
         let mut o = String::new();
         let counter = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(
@@ -173,6 +174,9 @@ impl Metrics {
             self.search_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(o, "logarchive_search_seconds_count {n}");
+        for (name, help, v) in counters {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
