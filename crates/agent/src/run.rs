@@ -54,7 +54,7 @@ pub async fn run(
     mode: Mode,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<RunSummary, AgentError> {
-    let matchers: Vec<Matcher> = cfg
+    let mut matchers: Vec<Matcher> = cfg
         .sources
         .iter()
         .map(Matcher::new)
@@ -79,6 +79,14 @@ pub async fn run(
         None => None,
     };
     let mut db = StateDb::open(&cfg.state_db)?;
+    let keys: Vec<_> = matchers
+        .iter()
+        .map(|m| (m.root.as_path(), m.prefix()))
+        .collect();
+    let ids = db.source_ids(&keys)?;
+    for (m, id) in matchers.iter_mut().zip(ids) {
+        m.id = id;
+    }
     let mut seen = scan::Seen::load(&db)?;
     let scratch = cfg
         .state_db
@@ -151,9 +159,8 @@ pub async fn run(
                     if inflight.contains(&row.id) || given_up.contains_key(&row.id) {
                         continue;
                     }
-                    // Sources are numbered by their place in the config: a row of a source that
-                    // is no longer configured has nothing left to read.
-                    let Some(source) = matchers.get(row.source) else {
+                    // A row of a source that is no longer configured has nothing left to read.
+                    let Some(source) = matchers.iter().find(|m| m.id == row.source) else {
                         db.set_state(
                             row.id,
                             FileState::Lost,

@@ -15,6 +15,8 @@ pub const HEAD: u64 = 4096;
 /// A source with its patterns compiled.
 #[derive(Debug, Clone)]
 pub struct Matcher {
+    /// The source's stable id in the state DB ([`StateDb::source_ids`]).
+    pub id: usize,
     pub root: PathBuf,
     include: GlobSet,
     exclude: GlobSet,
@@ -31,11 +33,17 @@ impl Matcher {
             b.build()
         };
         Ok(Matcher {
+            id: 0,
             root: s.root.clone(),
             include: set(&s.include)?,
             exclude: set(&s.exclude)?,
             prefix: s.prefix.trim_matches('/').to_string(),
         })
+    }
+
+    /// The remote prefix, without slashes at either end.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn wants(&self, rel: &str) -> bool {
@@ -255,7 +263,7 @@ pub fn scan_all(
 ) -> crate::state::Result<ScanReport> {
     let mut report = ScanReport::default();
     db.transaction(|db| {
-        for (i, m) in matchers.iter().enumerate() {
+        for m in matchers {
             let mut stack = vec![m.root.clone()];
             while let Some(dir) = stack.pop() {
                 let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -279,11 +287,11 @@ pub fn scan_all(
                     }
                     let Ok(meta) = entry.metadata() else { continue };
                     report.files += 1;
-                    if seen.unchanged(i, &rel, &meta) {
+                    if seen.unchanged(m.id, &rel, &meta) {
                         continue;
                     }
-                    seen.note(i, &rel, &meta);
-                    let (n, c, g) = observe(db, i, m, &rel, &meta, now_ms)?;
+                    seen.note(m.id, &rel, &meta);
+                    let (n, c, g) = observe(db, m.id, m, &rel, &meta, now_ms)?;
                     report.new += n as u64;
                     report.changed += c as u64;
                     report.new_generations += g as u64;
@@ -324,7 +332,7 @@ pub fn observe_path(
         }
         return Ok(None);
     }
-    for (i, m) in matchers.iter().enumerate() {
+    for m in matchers {
         let Some(rel) = m.rel_of(path) else { continue };
         if !m.wants(&rel) {
             continue;
@@ -335,8 +343,8 @@ pub fn observe_path(
         if !meta.is_file() {
             return Ok(None);
         }
-        observe(db, i, m, &rel, &meta, now_ms)?;
-        return Ok(db.latest(i, &rel)?.map(|r| r.id));
+        observe(db, m.id, m, &rel, &meta, now_ms)?;
+        return Ok(db.latest(m.id, &rel)?.map(|r| r.id));
     }
     Ok(None)
 }

@@ -150,9 +150,52 @@ impl StateDb {
                 UNIQUE(source, rel, generation)
              );
              CREATE INDEX IF NOT EXISTS files_todo ON files(state, first_seen_ms);
+             CREATE TABLE IF NOT EXISTS sources (
+                id INTEGER PRIMARY KEY,
+                root TEXT NOT NULL,
+                prefix TEXT NOT NULL,
+                UNIQUE(root, prefix)
+             );
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
         Ok(StateDb { conn })
+    }
+
+    /// The stable ids of the configured sources (root, prefix), in the order given; a source seen
+    /// for the first time gets a new one. Rows name their source by this id, so reordering,
+    /// adding or removing sources in the config changes nothing for the others.
+    pub fn source_ids(&self, sources: &[(&Path, &str)]) -> Result<Vec<usize>> {
+        let known: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM sources", [], |r| r.get(0))?;
+        let rows: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0))?;
+        if known == 0 && rows > 0 {
+            // A database from before this table numbered sources by their place in the config:
+            // keep those numbers for the config it is opened with.
+            for (i, (root, prefix)) in sources.iter().enumerate() {
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO sources (id, root, prefix) VALUES (?1, ?2, ?3)",
+                    params![i as i64, root.to_string_lossy(), prefix],
+                )?;
+            }
+        }
+        let mut ids = Vec::with_capacity(sources.len());
+        for (root, prefix) in sources {
+            let root = root.to_string_lossy();
+            self.conn.execute(
+                "INSERT OR IGNORE INTO sources (root, prefix) VALUES (?1, ?2)",
+                params![root, prefix],
+            )?;
+            let id: i64 = self.conn.query_row(
+                "SELECT id FROM sources WHERE root = ?1 AND prefix = ?2",
+                params![root, prefix],
+                |r| r.get(0),
+            )?;
+            ids.push(id as usize);
+        }
+        Ok(ids)
     }
 
     /// The newest generation seen at `source`/`rel`.
@@ -381,5 +424,66 @@ impl StateDb {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(source: usize, rel: &str) -> FileRow {
+        FileRow {
+            id: 0,
+            source,
+            rel: rel.into(),
+            generation: 1,
+            dev: 1,
+            ino: 1,
+            head_sha: String::new(),
+            head_len: 0,
+            size: 0,
+            mtime_ns: 0,
+            stable_since_ms: 0,
+            archived_size: 0,
+            archived_sha: None,
+            remote: format!("/{rel}"),
+            state: FileState::Pending,
+            attempts: 0,
+            last_error: None,
+            next_try_ms: 0,
+            first_seen_ms: 0,
+            archived_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn source_ids_are_stable_whatever_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("s.db")).unwrap();
+        let (a, b, c) = (Path::new("/a"), Path::new("/b"), Path::new("/c"));
+        let first = db.source_ids(&[(a, ""), (b, "x")]).unwrap();
+        let again = db.source_ids(&[(c, ""), (b, "x"), (a, "")]).unwrap();
+        assert_eq!(again[1..], [first[1], first[0]]);
+        assert!(!first.contains(&again[0]));
+        // The same root under another prefix is another source (its files go elsewhere).
+        assert!(!again.contains(&db.source_ids(&[(a, "y")]).unwrap()[0]));
+    }
+
+    #[test]
+    fn a_database_from_before_source_ids_keeps_its_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("s.db")).unwrap();
+        // Rows written when sources were numbered by their place in the config.
+        db.insert(&row(0, "a.log")).unwrap();
+        db.insert(&row(1, "b.log")).unwrap();
+        let ids = db
+            .source_ids(&[(Path::new("/a"), ""), (Path::new("/b"), "")])
+            .unwrap();
+        assert_eq!(ids, [0, 1]);
+        let later = db
+            .source_ids(&[(Path::new("/n"), ""), (Path::new("/b"), "")])
+            .unwrap();
+        assert_eq!(later[1], 1);
+        assert!(later[0] > 1);
     }
 }

@@ -543,3 +543,47 @@ async fn several_sources_map_under_their_prefixes() {
         b"kernel\n"
     );
 }
+
+/// Sources are remembered by root and prefix, not by their place in the config: reordering them
+/// and adding one in front re-sends nothing and names nothing as a new generation.
+#[tokio::test]
+async fn reordering_and_adding_sources_resends_nothing() {
+    let w = World::new().await;
+    let other = w.dir.path().join("other-src");
+    let third = w.dir.path().join("third-src");
+    write(&w.src().join("app.log"), b"app\n");
+    write(&other.join("sys/kern.log"), b"kernel\n");
+    write(&third.join("app.log"), b"a different app.log\n");
+    let first = w.config("");
+    let mut second = first.sources[0].clone();
+    second.root = other.clone();
+    second.prefix = "system".into();
+    let mut cfg = first.clone();
+    cfg.sources.push(second.clone());
+    let (_tx, rx) = watch::channel(false);
+    let s = run(cfg, Mode::Once, rx).await.unwrap();
+    assert_eq!(s.files_archived, 2);
+
+    let mut added = first.sources[0].clone();
+    added.root = third.clone();
+    added.prefix = "third".into();
+    let mut cfg = first.clone();
+    cfg.sources = vec![added, second, first.sources[0].clone()];
+    let (_tx, rx) = watch::channel(false);
+    let s = run(cfg, Mode::Once, rx).await.unwrap();
+    assert_eq!(
+        (s.files_archived, s.bytes_sent),
+        (1, 20),
+        "only the new source's file"
+    );
+    assert_eq!(
+        std::fs::read(w.home().join("third/app.log")).unwrap(),
+        b"a different app.log\n"
+    );
+    assert_eq!(std::fs::read(w.home().join("app.log")).unwrap(), b"app\n");
+    assert!(
+        !tree(&w.home()).iter().any(|(p, _)| p.contains(".~")),
+        "{:?}",
+        tree(&w.home()).iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+}
