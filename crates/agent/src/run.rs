@@ -99,10 +99,12 @@ pub async fn run(
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, mut done_rx) = mpsc::channel::<(Job, Outcome)>(cfg.max_parallel_uploads * 2);
     let mut workers = Vec::new();
+    let hash_states = crate::upload::HashStates::default();
     for _ in 0..cfg.max_parallel_uploads {
         let (rx, tx, cc) = (Arc::clone(&job_rx), done_tx.clone(), client_cfg.clone());
+        let states = hash_states.clone();
         workers.push(tokio::spawn(async move {
-            let mut up = Uploader::new(cc);
+            let mut up = Uploader::new(cc, states);
             loop {
                 let job = { rx.lock().await.recv().await };
                 let Some(job) = job else { break };
@@ -120,7 +122,7 @@ pub async fn run(
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Option<(PathBuf, bool)>>();
     let _watcher = watch_sources(&matchers, ev_tx.clone());
 
-    let mut status_up = Uploader::new(client_cfg.clone());
+    let mut status_up = Uploader::new(client_cfg.clone(), hash_states.clone());
     let mut summary = RunSummary::default();
     let mut inflight: HashSet<i64> = HashSet::new();
     let mut given_up: HashMap<i64, String> = HashMap::new();

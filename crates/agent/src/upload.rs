@@ -1,11 +1,12 @@
 //! One upload worker: its own FTP connection, the upload protocol of DESIGN.md.
 
 use logarchive_ftp::client::{
-    split_remote, Client, ClientConfig, ClientError, UploadMode, UploadOptions,
+    split_remote, Client, ClientConfig, ClientError, HashState, UploadMode, UploadOptions,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 /// What to send for one row.
 #[derive(Debug, Clone)]
@@ -33,18 +34,48 @@ pub enum Outcome {
     Failed(ClientError),
 }
 
+/// Most hash states kept (~200 bytes each); beyond it the cache starts again empty.
+const MAX_HASH_STATES: usize = 10_000;
+
+/// The SHA-256 state of what was archived of each row, shared by the workers: the next append to
+/// a growing file hashes only its new bytes instead of reading the whole file again (a 10 GB log
+/// appended to every few seconds would otherwise keep a core busy). Memory only: after a restart
+/// the first append of each file reads it once.
+#[derive(Clone, Default)]
+pub struct HashStates(Arc<Mutex<HashMap<i64, HashState>>>);
+
+impl HashStates {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, HashState>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, row: i64) -> Option<HashState> {
+        self.map().remove(&row)
+    }
+
+    fn keep(&self, row: i64, state: HashState) {
+        let mut m = self.map();
+        if m.len() >= MAX_HASH_STATES {
+            m.clear();
+        }
+        m.insert(row, state);
+    }
+}
+
 pub struct Uploader {
     cfg: ClientConfig,
     client: Option<Client>,
     dirs: HashSet<String>,
+    states: HashStates,
 }
 
 impl Uploader {
-    pub fn new(cfg: ClientConfig) -> Self {
+    pub fn new(cfg: ClientConfig, states: HashStates) -> Self {
         Uploader {
             cfg,
             client: None,
             dirs: HashSet::new(),
+            states,
         }
     }
 
@@ -94,17 +125,24 @@ impl Uploader {
             self.client().await?.ensure_dir(&dir).await?;
             self.dirs.insert(dir);
         }
+        let states = self.states.clone();
         let c = self.client().await?;
         let archived = if job.archived_size > 0 {
             job.archived_size
         } else {
-            match c.upload_verified(&job.local, &job.remote, Some(size)).await {
-                Ok(v) => {
+            match c
+                .upload_verified_hashed(&job.local, &job.remote, Some(size))
+                .await
+            {
+                Ok((v, state)) => {
+                    if let Some(state) = state {
+                        states.keep(job.id, state);
+                    }
                     return Ok(Outcome::Archived {
                         size: v.size,
                         sha256: v.sha256,
                         sent: v.bytes,
-                    })
+                    });
                 }
                 // Killed after the rename but before the state DB recorded it, and the file grew
                 // meanwhile: the final name holds the start of this file. Keep it, append the rest.
@@ -112,18 +150,21 @@ impl Uploader {
                     remote,
                     size: there,
                 }) if there < size => {
-                    if !holds_prefix(c, job, &remote, there).await? {
+                    let start =
+                        logarchive_ftp::client::local_hash_state(&job.local, Some(there)).await?;
+                    if c.remote_sha256(&remote).await? != start.sha256() {
                         return Err(ClientError::Exists {
                             remote,
                             size: there,
                         });
                     }
+                    states.keep(job.id, start);
                     there
                 }
                 Err(e) => return Err(e),
             }
         };
-        append_rest(c, job, archived, size).await
+        append_rest(c, &states, job, archived, size).await
     }
 
     /// Uploads `bytes` as the agent's status document (`/.logarchive/status.json`).
@@ -150,22 +191,13 @@ impl Uploader {
     }
 }
 
-/// Whether the server's `remote` (`there` bytes) is exactly the first `there` bytes of the local file.
-async fn holds_prefix(
-    c: &mut Client,
-    job: &Job,
-    remote: &str,
-    there: u64,
-) -> Result<bool, ClientError> {
-    let (local, _) = logarchive_ftp::client::local_sha256(&job.local, Some(there)).await?;
-    Ok(c.remote_sha256(remote).await? == local)
-}
-
 /// Grown: appends only the bytes after `archived` up to `size`, then verifies the whole file. The
 /// server may already hold part of them (an append cut short): it continues from what the server
-/// holds, never sending a byte twice.
+/// holds, never sending a byte twice. The local hash continues from the kept state when it covers
+/// exactly the bytes before the append (the file is append-only: its head was checked by the scan).
 async fn append_rest(
     c: &mut Client,
+    states: &HashStates,
     job: &Job,
     archived: u64,
     size: u64,
@@ -177,9 +209,10 @@ async fn append_rest(
             job.remote
         )));
     }
-    let (sha, sent) = if there < size {
-        let out = c
-            .upload(
+    let kept = states.take(job.id);
+    let (state, sent) = if there < size {
+        let (out, state) = c
+            .upload_hashed(
                 &job.local,
                 &job.remote,
                 UploadOptions {
@@ -189,17 +222,18 @@ async fn append_rest(
                     length: Some(size),
                     progress: None,
                 },
+                kept,
             )
             .await?;
-        (out.sha256, out.bytes)
+        (state, out.bytes)
     } else {
-        (
-            logarchive_ftp::client::local_sha256(&job.local, Some(size))
-                .await?
-                .0,
-            0,
-        )
+        let state = match kept {
+            Some(k) if k.len() == size => k,
+            _ => logarchive_ftp::client::local_hash_state(&job.local, Some(size)).await?,
+        };
+        (state, 0)
     };
+    let sha = state.sha256();
     let server = c.remote_sha256(&job.remote).await?;
     if server != sha {
         return Err(ClientError::HashMismatch {
@@ -208,6 +242,7 @@ async fn append_rest(
             server,
         });
     }
+    states.keep(job.id, state);
     Ok(Outcome::Archived {
         size,
         sha256: sha,

@@ -587,3 +587,73 @@ async fn reordering_and_adding_sources_resends_nothing() {
         tree(&w.home()).iter().map(|(p, _)| p).collect::<Vec<_>>()
     );
 }
+
+/// Bytes this process has read so far (files and sockets), from /proc/self/io.
+fn bytes_read() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar in /proc/self/io")
+}
+
+async fn wait_for_size(p: &Path, size: u64, within: Duration) {
+    let t = Instant::now();
+    while std::fs::metadata(p).map(|m| m.len()).ok() != Some(size) {
+        assert!(
+            t.elapsed() < within,
+            "{} did not reach {size} bytes within {within:?}",
+            p.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Appending to a big log hashes only the new bytes: neither the agent nor the server reads the
+/// 64 MiB already archived again (the agent keeps its hash state, the server its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_a_big_file_do_not_read_it_again() {
+    let _alone = MEASURING.lock().await;
+    let w = World::new().await;
+    let f = w.src().join("big.log");
+    write(&f, &vec![b'x'; 64 << 20]);
+    let (stop, rx) = watch::channel(false);
+    let agent = tokio::spawn(run(w.config(""), Mode::Forever, rx));
+    let mut size = 64u64 << 20;
+    wait_for_size(&w.home().join("big.log"), size, Duration::from_secs(60)).await;
+    let before = bytes_read();
+    for i in 0..3 {
+        let line = format!("appended line {i}\n");
+        append(&f, line.as_bytes());
+        size += line.len() as u64;
+        wait_for_size(&w.home().join("big.log"), size, Duration::from_secs(30)).await;
+    }
+    // Wait for the verification of the last append (the row is archived at that size).
+    let t = Instant::now();
+    loop {
+        let doc = std::fs::read(w.home().join(".logarchive/status.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
+        if v["bytes_archived"] == size && v["backlog_files"] == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not verified: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = bytes_read() - before;
+    eprintln!("three appends to a 64 MiB file read {read} bytes");
+    assert!(
+        read < 8 << 20,
+        "three appends of a few bytes read {read} bytes (the file is 64 MiB)"
+    );
+    assert_eq!(
+        std::fs::read(w.home().join("big.log")).unwrap(),
+        std::fs::read(&f).unwrap()
+    );
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("clean stop")
+        .unwrap()
+        .unwrap();
+}

@@ -115,6 +115,37 @@ pub struct VerifiedUpload {
     pub already_present: bool,
 }
 
+/// The SHA-256 state of a local file's first [`HashState::len`] bytes. Kept between transfers, it
+/// lets the next append to a large, growing file hash only the new bytes instead of reading the
+/// whole file again ([`Client::upload_hashed`]).
+#[derive(Clone)]
+pub struct HashState {
+    len: u64,
+    hasher: Sha256,
+}
+
+impl HashState {
+    /// How many bytes from the start of the file the state covers.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The SHA-256 (hex) of those bytes.
+    pub fn sha256(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl std::fmt::Debug for HashState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashState").field("len", &self.len).finish()
+    }
+}
+
 /// A connection to one server and account.
 pub struct Client {
     cfg: ClientConfig,
@@ -484,6 +515,20 @@ impl Client {
         remote: &str,
         opts: UploadOptions,
     ) -> Result<TransferOutcome> {
+        Ok(self.upload_hashed(local, remote, opts, None).await?.0)
+    }
+
+    /// [`Client::upload`] that takes the hash of the local bytes before the upload's start from
+    /// `prefix` (kept from an earlier transfer of this file) when it covers exactly those bytes,
+    /// instead of reading them again, and returns the state after the whole file for the next
+    /// append. The caller vouches that those bytes did not change since.
+    pub async fn upload_hashed(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        opts: UploadOptions,
+        prefix: Option<HashState>,
+    ) -> Result<(TransferOutcome, HashState)> {
         let remote = self.absolute(remote);
         let mut file = tokio::fs::File::open(local)
             .await
@@ -505,9 +550,16 @@ impl Client {
                 "{remote} already holds {remote_at} bytes, more than the {end} bytes to send"
             )));
         }
-        // The hash covers the whole resulting file: hash the part that is already there.
-        let mut hasher = Sha256::new();
-        hash_prefix(&mut file, remote_at, &mut hasher).await?;
+        // The hash covers the whole resulting file: hash the part that is already there (or take
+        // it from the caller).
+        let mut hasher = match prefix {
+            Some(p) if p.len == remote_at => p.hasher,
+            _ => {
+                let mut h = Sha256::new();
+                hash_prefix(&mut file, remote_at, &mut h).await?;
+                h
+            }
+        };
         let mut sent = 0u64;
         let mut failures = 0;
         loop {
@@ -543,11 +595,16 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        Ok(TransferOutcome {
+        let state = HashState {
+            len: end,
+            hasher: hasher.clone(),
+        };
+        let outcome = TransferOutcome {
             bytes: sent,
             sha256: hex::encode(hasher.finalize()),
             size: end,
-        })
+        };
+        Ok((outcome, state))
     }
 
     async fn remote_size_or_zero(&mut self, remote: &str) -> Result<u64> {
@@ -813,6 +870,30 @@ impl Client {
         length: Option<u64>,
         progress: Option<Progress>,
     ) -> Result<VerifiedUpload> {
+        Ok(self
+            .verified_upload(local, remote, length, progress)
+            .await?
+            .0)
+    }
+
+    /// [`Client::upload_verified`] that also returns the hash state of what it sent (`None` when
+    /// the final name already held the bytes), for a later [`Client::upload_hashed`] append.
+    pub async fn upload_verified_hashed(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        length: Option<u64>,
+    ) -> Result<(VerifiedUpload, Option<HashState>)> {
+        self.verified_upload(local, remote, length, None).await
+    }
+
+    async fn verified_upload(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        length: Option<u64>,
+        progress: Option<Progress>,
+    ) -> Result<(VerifiedUpload, Option<HashState>)> {
         let remote = self.absolute(remote);
         let (dir, name) = split_remote(&remote);
         if name.is_empty() {
@@ -821,7 +902,7 @@ impl Client {
         let temp = join_remote(dir, &temp_name_for(name));
         // Never replace a final name, whatever the account may do: same bytes = done.
         if let Some(done) = self.already_there(local, &remote, length).await? {
-            return Ok(done);
+            return Ok((done, None));
         }
         // Most uploads are fresh: STOR straight away (a round trip less than asking for the
         // temporary file's size first). If an earlier attempt left a temporary file, that STOR is
@@ -831,15 +912,15 @@ impl Client {
             length,
             progress: progress.clone(),
         };
-        let out = match self.upload(local, &temp, fresh).await {
-            Ok(out) => out,
+        let (out, state) = match self.upload_hashed(local, &temp, fresh, None).await {
+            Ok(done) => done,
             Err(ClientError::Permission(_)) => {
                 let resume = UploadOptions {
                     mode: UploadMode::Resume,
                     length,
                     progress,
                 };
-                self.upload(local, &temp, resume).await?
+                self.upload_hashed(local, &temp, resume, None).await?
             }
             Err(e) => return Err(e),
         };
@@ -854,19 +935,21 @@ impl Client {
         if let Err(e) = self.rename(&temp, &remote).await {
             // A retried RNTO after a lost reply, or a concurrent upload: the final may be ours.
             if let Some(done) = self.already_there(local, &remote, length).await? {
-                return Ok(VerifiedUpload {
+                let done = VerifiedUpload {
                     bytes: out.bytes,
                     ..done
-                });
+                };
+                return Ok((done, Some(state)));
             }
             return Err(e);
         }
-        Ok(VerifiedUpload {
+        let done = VerifiedUpload {
             bytes: out.bytes,
             sha256: out.sha256,
             size: out.size,
             already_present: false,
-        })
+        };
+        Ok((done, Some(state)))
     }
 
     /// `Some` if `remote` exists with exactly the local bytes (the first `length` of them).
@@ -948,6 +1031,12 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Sha256) 
 
 /// SHA-256 and length of the first `length` bytes (or all) of a local file.
 pub async fn local_sha256(path: &Path, length: Option<u64>) -> Result<(String, u64)> {
+    let state = local_hash_state(path, length).await?;
+    Ok((state.sha256(), state.len()))
+}
+
+/// The hash state of the first `length` bytes (or all) of a local file.
+pub async fn local_hash_state(path: &Path, length: Option<u64>) -> Result<HashState> {
     let mut f = tokio::fs::File::open(path)
         .await
         .map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
@@ -957,7 +1046,7 @@ pub async fn local_sha256(path: &Path, length: Option<u64>) -> Result<(String, u
         .map_err(|e| ClientError::io("reading local size", e))?
         .len();
     let n = length.unwrap_or(len).min(len);
-    let mut h = Sha256::new();
-    hash_prefix(&mut f, n, &mut h).await?;
-    Ok((hex::encode(h.finalize()), n))
+    let mut hasher = Sha256::new();
+    hash_prefix(&mut f, n, &mut hasher).await?;
+    Ok(HashState { len: n, hasher })
 }
