@@ -319,6 +319,19 @@ async fn permission_errors_are_reported_and_retried_later() {
     assert_eq!(std::fs::read(w.home().join("a.log")).unwrap(), b"data\n");
 }
 
+/// Asks a running agent to stop and waits (bounded) for its clean exit.
+async fn stop_agent(
+    stop: watch::Sender<bool>,
+    agent: tokio::task::JoinHandle<Result<logarchive_agent::RunSummary, AgentError>>,
+) {
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("clean stop within 30 s")
+        .unwrap()
+        .unwrap();
+}
+
 async fn wait_for_file(p: &Path, content: &[u8], within: Duration) -> Duration {
     let t = Instant::now();
     while std::fs::read(p).ok().as_deref() != Some(content) {
@@ -379,12 +392,7 @@ async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_la
     )
     .await;
 
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), agent)
-        .await
-        .expect("clean stop")
-        .unwrap()
-        .unwrap();
+    stop_agent(stop, agent).await;
 }
 
 #[test]
@@ -650,10 +658,5 @@ async fn appends_to_a_big_file_do_not_read_it_again() {
         std::fs::read(w.home().join("big.log")).unwrap(),
         std::fs::read(&f).unwrap()
     );
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), agent)
-        .await
-        .expect("clean stop")
-        .unwrap()
-        .unwrap();
+    stop_agent(stop, agent).await;
 }

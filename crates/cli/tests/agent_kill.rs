@@ -2,11 +2,10 @@
 //! up byte-identical to the source, with no file twice and no temporary file left.
 
 use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{add_user, bin, server_command, start_server, tree, Killed, Rng};
+use support::{add_user, bin, server_command, spawn_agent, start_server, tree, Rng};
 
 #[test]
 fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
@@ -56,13 +55,7 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
 
     let mut rng = Rng(12345);
     for round in 0..20 {
-        let mut agent = Killed::spawn(
-            bin()
-                .args(["agent", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let mut agent = spawn_agent(&config);
         // A random moment to kill at: this is the fault being injected, not synchronisation.
         std::thread::sleep(Duration::from_millis(150 + rng.next() % 600));
         agent.kill_now(); // SIGKILL
@@ -114,13 +107,7 @@ fn sigkill_twenty_times_mid_upload_loses_and_duplicates_nothing() {
         &format!("metrics_listen = \"{maddr}\"\n[[source]]"),
     );
     std::fs::write(&config, text).unwrap();
-    let mut agent = Killed::spawn(
-        bin()
-            .args(["agent", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut agent = spawn_agent(&config);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(maddr).is_err() {
         assert!(Instant::now() < deadline, "agent did not come up");

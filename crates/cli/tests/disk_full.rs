@@ -3,11 +3,11 @@
 //! disk, keeps its files, and completes once space is freed (the tmpfs is grown).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{add_user, bin, server_command, start_server, tree, Killed};
+use support::{add_user, bin, server_command, spawn_agent, start_server, tree};
 
 /// Unmounts on drop, whatever happened.
 struct Mount(PathBuf);
@@ -83,13 +83,7 @@ fn a_full_disk_is_reported_and_the_upload_completes_once_space_is_freed() {
         ),
     )
     .unwrap();
-    let agent = Killed::spawn(
-        bin()
-            .args(["agent", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let agent = spawn_agent(&config);
 
     // The agent reports the full disk and keeps what it could not send.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const FILES: usize = 2000;
@@ -12,7 +11,7 @@ const AGENT_KILLS: usize = 50;
 const SERVER_KILLS: usize = 20;
 
 mod support;
-use support::{add_user, base64, bin, server_command, sha_tree, start_server, Killed, Rng};
+use support::{add_user, base64, bin, server_command, sha_tree, spawn_agent, start_server, Rng};
 
 fn http_get(web: &str, path: &str, auth: &str) -> String {
     let mut s = TcpStream::connect(web).unwrap();
@@ -75,13 +74,7 @@ fn agent_and_server_killed_at_random_moments_lose_and_duplicate_nothing() {
     // 50 agent kills; every 5th round also kills the server and starts it again on its port.
     let (mut agent_kills, mut server_kills) = (0, 0);
     for round in 0..AGENT_KILLS {
-        let mut agent = Killed::spawn(
-            bin()
-                .args(["agent", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let mut agent = spawn_agent(&config);
         // Random moments: the faults being injected, not synchronisation.
         std::thread::sleep(Duration::from_millis(100 + rng.next() % 500));
         if round % (AGENT_KILLS / SERVER_KILLS) == 1 && server_kills < SERVER_KILLS {

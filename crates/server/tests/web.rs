@@ -55,16 +55,7 @@ async fn basic_auth_is_checked_once_and_never_outlives_a_change() {
     assert_eq!(get(PASSWORD).await.unwrap().status(), 401);
     assert_eq!(get("a brand new password").await.unwrap().status(), 200);
     // Disabled: refused although the credentials were just verified.
-    s.running
-        .users
-        .update(
-            "viewer1",
-            logarchive_ftp::users::UserUpdate {
-                enabled: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    s.disable("viewer1");
     assert_eq!(get("a brand new password").await.unwrap().status(), 401);
 }
 
@@ -125,16 +116,7 @@ async fn login_sessions_roles_and_lockout() {
     assert_eq!(r.status(), 200);
 
     // Disabling the account ends its open session at once.
-    s.running
-        .users
-        .update(
-            "viewer1",
-            logarchive_ftp::users::UserUpdate {
-                enabled: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    s.disable("viewer1");
     assert_eq!(v.get("/api/v1/browse").send().await.unwrap().status(), 401);
 
     // Logging out ends the session on the server, not only in the browser.

@@ -104,6 +104,17 @@ pub fn add_user(data: &Path, name: &str, password: &str, extra: &[&str]) {
     assert!(status.success(), "user add {name} failed: {status}");
 }
 
+/// `logarchive agent --config CONFIG` in the background, output discarded.
+pub fn spawn_agent(config: &Path) -> Killed {
+    Killed::spawn(
+        bin()
+            .args(["agent", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// `logarchive server --data DATA --ftp-listen FTP --web-listen 127.0.0.1:0`.
 pub fn server_command(data: &Path, ftp: &str) -> Command {
     let mut c = bin();

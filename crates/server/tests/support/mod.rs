@@ -88,6 +88,20 @@ impl Server {
             .unwrap();
     }
 
+    /// Disables an account through the users file API (as the CLI would).
+    pub fn disable(&self, name: &str) {
+        self.running
+            .users
+            .update(
+                name,
+                logarchive_ftp::users::UserUpdate {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
     pub async fn ftp(&self, user: &str, password: &str) -> Result<Client, String> {
         let mut cfg = ClientConfig::new(
             "127.0.0.1",
