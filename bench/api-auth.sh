@@ -6,12 +6,9 @@ BIN=${1:-$(cd "$(dirname "$0")/.." && pwd)/target/release/logarchive}
 W=$(mktemp -d /dev/shm/basicbench.XXXX)
 mkdir -p $W/data/archive/agent01/logs
 for i in $(seq 20); do echo "line $i" > $W/data/archive/agent01/logs/f$i.log; done
-"$BIN" server --data "$W/data" --ftp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0 >"$W/server.out" 2>/dev/null &
-SRV=$!
-trap 'kill $SRV 2>/dev/null || true; rm -rf $W' EXIT
-for _ in $(seq 100); do grep -q "web on" "$W/server.out" 2>/dev/null && break; sleep 0.1; done
-WEB=$(sed -n 's/.*web on http:\/\/\([^/]*\)\/.*/\1/p' "$W/server.out")
-PW=$(sed -n "s/.*password '\([^']*\)'.*/\1/p" "$W/server.out")
+. "$(dirname "$0")/start-server.sh"
+trap 'kill ${SRV:-} 2>/dev/null || true; rm -rf $W' EXIT
+start_server "$BIN" "$W/data" "$W/server.out"
 BASIC=$(printf 'admin:%s' "$PW" | base64 -w0)
 curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Basic $BASIC" "http://$WEB/api/v1/browse/agent01"
 wrk -t2 -c50 -d10s -H "Authorization: Basic $BASIC" "http://$WEB/api/v1/browse/agent01" | grep -E "Requests/sec|Latency|Non-2xx"

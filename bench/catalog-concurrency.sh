@@ -15,12 +15,9 @@ for d in range(200):
     for f in range(1000):
         open(f"{p}/app-{d:03d}-{f:04d}.log", "w").close()
 PY
-"$BIN" server --data "$W/data" --ftp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0 >"$W/server.out" 2>/dev/null &
-SRV=$!
-trap 'kill $SRV 2>/dev/null || true; kill $GLOBS 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "web on" "$W/server.out" 2>/dev/null && break; sleep 0.1; done
-WEB=$(sed -n 's/.*web on http:\/\/\([^/]*\)\/.*/\1/p' "$W/server.out")
-PW=$(sed -n "s/.*password '\([^']*\)'.*/\1/p" "$W/server.out")
+. "$(dirname "$0")/start-server.sh"
+trap 'kill ${SRV:-} ${GLOBS:-} 2>/dev/null || true' EXIT
+start_server "$BIN" "$W/data" "$W/server.out"
 AUTH="Authorization: Basic $(printf 'admin:%s' "$PW" | base64 -w0)"
 for _ in $(seq 600); do
   n=$(curl -s "http://$WEB/metrics" | sed -n 's/^logarchive_catalog_files \(.*\)/\1/p')

@@ -47,12 +47,9 @@ PY
 du -sh "$A/logs" "$A/big.log" "$A/dl.bin"
 
 echo "== starting the server"
-"$BIN" server --data "$W/data" --ftp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0 >"$W/server.out" 2>"$W/server.err" &
-SRV=$!
-trap 'kill $SRV 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "web on" "$W/server.out" 2>/dev/null && break; sleep 0.1; done
-WEB=$(sed -n 's/.*web on http:\/\/\([^/]*\)\/.*/\1/p' "$W/server.out")
-PW=$(sed -n "s/.*password '\([^']*\)'.*/\1/p" "$W/server.out")
+. "$ROOT/bench/start-server.sh"
+trap 'kill ${SRV:-} 2>/dev/null || true' EXIT
+start_server "$BIN" "$W/data" "$W/server.out"
 for _ in $(seq 300); do
   n=$(curl -s -u "admin:$PW" "http://$WEB/metrics" | sed -n 's/^logarchive_catalog_files \(.*\)/\1/p')
   [ "${n:-0}" -ge 102 ] && break; sleep 0.1

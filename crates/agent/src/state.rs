@@ -165,13 +165,13 @@ impl StateDb {
     /// for the first time gets a new one. Rows name their source by this id, so reordering,
     /// adding or removing sources in the config changes nothing for the others.
     pub fn source_ids(&self, sources: &[(&Path, &str)]) -> Result<Vec<usize>> {
-        let known: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM sources", [], |r| r.get(0))?;
-        let rows: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0))?;
-        if known == 0 && rows > 0 {
+        // Existence, not counts: this runs at every start, on tables of any size.
+        let older: bool = self.conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM sources) AND EXISTS (SELECT 1 FROM files)",
+            [],
+            |r| r.get(0),
+        )?;
+        if older {
             // A database from before this table numbered sources by their place in the config:
             // keep those numbers for the config it is opened with.
             for (i, (root, prefix)) in sources.iter().enumerate() {

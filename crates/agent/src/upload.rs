@@ -228,7 +228,7 @@ async fn append_rest(
         (state, out.bytes)
     } else {
         let state = match kept {
-            Some(k) if k.len() == size => k,
+            Some(k) if k.size() == size => k,
             _ => logarchive_ftp::client::local_hash_state(&job.local, Some(size)).await?,
         };
         (state, 0)

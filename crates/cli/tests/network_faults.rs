@@ -64,15 +64,27 @@ fn backlog(config: &Path) -> Option<u64> {
         .filter(|_| v["files_archived"].as_u64() > Some(0))
 }
 
-/// Waits until the archive equals the source, with a bound.
-fn wait_synced(config: &Path, src: &Path, archive: &Path, within: Duration) {
+/// No upload left under its temporary name, no file archived twice as a new generation.
+fn assert_no_temporary_or_duplicate(got: &[(String, Vec<u8>)]) {
+    assert!(!got
+        .iter()
+        .any(|(p, _)| p.contains("logarchive-tmp") || p.contains(".~")));
+}
+
+/// Waits until the archive equals the source, with a bound; returns the archive's files.
+fn wait_synced(
+    config: &Path,
+    src: &Path,
+    archive: &Path,
+    within: Duration,
+) -> Vec<(String, Vec<u8>)> {
     let want = tree(src);
     let deadline = Instant::now() + within;
     loop {
         if backlog(config) == Some(0) {
             let got = tree(archive);
             if got == want {
-                return;
+                return got;
             }
         }
         if Instant::now() >= deadline {
@@ -264,16 +276,14 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
             .stderr(log),
     );
     let (c2, s2, a2) = (config.clone(), src.clone(), data.join("archive/agent01"));
-    tokio::task::spawn_blocking(move || wait_synced(&c2, &s2, &a2, Duration::from_secs(120)))
-        .await
-        .unwrap();
+    let got =
+        tokio::task::spawn_blocking(move || wait_synced(&c2, &s2, &a2, Duration::from_secs(120)))
+            .await
+            .unwrap();
     drop(agent);
     let log = std::fs::read_to_string(d.path().join("agent.log")).unwrap_or_default();
     let interrupted = log.lines().filter(|l| l.contains("interrupted")).count();
-    let got = tree(&data.join("archive/agent01"));
-    assert!(!got
-        .iter()
-        .any(|(p, _)| p.contains("logarchive-tmp") || p.contains(".~")));
+    assert_no_temporary_or_duplicate(&got);
     println!(
         "proxy: {} connections, {} cut, {} delayed, {} refused; {interrupted} transfers resumed; 300 files synchronised, none lost or twice",
         faults.connections.load(Ordering::Relaxed),
@@ -422,16 +432,13 @@ fn a_30_second_partition_between_namespaces_loses_nothing() {
     std::thread::sleep(Duration::from_secs(30)); // the fault: a 30 s partition
     let after_partition = tree(&data.join("archive/agent01")).len();
     ns.link(true);
-    wait_synced(
+    let got = wait_synced(
         &config,
         &src,
         &data.join("archive/agent01"),
         Duration::from_secs(180),
     );
-    let got = tree(&data.join("archive/agent01"));
-    assert!(!got
-        .iter()
-        .any(|(p, _)| p.contains("logarchive-tmp") || p.contains(".~")));
+    assert_no_temporary_or_duplicate(&got);
     println!(
         "partition: 30 s with the link down ({during} -> {after_partition} files on the server meanwhile); afterwards all {} files synchronised",
         got.len()

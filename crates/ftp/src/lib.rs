@@ -17,6 +17,8 @@ pub mod fuzzing {
     pub fn virtual_path(bytes: &[u8]) -> Option<std::path::PathBuf> {
         use std::os::unix::ffi::OsStrExt;
         let p = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes));
-        crate::server::vpath_relative(p)
+        crate::server::vpath::VirtualPath::parse(p)
+            .ok()
+            .map(|v| v.relative())
     }
 }

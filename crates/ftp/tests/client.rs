@@ -158,6 +158,27 @@ async fn every_call(s: &TestServer) {
         &bytes[..100]
     );
     assert_eq!(v.size, 100);
+    let again = c
+        .upload_verified(&f, "/agent01/head.txt", Some(100))
+        .await
+        .unwrap();
+    assert!(again.already_present, "the same first 100 bytes");
+    // A final name holding other bytes is never replaced: another size, or the same size with
+    // other content, is a typed error naming what the server holds.
+    match c.upload_verified(&f, "/agent01/head.txt", None).await {
+        Err(ClientError::Exists { size: 100, .. }) => {}
+        other => panic!("expected Exists (100 bytes), got {other:?}"),
+    }
+    let same_size = tmp.path().join("same-size");
+    std::fs::write(&same_size, vec![b'z'; bytes.len()]).unwrap();
+    match c.upload_verified(&same_size, "/agent01/v.txt", None).await {
+        Err(ClientError::Exists { size, .. }) if size == bytes.len() as u64 => {}
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(s.archive().join("agent01/head.txt")).unwrap(),
+        &bytes[..100]
+    );
 
     c.rename("r.txt", "renamed.txt").await.unwrap();
     c.delete("renamed.txt").await.unwrap();

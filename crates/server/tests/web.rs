@@ -195,6 +195,20 @@ async fn forms_need_the_csrf_token_and_the_same_origin() {
         "{html}"
     );
     assert!(s.running.users.get("viewer2").is_some());
+    // The page refuses to remove the account that is using it, and says why.
+    let r = a
+        .post("/admin/users/admin/delete")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the admin page, with the error on it");
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("you cannot remove your own account"),
+        "{html}"
+    );
+    assert!(s.running.users.get("admin").is_some());
     // A login form posted from another site is refused too.
     let r = Web::new(&s.base)
         .http

@@ -115,7 +115,7 @@ pub struct VerifiedUpload {
     pub already_present: bool,
 }
 
-/// The SHA-256 state of a local file's first [`HashState::len`] bytes. Kept between transfers, it
+/// The SHA-256 state of a local file's first [`HashState::size`] bytes. Kept between transfers, it
 /// lets the next append to a large, growing file hash only the new bytes instead of reading the
 /// whole file again ([`Client::upload_hashed`]).
 #[derive(Clone)]
@@ -126,12 +126,8 @@ pub struct HashState {
 
 impl HashState {
     /// How many bytes from the start of the file the state covers.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The SHA-256 (hex) of those bytes.
@@ -962,7 +958,6 @@ impl Client {
         let Some(entry) = self.stat(remote).await? else {
             return Ok(None);
         };
-        let (sha, size) = local_sha256(local, length).await?;
         if entry.kind != EntryKind::File {
             return Err(ClientError::Invalid(format!(
                 "{remote} exists and is not a file"
@@ -972,9 +967,15 @@ impl Client {
             remote: remote.to_string(),
             size: entry.size,
         };
-        if entry.size != size {
+        // Sizes first: a final of another size is told without reading the local file at all.
+        let local_len = tokio::fs::metadata(local)
+            .await
+            .map_err(|e| ClientError::io(format!("reading {}", local.display()), e))?
+            .len();
+        if entry.size != length.unwrap_or(local_len).min(local_len) {
             return Err(other());
         }
+        let (sha, size) = local_sha256(local, Some(entry.size)).await?;
         if self.remote_sha256(remote).await? != sha {
             return Err(other());
         }
@@ -1032,7 +1033,7 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Sha256) 
 /// SHA-256 and length of the first `length` bytes (or all) of a local file.
 pub async fn local_sha256(path: &Path, length: Option<u64>) -> Result<(String, u64)> {
     let state = local_hash_state(path, length).await?;
-    Ok((state.sha256(), state.len()))
+    Ok((state.sha256(), state.size()))
 }
 
 /// The hash state of the first `length` bytes (or all) of a local file.

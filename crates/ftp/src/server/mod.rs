@@ -18,7 +18,7 @@ mod storage;
 mod throttle;
 mod tls;
 mod transfer;
-mod vpath;
+pub(crate) mod vpath;
 mod zerocopy;
 
 pub use auth::FtpUser;
@@ -26,11 +26,6 @@ pub use events::FtpEvent;
 pub use fsops::HomeDir;
 pub use lockout::Lockout;
 
-/// For the fuzz targets: a client's path as the storage back-end would open it.
-#[doc(hidden)]
-pub fn vpath_relative(p: &std::path::Path) -> Option<std::path::PathBuf> {
-    vpath::VirtualPath::parse(p).ok().map(|v| v.relative())
-}
 pub use sessions::SessionInfo;
 pub use storage::ArchiveStorage;
 pub use tls::{

@@ -81,8 +81,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; `gauges` are (name, help, value) read at scrape time.
-    /// The text exposition: our counters, then `counters` and `gauges` read at scrape time.
+    /// The exposition text: our own counters, then `counters` and `gauges` (name, help, value)
+    /// read elsewhere at scrape time.
     pub fn render(&self, counters: &[(&str, &str, u64)], gauges: &[(&str, &str, f64)]) -> String {
         let mut o = String::new();
         let counter = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {

@@ -184,14 +184,13 @@ pub fn update(st: &WebState, name: &str, f: &UserForm) -> Result<UserView, WebEr
         tls_required: given(&f.tls_required).map(parse_bool).transpose()?,
     };
     let rec = st.users.update(name, change)?;
-    let v = UserView::of(name, &rec);
-    if !v.enabled {
+    if !rec.enabled {
         st.auth.close_sessions_of(name);
         st.ftp.disconnect_user(name);
     } else if rec.web_role == WebRole::None {
         st.auth.close_sessions_of(name);
     }
-    Ok(v)
+    Ok(UserView::of(name, &rec))
 }
 
 /// Removes an account, never the caller's own (`by`); its web and FTP sessions end at once.
