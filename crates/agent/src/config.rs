@@ -20,8 +20,14 @@ pub struct AgentConfig {
     pub state_db: PathBuf,
     #[serde(default = "d_scan", with = "humantime_serde")]
     pub scan_interval: Duration,
+    /// A file that does not change for this long is complete as it is: a file written whole is
+    /// sent once it is quiet, and a growing log's unterminated last line is sent then.
     #[serde(default = "d_quiet", with = "humantime_serde")]
     pub quiet_period: Duration,
+    /// How far behind its writer a growing file may fall: its whole lines are appended to the
+    /// archive at least every `max_lag / 2` while it grows (when the server keeps up).
+    #[serde(default = "d_max_lag", with = "humantime_serde")]
+    pub max_lag: Duration,
     #[serde(default = "d_parallel")]
     pub max_parallel_uploads: usize,
     #[serde(default)]
@@ -55,6 +61,9 @@ fn d_scan() -> Duration {
 }
 fn d_quiet() -> Duration {
     Duration::from_secs(5)
+}
+fn d_max_lag() -> Duration {
+    Duration::from_secs(2)
 }
 fn d_parallel() -> usize {
     2
@@ -104,6 +113,9 @@ impl AgentConfig {
         logarchive_ftp::client::FtpUrl::parse(&self.server).map_err(|e| format!("server: {e}"))?;
         if self.sources.is_empty() {
             return Err("no [[source]]: name at least one folder to collect".into());
+        }
+        if self.max_lag < Duration::from_millis(100) {
+            return Err("max_lag: must be at least 100ms".into());
         }
         if self.max_parallel_uploads == 0 {
             return Err("max_parallel_uploads: must be at least 1".into());
@@ -171,6 +183,10 @@ root = "/var/log/app"
     fn defaults_and_validation() {
         let c = AgentConfig::parse(GOOD).unwrap();
         assert_eq!(c.scan_interval, Duration::from_secs(30));
+        assert_eq!(c.max_lag, Duration::from_secs(2));
+        let e = AgentConfig::parse(&GOOD.replace("[[source]]", "max_lag = \"10ms\"\n[[source]]"))
+            .unwrap_err();
+        assert!(e.contains("max_lag"), "{e}");
         assert_eq!(c.sources[0].include, vec!["**/*.log", "**/*.txt"]);
         let e = AgentConfig::parse(&GOOD.replace("user =", "usr =")).unwrap_err();
         assert!(e.contains("usr"), "{e}");

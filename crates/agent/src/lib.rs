@@ -3,11 +3,14 @@
 //! has grown, so that `<root>/<rel>` lands at `/<agent>/<prefix>/<rel>` on the archive server.
 
 pub mod config;
+mod inbox;
 pub mod metrics;
+pub mod rotated;
 mod run;
 pub mod scan;
 pub mod state;
 pub mod status;
+pub mod track;
 mod upload;
 
 pub use run::{run, AgentError, Mode, RunSummary};

@@ -15,9 +15,23 @@ pub struct Metrics {
     pub backlog_files: AtomicU64,
     pub backlog_bytes: AtomicU64,
     pub last_scan_ms: AtomicI64,
+    pub max_lag_seconds: AtomicU64,
+    pub max_lag_bytes: AtomicU64,
+    /// The files furthest behind (path, bytes, seconds), from the last status.
+    pub lagging: std::sync::Mutex<Vec<crate::state::Lag>>,
 }
 
 impl Metrics {
+    /// Refreshes the gauges from the state DB's totals.
+    pub fn set_totals(&self, t: &crate::state::Totals) {
+        self.backlog_files.store(t.backlog_files, Ordering::Relaxed);
+        self.backlog_bytes.store(t.backlog_bytes, Ordering::Relaxed);
+        self.max_lag_seconds
+            .store(t.max_lag_seconds, Ordering::Relaxed);
+        self.max_lag_bytes.store(t.max_lag_bytes, Ordering::Relaxed);
+        *self.lagging.lock().unwrap_or_else(|p| p.into_inner()) = t.lagging.clone();
+    }
+
     pub fn render(&self, agent: &str) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let agent = agent.replace(['"', '\\', '\n'], "_");
@@ -59,10 +73,50 @@ impl Metrics {
                 "Bytes still to send.",
                 g(&self.backlog_bytes),
             ),
+            (
+                "logarchive_agent_max_lag_seconds",
+                "gauge",
+                "How long the file furthest behind its writer has been behind.",
+                g(&self.max_lag_seconds),
+            ),
+            (
+                "logarchive_agent_max_lag_bytes",
+                "gauge",
+                "Bytes the file furthest behind its writer still has to send.",
+                g(&self.max_lag_bytes),
+            ),
         ] {
             s.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{agent=\"{agent}\"}} {v}\n"
             ));
+        }
+        let lagging = self
+            .lagging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help) in [
+            (
+                "logarchive_agent_file_lag_seconds",
+                "Seconds behind its writer, per file (the 10 furthest behind).",
+            ),
+            (
+                "logarchive_agent_file_lag_bytes",
+                "Bytes behind its writer, per file (the 10 furthest behind).",
+            ),
+        ] {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for l in &lagging {
+                let path = l.path.replace(['"', '\\', '\n'], "_");
+                let v = if name.ends_with("seconds") {
+                    l.seconds
+                } else {
+                    l.bytes
+                };
+                s.push_str(&format!(
+                    "{name}{{agent=\"{agent}\",path=\"{path}\"}} {v}\n"
+                ));
+            }
         }
         let last = self.last_scan_ms.load(Ordering::Relaxed) as f64 / 1000.0;
         s.push_str(&format!(

@@ -1,16 +1,20 @@
-//! The agent's main loop: scan, dispatch ready files to the upload workers, record outcomes,
-//! publish status; react to file-system events; stop cleanly.
+//! The agent's wiring: the tracker on a thread of its own (scans, events, the state DB), upload
+//! workers on the async runtime (each its own FTP connection), a status publisher, and a clean
+//! stop. Everything that wakes the tracker goes through the [`Inbox`].
 
 use crate::config::AgentConfig;
-use crate::scan::{self, Matcher};
-use crate::state::{FileState, StateDb};
+use crate::inbox::{Batch, Inbox};
+use crate::scan::Matcher;
+use crate::state::StateDb;
 use crate::status;
-use crate::upload::{Job, Outcome, Uploader};
+use crate::track::{OpenFiles, Timing, Tracker};
+use crate::upload::{HashStates, Job, Uploader};
 use logarchive_ftp::client::{ClientConfig, FtpUrl};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +43,7 @@ pub struct RunSummary {
     pub scans: u64,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -54,6 +58,7 @@ pub async fn run(
     mode: Mode,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<RunSummary, AgentError> {
+    // Patterns are checked before the state DB is opened: a bad config changes nothing.
     let mut matchers: Vec<Matcher> = cfg
         .sources
         .iter()
@@ -78,7 +83,7 @@ pub async fn run(
         ),
         None => None,
     };
-    let mut db = StateDb::open(&cfg.state_db)?;
+    let db = StateDb::open(&cfg.state_db)?;
     let keys: Vec<_> = matchers
         .iter()
         .map(|m| (m.root.as_path(), m.prefix()))
@@ -87,255 +92,284 @@ pub async fn run(
     for (m, id) in matchers.iter_mut().zip(ids) {
         m.id = id;
     }
-    let mut seen = scan::Seen::load(&db)?;
     let scratch = cfg
         .state_db
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let scan_ms = cfg.scan_interval.as_millis() as i64;
+    let timing = Timing {
+        quiet_ms: cfg.quiet_period.as_millis() as i64,
+        interval_ms: (cfg.max_lag.as_millis() / 2) as i64,
+        orphan_wait_ms: if mode == Mode::Once {
+            0
+        } else {
+            (3 * scan_ms).max(10_000)
+        },
+    };
+    let inbox = Arc::new(Inbox::default());
+    let mut tracker = Tracker::new(
+        db,
+        matchers.clone(),
+        timing,
+        scratch.join("agent-scratch"),
+        OpenFiles::cap_from_rlimit(),
+    )?;
+    let ib = Arc::clone(&inbox);
+    match crate::rotated::Inflater::start(move |i| ib.inflated(i)) {
+        Ok(i) => tracker.set_inflater(i),
+        Err(e) => tracing::warn!("compressed rotated logs will not be recognised: {e}"),
+    }
 
     // Workers: each its own connection.
     let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.max_parallel_uploads);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (done_tx, mut done_rx) = mpsc::channel::<(Job, Outcome)>(cfg.max_parallel_uploads * 2);
+    let hash_states = HashStates::default();
     let mut workers = Vec::new();
-    let hash_states = crate::upload::HashStates::default();
     for _ in 0..cfg.max_parallel_uploads {
-        let (rx, tx, cc) = (Arc::clone(&job_rx), done_tx.clone(), client_cfg.clone());
+        let (rx, ib, cc) = (Arc::clone(&job_rx), Arc::clone(&inbox), client_cfg.clone());
         let states = hash_states.clone();
         workers.push(tokio::spawn(async move {
             let mut up = Uploader::new(cc, states);
             loop {
                 let job = { rx.lock().await.recv().await };
                 let Some(job) = job else { break };
-                let outcome = up.run(&job).await;
-                if tx.send((job, outcome)).await.is_err() {
-                    break;
-                }
+                let (job, outcome) = up.run(job).await;
+                ib.outcome(job, outcome);
             }
         }));
     }
-    drop(done_tx);
 
-    // File-system events: a closed file is usually archived within a second. An overflow or a
-    // lost watch only means "scan everything".
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Option<(PathBuf, bool)>>();
-    let _watcher = watch_sources(&matchers, ev_tx.clone());
-
+    // The status document: published by a task of its own, the newest one wins.
+    let (status_tx, mut status_rx) = mpsc::channel::<Vec<u8>>(1);
+    let status_scratch = scratch.clone();
     let mut status_up = Uploader::new(client_cfg.clone(), hash_states.clone());
-    let mut summary = RunSummary::default();
-    let mut inflight: HashSet<i64> = HashSet::new();
-    let mut given_up: HashMap<i64, String> = HashMap::new();
-    let mut next_scan = tokio::time::Instant::now();
-    let mut next_status = tokio::time::Instant::now() + cfg.status_interval;
-    let mut completed_since_status = 0u64;
-    let quiet_ms = cfg.quiet_period.as_millis() as i64;
-    let mut stopping = false;
-
-    loop {
-        if !stopping && tokio::time::Instant::now() >= next_scan {
-            let r = scan::scan_all(&mut db, &mut seen, &matchers, now_ms())?;
-            db.set_meta("last_scan_ms", &now_ms().to_string())?;
-            summary.scans += 1;
-            metrics
-                .scans
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics
-                .last_scan_ms
-                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-            update_gauges(&metrics, &db);
-            tracing::debug!(?r, "scan");
-            next_scan = tokio::time::Instant::now() + cfg.scan_interval;
+    let status_task = tokio::spawn(async move {
+        while let Some(bytes) = status_rx.recv().await {
+            publish(&bytes, &mut status_up, &status_scratch).await;
         }
+        status_up
+    });
 
-        // Dispatch what is ready, oldest first.
-        let mut wake_at: Option<i64> = None;
-        if !stopping {
-            let now = now_ms();
-            let free = cfg.max_parallel_uploads.saturating_sub(inflight.len());
-            if free > 0 {
-                for row in db.ready(now, quiet_ms, free + inflight.len() + given_up.len())? {
-                    if inflight.len() >= cfg.max_parallel_uploads {
-                        break;
-                    }
-                    if inflight.contains(&row.id) || given_up.contains_key(&row.id) {
-                        continue;
-                    }
-                    // A row of a source that is no longer configured has nothing left to read.
-                    let Some(source) = matchers.iter().find(|m| m.id == row.source) else {
-                        db.set_state(
-                            row.id,
-                            FileState::Lost,
-                            Some("its source is no longer configured"),
-                        )?;
-                        continue;
-                    };
-                    let job = Job {
-                        id: row.id,
-                        local: source.root.join(&row.rel),
-                        remote: row.remote.clone(),
-                        archived_size: row.archived_size,
-                        dev: row.dev,
-                        ino: row.ino,
-                    };
-                    if job_tx.try_send(job).is_ok() {
-                        inflight.insert(row.id);
-                    }
-                }
-            }
-            if inflight.len() < cfg.max_parallel_uploads {
-                // Something pending but not ready yet (quiet period, backoff): wake up for it.
-                wake_at = db.next_ready_ms(quiet_ms)?.filter(|t| *t > now);
-            }
-        }
-
-        if mode == Mode::Once && inflight.is_empty() && wake_at.is_none() {
-            // Nothing in flight, nothing waiting: one more look, then done.
-            let r = scan::scan_all(&mut db, &mut seen, &matchers, now_ms())?;
-            summary.scans += 1;
-            let waiting = (db.pending_count()? as usize).saturating_sub(given_up.len());
-            if r.new == 0 && r.changed == 0 && r.new_generations == 0 && waiting == 0 {
+    // File-system events: a closed file is usually archived within a second; a growing one
+    // within the append interval. An overflow or a lost watch only means "scan everything".
+    let _watcher = watch_sources(&matchers, Arc::clone(&inbox));
+    let ib = Arc::clone(&inbox);
+    let stopper = tokio::spawn(async move {
+        // A dropped sender means nobody can ask us to stop any more: run on.
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                ib.stop();
                 break;
             }
-            continue;
         }
-        if stopping && inflight.is_empty() {
-            break;
-        }
+    });
 
-        let sleep_until = {
-            let mut t = if mode == Mode::Once {
-                tokio::time::Instant::now() + Duration::from_secs(1)
-            } else {
-                next_scan
-            };
-            t = t.min(next_status);
-            if let Some(w) = wake_at {
-                let d = Duration::from_millis((w - now_ms()).max(1) as u64);
-                t = t.min(tokio::time::Instant::now() + d);
-            }
-            t
-        };
-        tokio::select! {
-            Some((job, outcome)) = done_rx.recv() => {
-                inflight.remove(&job.id);
-                match outcome {
-                    Outcome::Archived { size, sha256, sent } => {
-                        db.archived(job.id, size, &sha256, now_ms())?;
-                        summary.files_archived += 1;
-                        summary.bytes_sent += sent;
-                        completed_since_status += 1;
-                        metrics.files_archived.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        metrics.bytes_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Outcome::Changed => {
-                        scan::observe_path(&db, &matchers, &job.local, now_ms())?;
-                    }
-                    Outcome::Gone => {
-                        db.set_state(job.id, FileState::Lost, Some("deleted locally before it was fully archived"))?;
-                    }
-                    Outcome::Failed(e) => {
-                        let row = db.get(job.id)?;
-                        let attempts = row.as_ref().map_or(0, |r| r.attempts) + 1;
-                        let cap = if mode == Mode::Once { Duration::from_secs(2) } else { cfg.max_backoff };
-                        let backoff = Duration::from_secs(1u64 << attempts.clamp(0, 20) as u64).min(cap);
-                        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
-                        let msg = e.to_string();
-                        metrics.upload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(file = %job.local.display(), attempts, "upload failed: {msg}");
-                        db.failed(job.id, &msg, now_ms() + (backoff + jitter).as_millis() as i64)?;
-                        if mode == Mode::Once && attempts >= ONCE_ATTEMPTS {
-                            given_up.insert(job.id, format!("{}: {msg}", job.local.display()));
-                        }
-                    }
-                }
-                if inflight.is_empty() && completed_since_status > 0 {
-                    publish_status(status_bytes(&cfg, &db, &metrics), &mut status_up, &scratch).await;
-                    completed_since_status = 0;
-                    next_status = tokio::time::Instant::now() + cfg.status_interval;
-                }
-            }
-            Some(ev) = ev_rx.recv() => {
-                match ev {
-                    Some((path, closed)) => {
-                        if let Some(id) = scan::observe_path(&db, &matchers, &path, now_ms())? {
-                            if closed {
-                                db.mark_closed(id)?;
-                            }
-                        }
-                    }
-                    None => next_scan = tokio::time::Instant::now(),
-                }
-            }
-            _ = tokio::time::sleep_until(sleep_until) => {
-                if tokio::time::Instant::now() >= next_status {
-                    publish_status(status_bytes(&cfg, &db, &metrics), &mut status_up, &scratch).await;
-                    next_status = tokio::time::Instant::now() + cfg.status_interval;
-                }
-            }
-            changed = shutdown.changed(), if !stopping => {
-                // A dropped sender means nobody can ask us to stop any more: run on.
-                if changed.is_ok() && *shutdown.borrow() {
-                    tracing::info!("stopping: letting {} upload(s) finish their step", inflight.len());
-                    stopping = true;
-                }
-            }
-        }
-        if stopping && !inflight.is_empty() {
-            // Uploads resume from the server's size next time: waiting long is never needed.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !inflight.is_empty() {
-                match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                    Ok(Some((job, Outcome::Archived { size, sha256, sent }))) => {
-                        inflight.remove(&job.id);
-                        db.archived(job.id, size, &sha256, now_ms())?;
-                        summary.files_archived += 1;
-                        summary.bytes_sent += sent;
-                    }
-                    Ok(Some((job, _))) => {
-                        inflight.remove(&job.id);
-                    }
-                    _ => break,
-                }
-            }
-            break;
-        }
-    }
-    drop(job_tx);
+    let loop_cfg = cfg.clone();
+    let m = Arc::clone(&metrics);
+    let thread = std::thread::Builder::new()
+        .name("agent-tracker".into())
+        .spawn(move || {
+            track_loop(
+                &loop_cfg, mode, tracker, &inbox, &job_tx, &status_tx, &m, scan_ms,
+            )
+        })
+        .map_err(|e| AgentError::Config(format!("cannot start the tracker thread: {e}")))?;
+    let result = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| AgentError::Config(format!("tracker: {e}")))?
+        .unwrap_or_else(|_| Err(AgentError::Config("the tracker thread panicked".into())));
+    stopper.abort();
     for w in workers {
         w.abort();
     }
-    if !stopping {
-        publish_status(status_bytes(&cfg, &db, &metrics), &mut status_up, &scratch).await;
+    let ended = result?;
+    let mut status_up = status_task
+        .await
+        .unwrap_or_else(|_| Uploader::new(client_cfg, hash_states));
+    if let Some(bytes) = &ended.last_status {
+        publish(bytes, &mut status_up, &scratch).await;
     }
-    if mode == Mode::Once && !given_up.is_empty() {
-        let last_error = given_up.values().next().cloned().unwrap_or_default();
+    if mode == Mode::Once && !ended.given_up.is_empty() {
+        let last_error = ended.given_up.values().next().cloned().unwrap_or_default();
         return Err(AgentError::Incomplete {
-            failed: given_up.len(),
+            failed: ended.given_up.len(),
             last_error,
         });
     }
-    Ok(summary)
+    Ok(ended.summary)
 }
 
-fn update_gauges(m: &crate::metrics::Metrics, db: &StateDb) {
-    if let Ok(t) = db.totals() {
-        set_backlog(m, &t);
+/// How the tracker's loop ended.
+struct Ended {
+    summary: RunSummary,
+    /// The status document to publish last (not after a stop that was asked for).
+    last_status: Option<Vec<u8>>,
+    /// Rows `--once` gave up on, with their last error.
+    given_up: HashMap<i64, String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn track_loop(
+    cfg: &AgentConfig,
+    mode: Mode,
+    mut t: Tracker,
+    inbox: &Inbox,
+    jobs: &mpsc::Sender<Job>,
+    status_tx: &mpsc::Sender<Vec<u8>>,
+    metrics: &crate::metrics::Metrics,
+    scan_ms: i64,
+) -> Result<Ended, AgentError> {
+    let mut summary = RunSummary::default();
+    let mut given_up: HashMap<i64, String> = HashMap::new();
+    let mut next_scan = now_ms();
+    let mut next_status = now_ms() + cfg.status_interval.as_millis() as i64;
+    let mut completed_since_status = 0u64;
+    let mut stopping: Option<Instant> = None;
+    let max_backoff = if mode == Mode::Once {
+        Duration::from_secs(2)
+    } else {
+        cfg.max_backoff
+    };
+    let mut batch = Batch::default();
+    loop {
+        let now = now_ms();
+        if batch.stop && stopping.is_none() {
+            tracing::info!(
+                "stopping: letting {} upload(s) finish their step",
+                t.inflight()
+            );
+            stopping = Some(Instant::now() + Duration::from_secs(10));
+        }
+        let scan_now =
+            stopping.is_none() && (now >= next_scan || batch.rescan || t.rescan_due(now));
+        let outcomes = std::mem::take(&mut batch.outcomes);
+        let inflated = std::mem::take(&mut batch.inflated);
+        let paths = std::mem::take(&mut batch.paths);
+        t.transaction(|t| -> Result<(), AgentError> {
+            for (job, outcome) in outcomes {
+                let failure = match &outcome {
+                    crate::upload::Outcome::Failed(e) => Some(format!("{}: {e}", job_name(&job))),
+                    _ => None,
+                };
+                let done = t.finished(&job, outcome, now, max_backoff)?;
+                if done.archived {
+                    summary.files_archived += 1;
+                    summary.bytes_sent += done.sent;
+                    completed_since_status += 1;
+                    metrics.files_archived.fetch_add(1, Relaxed);
+                    metrics.bytes_sent.fetch_add(done.sent, Relaxed);
+                }
+                if let Some(msg) = failure {
+                    metrics.upload_failures.fetch_add(1, Relaxed);
+                    let attempts = t.db().get(job.id)?.map_or(0, |r| r.attempts);
+                    if mode == Mode::Once && attempts >= ONCE_ATTEMPTS {
+                        t.park(job.id)?;
+                        given_up.insert(job.id, msg);
+                    }
+                }
+            }
+            for i in inflated {
+                t.inflated(i, now)?;
+            }
+            if scan_now {
+                let r = t.full_scan(now)?;
+                summary.scans += 1;
+                metrics.scans.fetch_add(1, Relaxed);
+                metrics.last_scan_ms.store(now, Relaxed);
+                t.db().set_meta("last_scan_ms", &now.to_string())?;
+                tracing::debug!(?r, "scan");
+                next_scan = now + scan_ms;
+            }
+            for (path, closed) in paths {
+                t.observe_path(&path, closed, now)?;
+            }
+            t.tick(now)?;
+            Ok(())
+        })?;
+
+        // Hand out what is ready.
+        if stopping.is_none() {
+            let free = cfg.max_parallel_uploads.saturating_sub(t.inflight());
+            for job in t.take_jobs(now, free)? {
+                if jobs.blocking_send(job).is_err() {
+                    break;
+                }
+            }
+        }
+
+        let idle = t.inflight() == 0;
+        if idle && completed_since_status > 0 || now >= next_status {
+            if let Some(b) = status_bytes(cfg, t.db(), metrics, now) {
+                let _ = status_tx.try_send(b);
+            }
+            completed_since_status = 0;
+            next_status = now + cfg.status_interval.as_millis() as i64;
+        }
+
+        if let Some(deadline) = stopping {
+            if idle || Instant::now() >= deadline {
+                // Uploads resume from the server's size next time: waiting long is never needed.
+                return Ok(Ended {
+                    summary,
+                    last_status: None,
+                    given_up,
+                });
+            }
+        }
+        let wake = t.next_wake(now)?;
+        let settled = idle
+            && !t.busy()
+            && t.orphans() == 0
+            && !t.names_waiting()?
+            && t.db().next_ready_ms()?.is_none();
+        if mode == Mode::Once && settled {
+            // Nothing in flight, nothing waiting: one more look, then done.
+            let r = t.transaction(|t| t.full_scan(now_ms()).map_err(AgentError::from))?;
+            summary.scans += 1;
+            let pending = t.db().pending_count()? as usize;
+            if r.new == 0 && r.changed == 0 && pending <= given_up.len() {
+                return Ok(Ended {
+                    last_status: status_bytes(cfg, t.db(), metrics, now_ms()),
+                    summary,
+                    given_up,
+                });
+            }
+            batch = Batch::default();
+            continue;
+        }
+
+        let mut until = next_status.min(if mode == Mode::Once {
+            now + 1000
+        } else {
+            next_scan
+        });
+        if let Some(w) = wake {
+            until = until.min(w);
+        }
+        let until = Instant::now() + Duration::from_millis((until - now_ms()).max(1) as u64);
+        batch = inbox.wait(Some(stopping.map_or(until, |s| s.min(until))));
     }
 }
 
-fn set_backlog(m: &crate::metrics::Metrics, t: &crate::state::Totals) {
-    use std::sync::atomic::Ordering::Relaxed;
-    m.backlog_files.store(t.backlog_files, Relaxed);
-    m.backlog_bytes.store(t.backlog_bytes, Relaxed);
+fn job_name(job: &Job) -> String {
+    match &job.work {
+        crate::upload::Work::Send(s) => s.path.display().to_string(),
+        crate::upload::Work::Names { remote, .. } => remote.clone(),
+    }
 }
 
-/// The status document, built before any await (the database handle is not shared across
-/// threads). Its totals also refresh the backlog gauges: one pass over the table for both.
-fn status_bytes(cfg: &AgentConfig, db: &StateDb, m: &crate::metrics::Metrics) -> Option<Vec<u8>> {
-    match status::build(cfg, db, now_ms()) {
+/// The status document, built on the tracker's thread. Its totals also refresh the gauges: one
+/// pass over the table for both.
+fn status_bytes(
+    cfg: &AgentConfig,
+    db: &StateDb,
+    m: &crate::metrics::Metrics,
+    now: i64,
+) -> Option<Vec<u8>> {
+    match status::build(cfg, db, now) {
         Ok(d) => {
-            set_backlog(m, &d.totals);
+            m.set_totals(&d.totals);
             serde_json::to_vec_pretty(&d).ok()
         }
         Err(e) => {
@@ -345,39 +379,37 @@ fn status_bytes(cfg: &AgentConfig, db: &StateDb, m: &crate::metrics::Metrics) ->
     }
 }
 
-async fn publish_status(bytes: Option<Vec<u8>>, up: &mut Uploader, scratch: &std::path::Path) {
-    let Some(bytes) = bytes else { return };
-    if let Err(e) = up.put_status(&bytes, scratch).await {
+async fn publish(bytes: &[u8], up: &mut Uploader, scratch: &std::path::Path) {
+    if let Err(e) = up.put_status(bytes, scratch).await {
         tracing::warn!("cannot publish the status document: {e}");
     }
 }
 
-fn watch_sources(
-    matchers: &[Matcher],
-    tx: mpsc::UnboundedSender<Option<(PathBuf, bool)>>,
-) -> Option<notify::RecommendedWatcher> {
+fn watch_sources(matchers: &[Matcher], inbox: Arc<Inbox>) -> Option<notify::RecommendedWatcher> {
     use notify::event::{AccessKind, AccessMode, EventKind};
     use notify::Watcher;
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
         Ok(ev) => {
             if ev.need_rescan() {
-                let _ = tx.send(None);
+                inbox.rescan();
                 return;
             }
             let closed = matches!(
                 ev.kind,
                 EventKind::Access(AccessKind::Close(AccessMode::Write))
             );
-            let relevant = closed || matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_));
+            let relevant = closed
+                || matches!(
+                    ev.kind,
+                    EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+                );
             if relevant {
                 for p in ev.paths {
-                    let _ = tx.send(Some((p, closed)));
+                    inbox.path(p, closed);
                 }
             }
         }
-        Err(_) => {
-            let _ = tx.send(None);
-        }
+        Err(_) => inbox.rescan(),
     })
     .map_err(|e| tracing::warn!("file-system events unavailable ({e}); relying on periodic scans"))
     .ok()?;

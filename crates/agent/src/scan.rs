@@ -1,21 +1,23 @@
-//! Discovery: which local files match, and what changed since the last look. A full scan walks
-//! every source; single paths (from file-system events) take the same route.
+//! Discovery primitives: which local paths a source wants, walking a source's tree, and reading
+//! what identifies a file (its head, the window before an offset, where its last whole line
+//! ends). What the findings mean is [`crate::track`]'s business.
 
 use crate::config::Source;
-use crate::state::{FileRow, FileState, StateDb};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Bytes of a file's head that identify it (with device and inode).
+/// Bytes of a file's head that identify it (with device and inode), and the size of the window
+/// before the archived size that is checked before every append.
 pub const HEAD: u64 = 4096;
 
 /// A source with its patterns compiled.
 #[derive(Debug, Clone)]
 pub struct Matcher {
-    /// The source's stable id in the state DB ([`StateDb::source_ids`]).
+    /// The source's stable id in the state DB ([`crate::state::StateDb::source_ids`]).
     pub id: usize,
     pub root: PathBuf,
     include: GlobSet,
@@ -68,181 +70,12 @@ impl Matcher {
     }
 }
 
-/// What the database says of every tracked path, in a compact form: unchanged files (the vast
-/// majority at every scan) are recognised without touching the database. 32 bytes a file.
-#[derive(Debug, Default)]
-pub struct Seen {
-    map: std::collections::HashMap<u64, (u64, i64, u64)>,
-}
-
-impl Seen {
-    fn key(source: usize, rel: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        source.hash(&mut h);
-        rel.hash(&mut h);
-        h.finish()
-    }
-
-    pub fn load(db: &StateDb) -> crate::state::Result<Seen> {
-        let mut s = Seen::default();
-        db.latest_all(|src, rel, size, mt, dev, ino| {
-            s.map
-                .insert(Self::key(src, rel), (size, mt, dev ^ ino.rotate_left(32)));
-        })?;
-        Ok(s)
-    }
-
-    fn unchanged(&self, source: usize, rel: &str, meta: &std::fs::Metadata) -> bool {
-        self.map.get(&Self::key(source, rel))
-            == Some(&(
-                meta.len(),
-                mtime_ns(meta),
-                meta.dev() ^ meta.ino().rotate_left(32),
-            ))
-    }
-
-    fn note(&mut self, source: usize, rel: &str, meta: &std::fs::Metadata) {
-        self.map.insert(
-            Self::key(source, rel),
-            (
-                meta.len(),
-                mtime_ns(meta),
-                meta.dev() ^ meta.ino().rotate_left(32),
-            ),
-        );
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
-/// What a scan found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ScanReport {
-    pub files: u64,
-    pub new: u64,
-    pub changed: u64,
-    pub new_generations: u64,
-    /// Names that are not UTF-8 (cannot be named on the server): skipped and logged.
-    pub skipped_names: u64,
-}
-
 /// Names the archive cannot store (the server refuses them): control characters, backslashes.
 pub fn storable(rel: &str) -> bool {
     !rel.chars().any(|c| c.is_control() || c == '\\')
         && rel
             .split('/')
             .all(|p| p.len() <= 255 && !p.trim_matches('.').is_empty())
-}
-
-fn head_sha(path: &Path, len: u64) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; len as usize];
-    let mut got = 0;
-    while got < buf.len() {
-        let n = f.read(&mut buf[got..])?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    Ok(hex::encode(Sha256::digest(&buf[..got])))
-}
-
-/// A file seen for the first time has been unchanged since its mtime (a log written an hour
-/// ago is ready at once; one written a moment ago waits the quiet period).
-fn unchanged_since(mtime_ns: i64, now_ms: i64) -> i64 {
-    (mtime_ns / 1_000_000).min(now_ms)
-}
-
-fn mtime_ns(m: &std::fs::Metadata) -> i64 {
-    m.mtime() * 1_000_000_000 + m.mtime_nsec()
-}
-
-/// Records one observed file. Returns (new, changed, new_generation).
-pub fn observe(
-    db: &StateDb,
-    source: usize,
-    m: &Matcher,
-    rel: &str,
-    meta: &std::fs::Metadata,
-    now_ms: i64,
-) -> crate::state::Result<(bool, bool, bool)> {
-    let path = m.root.join(rel);
-    let (size, mt) = (meta.len(), mtime_ns(meta));
-    let head_len = size.min(HEAD);
-    let head = |len| head_sha(&path, len).unwrap_or_default();
-    let new_generation = |generation: i64| {
-        let state = if storable(rel) {
-            FileState::Pending
-        } else {
-            FileState::Unstorable
-        };
-        FileRow {
-            id: 0,
-            source,
-            rel: rel.to_string(),
-            generation,
-            dev: meta.dev(),
-            ino: meta.ino(),
-            head_sha: head(head_len),
-            head_len,
-            size,
-            mtime_ns: mt,
-            stable_since_ms: unchanged_since(mt, now_ms),
-            archived_size: 0,
-            archived_sha: None,
-            remote: versioned(&m.remote(rel), generation),
-            state,
-            attempts: 0,
-            last_error: (state == FileState::Unstorable)
-                .then(|| "the name cannot be stored on the server".to_string()),
-            next_try_ms: 0,
-            first_seen_ms: now_ms,
-            archived_at_ms: None,
-        }
-    };
-    let Some(prev) = db.latest(source, rel)? else {
-        db.insert(&new_generation(1))?;
-        return Ok((true, false, false));
-    };
-    if prev.size == size && prev.mtime_ns == mt && prev.dev == meta.dev() && prev.ino == meta.ino()
-    {
-        return Ok((false, false, false));
-    }
-    let same_file = prev.dev == meta.dev()
-        && prev.ino == meta.ino()
-        && size >= prev.archived_size
-        && size >= prev.head_len
-        && head(prev.head_len) == prev.head_sha;
-    if same_file {
-        let new_head =
-            (prev.head_len < HEAD && size > prev.head_len).then(|| (head(head_len), head_len));
-        db.observe(
-            prev.id,
-            size,
-            mt,
-            now_ms,
-            new_head.as_ref().map(|(s, l)| (s.as_str(), *l)),
-        )?;
-        return Ok((false, true, false));
-    }
-    // Rotated, replaced or truncated: a new generation beside the old one.
-    if prev.state == FileState::Pending {
-        db.set_state(
-            prev.id,
-            FileState::Lost,
-            Some("replaced locally before it was fully archived"),
-        )?;
-    }
-    db.insert(&new_generation(prev.generation + 1))?;
-    Ok((false, false, true))
 }
 
 /// The remote name of generation `g` ≥ 2 of a path: `app.log` → `app.log.~2~`.
@@ -254,97 +87,227 @@ pub fn versioned(remote: &str, g: i64) -> String {
     }
 }
 
-/// Walks every source (symlinks are never followed) and records what it finds.
-pub fn scan_all(
-    db: &mut StateDb,
-    seen: &mut Seen,
-    matchers: &[Matcher],
-    now_ms: i64,
-) -> crate::state::Result<ScanReport> {
-    let mut report = ScanReport::default();
-    db.transaction(|db| {
-        for m in matchers {
-            let mut stack = vec![m.root.clone()];
-            while let Some(dir) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-                for entry in entries.flatten() {
-                    let Ok(ft) = entry.file_type() else { continue };
-                    let path = entry.path();
-                    if ft.is_dir() {
-                        stack.push(path);
-                        continue;
-                    }
-                    if !ft.is_file() {
-                        continue; // symlinks, sockets, devices
-                    }
-                    let Some(rel) = m.rel_of(&path) else {
-                        report.skipped_names += 1;
-                        tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
-                        continue;
-                    };
-                    if !m.wants(&rel) {
-                        continue;
-                    }
-                    let Ok(meta) = entry.metadata() else { continue };
-                    report.files += 1;
-                    if seen.unchanged(m.id, &rel, &meta) {
-                        continue;
-                    }
-                    seen.note(m.id, &rel, &meta);
-                    let (n, c, g) = observe(db, m.id, m, &rel, &meta, now_ms)?;
-                    report.new += n as u64;
-                    report.changed += c as u64;
-                    report.new_generations += g as u64;
-                }
-            }
-        }
-        Ok(())
-    })?;
-    Ok(report)
+/// Modification time in nanoseconds, saturating far in the future or past instead of wrapping.
+pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime()
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(m.mtime_nsec()))
+        .unwrap_or(if m.mtime() < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// Observes one path (from an event). Returns the row id if it is a tracked file. A new folder
-/// is walked at once: files created in it before its watch was set up send no events.
-pub fn observe_path(
-    db: &StateDb,
-    matchers: &[Matcher],
-    path: &Path,
-    now_ms: i64,
-) -> crate::state::Result<Option<i64>> {
-    if std::fs::symlink_metadata(path)
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                match e.file_type() {
-                    Ok(ft) if ft.is_dir() => stack.push(e.path()),
-                    Ok(ft) if ft.is_file() => {
-                        observe_path(db, matchers, &e.path(), now_ms)?;
-                    }
-                    _ => {}
-                }
-            }
+/// A file seen for the first time has been unchanged since its mtime (a log written an hour
+/// ago is ready at once; one written a moment ago waits the quiet period).
+pub fn unchanged_since(mtime_ns: i64, now_ms: i64) -> i64 {
+    (mtime_ns / 1_000_000).min(now_ms)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, or fewer at the end of the file.
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
+    }
+    Ok(got)
+}
+
+/// SHA-256 (hex) of bytes `[start, end)`; an error if the file is shorter (it changed).
+pub fn range_sha(f: &File, start: u64, end: u64) -> std::io::Result<String> {
+    let mut buf = vec![0u8; (end - start) as usize];
+    let got = read_full_at(f, &mut buf, start)?;
+    if got < buf.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file is shorter than it was",
+        ));
+    }
+    Ok(hex::encode(Sha256::digest(&buf)))
+}
+
+/// SHA-256 of the first `len` bytes (`len` ≤ [`HEAD`]).
+pub fn head_sha(f: &File, len: u64) -> std::io::Result<String> {
+    range_sha(f, 0, len)
+}
+
+/// SHA-256 of the (up to) [`HEAD`] bytes before `end`; `None` for `end == 0`.
+pub fn window_sha(f: &File, end: u64) -> std::io::Result<Option<String>> {
+    if end == 0 {
         return Ok(None);
     }
-    for m in matchers {
-        let Some(rel) = m.rel_of(path) else { continue };
-        if !m.wants(&rel) {
-            continue;
+    range_sha(f, end.saturating_sub(HEAD), end).map(Some)
+}
+
+/// Longest unterminated last line held back from a growing file: beyond it, bytes are sent
+/// without waiting for the newline.
+pub const MAX_HELD_LINE: u64 = 1 << 20;
+
+/// Where the last whole line in `[from, to)` ends (just after its `\n`); `from` when there is
+/// none. Reads backwards, at most [`MAX_HELD_LINE`] bytes: a last line longer than that is not
+/// held back (`to` is returned).
+pub fn last_line_end(f: &File, from: u64, to: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = to;
+    let floor = from.max(to.saturating_sub(MAX_HELD_LINE));
+    while end > floor {
+        let start = end.saturating_sub(buf.len() as u64).max(floor);
+        let n = (end - start) as usize;
+        let got = read_full_at(f, &mut buf[..n], start)?;
+        if got < n {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than it was",
+            ));
         }
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return Ok(None);
-        };
-        if !meta.is_file() {
-            return Ok(None);
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
+            return Ok(start + i as u64 + 1);
         }
-        observe(db, m.id, m, &rel, &meta, now_ms)?;
-        return Ok(db.latest(m.id, &rel)?.map(|r| r.id));
+        end = start;
     }
-    Ok(None)
+    Ok(if floor > from { to } else { from })
+}
+
+/// Walks `root` (symlinks are never followed) and calls `f` for every regular file with its
+/// directory entry. Unreadable folders are skipped (a later scan tries again).
+pub fn walk(root: &Path, mut f: impl FnMut(PathBuf, &std::fs::DirEntry)) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                f(entry.path(), &entry);
+            }
+        }
+    }
+}
+
+/// What the last look at a path found, in a compact form: unchanged files (the vast majority at
+/// every scan) are recognised without touching the database. ~40 bytes a file.
+#[derive(Debug, Default)]
+pub struct Seen {
+    map: HashMap<u64, Look>,
+}
+
+/// Size, mtime and identity of a path at its last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Look {
+    pub fn of(m: &std::fs::Metadata) -> Look {
+        Look {
+            size: m.len(),
+            mtime_ns: mtime_ns(m),
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+impl Seen {
+    fn key(path: &Path) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        path.hash(&mut h);
+        h.finish()
+    }
+
+    pub fn get(&self, path: &Path) -> Option<Look> {
+        self.map.get(&Self::key(path)).copied()
+    }
+
+    pub fn note(&mut self, path: &Path, look: Look) {
+        self.map.insert(Self::key(path), look);
+    }
+
+    pub fn forget(&mut self, path: &Path) {
+        self.map.remove(&Self::key(path));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(bytes: &[u8]) -> (tempfile::TempDir, File) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, bytes).unwrap();
+        let f = File::open(&p).unwrap();
+        (d, f)
+    }
+
+    #[test]
+    fn last_line_end_holds_back_an_unterminated_line() {
+        let (_d, f) = file(b"one\ntwo\nthr");
+        assert_eq!(last_line_end(&f, 0, 11).unwrap(), 8);
+        assert_eq!(
+            last_line_end(&f, 8, 11).unwrap(),
+            8,
+            "nothing whole after 8"
+        );
+        assert_eq!(last_line_end(&f, 0, 8).unwrap(), 8);
+        assert_eq!(last_line_end(&f, 0, 3).unwrap(), 0);
+        // Asked beyond the end: the file changed under us.
+        assert!(last_line_end(&f, 0, 100).is_err());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_not_held_back() {
+        let mut long = b"start\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_HELD_LINE as usize + 10));
+        let (_d, f) = file(&long);
+        let len = long.len() as u64;
+        assert_eq!(last_line_end(&f, 6, len).unwrap(), len);
+        assert_eq!(last_line_end(&f, 0, 6).unwrap(), 6);
+    }
+
+    #[test]
+    fn windows_and_heads() {
+        let (_d, f) = file(&vec![7u8; 10_000]);
+        assert_eq!(window_sha(&f, 0).unwrap(), None);
+        assert_eq!(
+            window_sha(&f, 10_000).unwrap(),
+            window_sha(&f, 9_000).unwrap(),
+            "same bytes, same window"
+        );
+        assert!(head_sha(&f, 4096).is_ok());
+        assert!(range_sha(&f, 9_000, 10_001).is_err(), "past the end");
+    }
+
+    #[test]
+    fn far_future_mtimes_saturate() {
+        let (d, _f) = file(b"x");
+        let p = d.path().join("f");
+        let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(i64::MAX as u64 / 4);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(far)
+            .ok();
+        let m = std::fs::metadata(&p).unwrap();
+        // Whatever the file system stored, the conversion never wraps to a negative time.
+        assert!(mtime_ns(&m) >= 0);
+    }
 }

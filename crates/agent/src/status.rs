@@ -42,7 +42,7 @@ pub fn build(cfg: &AgentConfig, db: &StateDb, now_ms: i64) -> crate::state::Resu
                 prefix: s.prefix.clone(),
             })
             .collect(),
-        totals: db.totals()?,
+        totals: db.totals(now_ms)?,
         last_scan_ms: db.meta("last_scan_ms")?.and_then(|v| v.parse().ok()),
         updated_at_ms: now_ms,
     })

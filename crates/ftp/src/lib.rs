@@ -3,10 +3,12 @@
 //! - [`users`]: the user record file and the [`users::UserDb`] admin API.
 //! - [`server`]: an FTP(S) server with per-user homes, rights and speed limits, built on libunftp.
 //! - [`rights`]: the FTP rights model.
+//! - [`site`]: logarchive's `SITE` commands (SHA256, ALIAS).
 
 pub mod client;
 pub mod rights;
 pub mod server;
+pub mod site;
 pub mod users;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).

@@ -14,6 +14,7 @@ pub use config::{ClientConfig, TlsMode};
 pub use error::ClientError;
 pub use paths::{join_remote, split_remote};
 pub use url::FtpUrl;
+pub use Local as LocalFile;
 
 use crate::server::temp_name_for;
 use async_speed_limit::Limiter;
@@ -139,6 +140,63 @@ impl HashState {
 impl std::fmt::Debug for HashState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HashState").field("len", &self.len).finish()
+    }
+}
+
+/// The local side of an upload: a path, or a file the caller already holds open. A log that is
+/// renamed or removed while it is sent still reads the same bytes through an open file.
+#[derive(Debug, Clone, Copy)]
+pub enum Local<'a> {
+    Path(&'a Path),
+    Open {
+        file: &'a std::fs::File,
+        /// Where the file was last seen (for messages only).
+        name: &'a Path,
+    },
+}
+
+impl<'a> From<&'a Path> for Local<'a> {
+    fn from(p: &'a Path) -> Self {
+        Local::Path(p)
+    }
+}
+
+impl<'a> From<&'a std::path::PathBuf> for Local<'a> {
+    fn from(p: &'a std::path::PathBuf) -> Self {
+        Local::Path(p)
+    }
+}
+
+impl Local<'_> {
+    fn name(&self) -> &Path {
+        match self {
+            Local::Path(p) => p,
+            Local::Open { name, .. } => name,
+        }
+    }
+
+    /// A handle of its own (reads through it do not move anybody else's file position).
+    async fn open(&self) -> Result<tokio::fs::File> {
+        match self {
+            Local::Path(p) => tokio::fs::File::open(p)
+                .await
+                .map_err(|e| ClientError::io(format!("opening {}", p.display()), e)),
+            Local::Open { file, name } => {
+                let dup = file
+                    .try_clone()
+                    .map_err(|e| ClientError::io(format!("opening {}", name.display()), e))?;
+                Ok(tokio::fs::File::from_std(dup))
+            }
+        }
+    }
+
+    async fn len(&self) -> Result<u64> {
+        let m = match self {
+            Local::Path(p) => tokio::fs::metadata(p).await,
+            Local::Open { file, .. } => file.metadata(),
+        };
+        m.map(|m| m.len())
+            .map_err(|e| ClientError::io(format!("reading {}", self.name().display()), e))
     }
 }
 
@@ -504,10 +562,28 @@ impl Client {
             })
     }
 
+    /// Tells the server that `remote` was also known as `name` where it came from (logarchive's
+    /// `SITE ALIAS`). Servers without it answer 500-502: [`ClientError::Protocol`].
+    pub async fn alias(&mut self, remote: &str, name: &str) -> Result<()> {
+        let p = self.absolute(remote);
+        let cmd = format!(
+            "SITE ALIAS {} {}",
+            crate::site::encode(&p),
+            crate::site::encode(name)
+        );
+        let what = format!("SITE ALIAS {p}");
+        self.run(&what, true, move |s| {
+            let cmd = cmd.clone();
+            Box::pin(async move { s.custom_command(cmd, &[Status::CommandOk]).await })
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Uploads `local` to `remote`, resuming after failures. See [`UploadOptions`].
-    pub async fn upload(
+    pub async fn upload<'a>(
         &mut self,
-        local: &Path,
+        local: impl Into<Local<'a>>,
         remote: &str,
         opts: UploadOptions,
     ) -> Result<TransferOutcome> {
@@ -518,17 +594,15 @@ impl Client {
     /// `prefix` (kept from an earlier transfer of this file) when it covers exactly those bytes,
     /// instead of reading them again, and returns the state after the whole file for the next
     /// append. The caller vouches that those bytes did not change since.
-    pub async fn upload_hashed(
+    pub async fn upload_hashed<'a>(
         &mut self,
-        local: &Path,
+        local: impl Into<Local<'a>>,
         remote: &str,
         opts: UploadOptions,
         prefix: Option<HashState>,
     ) -> Result<(TransferOutcome, HashState)> {
         let remote = self.absolute(remote);
-        let mut file = tokio::fs::File::open(local)
-            .await
-            .map_err(|e| ClientError::io(format!("opening {}", local.display()), e))?;
+        let mut file = local.into().open().await?;
         let local_len = file
             .metadata()
             .await
@@ -850,42 +924,43 @@ impl Client {
     /// The agent's upload protocol: upload to a temporary name beside `remote` (resuming what an
     /// earlier attempt left there), compare the server's SHA-256 with ours, and only then rename
     /// to the final name. A final name that already holds the same bytes counts as done.
-    pub async fn upload_verified(
+    pub async fn upload_verified<'a>(
         &mut self,
-        local: &Path,
+        local: impl Into<Local<'a>>,
         remote: &str,
         length: Option<u64>,
     ) -> Result<VerifiedUpload> {
         self.upload_verified_with(local, remote, length, None).await
     }
 
-    pub async fn upload_verified_with(
+    pub async fn upload_verified_with<'a>(
         &mut self,
-        local: &Path,
+        local: impl Into<Local<'a>>,
         remote: &str,
         length: Option<u64>,
         progress: Option<Progress>,
     ) -> Result<VerifiedUpload> {
         Ok(self
-            .verified_upload(local, remote, length, progress)
+            .verified_upload(local.into(), remote, length, progress)
             .await?
             .0)
     }
 
     /// [`Client::upload_verified`] that also returns the hash state of what it sent (`None` when
     /// the final name already held the bytes), for a later [`Client::upload_hashed`] append.
-    pub async fn upload_verified_hashed(
+    pub async fn upload_verified_hashed<'a>(
         &mut self,
-        local: &Path,
+        local: impl Into<Local<'a>>,
         remote: &str,
         length: Option<u64>,
     ) -> Result<(VerifiedUpload, Option<HashState>)> {
-        self.verified_upload(local, remote, length, None).await
+        self.verified_upload(local.into(), remote, length, None)
+            .await
     }
 
     async fn verified_upload(
         &mut self,
-        local: &Path,
+        local: Local<'_>,
         remote: &str,
         length: Option<u64>,
         progress: Option<Progress>,
@@ -951,7 +1026,7 @@ impl Client {
     /// `Some` if `remote` exists with exactly the local bytes (the first `length` of them).
     async fn already_there(
         &mut self,
-        local: &Path,
+        local: Local<'_>,
         remote: &str,
         length: Option<u64>,
     ) -> Result<Option<VerifiedUpload>> {
@@ -968,10 +1043,7 @@ impl Client {
             size: entry.size,
         };
         // Sizes first: a final of another size is told without reading the local file at all.
-        let local_len = tokio::fs::metadata(local)
-            .await
-            .map_err(|e| ClientError::io(format!("reading {}", local.display()), e))?
-            .len();
+        let local_len = local.len().await?;
         if entry.size != length.unwrap_or(local_len).min(local_len) {
             return Err(other());
         }
@@ -1031,16 +1103,20 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, hasher: &mut Sha256) 
 }
 
 /// SHA-256 and length of the first `length` bytes (or all) of a local file.
-pub async fn local_sha256(path: &Path, length: Option<u64>) -> Result<(String, u64)> {
-    let state = local_hash_state(path, length).await?;
+pub async fn local_sha256<'a>(
+    local: impl Into<Local<'a>>,
+    length: Option<u64>,
+) -> Result<(String, u64)> {
+    let state = local_hash_state(local, length).await?;
     Ok((state.sha256(), state.size()))
 }
 
 /// The hash state of the first `length` bytes (or all) of a local file.
-pub async fn local_hash_state(path: &Path, length: Option<u64>) -> Result<HashState> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
+pub async fn local_hash_state<'a>(
+    local: impl Into<Local<'a>>,
+    length: Option<u64>,
+) -> Result<HashState> {
+    let mut f = local.into().open().await?;
     let len = f
         .metadata()
         .await

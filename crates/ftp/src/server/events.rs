@@ -48,6 +48,13 @@ pub enum FtpEvent {
         sha256: Option<String>,
         from_temp: bool,
     },
+    /// `SITE ALIAS`: the file at `path` was also known as `name` where it came from (a rotated
+    /// log's local names, e.g. `Logs/service.log.1`).
+    Alias {
+        user: String,
+        path: String,
+        name: String,
+    },
     Deleted {
         user: String,
         path: String,

@@ -483,7 +483,8 @@ fn build_server(
     .binder(passive::ExclusiveBinder {
         session: Arc::clone(session),
     })
-    .site_command("SHA256", site::Sha256Site);
+    .site_command("SHA256", site::Sha256Site)
+    .site_command("ALIAS", site::AliasSite);
     if let Some(ip) = c.passive_host {
         b = b.passive_host(ip);
     }

@@ -653,6 +653,25 @@ impl ArchiveStorage {
 
     /// SHA-256 of a file in the home (for `SITE SHA256`): from the hash cache when the file is the
     /// version last written, otherwise read from disk once and remembered.
+    /// `SITE ALIAS`: records that the file at `path` was also known as `name`. Only an account
+    /// that may add to the file (write or append) may name it.
+    pub(crate) async fn alias(&self, user: &FtpUser, path: &str, name: &str) -> Result<()> {
+        self.require(user, Right::Append)
+            .or_else(|_| self.require(user, Right::Write))?;
+        let t = self.resolve(Path::new(path))?;
+        let (dir, rel) = (Arc::clone(&t.dir), t.rel.clone());
+        let meta = blocking(move || Ok(dir.stat(&rel)?)).await?;
+        if !meta.is_file() {
+            return Err(not_a("file"));
+        }
+        self.emit(FtpEvent::Alias {
+            user: user.name.clone(),
+            path: t.archive_path,
+            name: name.to_string(),
+        });
+        Ok(())
+    }
+
     pub(crate) async fn sha256(&self, user: &FtpUser, path: &str) -> Result<String> {
         self.require(user, Right::List)
             .or_else(|_| self.require(user, Right::Read))?;
