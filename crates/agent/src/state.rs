@@ -275,7 +275,8 @@ impl StateDb {
         conn.execute_batch(
             "DROP INDEX IF EXISTS files_todo;
              CREATE INDEX IF NOT EXISTS files_ready ON files(state, grew, ready_at_ms);
-             CREATE INDEX IF NOT EXISTS files_head ON files(head_sha) WHERE tracked OR state = 'orphaned';
+             DROP INDEX IF EXISTS files_head;
+             CREATE INDEX IF NOT EXISTS files_head_all ON files(head_sha);
              UPDATE files SET tracked = 0 WHERE state = 'lost' AND tracked;",
         )?;
         Ok(StateDb { conn })
@@ -471,15 +472,17 @@ impl StateDb {
         Ok(rows)
     }
 
-    /// Rows (tracked, or waiting for a copy) whose first `head_len` bytes hash to `head_sha`.
-    pub fn with_head(&self, head_sha: &str, head_len: u64) -> Result<Vec<FileRow>> {
+    /// Rows whose first `head_len` bytes hash to `head_sha`, newest first: only those still
+    /// followed (tracked, or waiting for a copy) unless `any`.
+    pub fn with_head(&self, head_sha: &str, head_len: u64, any: bool) -> Result<Vec<FileRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE head_sha = ?1 AND head_len = ?2 AND (tracked OR state = 'orphaned')
+            "SELECT {COLUMNS} FROM files WHERE head_sha = ?1 AND head_len = ?2
+               AND (?3 OR tracked OR state = 'orphaned') AND state != 'lost'
              ORDER BY id DESC LIMIT 32"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st
-            .query_map(params![head_sha, head_len as i64], row)?
+            .query_map(params![head_sha, head_len as i64, any], row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

@@ -187,6 +187,61 @@ async fn the_demo_shows_a_working_archive() {
         drop(driver);
     }
 
+    // The service log is rotated every 15 s in logrotate's modes in turn (create, copytruncate,
+    // compress + delaycompress, dateext): after all four, every line it wrote is in the
+    // archive exactly once across its generations, and no agent lost anything.
+    let t = Instant::now();
+    for agent in ["agent01", "agent02"] {
+        let service = data.join("archive").join(agent).join("Logs/Service");
+        while !service.join("service.log.~5~").exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{agent}: four rotations not archived: {:?}",
+                support::tree(&service)
+                    .iter()
+                    .map(|(p, b)| (p.clone(), b.len()))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    // Wait for the agents to catch up with what the writers wrote before their last rotation.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for agent in ["agent01", "agent02"] {
+        let service = data.join("archive").join(agent).join("Logs/Service");
+        let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+        for (_, bytes) in support::tree(&service) {
+            for l in String::from_utf8_lossy(&bytes).lines() {
+                let seq = l
+                    .split(" seq=")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{agent}: a service line without seq: {l:?}"));
+                *seen.entry(seq).or_default() += 1;
+            }
+        }
+        let max = *seen.keys().next_back().unwrap();
+        let missing: Vec<u64> = (0..max).filter(|s| !seen.contains_key(s)).collect();
+        let twice: Vec<u64> = seen
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(
+            missing.is_empty() && twice.is_empty(),
+            "{agent}: missing {missing:?}, twice {twice:?}"
+        );
+    }
+    let d: serde_json::Value = get("/api/v1/agents").await.unwrap().json().await.unwrap();
+    for a in d["agents"].as_array().unwrap() {
+        assert_eq!(a["status"]["lost"], 0, "{a}");
+        assert!(
+            a["status"]["already_archived"].as_u64().unwrap_or(0) >= 1,
+            "the .gz: {a}"
+        );
+    }
+
     // Ctrl-C: a clean stop, and the temporary folder is gone.
     let status = demo.stop_with(SIGINT);
     assert!(status.success(), "{status}");

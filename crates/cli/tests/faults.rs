@@ -2,8 +2,7 @@
 //! the agent is SIGKILLed at 50 random moments and the server at 20. Afterwards the archive must
 //! equal the source byte for byte, no file twice, no temporary file on disk or in the catalog.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const FILES: usize = 2000;
@@ -11,21 +10,9 @@ const AGENT_KILLS: usize = 50;
 const SERVER_KILLS: usize = 20;
 
 mod support;
-use support::{add_user, base64, bin, server_command, sha_tree, spawn_agent, start_server, Rng};
-
-fn http_get(web: &str, path: &str, auth: &str) -> String {
-    let mut s = TcpStream::connect(web).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {web}\r\nAuthorization: Basic {auth}\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
+use support::{
+    add_user, base64, bin, http_get, server_command, sha_tree, spawn_agent, start_server, Rng,
+};
 
 #[test]
 fn agent_and_server_killed_at_random_moments_lose_and_duplicate_nothing() {

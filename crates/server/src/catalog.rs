@@ -92,6 +92,9 @@ pub struct Catalog {
     conn: Mutex<Connection>,
 }
 
+/// Local names kept per archived file.
+pub const MAX_ALIASES: usize = 32;
+
 /// The files directly in a folder, in name order (served by the `files_dir_listing` index alone).
 const LIST_FILES: &str = "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms \
      FROM files WHERE dir = ?1 ORDER BY name";
@@ -131,7 +134,16 @@ impl Catalog {
              CREATE TRIGGER IF NOT EXISTS files_ai AFTER INSERT ON files BEGIN
                 INSERT INTO names(rowid, name) VALUES (new.id, new.name); END;
              CREATE TRIGGER IF NOT EXISTS files_ad AFTER DELETE ON files BEGIN
-                INSERT INTO names(names, rowid, name) VALUES ('delete', old.id, old.name); END;",
+                INSERT INTO names(names, rowid, name) VALUES ('delete', old.id, old.name); END;
+             -- The local names an archived file had where it came from (a rotated log's
+             -- `service.log.1`), told by its agent (SITE ALIAS); `base` is the last part.
+             CREATE TABLE IF NOT EXISTS aliases (
+                path TEXT NOT NULL,
+                name TEXT NOT NULL,
+                base TEXT NOT NULL,
+                PRIMARY KEY (path, name)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS aliases_base ON aliases(base);",
         )?;
         Ok(Catalog {
             conn: Mutex::new(conn),
@@ -187,9 +199,58 @@ impl Catalog {
     }
 
     pub fn remove(&self, path: &str) -> Result<()> {
-        self.lock()
-            .execute("DELETE FROM files WHERE path = ?1", params![path])?;
+        let conn = self.lock();
+        conn.execute("DELETE FROM files WHERE path = ?1", params![path])?;
+        conn.execute("DELETE FROM aliases WHERE path = ?1", params![path])?;
         Ok(())
+    }
+
+    /// Records that the file at `path` was also known as `name` where it came from (at most
+    /// [`MAX_ALIASES`] names a file).
+    pub fn add_alias(&self, path: &str, name: &str) -> Result<()> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        self.lock().execute(
+            "INSERT OR IGNORE INTO aliases (path, name, base)
+             SELECT ?1, ?2, ?3 WHERE (SELECT COUNT(*) FROM aliases WHERE path = ?1) < ?4",
+            params![path, name, base, MAX_ALIASES as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The local names of the file at `path`.
+    pub fn aliases(&self, path: &str) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare_cached("SELECT name FROM aliases WHERE path = ?1 ORDER BY name")?;
+        let rows = st
+            .query_map(params![path], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
+    /// The local names of the files directly in `dir`: path → names.
+    pub fn aliases_in(&self, dir: &str) -> Result<std::collections::HashMap<String, Vec<String>>> {
+        let conn = self.lock();
+        let prefix = if dir.ends_with('/') {
+            dir.to_string()
+        } else {
+            format!("{dir}/")
+        };
+        let end = format!("{}0", &prefix[..prefix.len() - 1]);
+        let mut st = conn.prepare_cached(
+            "SELECT path, name FROM aliases WHERE path >= ?1 AND path < ?2 ORDER BY path, name",
+        )?;
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        let rows = st.query_map(params![prefix, end], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for r in rows {
+            let (path, name) = r?;
+            if !path[prefix.len()..].contains('/') {
+                out.entry(path).or_default().push(name);
+            }
+        }
+        Ok(out)
     }
 
     pub fn get(&self, path: &str) -> Result<Option<Entry>> {
@@ -376,9 +437,69 @@ impl Catalog {
         };
         sql.push_str(&format!(" ORDER BY {order} DESC LIMIT {limit}"));
         let mut st = conn.prepare_cached(&sql)?;
-        let rows = st
+        let mut rows = st
             .query_map(rusqlite::params_from_iter(args), entry)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(st);
+        if !q.name.is_empty() && rows.len() < limit as usize {
+            // Files found by a local name they had (a rotated log's `service.log.1`).
+            let (cond, arg) = if glob {
+                ("a.base GLOB ?1", q.name.clone())
+            } else {
+                ("instr(lower(a.base), lower(?1)) > 0", q.name.clone())
+            };
+            let mut conds = vec![cond.to_string()];
+            let mut args: Vec<rusqlite::types::Value> = vec![arg.into()];
+            for (col, op, v) in [
+                (
+                    "f.agent",
+                    "=",
+                    q.agent.clone().map(rusqlite::types::Value::from),
+                ),
+                (
+                    "f.modified_ms",
+                    ">=",
+                    q.modified_from_ms.map(rusqlite::types::Value::from),
+                ),
+                (
+                    "f.modified_ms",
+                    "<=",
+                    q.modified_to_ms.map(rusqlite::types::Value::from),
+                ),
+                (
+                    "f.archived_ms",
+                    ">=",
+                    q.archived_from_ms.map(rusqlite::types::Value::from),
+                ),
+                (
+                    "f.archived_ms",
+                    "<=",
+                    q.archived_to_ms.map(rusqlite::types::Value::from),
+                ),
+            ] {
+                if let Some(v) = v {
+                    conds.push(format!("{col} {op} ?{}", args.len() + 1));
+                    args.push(v);
+                }
+            }
+            let sql = format!(
+                "SELECT DISTINCT f.path, f.agent, f.size, f.sha256, f.modified_ms, f.archived_ms, f.appended_ms
+                 FROM aliases a JOIN files f ON f.path = a.path WHERE {} ORDER BY f.archived_ms DESC LIMIT {limit}",
+                conds.join(" AND ")
+            );
+            let mut st = conn.prepare_cached(&sql)?;
+            let more = st
+                .query_map(rusqlite::params_from_iter(args), entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for e in more {
+                if rows.len() >= limit as usize {
+                    break;
+                }
+                if !rows.iter().any(|r| r.path == e.path) {
+                    rows.push(e);
+                }
+            }
+        }
         Ok(rows)
     }
 
@@ -431,6 +552,10 @@ impl Catalog {
                 sha256,
                 ..
             } => {
+                self.lock().execute(
+                    "UPDATE OR IGNORE aliases SET path = ?2 WHERE path = ?1",
+                    params![from, to],
+                )?;
                 self.remove(from)?;
                 if catalogued(to) {
                     match stat(to) {
@@ -448,6 +573,7 @@ impl Catalog {
                     }
                 }
             }
+            FtpEvent::Alias { path, name, .. } if catalogued(path) => self.add_alias(path, name)?,
             FtpEvent::Deleted { path, .. } => self.remove(path)?,
             FtpEvent::DirRemoved { path, .. } => {
                 let conn = self.lock();
@@ -497,7 +623,12 @@ impl Catalog {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
-        self.batch(|c| c.reconcile_rows(known, on_disk))
+        let counts = self.batch(|c| c.reconcile_rows(known, on_disk))?;
+        self.lock().execute(
+            "DELETE FROM aliases WHERE path NOT IN (SELECT path FROM files)",
+            [],
+        )?;
+        Ok(counts)
     }
 
     fn reconcile_rows(
@@ -579,6 +710,67 @@ mod tests {
             .join("; ");
         assert!(plan.contains("COVERING INDEX files_dir_listing"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "sorted by the index: {plan}");
+    }
+
+    #[test]
+    fn generations_are_found_by_their_local_names() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("archive");
+        std::fs::create_dir_all(root.join("agent01/Logs")).unwrap();
+        std::fs::write(root.join("agent01/Logs/service.log.~3~"), b"x").unwrap();
+        std::fs::write(root.join("agent01/Logs/other.log"), b"y").unwrap();
+        let c = Catalog::open(&d.path().join("catalog.db")).unwrap();
+        c.reconcile(&root).unwrap();
+        let ev = |path: &str, name: &str| FtpEvent::Alias {
+            user: "agent01".into(),
+            path: path.into(),
+            name: name.into(),
+        };
+        c.apply(
+            &ev("/agent01/Logs/service.log.~3~", "Logs/service.log.1"),
+            &root,
+        )
+        .unwrap();
+        c.apply(
+            &ev("/agent01/Logs/service.log.~3~", "Logs/service.log.2.gz"),
+            &root,
+        )
+        .unwrap();
+        // Never for bookkeeping files, and never more than MAX_ALIASES a file.
+        c.apply(&ev("/agent01/.logarchive/status.json", "x"), &root)
+            .unwrap();
+        for i in 0..40 {
+            c.add_alias("/agent01/Logs/other.log", &format!("o{i}"))
+                .unwrap();
+        }
+        assert_eq!(
+            c.aliases("/agent01/Logs/other.log").unwrap().len(),
+            MAX_ALIASES
+        );
+        let q = |name: &str| {
+            c.search(&NameQuery {
+                name: name.into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(q("service.log.1"), ["/agent01/Logs/service.log.~3~"]);
+        assert_eq!(q("service.log.2*"), ["/agent01/Logs/service.log.~3~"]);
+        assert_eq!(
+            c.aliases_in("/agent01/Logs").unwrap()["/agent01/Logs/service.log.~3~"],
+            ["Logs/service.log.1", "Logs/service.log.2.gz"]
+        );
+        assert!(
+            c.aliases_in("/agent01").unwrap().is_empty(),
+            "only files directly in it"
+        );
+        // A removed file takes its names with it.
+        std::fs::remove_file(root.join("agent01/Logs/service.log.~3~")).unwrap();
+        c.reconcile(&root).unwrap();
+        assert!(q("service.log.1").is_empty());
     }
 
     #[test]

@@ -980,7 +980,8 @@ async fn dashboard_browse_metrics_health_and_openapi() {
         write(&a.join("agent01/Logs/App/20240723/a.txt"), b"a\n");
         write(&a.join("agent01/Logs/App/20240724/b.txt"), b"bb\n");
         write(&a.join("agent02/c.txt"), b"ccc\n");
-        let status = serde_json::json!({"agent_id": "agent01", "host": "web-01", "backlog_files": 4, "backlog_bytes": 4096, "last_error": "disk on fire", "updated_at_ms": 1});
+        let status = serde_json::json!({"agent_id": "agent01", "host": "web-01", "backlog_files": 4, "backlog_bytes": 4096, "last_error": "disk on fire", "updated_at_ms": 1,
+            "max_lag_seconds": 75, "max_lag_bytes": 2048, "lagging": [{"path": "Logs/busy.log", "bytes": 2048, "seconds": 75}]});
         write(&a.join("agent01/.logarchive/status.json"), status.to_string().as_bytes());
     })
     .await;
@@ -991,6 +992,8 @@ async fn dashboard_browse_metrics_health_and_openapi() {
         "web-01",
         "disk on fire",
         "4 files, 4.0 kiB",
+        // The worst lag of a file behind its writer, marked when over a minute.
+        "class=\"behind\" title=\"Logs/busy.log: 75 s, 2.0 kiB\">75 s, 2.0 kiB",
         "agent02",
         "<svg class=\"chart\"",
         "<rect",

@@ -324,7 +324,9 @@ impl Tracker {
                     self.mark_found(id);
                     continue;
                 }
-                if wanted.is_none() {
+                // An unchanged file nobody tracks may still be the copy a new orphan waits for
+                // (copytruncate's copy is made before the truncation is seen).
+                if wanted.is_none() && self.orphans == 0 {
                     continue;
                 }
             }
@@ -567,17 +569,23 @@ impl Tracker {
         self.open.close(r.id);
         self.detached.remove(&r.id);
         self.held.remove(&r.id);
+        let followed = matches!(r.state, FileState::Pending | FileState::Archived);
+        let unsent = r.size > r.archived_size;
+        let never_sent = r.archived_at_ms.is_none() && !self.inflight.contains(&r.id);
+        // Written to a moment ago: it may hold bytes the agent has not even seen (written just
+        // before a copytruncate or a removal, their events not yet read).
+        let recent = now - r.stable_since_ms < self.timing.quiet_ms.max(1000);
+        if followed && (unsent || (recent && !(r.size == 0 && never_sent))) {
+            tracing::debug!(file = %r.rel, why, "waiting for a copy ({} bytes known unsent)", r.size.saturating_sub(r.archived_size));
+            r.state = FileState::Orphaned;
+            r.orphaned_at_ms = Some(now);
+            self.orphans += 1;
+            self.want_rescan(now);
+            self.save(r)?;
+            return self.adopt_waiting_copy(r.id, now);
+        }
         if r.state == FileState::Pending {
-            if r.size > r.archived_size {
-                tracing::debug!(file = %r.rel, why, "waiting for a copy of {} bytes", r.size - r.archived_size);
-                r.state = FileState::Orphaned;
-                r.orphaned_at_ms = Some(now);
-                self.orphans += 1;
-                self.want_rescan(now);
-                self.save(r)?;
-                return self.adopt_waiting_copy(r.id, now);
-            }
-            if r.archived_at_ms.is_none() && !self.inflight.contains(&r.id) {
+            if never_sent {
                 // Empty and never sent: nothing to archive, no generation to name.
                 return self.db.delete(r.id);
             }
@@ -630,7 +638,7 @@ impl Tracker {
         let prev = self.db.latest(m.id, rel)?;
         let generation = prev.as_ref().map_or(1, |p| p.generation + 1);
         let storable = scan::storable(rel);
-        let maybe_copy = head_len > 0 && !self.db.with_head(&head, head_len)?.is_empty();
+        let maybe_copy = head_len > 0 && !self.db.with_head(&head, head_len, false)?.is_empty();
         let mut r = FileRow {
             id: 0,
             source: m.id,
@@ -768,7 +776,7 @@ impl Tracker {
         let Some(o) = self.db.get(orphan)? else {
             return Ok(());
         };
-        for c in self.db.with_head(&o.head_sha, o.head_len)? {
+        for c in self.db.with_head(&o.head_sha, o.head_len, false)? {
             if !c.maybe_copy || c.archived_at_ms.is_some() || self.inflight.contains(&c.id) {
                 continue;
             }
@@ -816,16 +824,12 @@ impl Tracker {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(&head))
         };
+        // Any generation with that head: the one compressed is usually no longer followed
+        // (its file was removed once compressed).
         let candidates: Vec<Candidate> = self
             .db
-            .with_head(&sha, head.len() as u64)?
+            .with_head(&sha, head.len() as u64, true)?
             .into_iter()
-            .chain(
-                self.db
-                    .orphans()?
-                    .into_iter()
-                    .filter(|o| o.head_sha == sha && o.head_len == head.len() as u64),
-            )
             .map(|r| Candidate {
                 id: r.id,
                 archived_size: r.archived_size,
@@ -926,7 +930,16 @@ impl Tracker {
                 let waited = now - since >= self.timing.orphan_wait_ms;
                 // At least one full scan after it lost its file, and no decompression under way.
                 if waited && self.last_full_scan_ms > since && self.inflating.is_empty() {
+                    self.orphans = self.orphans.saturating_sub(1);
                     let missing = o.size.saturating_sub(o.archived_size);
+                    if missing == 0 && o.archived_at_ms.is_some() {
+                        // No copy, and nothing known to be missing: done as it is.
+                        o.state = FileState::Archived;
+                        o.orphaned_at_ms = None;
+                        o.behind_since_ms = None;
+                        self.save(&mut o)?;
+                        continue;
+                    }
                     tracing::warn!(
                         file = %o.rel,
                         "{missing} bytes were removed or truncated locally before they could be archived"
@@ -937,7 +950,6 @@ impl Tracker {
                     o.last_error = Some(format!(
                         "removed or truncated locally before {missing} bytes were archived; no copy of it appeared"
                     ));
-                    self.orphans = self.orphans.saturating_sub(1);
                     self.save(&mut o)?;
                 }
             }

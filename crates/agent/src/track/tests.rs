@@ -251,8 +251,10 @@ fn copytruncate_continues_from_the_copy_and_the_truncated_file_is_the_next_gener
     t.settle();
     t.append("app.log", b"l3\n");
     t.look("app.log");
-    // logrotate copytruncate: copy, then truncate in place; the writer (O_APPEND) goes on.
+    // logrotate copytruncate: copy, then truncate in place; the writer (O_APPEND) goes on. The
+    // copy is seen (and found uninteresting) before the truncation.
     std::fs::copy(t.p("app.log"), t.p("app.log.1")).unwrap();
+    t.look("app.log.1");
     std::fs::OpenOptions::new()
         .write(true)
         .open(t.p("app.log"))
@@ -270,6 +272,34 @@ fn copytruncate_continues_from_the_copy_and_the_truncated_file_is_the_next_gener
     assert_eq!(t.remote("/app.log.~2~"), "l4\n");
     assert_eq!(t.remotes().len(), 2);
     assert_eq!(t.t.db().totals(t.now).unwrap().lost, 0);
+}
+
+#[test]
+fn lines_written_just_before_a_copytruncate_are_found_in_the_copy() {
+    let mut t = T::new(&["**/*.log"]);
+    t.write("app.log", b"l1\n");
+    t.settle();
+    t.append("app.log", b"l2\n");
+    t.look("app.log");
+    t.wait(600);
+    t.deliver();
+    // Written, copied and truncated at once: the agent never saw l3 before the truncation.
+    t.append("app.log", b"l3\n");
+    std::fs::copy(t.p("app.log"), t.p("app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.p("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    t.look("app.log");
+    t.look("app.log.1");
+    t.append("app.log", b"l4\n");
+    t.settle();
+    assert_eq!(t.remote("/app.log"), "l1\nl2\nl3\n");
+    assert_eq!(t.remote("/app.log.~2~"), "l4\n");
+    let totals = t.t.db().totals(t.now).unwrap();
+    assert_eq!((totals.lost, totals.backlog_files), (0, 0));
 }
 
 #[test]
@@ -412,8 +442,11 @@ fn a_compressed_copy_of_an_archived_generation_is_not_stored_again() {
     // delaycompress, later: app.log.1 (the renamed generation) becomes app.log.2.gz.
     std::fs::rename(t.p("app.log"), t.p("app.log.1")).unwrap();
     t.scan();
-    std::fs::write(t.p("app.log.2.gz"), gz(log.as_bytes())).unwrap();
+    // Its removal is seen first: the generation is no longer followed when its .gz is looked at.
     std::fs::remove_file(t.p("app.log.1")).unwrap();
+    t.wait(QUIET + 1);
+    t.scan();
+    std::fs::write(t.p("app.log.2.gz"), gz(log.as_bytes())).unwrap();
     t.scan();
     let answer = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let now = t.now;

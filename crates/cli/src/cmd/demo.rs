@@ -1,7 +1,8 @@
 //! `logarchive demo`: the whole system in one process, to see it work. An archive server, N
 //! agents (real agents with their own state databases, talking FTP to the server over
 //! loopback) and one log writer per agent producing realistic logs in dated folders: files that
-//! grow, new files that appear, a log that rotates, some ERROR lines.
+//! grow, new files that appear, a service log held open and rotated in each of logrotate's modes
+//! in turn, some ERROR lines.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -231,9 +232,143 @@ fn append(path: &Path, text: &str) {
     }
 }
 
+/// `Logs/Service/service.log` as a daemon writes it: held open, a few lines every tick, each with
+/// a sequence number (`seq=N`), and rotated by the demo itself the way logrotate does, in each of
+/// its modes in turn; after a rotation that moves the file away the daemon reopens its log about
+/// a second later, as after a HUP.
+struct Service {
+    dir: PathBuf,
+    file: Option<std::fs::File>,
+    reopen_at: Option<std::time::Instant>,
+    rotations: u64,
+    seq: u64,
+}
+
+/// The rotation modes the demo cycles through.
+const MODES: [&str; 4] = [
+    "create",
+    "copytruncate",
+    "compress+delaycompress",
+    "dateext",
+];
+
+impl Service {
+    fn new(dir: PathBuf) -> Service {
+        Service {
+            dir,
+            file: None,
+            reopen_at: None,
+            rotations: 0,
+            seq: 0,
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("service.log")
+    }
+
+    fn open(&mut self) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .ok();
+    }
+
+    fn write(&mut self, r: &mut Rng, ts: &str) {
+        if self.file.is_none()
+            || self
+                .reopen_at
+                .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            self.open();
+            self.reopen_at = None;
+        }
+        let mut text = String::new();
+        for _ in 0..(r.next() % 3 + 1) {
+            let l = line(r, ts);
+            text.push_str(&l.replacen(" req=", &format!(" seq={} req=", self.seq), 1));
+            self.seq += 1;
+        }
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+
+    /// `service.log.N` → `.N+1` (and `.N.gz`), keeping three; like `rotate 3`.
+    fn shift(&self) {
+        for n in (1..=3).rev() {
+            for ext in ["", ".gz"] {
+                let from = self.dir.join(format!("service.log.{n}{ext}"));
+                if !from.exists() {
+                    continue;
+                }
+                if n == 3 {
+                    let _ = std::fs::remove_file(&from);
+                } else {
+                    let _ = std::fs::rename(
+                        &from,
+                        self.dir.join(format!("service.log.{}{ext}", n + 1)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self, day: &str) {
+        let mode = MODES[(self.rotations % MODES.len() as u64) as usize];
+        self.rotations += 1;
+        let log = self.log();
+        let moved = match mode {
+            "create" => {
+                self.shift();
+                std::fs::rename(&log, self.dir.join("service.log.1")).is_ok()
+            }
+            "copytruncate" => {
+                // The daemon keeps its file: copy it, then empty it in place.
+                self.shift();
+                if std::fs::copy(&log, self.dir.join("service.log.1")).is_ok() {
+                    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&log) {
+                        let _ = f.set_len(0);
+                    }
+                }
+                false
+            }
+            "compress+delaycompress" => {
+                self.shift();
+                let two = self.dir.join("service.log.2");
+                if gzip(&two, &self.dir.join("service.log.2.gz")).is_ok() {
+                    let _ = std::fs::remove_file(&two);
+                }
+                std::fs::rename(&log, self.dir.join("service.log.1")).is_ok()
+            }
+            _ => {
+                let stamp = format!("{day}-{}", self.rotations);
+                std::fs::rename(&log, self.dir.join(format!("service.log-{stamp}"))).is_ok()
+            }
+        };
+        if moved {
+            // logrotate's `create`: a new empty file, which the daemon reopens a bit later.
+            let _ = std::fs::File::create(&log);
+            self.reopen_at = Some(std::time::Instant::now() + Duration::from_secs(1));
+        }
+    }
+}
+
+fn gzip(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut input = std::fs::File::open(from)?;
+    let out = std::fs::File::create(to)?;
+    let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    std::io::copy(&mut input, &mut e)?;
+    e.finish()?;
+    Ok(())
+}
+
 /// Writes logs like a busy little service: `Logs/App/<day>/app.log` and
 /// `Logs/Web/<day>/access.log` grow; `Logs/Jobs/<day>/job-N.log` appear whole now and then;
-/// `Logs/Service/service.log` is rotated every 30 s. Two closed days of history first.
+/// `Logs/Service/service.log` is held open and rotated every 15 s ([`Service`]). Two closed days
+/// of history first.
 async fn write_logs(root: PathBuf, seed: u64, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let now_ms = std::time::SystemTime::now()
@@ -249,6 +384,7 @@ async fn write_logs(root: PathBuf, seed: u64, mut stop: tokio::sync::watch::Rece
         }
         append(&root.join(format!("Logs/App/{day}/app.log")), &text);
     }
+    let mut service = Service::new(root.join("Logs/Service"));
     let mut tick = 0u64;
     loop {
         let (ts, day) = now();
@@ -266,18 +402,16 @@ async fn write_logs(root: PathBuf, seed: u64, mut stop: tokio::sync::watch::Rece
             r.next() % 50_000
         );
         append(&root.join(format!("Logs/Web/{day}/access.log")), &access);
-        append(&root.join("Logs/Service/service.log"), &line(&mut r, &ts));
+        service.write(&mut r, &ts);
         if tick % 30 == 29 {
             let mut job = String::new();
             for _ in 0..50 {
                 job.push_str(&line(&mut r, &ts));
             }
             append(&root.join(format!("Logs/Jobs/{day}/job-{tick}.log")), &job);
-        }
-        if tick % 60 == 59 {
-            // Rotation: the agent archives the new file as a new generation beside the old.
-            let s = root.join("Logs/Service/service.log");
-            let _ = std::fs::rename(&s, s.with_extension("log.1"));
+            // Rotation in the next mode: the agent follows the rotated file and archives the
+            // new one as the next generation; nothing is lost and nothing stored twice.
+            service.rotate(&day);
         }
         tick += 1;
         tokio::select! {

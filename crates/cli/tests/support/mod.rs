@@ -229,6 +229,23 @@ impl Rng {
     }
 }
 
+/// GET `path` from the web interface at `web` (host:port) with basic auth `auth` (base64 of
+/// `name:password`); the body.
+pub fn http_get(web: &str, path: &str, auth: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(web).expect("connecting to the web interface");
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {web}\r\nAuthorization: Basic {auth}\r\n\r\n"
+    )
+    .expect("sending a request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("reading the answer");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// Standard base64 with padding, for HTTP basic auth headers.
 pub fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

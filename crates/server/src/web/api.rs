@@ -235,12 +235,19 @@ pub struct Listing {
     /// Sub-folders' full paths.
     pub dirs: Vec<String>,
     pub files: Vec<Entry>,
+    /// The local names files in it had where they came from (rotated logs: `service.log.1`),
+    /// by path; files without any are left out.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub local_names: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 pub(super) async fn listing(st: &Arc<WebState>, p: &ArchivePath) -> Result<Listing, WebError> {
     let c = Arc::clone(&st.catalog);
     let dir = p.display();
-    let (dirs, files) = tokio::task::spawn_blocking(move || c.list(&dir)).await??;
+    let ((dirs, files), names) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::catalog::CatalogError>((c.list(&dir)?, c.aliases_in(&dir)?))
+    })
+    .await??;
     if dirs.is_empty() && files.is_empty() && !p.is_root() && !st.archive.is_dir(p) {
         return Err(WebError::NotFound);
     }
@@ -248,6 +255,7 @@ pub(super) async fn listing(st: &Arc<WebState>, p: &ArchivePath) -> Result<Listi
         path: p.display(),
         dirs,
         files,
+        local_names: names.into_iter().collect(),
     })
 }
 
@@ -439,7 +447,13 @@ pub(super) async fn read_page(
 ) -> Result<Page, WebError> {
     let open = st.archive.open_file(p)?;
     let st = Arc::clone(st);
-    tokio::task::spawn_blocking(move || view::read_page(&open.file, &st.lines, at)).await?
+    let path = p.display();
+    tokio::task::spawn_blocking(move || {
+        let mut page = view::read_page(&open.file, &st.lines, at)?;
+        page.local_names = st.catalog.aliases(&path)?;
+        Ok(page)
+    })
+    .await?
 }
 
 /// A page (64 KiB of whole lines) of a file: at its end by default.

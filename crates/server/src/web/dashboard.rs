@@ -26,9 +26,28 @@ pub struct AgentStatus {
     pub oldest_pending: Option<String>,
     pub unstorable: Option<u64>,
     pub lost: Option<u64>,
+    /// Bytes seen on the agent that could not be archived (e.g. inside logrotate's
+    /// copytruncate window).
+    pub lost_bytes: Option<u64>,
+    /// Local copies of generations the archive holds (not stored again).
+    pub already_archived: Option<u64>,
+    /// How far behind its writer the file furthest behind is.
+    pub max_lag_seconds: Option<u64>,
+    pub max_lag_bytes: Option<u64>,
+    /// The files furthest behind, worst first.
+    pub lagging: Vec<LagStatus>,
     pub last_error: Option<String>,
     pub last_scan_ms: Option<i64>,
     pub updated_at_ms: Option<i64>,
+}
+
+/// A file behind its writer, as an agent reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LagStatus {
+    pub path: String,
+    pub bytes: u64,
+    pub seconds: u64,
 }
 
 /// One agent on the dashboard.

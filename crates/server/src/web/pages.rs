@@ -196,6 +196,10 @@ struct AgentRow {
     files: u64,
     bytes: String,
     backlog: String,
+    /// Worst lag of a file behind its writer.
+    lag: String,
+    lag_title: String,
+    behind: bool,
     last_error: String,
     stale: bool,
 }
@@ -213,6 +217,8 @@ struct FileRow {
     modified: String,
     modified_raw: i64,
     archived: String,
+    /// The local names it had (rotated logs), for people: `service.log.1, service.log.2.gz`.
+    aka: String,
 }
 
 impl FileRow {
@@ -232,7 +238,20 @@ impl FileRow {
             modified: format_ms(e.modified_ms),
             modified_raw: e.modified_ms,
             archived: format_ms(e.archived_ms),
+            aka: String::new(),
         }
+    }
+
+    /// With the file names (last parts) of its local names.
+    fn with_names(mut self, names: Option<&Vec<String>>) -> FileRow {
+        if let Some(n) = names {
+            self.aka = n
+                .iter()
+                .map(|n| n.rsplit('/').next().unwrap_or(n))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        self
     }
 }
 
@@ -264,8 +283,22 @@ async fn dashboard_page(PageCaller(c): PageCaller, State(st): S) -> PageResult {
                 (Some(f), Some(b)) => format!("{f} files, {}", size(b)),
                 _ => "—".into(),
             };
+            let lag = match (s.max_lag_seconds, s.max_lag_bytes) {
+                (Some(0), Some(0)) => "none".to_string(),
+                (Some(secs), Some(b)) => format!("{secs} s, {}", size(b)),
+                _ => "—".into(),
+            };
+            let lag_title = s
+                .lagging
+                .iter()
+                .map(|l| format!("{}: {} s, {}", l.path, l.seconds, size(l.bytes)))
+                .collect::<Vec<_>>()
+                .join("\n");
             AgentRow {
                 name: a.agent.clone(),
+                behind: s.max_lag_seconds.is_some_and(|x| x >= 60),
+                lag,
+                lag_title,
                 url: format!("/browse/{}", encode_component(&a.agent)),
                 host: s.host.clone().unwrap_or_else(|| "—".into()),
                 last_seen: s.updated_at_ms.map_or("never".into(), format_ms),
@@ -355,7 +388,11 @@ async fn browse(
     q: BrowseParams,
 ) -> PageResult {
     let l = api::listing(&st, &p).await?;
-    let mut files: Vec<FileRow> = l.files.iter().map(FileRow::of).collect();
+    let mut files: Vec<FileRow> = l
+        .files
+        .iter()
+        .map(|e| FileRow::of(e).with_names(l.local_names.get(&e.path)))
+        .collect();
     let sort = q.sort.unwrap_or_else(|| "name".into());
     match sort.as_str() {
         "size" => files.sort_by_key(|f| std::cmp::Reverse(f.size_raw)),
@@ -609,6 +646,8 @@ struct ViewPage {
     follow_url: String,
     at_end: bool,
     next_line: Option<u64>,
+    /// The local names it had (rotated logs).
+    aka: String,
 }
 
 async fn view_page(
@@ -653,6 +692,7 @@ async fn view_page(
         follow_url: format!("/api/v1/follow{url}"),
         at_end: page.end == page.size,
         next_line: n,
+        aka: page.local_names.join(", "),
         lines,
     })
 }

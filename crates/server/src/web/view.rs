@@ -65,6 +65,9 @@ pub struct Page {
     pub first_line: Option<u64>,
     /// The text (invalid UTF-8 replaced).
     pub text: String,
+    /// The local names the file had where it came from (a rotated log's `service.log.1`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_names: Vec<String>,
 }
 
 /// Where to open a file.
@@ -213,6 +216,7 @@ pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> 
                 end,
                 first_line: if start == 0 { Some(1) } else { first },
                 text: String::from_utf8_lossy(text).into_owned(),
+                local_names: Vec::new(),
             });
         }
     };
@@ -234,6 +238,7 @@ pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> 
         end,
         first_line,
         text: String::from_utf8_lossy(&bytes).into_owned(),
+        local_names: Vec::new(),
     })
 }
 
