@@ -50,6 +50,9 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Least time between two status documents published after batches of uploads.
+const STATUS_AFTER_BATCH_MS: i64 = 5_000;
+
 /// Attempts per file before `--once` gives up on it.
 const ONCE_ATTEMPTS: i64 = 4;
 
@@ -225,6 +228,7 @@ fn track_loop(
     let mut next_scan = now_ms();
     let mut next_status = now_ms() + cfg.status_interval.as_millis() as i64;
     let mut completed_since_status = 0u64;
+    let mut last_status = 0i64;
     let mut stopping: Option<Instant> = None;
     let max_backoff = if mode == Mode::Once {
         Duration::from_secs(2)
@@ -299,7 +303,11 @@ fn track_loop(
         }
 
         let idle = t.inflight() == 0;
-        if idle && completed_since_status > 0 || now >= next_status {
+        // After a batch, but at most every few seconds: a busy log is appended to every second.
+        let batch_done =
+            idle && completed_since_status > 0 && now - last_status >= STATUS_AFTER_BATCH_MS;
+        if batch_done || now >= next_status {
+            last_status = now;
             if let Some(b) = status_bytes(cfg, t.db(), metrics, now) {
                 let _ = status_tx.try_send(b);
             }

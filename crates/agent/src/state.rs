@@ -464,6 +464,18 @@ impl StateDb {
         )? as u64)
     }
 
+    /// Up to `limit` tracked rows with bytes to send.
+    pub fn pending_tracked(&self, limit: usize) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files WHERE state = 'pending' AND tracked ORDER BY grew DESC, ready_at_ms LIMIT ?1"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st
+            .query_map(params![limit as i64], row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Rows waiting for a copy of their file, with the time they started waiting.
     pub fn orphans(&self) -> Result<Vec<FileRow>> {
         let sql = format!("SELECT {COLUMNS} FROM files WHERE state = 'orphaned'");

@@ -13,13 +13,14 @@
 //!   file (copytruncate, compress) or counts its loss.
 //! - Rows advance only on verified outcomes ([`crate::upload`]).
 
+mod copies;
+mod dispatch;
 mod files;
-mod outcome;
+mod gone;
 
-use crate::rotated::{self, Candidate, Inflater, Kind};
+use crate::rotated::{self, Inflater};
 use crate::scan::{self, Look, Matcher, Seen, HEAD};
 use crate::state::{CopyKey, FileRow, FileState, StateDb};
-use crate::upload::{Job, Send, Work};
 pub use files::{Ident, Identities, OpenFiles};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
@@ -83,6 +84,10 @@ pub struct Tracker {
     last_full_scan_ms: i64,
     /// Row ids whose identity a running full scan has met.
     found: Option<HashSet<i64>>,
+    /// Tracked rows whose path vanished in this batch of events.
+    vanished: Vec<(i64, PathBuf)>,
+    /// When open files were last checked for being idle.
+    last_sweep_ms: i64,
 }
 
 impl Tracker {
@@ -112,6 +117,11 @@ impl Tracker {
             );
         })?;
         let orphans = db.orphans()?.len();
+        // What has bytes to send is held open again (it may be removed before it is sent).
+        let mut open = OpenFiles::new(open_cap);
+        for r in db.pending_tracked(open_cap)? {
+            open.open(r.id, &r.path, (r.dev, r.ino));
+        }
         // Decompressed copies from before a restart are made again when needed.
         if let Ok(rd) = std::fs::read_dir(&scratch) {
             for e in rd.flatten() {
@@ -127,7 +137,7 @@ impl Tracker {
             scratch,
             seen,
             live,
-            open: OpenFiles::new(open_cap),
+            open,
             inflater: None,
             inflight: HashSet::new(),
             naming: HashSet::new(),
@@ -142,6 +152,8 @@ impl Tracker {
             rescan_at: None,
             last_full_scan_ms: 0,
             found: None,
+            vanished: Vec::new(),
+            last_sweep_ms: 0,
         })
     }
 
@@ -277,64 +289,20 @@ impl Tracker {
         let mut report = ScanReport::default();
         self.found = Some(HashSet::new());
         let roots: Vec<PathBuf> = self.matchers.iter().map(|m| m.root.clone()).collect();
-        let mut entries: Vec<(PathBuf, u64)> = Vec::new();
+        let mut failed = None;
         for root in &roots {
             scan::walk(root, |path, entry| {
                 use std::os::unix::fs::DirEntryExt;
-                entries.push((path, entry.ino()));
-            });
-        }
-        for (path, ino) in entries {
-            let wanted = self.target(&path);
-            if wanted.is_none() {
-                if path.to_str().is_none() {
-                    report.skipped_names += 1;
-                    if self.seen.get(&path).is_none() {
-                        tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
-                        self.seen.note(
-                            &path,
-                            Look {
-                                size: 0,
-                                mtime_ns: 0,
-                                dev: 0,
-                                ino: 0,
-                            },
-                        );
+                if failed.is_none() {
+                    if let Err(e) = self.scan_one(path, entry.ino(), now, &mut report) {
+                        failed = Some(e);
                     }
                 }
-                let interesting = self.live.may_hold(ino)
-                    || rotated::kind_of(&path).is_some()
-                    || self.orphans > 0;
-                if !interesting {
-                    continue;
-                }
-            }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            if wanted.is_some() {
-                report.files += 1;
-            }
-            let look = Look::of(&meta);
-            if self.seen.get(&path) == Some(look) {
-                if let Some(id) = self.live.get((look.dev, look.ino)) {
-                    self.mark_found(id);
-                    continue;
-                }
-                // An unchanged file nobody tracks may still be the copy a new orphan waits for
-                // (copytruncate's copy is made before the truncation is seen).
-                if wanted.is_none() && self.orphans == 0 {
-                    continue;
-                }
-            }
-            match self.observe_file(&path, &meta, now)? {
-                Observed::New => report.new += 1,
-                Observed::Changed => report.changed += 1,
-                Observed::Nothing => {}
-            }
+            });
+        }
+        if let Some(e) = failed {
+            self.found = None;
+            return Err(e);
         }
         let found = self.found.take().unwrap_or_default();
         let missing: Vec<(Ident, i64)> = self
@@ -349,6 +317,66 @@ impl Tracker {
         Ok(report)
     }
 
+    /// One regular file met by a full scan (`ino` from its directory entry, before any `stat`).
+    fn scan_one(
+        &mut self,
+        path: PathBuf,
+        ino: u64,
+        now: i64,
+        report: &mut ScanReport,
+    ) -> Result<()> {
+        let wanted = self.target(&path);
+        if wanted.is_none() {
+            if path.to_str().is_none() {
+                report.skipped_names += 1;
+                if self.seen.get(&path).is_none() {
+                    tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
+                    self.seen.note(
+                        &path,
+                        Look {
+                            size: 0,
+                            mtime_ns: 0,
+                            dev: 0,
+                            ino: 0,
+                        },
+                    );
+                }
+            }
+            let interesting =
+                self.live.may_hold(ino) || rotated::kind_of(&path).is_some() || self.orphans > 0;
+            if !interesting {
+                return Ok(());
+            }
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return Ok(());
+        };
+        if !meta.is_file() {
+            return Ok(());
+        }
+        if wanted.is_some() {
+            report.files += 1;
+        }
+        let look = Look::of(&meta);
+        if self.seen.get(&path) == Some(look) {
+            if let Some(id) = self.live.get((look.dev, look.ino)) {
+                self.mark_found(id);
+                return Ok(());
+            }
+            // An unchanged file nobody tracks may still be the copy a new orphan waits for
+            // (copytruncate's copy is made before the truncation is seen).
+            if wanted.is_none() && self.orphans == 0 {
+                return Ok(());
+            }
+        }
+        match self.observe_file(&path, &meta, now)? {
+            Observed::New => report.new += 1,
+            Observed::Changed => report.changed += 1,
+            Observed::Nothing => {}
+        }
+        Ok(())
+    }
+
     fn mark_found(&mut self, id: i64) {
         if let Some(f) = self.found.as_mut() {
             f.insert(id);
@@ -361,10 +389,13 @@ impl Tracker {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(_) => {
-                // Gone or renamed away: the tracked file it was is found (or missed) by a scan.
-                if self.seen.get(path).is_some() {
+                // Gone or renamed away. If a tracked file was there and no event tells where it
+                // went (the new name's usually comes in the same batch), a scan looks for it.
+                if let Some(look) = self.seen.get(path) {
                     self.seen.forget(path);
-                    self.want_rescan(now);
+                    if let Some(id) = self.live.get((look.dev, look.ino)) {
+                        self.vanished.push((id, path.to_path_buf()));
+                    }
                 }
                 return Ok(());
             }
@@ -685,278 +716,6 @@ impl Tracker {
         Ok(Observed::New)
     }
 
-    /// The orphan whose missing bytes `file` holds: it begins as the orphan did and holds at least
-    /// what was archived, with the same bytes just before that point.
-    fn orphan_copied_by(
-        &self,
-        file: &File,
-        look: Look,
-        head: &str,
-        head_len: u64,
-    ) -> Result<Option<FileRow>> {
-        for o in self.db.orphans()? {
-            if look.size < o.archived_size || look.size < o.head_len {
-                continue;
-            }
-            let same_head = if o.head_len == head_len {
-                head == o.head_sha
-            } else {
-                scan::head_sha(file, o.head_len).ok().as_deref() == Some(o.head_sha.as_str())
-            };
-            if same_head && scan::window_sha(file, o.archived_size).ok() == Some(o.tail_sha.clone())
-            {
-                return Ok(Some(o));
-            }
-        }
-        Ok(None)
-    }
-
-    /// A file a source does not want appeared while some rows wait for a copy: it may be one
-    /// (`app.log.1` after copytruncate).
-    fn consider_copy(&mut self, path: &Path, look: Look, now: i64) -> Result<()> {
-        let Ok(file) = rotated::open_nofollow(path) else {
-            return Ok(());
-        };
-        match file.metadata() {
-            Ok(m) if (m.dev(), m.ino()) == (look.dev, look.ino) => {}
-            _ => return Ok(()),
-        }
-        let head_len = look.size.min(HEAD);
-        let Ok(head) = scan::head_sha(&file, head_len) else {
-            return Ok(());
-        };
-        if let Some(o) = self.orphan_copied_by(&file, look, &head, head_len)? {
-            self.adopt(o, path, file, look, now)?;
-        }
-        Ok(())
-    }
-
-    /// `o` continues with `file` (its copy) as its file: the bytes beyond what was archived are
-    /// sent from it.
-    fn adopt(
-        &mut self,
-        mut o: FileRow,
-        path: &Path,
-        file: File,
-        look: Look,
-        now: i64,
-    ) -> Result<()> {
-        tracing::debug!(file = %o.rel, copy = %path.display(), "found a copy of a truncated file");
-        self.orphans = self.orphans.saturating_sub(1);
-        o.dev = look.dev;
-        o.ino = look.ino;
-        o.path = path.to_path_buf();
-        o.tracked = true;
-        o.orphaned_at_ms = None;
-        o.size = look.size;
-        o.mtime_ns = look.mtime_ns;
-        o.stable_since_ms = scan::unchanged_since(look.mtime_ns, now);
-        o.grew = false;
-        if o.size > o.archived_size {
-            o.state = FileState::Pending;
-            o.behind_since_ms.get_or_insert(now);
-        } else {
-            o.state = FileState::Archived;
-            o.behind_since_ms = None;
-        }
-        self.live.insert((look.dev, look.ino), o.id);
-        self.mark_found(o.id);
-        self.seen.note(path, look);
-        let name = self.local_name(path);
-        self.db.add_name(o.id, &name)?;
-        if o.state == FileState::Pending {
-            self.open.keep(o.id, file);
-        }
-        self.save(&mut o)
-    }
-
-    /// A row just lost its file to truncation: a file under a wanted name that began like it and
-    /// was held back as a possible copy is that copy.
-    fn adopt_waiting_copy(&mut self, orphan: i64, now: i64) -> Result<()> {
-        let Some(o) = self.db.get(orphan)? else {
-            return Ok(());
-        };
-        for c in self.db.with_head(&o.head_sha, o.head_len, false)? {
-            if !c.maybe_copy || c.archived_at_ms.is_some() || self.inflight.contains(&c.id) {
-                continue;
-            }
-            let Ok(file) = rotated::open_nofollow(&c.path) else {
-                continue;
-            };
-            let look = match file.metadata() {
-                Ok(m) if (m.dev(), m.ino()) == (c.dev, c.ino) => Look::of(&m),
-                _ => continue,
-            };
-            if look.size >= o.archived_size
-                && scan::window_sha(&file, o.archived_size).ok() == Some(o.tail_sha.clone())
-            {
-                // The held-back file was the copy: it is the orphan's file, not a file of its own.
-                self.live.remove((c.dev, c.ino), c.id);
-                self.open.close(c.id);
-                self.db.delete(c.id)?;
-                return self.adopt(o, &c.path.clone(), file, look, now);
-            }
-        }
-        Ok(())
-    }
-
-    /// A compressed file: `true` if it is (or may be) a copy of a known generation, so that it
-    /// is not taken for a file of its own. Decompressing it all happens on the inflater thread.
-    fn consider_compressed(&mut self, path: &Path, kind: Kind, key: CopyKey) -> Result<bool> {
-        if self.db.copy_of(key)?.is_some() || self.inflating.contains(&key) {
-            return Ok(true);
-        }
-        if self.not_copies.contains(&key) || self.inflater.is_none() {
-            return Ok(false);
-        }
-        let Ok(file) = rotated::open_nofollow(path) else {
-            return Ok(false);
-        };
-        let head = match rotated::inflate_head(kind, file) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), "cannot decompress ({e})");
-                self.not_copies.insert(key);
-                return Ok(false);
-            }
-        };
-        let sha = {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&head))
-        };
-        // Any generation with that head: the one compressed is usually no longer followed
-        // (its file was removed once compressed).
-        let candidates: Vec<Candidate> = self
-            .db
-            .with_head(&sha, head.len() as u64, true)?
-            .into_iter()
-            .map(|r| Candidate {
-                id: r.id,
-                archived_size: r.archived_size,
-                archived_sha: r.archived_sha.clone(),
-                live: self
-                    .open
-                    .get(r.id)
-                    .or_else(|| self.read_file(&r, &r.path).ok().filter(|_| r.tracked)),
-            })
-            .collect();
-        if candidates.is_empty() {
-            self.not_copies.insert(key);
-            return Ok(false);
-        }
-        let req = rotated::Request {
-            path: path.to_path_buf(),
-            key,
-            kind,
-            candidates,
-            scratch: self.scratch.clone(),
-        };
-        if self.inflater.as_ref().is_some_and(|i| i.send(req)) {
-            self.inflating.insert(key);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// A row of the live map that a full scan did not meet under any root.
-    fn missing(&mut self, ident: Ident, id: i64, now: i64) -> Result<()> {
-        let Some(mut r) = self.db.get(id)? else {
-            self.live.remove(ident, id);
-            return Ok(());
-        };
-        if let Some(f) = self.open.get(id) {
-            // Still readable through the open file (removed, or moved out of the roots).
-            if let Ok(m) = f.metadata() {
-                self.detached.insert(id);
-                return self.detached_look(r, &m, now);
-            }
-        }
-        self.live.remove(ident, id);
-        self.release(&mut r, now, "removed locally")
-    }
-
-    /// A detached row's file as its open file shows it.
-    fn detached_look(&mut self, mut r: FileRow, m: &Metadata, now: i64) -> Result<()> {
-        let look = Look::of(m);
-        if look.size < r.size {
-            self.live.remove((r.dev, r.ino), r.id);
-            return self.release(&mut r, now, "truncated after it was removed");
-        }
-        if look.size != r.size || look.mtime_ns != r.mtime_ns {
-            return self.grown(&mut r, look, now);
-        }
-        let quiet = now - r.stable_since_ms >= self.timing.quiet_ms;
-        if quiet && r.size == r.archived_size && !self.inflight.contains(&r.id) {
-            // Everything read and nobody writes to it: let it go.
-            self.live.remove((r.dev, r.ino), r.id);
-            return self.release(&mut r, now, "removed locally, fully archived");
-        }
-        Ok(())
-    }
-
-    /// Periodic work: detached files, quiet files held open, orphans that waited long enough.
-    pub fn tick(&mut self, now: i64) -> Result<()> {
-        for id in self.detached.clone() {
-            let (Some(r), Some(f)) = (self.db.get(id)?, self.open.get(id)) else {
-                self.detached.remove(&id);
-                continue;
-            };
-            match f.metadata() {
-                Ok(m) => self.detached_look(r, &m, now)?,
-                Err(_) => {
-                    self.detached.remove(&id);
-                }
-            }
-        }
-        for id in self.open.rows() {
-            if self.inflight.contains(&id) || self.detached.contains(&id) {
-                continue;
-            }
-            match self.db.get(id)? {
-                Some(r)
-                    if r.state == FileState::Pending
-                        || now - r.stable_since_ms < self.timing.quiet_ms => {}
-                // Fully archived and quiet: reopened by path when it grows.
-                _ => {
-                    if !self.inflated.contains_key(&id) {
-                        self.open.close(id);
-                    }
-                }
-            }
-        }
-        if self.orphans > 0 {
-            for mut o in self.db.orphans()? {
-                let since = o.orphaned_at_ms.unwrap_or(0);
-                let waited = now - since >= self.timing.orphan_wait_ms;
-                // At least one full scan after it lost its file, and no decompression under way.
-                if waited && self.last_full_scan_ms > since && self.inflating.is_empty() {
-                    self.orphans = self.orphans.saturating_sub(1);
-                    let missing = o.size.saturating_sub(o.archived_size);
-                    if missing == 0 && o.archived_at_ms.is_some() {
-                        // No copy, and nothing known to be missing: done as it is.
-                        o.state = FileState::Archived;
-                        o.orphaned_at_ms = None;
-                        o.behind_since_ms = None;
-                        self.save(&mut o)?;
-                        continue;
-                    }
-                    tracing::warn!(
-                        file = %o.rel,
-                        "{missing} bytes were removed or truncated locally before they could be archived"
-                    );
-                    o.state = FileState::Lost;
-                    o.lost_bytes += missing;
-                    o.behind_since_ms = None;
-                    o.last_error = Some(format!(
-                        "removed or truncated locally before {missing} bytes were archived; no copy of it appeared"
-                    ));
-                    self.save(&mut o)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// When the tracker wants to run next without being woken (ms).
     pub fn next_wake(&self, now: i64) -> Result<Option<i64>> {
         let mut t = self.db.next_ready_ms()?;
@@ -971,77 +730,6 @@ impl Tracker {
             at(now + 1000);
         }
         Ok(t)
-    }
-
-    /// Up to `free` sends (and name reports) ready at `now`, marked in flight.
-    pub fn take_jobs(&mut self, now: i64, free: usize) -> Result<Vec<Job>> {
-        let mut jobs = Vec::new();
-        if free == 0 {
-            return Ok(jobs);
-        }
-        for mut r in self.db.ready(now, free + self.inflight.len())? {
-            if jobs.len() >= free {
-                break;
-            }
-            if self.inflight.contains(&r.id) {
-                continue;
-            }
-            if self.matcher_of(&r).is_none() && !self.inflated.contains_key(&r.id) {
-                r.state = FileState::Lost;
-                r.tracked = false;
-                r.last_error = Some("its source is no longer configured".into());
-                self.live.remove((r.dev, r.ino), r.id);
-                self.save(&mut r)?;
-                continue;
-            }
-            let quiet = now - r.stable_since_ms >= self.timing.quiet_ms;
-            let file = match self.open.get(r.id) {
-                Some(f) => Some(f),
-                None => self.open.open(r.id, &r.path, (r.dev, r.ino)),
-            };
-            jobs.push(Job {
-                id: r.id,
-                work: Work::Send(Send {
-                    path: r.path.clone(),
-                    file,
-                    dev: r.dev,
-                    ino: r.ino,
-                    remote: r.remote.clone(),
-                    archived_size: r.archived_size,
-                    head_sha: r.head_sha.clone(),
-                    head_len: r.head_len,
-                    tail_sha: r.tail_sha.clone(),
-                    whole_lines: !quiet,
-                    in_step: self.in_step.contains(&r.id),
-                }),
-            });
-            if quiet {
-                r.maybe_copy = false;
-            }
-            r.sent_at_ms = now;
-            self.inflight.insert(r.id);
-            self.save(&mut r)?;
-        }
-        if jobs.len() < free {
-            for (id, remote, names) in self.db.unreported_names(64)? {
-                if jobs.len() >= free {
-                    break;
-                }
-                if self.inflight.contains(&id) || !self.naming.insert(id) {
-                    continue;
-                }
-                jobs.push(Job {
-                    id,
-                    work: Work::Names { remote, names },
-                });
-            }
-        }
-        Ok(jobs)
-    }
-
-    /// Whether any name waits to be told to the server.
-    pub fn names_waiting(&self) -> Result<bool> {
-        Ok(!self.db.unreported_names(1)?.is_empty())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::Source;
-use crate::upload::{prepare, Outcome, Prepared};
+use crate::upload::{prepare, Outcome, Prepared, Send, Work};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -532,4 +532,51 @@ fn an_inode_given_to_another_file_is_not_taken_for_a_rename() {
         "never appended to with another file's bytes"
     );
     assert!(t.remote("/b.log.~2~").starts_with("bbbb\n"));
+}
+
+#[test]
+fn a_failed_read_of_a_head_is_no_rotation() {
+    let mut t = T::new(&["**/*.log"]);
+    t.write("small.log", b"ab\n");
+    t.settle();
+    let before = t.row("small.log", 1);
+    // The file grows, and its size is read; by the time its head is read it is shorter (a
+    // failed read, as far as the head goes). Nothing is decided on that look.
+    t.append("small.log", b"cd\n");
+    let stale = std::fs::metadata(t.p("small.log")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.p("small.log"))
+        .unwrap()
+        .set_len(3)
+        .unwrap();
+    t.t.open.close(before.id);
+    let (p, now) = (t.p("small.log"), t.now);
+    t.t.observe_file(&p, &stale, now).unwrap();
+    let after = t.row("small.log", 1);
+    assert_eq!(
+        (after.id, after.size, after.tracked),
+        (before.id, 3, true),
+        "still the same file"
+    );
+    // A new file whose head cannot be read is looked at again later, not taken for anything.
+    t.write("new.log", b"0123456789\n");
+    let stale = std::fs::metadata(t.p("new.log")).unwrap();
+    std::fs::write(t.p("new.log"), b"01\n").unwrap();
+    let p = t.p("new.log");
+    t.t.observe_file(&p, &stale, now).unwrap();
+    assert!(t
+        .t
+        .db()
+        .latest(t.t.matchers[0].id, "new.log")
+        .unwrap()
+        .is_none());
+    t.settle();
+    assert_eq!(t.remote("/small.log"), "ab\n");
+    assert_eq!(t.remote("/new.log"), "01\n");
+    assert_eq!(
+        t.remotes(),
+        ["/new.log", "/small.log"],
+        "no generation from a failed read"
+    );
 }

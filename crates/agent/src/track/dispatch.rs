@@ -1,11 +1,8 @@
-//! What the tracker does with the answers it gets: a worker's outcome for a row, and the
-//! inflater's verdict on a compressed file.
+//! What the tracker hands out to the upload workers, and what it does with their outcomes.
 
 use super::{Result, Tracker};
-use crate::rotated::{Inflated, Verdict};
-use crate::scan::Look;
 use crate::state::FileState;
-use crate::upload::{Job, Outcome, Work};
+use crate::upload::{Job, Outcome, Send, Work};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -18,6 +15,77 @@ pub struct Done {
 }
 
 impl Tracker {
+    /// Up to `free` sends (and name reports) ready at `now`, marked in flight.
+    pub fn take_jobs(&mut self, now: i64, free: usize) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        if free == 0 {
+            return Ok(jobs);
+        }
+        for mut r in self.db.ready(now, free)? {
+            if jobs.len() >= free {
+                break;
+            }
+            if self.inflight.contains(&r.id) {
+                continue;
+            }
+            if self.matcher_of(&r).is_none() && !self.inflated.contains_key(&r.id) {
+                r.state = FileState::Lost;
+                r.tracked = false;
+                r.last_error = Some("its source is no longer configured".into());
+                self.live.remove((r.dev, r.ino), r.id);
+                self.save(&mut r)?;
+                continue;
+            }
+            let quiet = now - r.stable_since_ms >= self.timing.quiet_ms;
+            let file = match self.open.get(r.id) {
+                Some(f) => Some(f),
+                None => self.open.open(r.id, &r.path, (r.dev, r.ino)),
+            };
+            jobs.push(Job {
+                id: r.id,
+                work: Work::Send(Send {
+                    path: r.path.clone(),
+                    file,
+                    dev: r.dev,
+                    ino: r.ino,
+                    remote: r.remote.clone(),
+                    archived_size: r.archived_size,
+                    head_sha: r.head_sha.clone(),
+                    head_len: r.head_len,
+                    tail_sha: r.tail_sha.clone(),
+                    whole_lines: !quiet,
+                    in_step: self.in_step.contains(&r.id),
+                }),
+            });
+            if quiet {
+                r.maybe_copy = false;
+            }
+            r.sent_at_ms = now;
+            self.inflight.insert(r.id);
+            self.save(&mut r)?;
+        }
+        if jobs.len() < free {
+            for (id, remote, names) in self.db.unreported_names(64)? {
+                if jobs.len() >= free {
+                    break;
+                }
+                if self.inflight.contains(&id) || !self.naming.insert(id) {
+                    continue;
+                }
+                jobs.push(Job {
+                    id,
+                    work: Work::Names { remote, names },
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Whether any name waits to be told to the server.
+    pub fn names_waiting(&self) -> Result<bool> {
+        Ok(!self.db.unreported_names(1)?.is_empty())
+    }
+
     /// Records the outcome of `job`. `max_backoff` caps the wait before a failed row is retried.
     pub fn finished(
         &mut self,
@@ -134,79 +202,5 @@ impl Tracker {
         }
         self.save(&mut r)?;
         Ok(done)
-    }
-
-    /// The inflater's verdict on a compressed file.
-    pub fn inflated(&mut self, answer: Inflated, now: i64) -> Result<()> {
-        self.inflating.remove(&answer.key);
-        if let Some(e) = answer.error {
-            tracing::debug!(path = %answer.path.display(), "cannot compare ({e})");
-            self.not_copies.insert(answer.key);
-            return Ok(());
-        }
-        let name = self.local_name(&answer.path);
-        // Already archived (all of it, or a start of it)?
-        for (id, v) in &answer.verdicts {
-            if matches!(v, Verdict::Same | Verdict::Prefix) {
-                self.db.add_copy(answer.key, *id)?;
-                self.db.add_name(*id, &name)?;
-                for (_, v) in &answer.verdicts {
-                    if let Verdict::Longer { temp, .. } = v {
-                        let _ = std::fs::remove_file(temp);
-                    }
-                }
-                return Ok(());
-            }
-        }
-        // Holding what a row that lost its file lacks?
-        for (id, v) in &answer.verdicts {
-            let Verdict::Longer { temp, total } = v else {
-                continue;
-            };
-            let Some(mut r) = self.db.get(*id)? else {
-                continue;
-            };
-            if r.state != FileState::Orphaned || self.inflight.contains(id) {
-                continue;
-            }
-            let Ok(file) = crate::rotated::open_nofollow(temp) else {
-                continue;
-            };
-            let Ok(m) = file.metadata() else { continue };
-            tracing::debug!(file = %r.rel, copy = %answer.path.display(), "a compressed copy holds what was not archived");
-            self.orphans = self.orphans.saturating_sub(1);
-            r.dev = m.dev();
-            r.ino = m.ino();
-            r.path = temp.clone();
-            r.tracked = true;
-            r.orphaned_at_ms = None;
-            r.size = *total;
-            r.mtime_ns = Look::of(&m).mtime_ns;
-            // Complete: sent whole at once.
-            r.stable_since_ms = 0;
-            r.grew = false;
-            r.state = FileState::Pending;
-            r.behind_since_ms.get_or_insert(now);
-            self.db.add_name(r.id, &name)?;
-            self.open.keep(r.id, file);
-            self.live.insert((r.dev, r.ino), r.id);
-            self.detached.remove(&r.id);
-            self.inflated.insert(r.id, (answer.key, temp.clone()));
-            return self.save(&mut r);
-        }
-        for (_, v) in &answer.verdicts {
-            if let Verdict::Longer { temp, .. } = v {
-                let _ = std::fs::remove_file(temp);
-            }
-        }
-        // Not a copy of anything known: if a source wants it, it is a file of its own.
-        self.not_copies.insert(answer.key);
-        if let Ok(m) = std::fs::symlink_metadata(&answer.path) {
-            if m.is_file() && self.target(&answer.path).is_some() {
-                self.seen.forget(&answer.path);
-                self.observe_file(&answer.path, &m, now)?;
-            }
-        }
-        Ok(())
     }
 }
