@@ -10,12 +10,13 @@ time; the archive files are read as they grow. After a 5 s warm-up, for DURATION
   - control commands per append: the agent talks to the server through a counting proxy on the
     control connection (data connections go straight to the server)
 
-  bench/agent-lag.py [target/release/logarchive] [DURATION=20]
+  bench/agent-lag.py [target/release/logarchive] [DURATION=20] [N,N,...=1,20,200]
 """
 import os, re, shutil, socket, subprocess, sys, threading, time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/logarchive"
 DURATION = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
+SIZES = [int(n) for n in sys.argv[3].split(",")] if len(sys.argv) > 3 else [1, 20, 200]
 HZ = os.sysconf("SC_CLK_TCK")
 W = "/dev/shm/la-lag-bench"
 
@@ -179,6 +180,6 @@ def run(n):
 
 if __name__ == "__main__":
     print(f"{time.strftime('%Y-%m-%d %H:%M')} {os.uname().nodename} {os.cpu_count()} CPUs, {BIN}, {DURATION:.0f} s after a 5 s warm-up")
-    for n in (1, 20, 200):
+    for n in SIZES:
         run(n)
     shutil.rmtree(W, ignore_errors=True)

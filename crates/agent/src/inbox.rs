@@ -15,7 +15,7 @@ pub const MAX_PATHS: usize = 8192;
 #[derive(Default)]
 pub struct Batch {
     /// Paths that changed, and whether they were closed after writing.
-    pub paths: Vec<(PathBuf, bool)>,
+    pub paths: HashMap<PathBuf, bool>,
     /// Events were lost (or too many to keep): look at everything.
     pub rescan: bool,
     pub outcomes: Vec<(Job, Outcome)>,
@@ -24,6 +24,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Only file-system events: nothing that must be handled at once.
+    pub fn only_paths(&self) -> bool {
+        !self.rescan && self.outcomes.is_empty() && self.inflated.is_empty() && !self.stop
+    }
+
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
@@ -85,6 +90,41 @@ impl Inbox {
         self.with(|s| s.stop = true);
     }
 
+    /// Adds to `batch` what arrives until `until`, or until anything but a path does.
+    pub fn wait_until(&self, until: Instant, batch: &mut Batch) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let urgent = s.rescan || !s.outcomes.is_empty() || !s.inflated.is_empty() || s.stop;
+            let now = Instant::now();
+            if urgent || now >= until {
+                break;
+            }
+            s = self
+                .wake
+                .wait_timeout(s, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let more = Self::take(&mut s);
+        for (p, closed) in more.paths {
+            *batch.paths.entry(p).or_default() |= closed;
+        }
+        batch.rescan |= more.rescan;
+        batch.outcomes.extend(more.outcomes);
+        batch.inflated.extend(more.inflated);
+        batch.stop |= more.stop;
+    }
+
+    fn take(s: &mut State) -> Batch {
+        Batch {
+            paths: std::mem::take(&mut s.paths),
+            rescan: std::mem::take(&mut s.rescan),
+            outcomes: std::mem::take(&mut s.outcomes),
+            inflated: std::mem::take(&mut s.inflated),
+            stop: s.stop,
+        }
+    }
+
     /// Everything that arrived, waiting for something until `until` (at most).
     pub fn wait(&self, until: Option<Instant>) -> Batch {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,14 +149,7 @@ impl Inbox {
                 None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
             };
         }
-        let stop = s.stop;
-        Batch {
-            paths: s.paths.drain().collect(),
-            rescan: std::mem::take(&mut s.rescan),
-            outcomes: std::mem::take(&mut s.outcomes),
-            inflated: std::mem::take(&mut s.inflated),
-            stop,
-        }
+        Self::take(&mut s)
     }
 }
 
@@ -132,7 +165,7 @@ mod tests {
         }
         inbox.path("/a".into(), true);
         let b = inbox.wait(Some(Instant::now()));
-        assert_eq!(b.paths, vec![(PathBuf::from("/a"), true)]);
+        assert_eq!(b.paths, HashMap::from([(PathBuf::from("/a"), true)]));
         assert!(!b.rescan);
         for i in 0..MAX_PATHS + 1 {
             inbox.path(format!("/f{i}").into(), false);

@@ -50,6 +50,9 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Least time between two looks at file-system events (see `track_loop`).
+const EVENT_CYCLE: Duration = Duration::from_millis(50);
+
 /// Least time between two status documents published after batches of uploads.
 const STATUS_AFTER_BATCH_MS: i64 = 5_000;
 
@@ -108,6 +111,11 @@ pub async fn run(
             0
         } else {
             (3 * scan_ms).max(10_000)
+        },
+        max_backoff_ms: if mode == Mode::Once {
+            2000
+        } else {
+            cfg.max_backoff.as_millis() as i64
         },
     };
     let inbox = Arc::new(Inbox::default());
@@ -230,12 +238,8 @@ fn track_loop(
     let mut completed_since_status = 0u64;
     let mut last_status = 0i64;
     let mut stopping: Option<Instant> = None;
-    let max_backoff = if mode == Mode::Once {
-        Duration::from_secs(2)
-    } else {
-        cfg.max_backoff
-    };
     let mut batch = Batch::default();
+    let mut cycle_start = Instant::now();
     loop {
         let now = now_ms();
         if batch.stop && stopping.is_none() {
@@ -256,7 +260,7 @@ fn track_loop(
                     crate::upload::Outcome::Failed(e) => Some(format!("{}: {e}", job_name(&job))),
                     _ => None,
                 };
-                let done = t.finished(&job, outcome, now, max_backoff)?;
+                let done = t.finished(&job, outcome, now)?;
                 if done.archived {
                     summary.files_archived += 1;
                     summary.bytes_sent += done.sent;
@@ -356,7 +360,18 @@ fn track_loop(
             until = until.min(w);
         }
         let until = Instant::now() + Duration::from_millis((until - now_ms()).max(1) as u64);
-        batch = inbox.wait(Some(stopping.map_or(until, |s| s.min(until))));
+        let until = stopping.map_or(until, |s| s.min(until));
+        batch = inbox.wait(Some(until));
+        // A busy log sends an event per write: file-system events alone wake the tracker at most
+        // every EVENT_CYCLE (they pile up and coalesce meanwhile); outcomes, stops and timers
+        // are handled at once.
+        if batch.only_paths() {
+            let next = cycle_start + EVENT_CYCLE;
+            if Instant::now() < next && next < until {
+                inbox.wait_until(next, &mut batch);
+            }
+        }
+        cycle_start = Instant::now();
     }
 }
 

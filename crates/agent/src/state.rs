@@ -351,15 +351,46 @@ impl StateDb {
 
     /// Inserts a new generation; returns its id.
     pub fn insert(&self, r: &FileRow) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO files (source, rel, generation, remote, first_seen_ms, dev, ino, head_sha, head_len, size,
-                mtime_ns, stable_since_ms, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, '', 0, 0, 0, 0, 'pending')",
-            params![r.source as i64, r.rel, r.generation, r.remote, r.first_seen_ms],
+        let mut st = self.conn.prepare_cached(
+            "INSERT INTO files (source, rel, generation, remote, first_seen_ms, dev, ino, path, tracked, head_sha,
+                head_len, size, mtime_ns, stable_since_ms, grew, maybe_copy, archived_size, archived_sha, tail_sha,
+                state, attempts, last_error, next_try_ms, ready_at_ms, sent_at_ms, behind_since_ms, orphaned_at_ms,
+                lost_bytes, archived_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
         )?;
-        let id = self.conn.last_insert_rowid();
-        self.update(&FileRow { id, ..r.clone() })?;
-        Ok(id)
+        st.execute(params![
+            r.source as i64,
+            r.rel,
+            r.generation,
+            r.remote,
+            r.first_seen_ms,
+            r.dev as i64,
+            r.ino as i64,
+            r.path.as_os_str().as_bytes(),
+            r.tracked,
+            r.head_sha,
+            r.head_len as i64,
+            r.size as i64,
+            r.mtime_ns,
+            r.stable_since_ms,
+            r.grew,
+            r.maybe_copy,
+            r.archived_size as i64,
+            r.archived_sha,
+            r.tail_sha,
+            r.state.as_str(),
+            r.attempts,
+            r.last_error,
+            r.next_try_ms,
+            r.ready_at_ms,
+            r.sent_at_ms,
+            r.behind_since_ms,
+            r.orphaned_at_ms,
+            r.lost_bytes as i64,
+            r.archived_at_ms,
+        ])?;
+        Ok(self.conn.last_insert_rowid())
     }
 
     /// Writes every mutable field of `r` (the tracker changes rows as a whole).
@@ -497,6 +528,14 @@ impl StateDb {
             .query_map(params![head_sha, head_len as i64, any], row)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// Whether a tracked row begins with these bytes.
+    pub fn head_tracked(&self, head_sha: &str, head_len: u64) -> Result<bool> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE head_sha = ?1 AND head_len = ?2 AND tracked)",
+        )?;
+        Ok(st.query_row(params![head_sha, head_len as i64], |r| r.get(0))?)
     }
 
     /// (id, dev, ino, path, size, mtime) of every tracked row, to follow identities and to tell

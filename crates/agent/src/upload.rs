@@ -1,16 +1,14 @@
 //! One upload worker: its own FTP connection, the client side of the verified upload (DESIGN.md's
-//! upload protocol). A send first checks that the file is still the row's (head, and the window
-//! before the archived size), cuts a growing file at its last whole line, then uploads or appends
-//! and has the server's SHA-256 of the whole file compared with its own.
+//! upload protocol). The tracker hands it a send it has checked (the file is still the row's) and
+//! cut (at a whole line); the worker uploads or appends and has the server's SHA-256 of the whole
+//! file compared with its own.
 
-use crate::scan;
 use logarchive_ftp::client::{
     split_remote, Client, ClientConfig, ClientError, HashState, LocalFile, UploadMode,
     UploadOptions,
 };
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -29,22 +27,17 @@ pub enum Work {
     Names { remote: String, names: Vec<String> },
 }
 
-/// What the tracker knows of a row when it hands it out.
+/// A send the tracker checked (the file is still the row's) and cut (at a whole line).
 #[derive(Debug)]
 pub struct Send {
-    /// Where the file was last seen.
+    /// Where the file was last seen (for messages).
     pub path: PathBuf,
-    /// The file itself, when the tracker holds it open (it may have been renamed or removed).
-    pub file: Option<Arc<File>>,
-    pub dev: u64,
-    pub ino: u64,
+    /// The file, open (it may have been renamed or removed since).
+    pub file: Arc<File>,
     pub remote: String,
     pub archived_size: u64,
-    pub head_sha: String,
-    pub head_len: u64,
-    pub tail_sha: Option<String>,
-    /// Send only whole lines (the file is being written); else everything (it is quiet).
-    pub whole_lines: bool,
+    /// What the server is to hold after this send.
+    pub size: u64,
     /// The server holds exactly `archived_size` bytes (this process's last send of the row
     /// succeeded): no need to ask for its size first.
     pub in_step: bool,
@@ -57,8 +50,6 @@ pub enum Outcome {
         size: u64,
         sha256: String,
         sent: u64,
-        /// SHA-256 of the window before `size` (see [`crate::state::FileRow::tail_sha`]).
-        tail_sha: Option<String>,
     },
     /// Nothing whole to send yet: the file is `size` bytes and its last line is unterminated.
     Held {
@@ -106,77 +97,6 @@ pub struct Uploader {
     client: Option<Client>,
     dirs: HashSet<String>,
     states: HashStates,
-}
-
-/// What the local checks before a send decided.
-pub(crate) enum Prepared {
-    Send { file: Arc<File>, size: u64 },
-    Stop(Outcome),
-}
-
-fn io_err(context: String, e: std::io::Error) -> ClientError {
-    ClientError::Io { context, source: e }
-}
-
-/// The local side of a send, on the blocking pool: the file, still the row's, and how much of it
-/// to send.
-pub(crate) fn prepare(s: &Send) -> Result<Prepared, ClientError> {
-    let file = match &s.file {
-        Some(f) => Arc::clone(f),
-        None => match crate::rotated::open_nofollow(&s.path) {
-            Ok(f) => Arc::new(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Prepared::Stop(Outcome::Moved))
-            }
-            Err(e) => return Err(io_err(format!("opening {}", s.path.display()), e)),
-        },
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| io_err(format!("reading {}", s.path.display()), e))?;
-    if (meta.dev(), meta.ino()) != (s.dev, s.ino) {
-        return Ok(Prepared::Stop(Outcome::Moved));
-    }
-    let size = meta.len();
-    if size < s.archived_size || size < s.head_len {
-        return Ok(Prepared::Stop(Outcome::Rewritten));
-    }
-    if s.archived_size > 0 {
-        let same = |r: std::io::Result<Option<String>>, want: Option<&String>| match r {
-            Ok(h) => Ok(h.as_ref() == want),
-            // Shorter than it was a moment ago: not the same file.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-            Err(e) => Err(io_err(format!("reading {}", s.path.display()), e)),
-        };
-        let head = scan::head_sha(&file, s.head_len).map(Some);
-        if !same(head, Some(&s.head_sha))?
-            || !same(
-                scan::window_sha(&file, s.archived_size),
-                s.tail_sha.as_ref(),
-            )?
-        {
-            return Ok(Prepared::Stop(Outcome::Rewritten));
-        }
-    }
-    let cut = if s.whole_lines {
-        scan::last_line_end(&file, s.archived_size, size)
-            .map_err(|e| io_err(format!("reading {}", s.path.display()), e))?
-    } else {
-        size
-    };
-    // Nothing whole to send (an empty file that is quiet is sent: it exists as such).
-    if cut == s.archived_size && (s.whole_lines || s.archived_size > 0) {
-        return Ok(Prepared::Stop(Outcome::Held { size }));
-    }
-    Ok(Prepared::Send { file, size: cut })
-}
-
-async fn blocking<T: std::marker::Send + 'static>(
-    f: impl FnOnce() -> Result<T, ClientError> + std::marker::Send + 'static,
-) -> Result<T, ClientError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ClientError::Invalid(format!("local read: {e}")))?
 }
 
 impl Uploader {
@@ -236,20 +156,9 @@ impl Uploader {
     }
 
     async fn send(&mut self, id: i64, s: &Send) -> Result<Outcome, ClientError> {
-        let check = Send {
-            path: s.path.clone(),
-            file: s.file.clone(),
-            remote: String::new(),
-            head_sha: s.head_sha.clone(),
-            tail_sha: s.tail_sha.clone(),
-            ..*s
-        };
-        let (file, size) = match blocking(move || prepare(&check)).await? {
-            Prepared::Stop(o) => return Ok(o),
-            Prepared::Send { file, size } => (file, size),
-        };
+        let size = s.size;
         let local = LocalFile::Open {
-            file: &file,
+            file: &s.file,
             name: &s.path,
         };
         let (dir, _) = split_remote(&s.remote);
@@ -272,7 +181,6 @@ impl Uploader {
                         size: v.size,
                         sha256: v.sha256,
                         sent: v.bytes,
-                        tail_sha: tail(&file, v.size).await?,
                     });
                 }
                 // Killed after the rename but before the state DB recorded it, and the file grew
@@ -298,12 +206,7 @@ impl Uploader {
         let in_step = s.in_step && archived == s.archived_size;
         let (size, sha256, sent) =
             append_rest(c, &states, id, s, local, archived, size, in_step).await?;
-        Ok(Outcome::Archived {
-            size,
-            sha256,
-            sent,
-            tail_sha: tail(&file, size).await?,
-        })
+        Ok(Outcome::Archived { size, sha256, sent })
     }
 
     /// Uploads `bytes` as the agent's status document (`/.logarchive/status.json`).
@@ -328,14 +231,6 @@ impl Uploader {
         let _ = std::fs::remove_file(&tmp);
         Ok(())
     }
-}
-
-async fn tail(file: &Arc<File>, size: u64) -> Result<Option<String>, ClientError> {
-    let f = Arc::clone(file);
-    blocking(move || {
-        scan::window_sha(&f, size).map_err(|e| io_err("reading the sent file".into(), e))
-    })
-    .await
 }
 
 /// Grown: appends only the bytes after `archived` up to `size`, then verifies the whole file. The

@@ -1,9 +1,13 @@
 //! What the tracker hands out to the upload workers, and what it does with their outcomes.
 
 use super::{Result, Tracker};
-use crate::state::FileState;
+use crate::scan;
+use crate::state::{FileRow, FileState};
 use crate::upload::{Job, Outcome, Send, Work};
+use logarchive_ftp::client::ClientError;
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a finished job changed, for the counters.
@@ -37,23 +41,41 @@ impl Tracker {
                 continue;
             }
             let quiet = now - r.stable_since_ms >= self.timing.quiet_ms;
-            let file = match self.open.get(r.id) {
-                Some(f) => Some(f),
-                None => self.open.open(r.id, &r.path, (r.dev, r.ino)),
+            let checked = self.file_of(&r).and_then(|f| match f {
+                Some(f) => check(&r, &f, !quiet).map(|c| (c, Some(f))),
+                None => Ok((Check::Moved, None)),
+            });
+            let (size, file) = match checked {
+                Ok((Check::Send(size), Some(file))) => (size, file),
+                Ok((Check::Held(size), _)) => {
+                    self.settle(r, Outcome::Held { size }, None, now)?;
+                    continue;
+                }
+                Ok((Check::Rewritten, _)) => {
+                    self.settle(r, Outcome::Rewritten, None, now)?;
+                    continue;
+                }
+                Ok(_) => {
+                    self.settle(r, Outcome::Moved, None, now)?;
+                    continue;
+                }
+                Err(e) => {
+                    let e = ClientError::Io {
+                        context: format!("reading {}", r.path.display()),
+                        source: e,
+                    };
+                    self.settle(r, Outcome::Failed(e), None, now)?;
+                    continue;
+                }
             };
             jobs.push(Job {
                 id: r.id,
                 work: Work::Send(Send {
                     path: r.path.clone(),
                     file,
-                    dev: r.dev,
-                    ino: r.ino,
                     remote: r.remote.clone(),
                     archived_size: r.archived_size,
-                    head_sha: r.head_sha.clone(),
-                    head_len: r.head_len,
-                    tail_sha: r.tail_sha.clone(),
-                    whole_lines: !quiet,
+                    size,
                     in_step: self.in_step.contains(&r.id),
                 }),
             });
@@ -81,41 +103,77 @@ impl Tracker {
         Ok(jobs)
     }
 
+    /// The row's file to send from: the open one, else its path if that still holds it (kept
+    /// open if there is room). `None`: its path holds another file or nothing.
+    fn file_of(&mut self, r: &FileRow) -> std::io::Result<Option<Arc<File>>> {
+        if let Some(f) = self.open.get(r.id) {
+            return Ok(Some(f));
+        }
+        let f = match crate::rotated::open_nofollow(&r.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let m = f.metadata()?;
+        if (m.dev(), m.ino()) != (r.dev, r.ino) {
+            return Ok(None);
+        }
+        Ok(Some(match self.open.keep(r.id, f) {
+            Some(f) => f,
+            // No room to keep it: open it for this send only.
+            None => Arc::new(crate::rotated::open_nofollow(&r.path)?),
+        }))
+    }
+
     /// Whether any name waits to be told to the server.
     pub fn names_waiting(&self) -> Result<bool> {
         Ok(!self.db.unreported_names(1)?.is_empty())
     }
 
-    /// Records the outcome of `job`. `max_backoff` caps the wait before a failed row is retried.
-    pub fn finished(
+    /// Records the outcome of `job` (from a worker).
+    pub fn finished(&mut self, job: &Job, outcome: Outcome, now: i64) -> Result<Done> {
+        match &job.work {
+            Work::Names { names, .. } => {
+                self.naming.remove(&job.id);
+                match outcome {
+                    Outcome::Named => self.db.names_reported(job.id, names)?,
+                    Outcome::Failed(e) => tracing::debug!("cannot report local names: {e}"),
+                    _ => {}
+                }
+                Ok(Done::default())
+            }
+            Work::Send(s) => {
+                self.inflight.remove(&job.id);
+                match self.db.get(job.id)? {
+                    Some(r) => self.settle(r, outcome, Some(&s.file), now),
+                    None => Ok(Done::default()),
+                }
+            }
+        }
+    }
+
+    /// What a send (or the checks before it) came to for `r`. `file` is the file it was sent
+    /// from.
+    fn settle(
         &mut self,
-        job: &Job,
+        mut r: FileRow,
         outcome: Outcome,
+        file: Option<&Arc<File>>,
         now: i64,
-        max_backoff: Duration,
     ) -> Result<Done> {
         let mut done = Done::default();
-        if let Work::Names { names, .. } = &job.work {
-            self.naming.remove(&job.id);
-            match outcome {
-                Outcome::Named => self.db.names_reported(job.id, names)?,
-                Outcome::Failed(e) => tracing::debug!("cannot report local names: {e}"),
-                _ => {}
-            }
-            return Ok(done);
-        }
-        self.inflight.remove(&job.id);
-        let Some(mut r) = self.db.get(job.id)? else {
-            return Ok(done);
-        };
         match outcome {
-            Outcome::Archived {
-                size,
-                sha256,
-                sent,
-                tail_sha,
-            } => {
+            Outcome::Archived { size, sha256, sent } => {
                 done.archived = true;
+                // The window before the new archived size, checked before the next append. A read
+                // that fails leaves it unknown (the next append checks the head only).
+                let tail_sha = file.and_then(|f| match scan::window_sha(f, size) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::debug!(file = %r.path.display(), "cannot read what was sent ({e})");
+                        None
+                    }
+                });
                 done.sent = sent;
                 self.in_step.insert(r.id);
                 self.held.remove(&r.id);
@@ -135,6 +193,9 @@ impl Tracker {
                     }
                 } else {
                     r.behind_since_ms = None;
+                    if self.open.holds(r.id) {
+                        self.caught_up.insert(r.id);
+                    }
                     match r.state {
                         FileState::Pending => r.state = FileState::Archived,
                         FileState::Orphaned => {
@@ -190,8 +251,8 @@ impl Tracker {
                 done.failed = true;
                 self.in_step.remove(&r.id);
                 let attempts = r.attempts + 1;
-                let backoff =
-                    Duration::from_secs(1u64 << attempts.clamp(0, 20) as u64).min(max_backoff);
+                let backoff = Duration::from_secs(1u64 << attempts.clamp(0, 20) as u64)
+                    .min(Duration::from_millis(self.timing.max_backoff_ms as u64));
                 let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2);
                 let msg = e.to_string();
                 tracing::warn!(file = %r.path.display(), attempts, "upload failed: {msg}");
@@ -203,4 +264,51 @@ impl Tracker {
         self.save(&mut r)?;
         Ok(done)
     }
+}
+
+/// What the checks before a send found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Send up to this size.
+    Send(u64),
+    /// Nothing whole to send: the file is this long, its last line unterminated.
+    Held(u64),
+    /// The file no longer starts (or continues) as what was archived: truncated or rewritten.
+    Rewritten,
+    /// Its path holds another file, or none.
+    Moved,
+}
+
+/// The checks before a send, on the tracker's thread (a few small reads): the file is still the
+/// row's (its head, and the window before the archived size), and how much to send — up to its
+/// last whole line while it is written to (`whole_lines`), else everything.
+fn check(r: &FileRow, file: &File, whole_lines: bool) -> std::io::Result<Check> {
+    let size = file.metadata()?.len();
+    if size < r.archived_size || size < r.head_len {
+        return Ok(Check::Rewritten);
+    }
+    if r.archived_size > 0 {
+        let same = |got: std::io::Result<Option<String>>, want: Option<&String>| match got {
+            Ok(h) => Ok(want.is_none() || h.as_ref() == want),
+            // Shorter than it was a moment ago: not the same file.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        };
+        let head = scan::head_sha(file, r.head_len).map(Some);
+        if !same(head, Some(&r.head_sha))?
+            || !same(scan::window_sha(file, r.archived_size), r.tail_sha.as_ref())?
+        {
+            return Ok(Check::Rewritten);
+        }
+    }
+    let cut = if whole_lines {
+        scan::last_line_end(file, r.archived_size, size)?
+    } else {
+        size
+    };
+    // Nothing whole to send (an empty file that is quiet is sent: it exists as such).
+    if cut == r.archived_size && (whole_lines || r.archived_size > 0) {
+        return Ok(Check::Held(size));
+    }
+    Ok(Check::Send(cut))
 }

@@ -10,52 +10,67 @@ use std::sync::Arc;
 /// Identity of a local file: (device, inode).
 pub type Ident = (u64, u64);
 
-/// Identity → tracked row, with a count per inode so a directory entry's inode (known without a
-/// `stat`) tells whether the file may be tracked at all.
+/// Identity → tracked row. Keyed by inode number, so a directory entry's inode (known without a
+/// `stat`) tells whether the file may be tracked at all; the rare same inode number on another
+/// device goes to a small second map.
 #[derive(Debug, Default)]
 pub struct Identities {
-    rows: HashMap<Ident, i64>,
-    inodes: HashMap<u64, u32>,
+    by_ino: HashMap<u64, (u64, i64)>,
+    more: HashMap<Ident, i64>,
 }
 
 impl Identities {
     pub fn get(&self, id: Ident) -> Option<i64> {
-        self.rows.get(&id).copied()
+        match self.by_ino.get(&id.1) {
+            Some((dev, row)) if *dev == id.0 => Some(*row),
+            Some(_) => self.more.get(&id).copied(),
+            None => None,
+        }
     }
 
     pub fn may_hold(&self, ino: u64) -> bool {
-        self.inodes.contains_key(&ino)
+        self.by_ino.contains_key(&ino)
     }
 
     pub fn insert(&mut self, id: Ident, row: i64) {
-        if self.rows.insert(id, row).is_none() {
-            *self.inodes.entry(id.1).or_default() += 1;
+        match self.by_ino.get_mut(&id.1) {
+            None => {
+                self.by_ino.insert(id.1, (id.0, row));
+            }
+            Some(e) if e.0 == id.0 => e.1 = row,
+            Some(_) => {
+                self.more.insert(id, row);
+            }
         }
     }
 
     /// Forgets `id` if it is `row`'s (another row may have taken it meanwhile).
     pub fn remove(&mut self, id: Ident, row: i64) {
-        if self.rows.get(&id) == Some(&row) {
-            self.rows.remove(&id);
-            if let Some(n) = self.inodes.get_mut(&id.1) {
-                *n -= 1;
-                if *n == 0 {
-                    self.inodes.remove(&id.1);
-                }
+        if self.by_ino.get(&id.1) == Some(&(id.0, row)) {
+            self.by_ino.remove(&id.1);
+            // The same inode number on another device takes its place.
+            if let Some((&other, &r)) = self.more.iter().find(|(k, _)| k.1 == id.1) {
+                self.more.remove(&other);
+                self.by_ino.insert(id.1, (other.0, r));
             }
+        } else if self.more.get(&id) == Some(&row) {
+            self.more.remove(&id);
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Ident, i64)> + '_ {
-        self.rows.iter().map(|(k, v)| (*k, *v))
+        self.by_ino
+            .iter()
+            .map(|(ino, (dev, row))| ((*dev, *ino), *row))
+            .chain(self.more.iter().map(|(k, v)| (*k, *v)))
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.by_ino.len() + self.more.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.by_ino.is_empty()
     }
 }
 
@@ -161,18 +176,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identities_count_inodes_per_device() {
+    fn identities_keep_the_same_inode_on_two_devices_apart() {
         let mut ids = Identities::default();
         ids.insert((1, 5), 10);
         ids.insert((2, 5), 11);
         assert!(ids.may_hold(5));
+        assert_eq!(
+            (ids.get((1, 5)), ids.get((2, 5)), ids.len()),
+            (Some(10), Some(11), 2)
+        );
         ids.remove((1, 5), 99);
         assert_eq!(ids.get((1, 5)), Some(10), "only the owner removes it");
         ids.remove((1, 5), 10);
-        assert!(ids.may_hold(5));
+        assert!(ids.may_hold(5), "the other device's file is still there");
+        assert_eq!(ids.get((2, 5)), Some(11));
         ids.remove((2, 5), 11);
         assert!(!ids.may_hold(5));
         assert!(ids.is_empty());
+        ids.insert((1, 7), 1);
+        ids.insert((1, 7), 2);
+        assert_eq!((ids.get((1, 7)), ids.len()), (Some(2), 1), "a new owner");
     }
 
     #[test]

@@ -74,16 +74,24 @@ impl Tracker {
         if sweep {
             self.last_sweep_ms = now;
         }
-        for id in if sweep { self.open.rows() } else { Vec::new() } {
+        // Only files that were open when they caught up can be idle: a file with bytes to send
+        // stays open (it may be removed before it is sent).
+        for id in if sweep {
+            self.caught_up.iter().copied().collect()
+        } else {
+            Vec::new()
+        } {
             if self.inflight.contains(&id) || self.detached.contains(&id) {
                 continue;
             }
             match self.db.get(id)? {
-                Some(r)
-                    if r.state == FileState::Pending
-                        || now - r.stable_since_ms < self.timing.quiet_ms => {}
+                Some(r) if r.state == FileState::Pending => {
+                    self.caught_up.remove(&id);
+                }
+                Some(r) if now - r.stable_since_ms < self.timing.quiet_ms => {}
                 // Fully archived and quiet: reopened by path when it grows.
                 _ => {
+                    self.caught_up.remove(&id);
                     if !self.inflated.contains_key(&id) {
                         self.open.close(id);
                     }

@@ -38,6 +38,8 @@ pub struct Timing {
     pub interval_ms: i64,
     /// How long a row whose file vanished waits for a copy of it.
     pub orphan_wait_ms: i64,
+    /// Longest wait before a failed send is tried again (the backoff doubles up to it).
+    pub max_backoff_ms: i64,
 }
 
 /// What a full scan found.
@@ -88,6 +90,8 @@ pub struct Tracker {
     vanished: Vec<(i64, PathBuf)>,
     /// When open files were last checked for being idle.
     last_sweep_ms: i64,
+    /// Rows held open that have nothing left to send: closed once quiet.
+    caught_up: HashSet<i64>,
 }
 
 impl Tracker {
@@ -154,6 +158,7 @@ impl Tracker {
             found: None,
             vanished: Vec::new(),
             last_sweep_ms: 0,
+            caught_up: HashSet::new(),
         })
     }
 
@@ -669,7 +674,7 @@ impl Tracker {
         let prev = self.db.latest(m.id, rel)?;
         let generation = prev.as_ref().map_or(1, |p| p.generation + 1);
         let storable = scan::storable(rel);
-        let maybe_copy = head_len > 0 && !self.db.with_head(&head, head_len, false)?.is_empty();
+        let maybe_copy = head_len > 0 && self.db.head_tracked(&head, head_len)?;
         let mut r = FileRow {
             id: 0,
             source: m.id,
