@@ -186,6 +186,22 @@ impl Write for HashSink<'_> {
     }
 }
 
+/// Bytes free for unprivileged users on the file system of `dir` (0 if unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes into a zeroed struct we own; `c` is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return 0;
+        }
+        (s.f_bavail as u64).saturating_mul(s.f_frsize as u64)
+    }
+}
+
 /// SHA-256 of the first `len` bytes of `f`, `None` if it is shorter.
 fn prefix_sha(f: &File, len: u64) -> std::io::Result<Option<String>> {
     use std::os::unix::fs::FileExt;
@@ -228,10 +244,16 @@ fn compare(req: &Request) -> std::io::Result<Vec<(i64, Verdict)>> {
     let mut marks: Vec<u64> = req.candidates.iter().map(|c| c.archived_size).collect();
     marks.sort_unstable();
     marks.dedup();
-    // A log compresses 5-20x; anything decompressing to much more than the largest candidate
-    // plus a day of a busy log is not one of them (and must not fill the disk).
-    let limit = marks.last().copied().unwrap_or(0).saturating_add(4 << 30);
     std::fs::create_dir_all(&req.scratch)?;
+    // Anything decompressing to much more than the largest candidate plus a busy day of log is
+    // not one of them, and the decompressed copy must never fill the agent's disk: at most half
+    // of what is free there.
+    let limit = marks
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(4 << 30)
+        .min(free_bytes(&req.scratch) / 2);
     let temp = req
         .scratch
         .join(format!("inflate-{}-{}.part", req.key.dev, req.key.ino));

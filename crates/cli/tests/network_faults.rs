@@ -209,9 +209,17 @@ async fn a_faulty_proxy_between_agent_and_server_loses_nothing() {
     add_user(&data, "agent01", "agent-password", &[]);
     // The proxy answers on 127.0.0.2 for the control port and for every passive port; the
     // server announces 127.0.0.2 in its PASV replies, so data connections cross the proxy too.
+    // Below the ephemeral range (where outgoing connections of other tests take ports at random),
+    // from a random start: a range of 30 ports free on both addresses.
+    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_start.saturating_sub(10_000 + 40).max(1);
+    let mut rng = Rng(u64::from(std::process::id()) ^ 0x5eed);
     let (ports, listeners) = 'found: {
-        for attempt in 0..50u16 {
-            let lo = 20_000 + (std::process::id() as u16 % 500) * 40 + attempt * 7;
+        for _ in 0..500 {
+            let lo = 10_000 + (rng.next() % u64::from(span)) as u16;
             let ls: Vec<_> = (lo..lo + 30)
                 .filter_map(|p| std::net::TcpListener::bind(("127.0.0.2", p)).ok())
                 .collect();

@@ -79,7 +79,7 @@ impl Tracker {
                     in_step: self.in_step.contains(&r.id),
                 }),
             });
-            if quiet {
+            if quiet || now - r.first_seen_ms >= super::COPY_WAIT_MS {
                 r.maybe_copy = false;
             }
             r.sent_at_ms = now;

@@ -30,6 +30,9 @@ use std::sync::Arc;
 
 pub type Result<T> = crate::state::Result<T>;
 
+/// How long a new file that begins like a tracked one is held back as its possible copy.
+const COPY_WAIT_MS: i64 = 30_000;
+
 /// Timing of the tracker's decisions.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -259,7 +262,12 @@ impl Tracker {
             } else {
                 i64::MAX
             }
-        } else if r.grew && !r.maybe_copy {
+        } else if r.maybe_copy {
+            // Held back as a possible copy (copytruncate copies, then truncates, within seconds):
+            // once quiet, or after COPY_WAIT if it keeps growing (a new log that starts as the
+            // old one did is still a log).
+            quiet_at.min(r.first_seen_ms.saturating_add(COPY_WAIT_MS))
+        } else if r.grew {
             let next = r.sent_at_ms.saturating_add(self.timing.interval_ms);
             if self.held.get(&r.id) == Some(&r.size) {
                 next.max(quiet_at)

@@ -573,3 +573,32 @@ fn a_failed_read_of_a_head_is_no_rotation() {
         "no generation from a failed read"
     );
 }
+
+#[test]
+fn a_busy_log_that_begins_like_another_is_held_back_only_briefly() {
+    let mut t = T::new(&["**/*.log"]);
+    // A daemon that writes the same 5 KiB banner at the start of every log it opens.
+    let banner = "#".repeat(5000) + "\n";
+    t.write("a.log", banner.as_bytes());
+    t.settle();
+    t.write("b.log", format!("{banner}b 0\n").as_bytes());
+    t.look("b.log");
+    let mut sent_at = None;
+    for i in 1..80 {
+        // Written every 500 ms, never quiet.
+        t.append("b.log", format!("b {i}\n").as_bytes());
+        t.look("b.log");
+        t.wait(500);
+        t.deliver();
+        if sent_at.is_none() && t.server.contains_key("/b.log") {
+            sent_at = Some(i);
+        }
+    }
+    let at = sent_at.expect("never sent while it kept growing");
+    assert!((55..=65).contains(&at), "first sent after {} s", at / 2);
+    assert!(
+        t.remote("/b.log").ends_with("b 79\n"),
+        "then streamed: {}",
+        &t.remote("/b.log")[5000..]
+    );
+}
