@@ -1,4 +1,4 @@
-//! FTP path arguments (after libunftp joined them to the working directory): whatever the
+//! FTP path arguments (joined to the working folder): whatever the
 //! bytes, an accepted path stays beneath the home.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

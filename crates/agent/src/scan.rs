@@ -78,14 +78,7 @@ pub fn storable(rel: &str) -> bool {
             .all(|p| p.len() <= 255 && !p.trim_matches('.').is_empty())
 }
 
-/// The remote name of generation `g` ≥ 2 of a path: `app.log` → `app.log.~2~`.
-pub fn versioned(remote: &str, g: i64) -> String {
-    if g <= 1 {
-        remote.to_string()
-    } else {
-        format!("{remote}.~{g}~")
-    }
-}
+pub use logarchive_ftp::names::versioned;
 
 /// Modification time in nanoseconds, saturating far in the future or past instead of wrapping.
 pub fn mtime_ns(m: &std::fs::Metadata) -> i64 {

@@ -7,6 +7,7 @@ use logarchive_ftp::client::{
     split_remote, Client, ClientConfig, ClientError, HashState, LocalFile, UploadMode,
     UploadOptions,
 };
+use logarchive_ftp::names::SCRATCH_DIR;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
@@ -220,14 +221,19 @@ impl Uploader {
             context: "writing the status file".into(),
             source: e,
         })?;
-        let known = self.dirs.contains("/.logarchive");
+        let dir = format!("/{SCRATCH_DIR}");
+        let known = self.dirs.contains(&dir);
         let c = self.client().await?;
         if !known {
-            c.ensure_dir("/.logarchive").await?;
+            c.ensure_dir(&dir).await?;
         }
-        c.upload(&tmp, "/.logarchive/status.json", UploadOptions::default())
-            .await?;
-        self.dirs.insert("/.logarchive".into());
+        c.upload(
+            &tmp,
+            &format!("{dir}/status.json"),
+            UploadOptions::default(),
+        )
+        .await?;
+        self.dirs.insert(dir);
         let _ = std::fs::remove_file(&tmp);
         Ok(())
     }

@@ -6,8 +6,10 @@
 //! - [`site`]: logarchive's `SITE` commands (SHA256, ALIAS).
 
 pub mod client;
+pub mod names;
 pub mod rights;
 pub mod server;
+pub mod sha;
 pub mod site;
 pub mod users;
 

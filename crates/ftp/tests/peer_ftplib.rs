@@ -8,18 +8,6 @@ use logarchive_ftp::users::Role;
 const SUITE: &str = r#"
 import ftplib, io, os, ssl, sys
 port = int(os.environ['PORT']); pw = os.environ['PASS']; tls = os.environ.get('CERT')
-if tls:
-    # Known libunftp limitation: after an upload it closes the TLS data connection without a
-    # close_notify of its own (its storage back-end only gets the read half). ftplib insists on a
-    # two-way TLS shutdown there and would raise although the server stored the file and is about
-    # to send 226; tolerate exactly that error, everything else is checked as usual.
-    _unwrap = ssl.SSLSocket.unwrap
-    def unwrap(self):
-        try:
-            return _unwrap(self)
-        except ssl.SSLEOFError:
-            return None
-    ssl.SSLSocket.unwrap = unwrap
 def connect(user, password):
     if tls:
         ctx = ssl.create_default_context(cafile=tls)

@@ -1,7 +1,8 @@
 //! Hostile input on the control channel: 100,000 random and mutated FTP command lines (long
 //! lines, NUL, invalid UTF-8, every command with odd arguments, commands out of order, PORT and
-//! EPRT to other hosts) over real sockets from 8 concurrent clients. Afterwards the server still
-//! serves, and nothing outside the fuzzing account's home has changed.
+//! EPRT to other hosts) over real sockets from 8 concurrent clients, and 20,000 more over TLS
+//! control connections. Afterwards the server still serves, nothing outside the fuzzing
+//! account's home has changed, and nothing in the process panicked.
 
 mod common;
 
@@ -13,6 +14,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LINES: usize = 100_000;
+const TLS_LINES: usize = 20_000;
+
+/// Panics anywhere in this process (a session task that panics is caught by its runtime: only
+/// a hook sees it).
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        default(info);
+    }));
+}
 const WORKERS: usize = 8;
 /// Lines per connection before it is dropped and a new one opened.
 const PER_CONNECTION: usize = 400;
@@ -182,15 +196,54 @@ fn line(r: &mut Rng) -> Vec<u8> {
     l
 }
 
-async fn worker(port: u16, seed: u64, budget: Arc<AtomicUsize>) -> usize {
+/// A control connection, plain or (after AUTH TLS) encrypted.
+type Control = Box<dyn Duplex>;
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// Connects; with `tls`, upgrades with AUTH TLS first.
+async fn open(port: u16, tls: Option<&tokio_rustls::TlsConnector>) -> Option<Control> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let Some(tls) = tls else {
+        return Some(Box::new(s));
+    };
+    let mut buf = vec![0u8; 4096];
+    let greeting = s.read(&mut buf).await.ok()?;
+    if greeting == 0 {
+        return None;
+    }
+    s.write_all(b"AUTH TLS\r\n").await.ok()?;
+    let n = s.read(&mut buf).await.ok()?;
+    if !buf[..n].starts_with(b"234") {
+        return None;
+    }
+    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+    let t = tokio::time::timeout(Duration::from_secs(10), tls.connect(name, s))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Box::new(t))
+}
+
+async fn worker(
+    port: u16,
+    seed: u64,
+    budget: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> usize {
     let mut r = Rng(seed | 1);
     let mut sent = 0;
     loop {
-        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        let Some(s) = open(port, tls.as_ref()).await else {
             tokio::task::yield_now().await;
+            if budget.load(Ordering::Relaxed) == 0 {
+                return sent;
+            }
             continue;
         };
-        let (mut rd, mut wr) = s.split();
+        let (mut rd, mut wr) = tokio::io::split(s);
         // Drain replies so the server never blocks writing to us.
         let drain = async {
             let mut buf = vec![0u8; 64 * 1024];
@@ -225,11 +278,33 @@ async fn worker(port: u16, seed: u64, budget: Arc<AtomicUsize>) -> usize {
             _ = send => {}
             _ = async { drain.await; std::future::pending::<()>().await } => {}
         }
-        drop(s);
         if budget.load(Ordering::Relaxed) == 0 {
             return sent;
         }
     }
+}
+
+/// Runs `lines` hostile lines from WORKERS connections; returns how many were sent.
+async fn fuzz(port: u16, lines: usize, tls: Option<tokio_rustls::TlsConnector>) -> usize {
+    let budget = Arc::new(AtomicUsize::new(lines));
+    let tasks: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            tokio::spawn(worker(
+                port,
+                0x1234_5678 + i as u64 * 7919,
+                Arc::clone(&budget),
+                tls.clone(),
+            ))
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += tokio::time::timeout(Duration::from_secs(600), t)
+            .await
+            .expect("the fuzzer finishes")
+            .unwrap();
+    }
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,23 +336,8 @@ async fn a_hundred_thousand_hostile_lines_change_nothing_outside_the_home() {
     };
     let before = snapshot();
 
-    let budget = Arc::new(AtomicUsize::new(LINES));
-    let tasks: Vec<_> = (0..WORKERS)
-        .map(|i| {
-            tokio::spawn(worker(
-                s.port(),
-                0x1234_5678 + i as u64 * 7919,
-                Arc::clone(&budget),
-            ))
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += tokio::time::timeout(Duration::from_secs(600), t)
-            .await
-            .expect("the fuzzer finishes")
-            .unwrap();
-    }
+    count_panics();
+    let total = fuzz(s.port(), LINES, None).await;
     println!("sent {total} hostile command lines");
     assert_eq!(total, LINES);
 
@@ -305,4 +365,35 @@ async fn a_hundred_thousand_hostile_lines_change_nothing_outside_the_home() {
         snapshot(),
         "something outside agent01's home changed"
     );
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0, "something panicked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_lines_over_tls_never_panic() {
+    let s = TestServer::start_tls(|c| {
+        c.login_max_failures = u32::MAX;
+        c.max_sessions = 64;
+    })
+    .await;
+    s.add("agent01", Role::Agent);
+    count_panics();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(s.cert.as_ref().unwrap()).unwrap();
+    for c in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let total = fuzz(s.port(), TLS_LINES, Some(tls)).await;
+    println!("sent {total} hostile command lines over TLS");
+    assert_eq!(total, TLS_LINES);
+    let mut c = s.client("agent01").await;
+    assert!(c.list("/").await.is_ok(), "still serving over FTPS");
+    assert_eq!(PANICS.load(Ordering::Relaxed), 0, "something panicked");
 }

@@ -3,7 +3,8 @@
 //! an append) and reconciled with the archive folder at start. Listings and name searches are
 //! answered from it, never by walking the disk per request.
 
-use logarchive_ftp::server::{is_temp_name, FtpEvent};
+use logarchive_ftp::names::{is_temp_name, SCRATCH_DIR};
+use logarchive_ftp::server::FtpEvent;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -55,7 +56,7 @@ pub struct NameQuery {
 pub fn catalogued(path: &str) -> bool {
     let mut parts = path.split('/').filter(|p| !p.is_empty());
     let first_two: Vec<&str> = parts.by_ref().take(2).collect();
-    if first_two.len() < 2 || first_two[1] == ".logarchive" {
+    if first_two.len() < 2 || first_two[1] == SCRATCH_DIR {
         return false;
     }
     !path.rsplit('/').next().is_some_and(is_temp_name)

@@ -51,7 +51,7 @@ impl ClientError {
         match self {
             ClientError::Io { .. } | ClientError::Timeout(_) => true,
             ClientError::Protocol { code, .. } => {
-                *code == 221 || *code == 421 || *code == 425 || *code == 426 || *code == 451
+                matches!(*code, 221 | 421 | 425 | 426 | 450 | 451)
             }
             _ => false,
         }
@@ -63,8 +63,12 @@ impl ClientError {
             FtpError::ConnectionError(source) => ClientError::io(what.to_string(), source),
             FtpError::SecureError(s) => ClientError::Tls(s),
             FtpError::UnexpectedResponse(r) => {
-                let code = r.status.code();
                 let text = String::from_utf8_lossy(&r.body).trim().to_string();
+                // Codes suppaftp does not name (554, ...) come as 0 with the line in the body.
+                let code = match r.status.code() {
+                    0 => text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0),
+                    c => c,
+                };
                 match code {
                     530 => ClientError::Permission(format!("{what}: not logged in ({text})")),
                     550 if text.to_ascii_lowercase().contains("permission") => {

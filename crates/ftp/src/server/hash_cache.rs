@@ -1,7 +1,7 @@
 //! SHA-256 states of recently written files, so `SITE SHA256` after an upload (or a resumed or
 //! appended one) answers without reading the file again.
 
-use sha2::{Digest, Sha256};
+use crate::sha::Sha256State;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,7 +30,7 @@ impl FileVersion {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    state: Sha256,
+    state: Sha256State,
     version: FileVersion,
     tick: u64,
 }
@@ -42,19 +42,14 @@ pub struct HashCache {
 
 impl HashCache {
     /// The hash state of `path` if it was recorded for exactly this version of the file.
-    pub fn state(&self, path: &Path, version: FileVersion) -> Option<Sha256> {
+    pub fn state(&self, path: &Path, version: FileVersion) -> Option<Sha256State> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.0.get(path)
             .filter(|e| e.version == version)
             .map(|e| e.state.clone())
     }
 
-    /// The hex digest of `path` if known for this version.
-    pub fn digest(&self, path: &Path, version: FileVersion) -> Option<String> {
-        self.state(path, version).map(|s| hex::encode(s.finalize()))
-    }
-
-    pub fn record(&self, path: &Path, state: Sha256, version: FileVersion) {
+    pub fn record(&self, path: &Path, state: Sha256State, version: FileVersion) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.1 += 1;
         let tick = g.1;
@@ -80,6 +75,12 @@ impl HashCache {
         g.0.remove(path);
     }
 
+    /// Forgets the states of every file under the folder `dir`.
+    pub fn forget_under(&self, dir: &Path) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.retain(|p, _| !p.starts_with(dir));
+    }
+
     /// Moves a state along with a rename (the bytes did not change).
     pub fn rename(&self, from: &Path, to: &Path, new_version: FileVersion) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -91,18 +92,4 @@ impl HashCache {
             }
         }
     }
-}
-
-/// Hashes everything `f` reads (blocking), 1 MiB at a time.
-pub fn hash_reader(mut f: impl std::io::Read) -> std::io::Result<Sha256> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h)
 }

@@ -1,43 +1,57 @@
 //! The FTP(S) server: a tokio task beside the embedding program's own work.
 //!
-//! libunftp speaks the protocol; we own everything around it: the accept loop (TCP_NODELAY on
-//! every control socket, session limits), one libunftp `Server` per connection through
-//! `Server::service`, the storage back-end (homes, rights, limits, hashing, events), the passive
-//! port binder, login lockout and graceful shutdown.
+//! Our own protocol engine: the accept loop (TCP_NODELAY and SO_OOBINLINE on every control
+//! socket; limits per address and for connections that have not logged in yet), one task per
+//! session on a small set of single-threaded runtimes, the control loop (control.rs: bounded
+//! lines, login, TLS), file commands and transfers (files.rs, transfers.rs: every check before the `150`),
+//! passive data connections (data.rs), logarchive's SITE commands (site.rs), and the store the
+//! service reads and writes through (store.rs: a trait; local.rs: a folder).
+//!
+//! Map of the modules: `command` parses lines, `reply` writes replies, `listing` formats
+//! listings and times, `pipeline` moves bytes (pipelined, hashed), `accounts` is where accounts
+//! come from, `auth` logs in, `sessions` lists live sessions, `lockout` and `throttle` bound
+//! logins and bandwidth, `inflight` serialises writers of a file, `passive` binds ports,
+//! `vpath` and `fsops` keep paths inside the store, `hash_cache` remembers SHA-256 states.
 
+mod accounts;
 mod auth;
+pub mod command;
+mod control;
+mod data;
 mod events;
+mod files;
 mod fsops;
 mod hash_cache;
 mod inflight;
+mod listing;
+mod local;
 mod lockout;
 mod passive;
+mod pipeline;
+mod reply;
 mod sessions;
 mod site;
-mod storage;
+mod store;
 mod throttle;
 mod tls;
-mod transfer;
+mod transfers;
 pub(crate) mod vpath;
 mod zerocopy;
 
-pub use auth::FtpUser;
+pub use accounts::{Account, Accounts};
 pub use events::FtpEvent;
 pub use fsops::HomeDir;
+pub use local::LocalStorage;
 pub use lockout::Lockout;
-
 pub use sessions::SessionInfo;
-pub use storage::ArchiveStorage;
+pub use store::{Download, Kind, Meta, Storage, Upload, WriteMode};
 pub use tls::{
     server_config as tls_server_config, server_config_from_pem as tls_server_config_from_pem,
     TlsError,
 };
-pub use vpath::{is_temp_name, temp_name_for, TEMP_SUFFIX};
+pub use vpath::VirtualPath;
 
 use crate::users::UserDb;
-use hash_cache::HashCache;
-use libunftp::options::{ActivePassiveMode, SiteMd5};
-use libunftp::ServerBuilder;
 use sessions::Sessions;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -81,6 +95,16 @@ pub struct FtpServerConfig {
     /// a connection staying on one thread for its whole life: no cross-thread wake-ups per
     /// command, which is most of the per-file cost. 0 = run sessions on the caller's runtime.
     pub session_threads: usize,
+    /// Connections from one address at once (logged in or not); 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Connections that have not logged in yet, all addresses together. A new one beyond it
+    /// closes the oldest: idle connections can never keep a client out.
+    pub max_pending_logins: usize,
+    /// Time from connecting to a successful login.
+    pub login_timeout: Duration,
+    /// Accept data connections from any address, not only the client's (for NAT setups where
+    /// they arrive from another one). Off by default: a stranger could take a passive port.
+    pub data_from_any_address: bool,
 }
 
 impl FtpServerConfig {
@@ -103,6 +127,10 @@ impl FtpServerConfig {
             session_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            max_connections_per_ip: 64,
+            max_pending_logins: 128,
+            login_timeout: Duration::from_secs(30),
+            data_from_any_address: false,
         }
     }
 }
@@ -123,14 +151,13 @@ pub enum FtpServerError {
 }
 
 /// State shared by the accept loop and every session.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub config: FtpServerConfig,
-    pub users: Arc<UserDb>,
-    /// Canonical archive folder.
-    pub archive_root: PathBuf,
+    pub accounts: Arc<dyn Accounts>,
+    pub store: Arc<dyn Storage>,
+    /// The TLS configuration for data connections (see data.rs).
+    pub data_tls: Option<Arc<rustls::ServerConfig>>,
     pub throttles: Arc<Throttles>,
-    pub hashes: HashCache,
     pub lockout: Lockout,
     pub sessions: Sessions,
     pub events: broadcast::Sender<FtpEvent>,
@@ -142,10 +169,6 @@ pub(crate) struct Shared {
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Times `SITE SHA256` had to read a whole file (the hash was not known from its upload).
-    pub full_hash_reads: std::sync::atomic::AtomicU64,
-    /// write(2) calls made for uploads (shows the chunking).
-    pub upload_writes: std::sync::atomic::AtomicU64,
     /// Downloads sent with sendfile(2).
     pub zero_copy_downloads: std::sync::atomic::AtomicU64,
 }
@@ -167,12 +190,30 @@ pub struct ShutdownReport {
 }
 
 /// A running server. Dropping it does not stop the server; call [`ServerHandle::shutdown`].
-#[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    local: Option<LocalStorage>,
     stop: watch::Sender<bool>,
     stopped: watch::Receiver<Option<ShutdownReport>>,
+    /// Tasks that live as long as the server (the users file watcher).
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        for t in &self.background {
+            t.abort();
+        }
+    }
 }
 
 impl ServerHandle {
@@ -191,12 +232,13 @@ impl ServerHandle {
         self.shared.sessions.list()
     }
 
-    pub fn users(&self) -> &Arc<UserDb> {
-        &self.shared.users
-    }
-
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// The local store's counters, when the server runs on one (see [`start`]).
+    pub fn local_stats(&self) -> Option<&local::LocalStats> {
+        self.local.as_ref().map(|l| l.stats())
     }
 
     /// Disconnects every session of `user` at once (running transfers are cut). Returns how
@@ -233,20 +275,31 @@ impl ServerHandle {
     }
 }
 
-/// Starts the FTP server as a tokio task.
+/// Starts the FTP server as a tokio task, with the accounts of `users` and the folder
+/// `config.archive_root` as the store.
 pub async fn start(
     config: FtpServerConfig,
     users: Arc<UserDb>,
 ) -> Result<ServerHandle, FtpServerError> {
-    std::fs::create_dir_all(&config.archive_root).map_err(|source| FtpServerError::Archive {
-        path: config.archive_root.clone(),
-        source,
-    })?;
-    let archive_root =
-        std::fs::canonicalize(&config.archive_root).map_err(|source| FtpServerError::Archive {
+    let local =
+        LocalStorage::open(&config.archive_root).map_err(|source| FtpServerError::Archive {
             path: config.archive_root.clone(),
             source,
         })?;
+    let store: Arc<dyn Storage> = Arc::new(local.clone());
+    let watcher = users.watch(config.users_poll);
+    let mut h = start_with(config, users, store).await?;
+    h.local = Some(local);
+    h.background.push(watcher);
+    Ok(h)
+}
+
+/// Starts the FTP server as a tokio task with any accounts and any store.
+pub async fn start_with(
+    config: FtpServerConfig,
+    accounts: Arc<dyn Accounts>,
+    store: Arc<dyn Storage>,
+) -> Result<ServerHandle, FtpServerError> {
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -260,15 +313,14 @@ pub async fn start(
             addr: config.listen,
             source,
         })?;
-
     let throttles = Arc::new(Throttles::default());
     let shared = Arc::new(Shared {
         lockout: Lockout::new(config.login_max_failures, config.login_lockout),
+        data_tls: config.tls.as_ref().map(data::data_tls_config),
         config,
-        users: Arc::clone(&users),
-        archive_root,
+        accounts: Arc::clone(&accounts),
+        store,
         throttles: Arc::clone(&throttles),
-        hashes: HashCache::default(),
         sessions: Sessions::default(),
         events: broadcast::channel(4096).0,
         stats: Arc::default(),
@@ -277,22 +329,23 @@ pub async fn start(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stopped_tx, stopped_rx) = watch::channel(None);
-
-    let watcher = users.watch(shared.config.users_poll);
-    let follower = throttles.follow(Arc::clone(&users));
+    let follower = throttles.follow(accounts);
     let s = Arc::clone(&shared);
     tokio::spawn(async move {
         let report = accept_loop(listener, s, stop_rx).await;
-        watcher.abort();
-        follower.abort();
+        if let Some(f) = follower {
+            f.abort();
+        }
         let _ = stopped_tx.send(Some(report));
     });
     tracing::info!(addr = %local_addr, "FTP service listening");
     Ok(ServerHandle {
         local_addr,
         shared,
+        local: None,
         stop: stop_tx,
         stopped: stopped_rx,
+        background: Vec::new(),
     })
 }
 
@@ -401,28 +454,45 @@ fn admit(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("set_nodelay: {e}");
     }
-    if shared.sessions.count() >= shared.config.max_sessions {
+    // ABOR may come as urgent data (Python's ftplib sends it so): keep it in the stream.
+    let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+    let c = &shared.config;
+    let refusal = if shared.sessions.count() >= c.max_sessions {
+        Some("421 Too many connections, try again later\r\n")
+    } else if c.max_connections_per_ip > 0
+        && shared.sessions.count_from(addr.ip()) >= c.max_connections_per_ip
+    {
+        Some("421 Too many connections from your address\r\n")
+    } else {
+        None
+    };
+    if let Some(text) = refusal {
+        tracing::debug!(%addr, "connection refused: {}", text.trim_end());
         tasks.spawn(async move {
             let mut stream = stream;
-            let _ = stream
-                .write_all(b"421 Too many connections, try again later\r\n")
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(text.as_bytes()))
                 .await;
         });
         return;
+    }
+    // Connections that have not logged in are bounded: the oldest makes room.
+    if c.max_pending_logins > 0 {
+        while shared.sessions.pending_logins() >= c.max_pending_logins {
+            match shared.sessions.oldest_pending() {
+                Some(old) => {
+                    tracing::debug!(addr = %old.addr, "closing the oldest connection that has not logged in");
+                    old.kill();
+                    shared.sessions.close(old.id);
+                }
+                None => break,
+            }
+        }
     }
     let control: Option<OwnedFd> = socket2::SockRef::from(&stream)
         .try_clone()
         .ok()
         .map(OwnedFd::from);
     let session = shared.sessions.open(addr, control);
-    let server = match build_server(shared, &session) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot set up FTP session: {e}");
-            shared.sessions.close(session.id);
-            return;
-        }
-    };
     let shared = Arc::clone(shared);
     // The socket moves to the session's runtime and registers with its reactor there.
     let stream = match stream.into_std() {
@@ -442,13 +512,12 @@ fn admit(
                 return;
             }
         };
-        if let Err(e) = server.service(stream).await {
-            tracing::debug!("FTP session from {addr} ended: {e}");
-        }
-        if let Some(user) = session.user() {
-            shared.emit(FtpEvent::LoggedOut { user, addr });
-        }
-        shared.sessions.close(session.id);
+        let local = stream.local_addr().unwrap_or(addr);
+        let id = session.id;
+        control::Control::new(Arc::clone(&shared), session, Box::new(stream), addr, local)
+            .run()
+            .await;
+        shared.sessions.close(id);
     };
     match runtime {
         Some(rt) => {
@@ -458,46 +527,6 @@ fn admit(
             tasks.spawn(session_task);
         }
     }
-}
-
-fn build_server(
-    shared: &Arc<Shared>,
-    session: &Arc<sessions::Session>,
-) -> Result<libunftp::Server<ArchiveStorage, FtpUser>, libunftp::ServerError> {
-    let (s, sess) = (Arc::clone(shared), Arc::clone(session));
-    let c = &shared.config;
-    let mut b = ServerBuilder::<ArchiveStorage, FtpUser>::with_user_detail_provider::<FtpUser>(
-        Box::new(move || ArchiveStorage::new(Arc::clone(&s), Arc::clone(&sess))),
-        Arc::new(auth::UserProvider),
-    )
-    .authenticator(Arc::new(auth::ConnAuthenticator {
-        shared: Arc::clone(shared),
-        session: Arc::clone(session),
-    }))
-    .greeting("logarchive FTP service ready")
-    .passive_ports(c.passive_ports.clone())
-    .idle_session_timeout(c.idle_timeout.as_secs().max(1))
-    .logger(slog::Logger::root(TracingDrain, slog::o!()))
-    .sitemd5(SiteMd5::None)
-    .active_passive_mode(ActivePassiveMode::PassiveOnly)
-    .binder(passive::ExclusiveBinder {
-        session: Arc::clone(session),
-    })
-    .site_command("SHA256", site::Sha256Site)
-    .site_command("ALIAS", site::AliasSite);
-    if let Some(ip) = c.passive_host {
-        b = b.passive_host(ip);
-    }
-    if let Some(tls) = &c.tls {
-        b = b.ftps_manual::<PathBuf>(Arc::clone(tls));
-        if c.tls_required {
-            b = b.ftps_required(
-                libunftp::options::FtpsRequired::All,
-                libunftp::options::FtpsRequired::All,
-            );
-        }
-    }
-    b.build()
 }
 
 async fn drain(shared: &Arc<Shared>, mut tasks: JoinSet<()>) -> ShutdownReport {
@@ -540,28 +569,5 @@ async fn drain(shared: &Arc<Shared>, mut tasks: JoinSet<()>) -> ShutdownReport {
     ShutdownReport {
         closed_gracefully: before.saturating_sub(cut),
         cut,
-    }
-}
-
-/// Sends libunftp's log records to `tracing`: warnings and errors as such, the per-command chatter
-/// at debug level (filtered out cheaply unless asked for).
-struct TracingDrain;
-
-impl slog::Drain for TracingDrain {
-    type Ok = ();
-    type Err = slog::Never;
-    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
-        match record.level() {
-            slog::Level::Critical | slog::Level::Error => {
-                tracing::error!(target: "libunftp", "{}", record.msg())
-            }
-            slog::Level::Warning => tracing::warn!(target: "libunftp", "{}", record.msg()),
-            _ => {
-                if tracing::enabled!(target: "libunftp", tracing::Level::DEBUG) {
-                    tracing::debug!(target: "libunftp", "{}", record.msg());
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -1,39 +1,13 @@
-//! Passive ports without the race of libunftp's default binder.
-//!
-//! libunftp binds a random port with SO_REUSEADDR and calls listen() later; two sessions can bind
-//! the same port, and the one whose listen() then fails loses its control connection. Here bind
-//! *and* listen happen before the socket is handed over, so the kernel guarantees that the port is
-//! ours alone (a second listener on it is refused, and we try the next port). libunftp's own
-//! listen() on the already listening socket only sets the backlog again.
+//! Passive ports without a race: bind *and* listen happen before the socket is used, so the
+//! kernel guarantees the port is ours alone (a second listener on it is refused, and we try the
+//! next port). Binding with SO_REUSEADDR and listening later, as libunftp did, let two sessions
+//! bind one port; the one whose listen() then failed lost its control connection.
 
-use async_trait::async_trait;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use tokio::net::TcpSocket;
-
-#[derive(Debug)]
-pub(crate) struct ExclusiveBinder {
-    pub session: std::sync::Arc<super::sessions::Session>,
-}
-
-#[async_trait]
-impl libunftp::options::Binder for ExclusiveBinder {
-    async fn bind(
-        &mut self,
-        local_addr: IpAddr,
-        ports: RangeInclusive<u16>,
-    ) -> io::Result<TcpSocket> {
-        let s = bind_exclusive(local_addr, ports)?;
-        if let Ok(a) = s.local_addr() {
-            self.session
-                .passive_port
-                .store(a.port(), std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(s)
-    }
-}
 
 pub(crate) fn bind_exclusive(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<TcpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};

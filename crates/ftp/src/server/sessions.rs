@@ -27,8 +27,6 @@ pub struct Session {
     transfer: Mutex<Option<Arc<Transfer>>>,
     /// A duplicate of the control socket, used to close the session on shutdown.
     control: Mutex<Option<OwnedFd>>,
-    /// The port of the last passive listener handed out (see zerocopy.rs).
-    pub(crate) passive_port: std::sync::atomic::AtomicU16,
     /// Set to abandon this session's transfers (shutdown past its grace period, or a kick).
     pub(crate) cancel: tokio::sync::watch::Sender<bool>,
 }
@@ -111,7 +109,6 @@ impl Sessions {
             user: Mutex::new(None),
             transfer: Mutex::new(None),
             control: Mutex::new(control),
-            passive_port: std::sync::atomic::AtomicU16::new(0),
             cancel: tokio::sync::watch::channel(false).0,
         });
         self.lock().insert(id, Arc::clone(&s));
@@ -128,6 +125,29 @@ impl Sessions {
 
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Sessions from this address.
+    pub(crate) fn count_from(&self, ip: std::net::IpAddr) -> usize {
+        let ip = crate::users::canonical_ip(ip);
+        self.lock()
+            .values()
+            .filter(|s| crate::users::canonical_ip(s.addr.ip()) == ip)
+            .count()
+    }
+
+    /// Sessions that have not logged in (yet).
+    pub(crate) fn pending_logins(&self) -> usize {
+        self.lock().values().filter(|s| s.user().is_none()).count()
+    }
+
+    /// The longest-waiting session that has not logged in.
+    pub(crate) fn oldest_pending(&self) -> Option<Arc<Session>> {
+        self.lock()
+            .values()
+            .filter(|s| s.user().is_none())
+            .min_by_key(|s| s.id)
+            .cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Session>> {

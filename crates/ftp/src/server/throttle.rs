@@ -1,7 +1,7 @@
-//! Per-user speed limiters, shared by every session of that user and retuned at once when the
-//! user's limits change (also for transfers already running).
+//! Per-account speed limiters, shared by every session of that account and retuned at once when
+//! its limits change (also for transfers already running).
 
-use crate::users::{UserDb, UsersFile};
+use super::accounts::Accounts;
 use async_speed_limit::Limiter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,44 +28,58 @@ pub struct Throttles {
     by_user: Mutex<HashMap<String, UserLimiters>>,
 }
 
-impl Throttles {
-    /// The limiters of `user`, created on first use with the limits of the current record.
-    pub fn for_user(&self, users: &UsersFile, user: &str) -> UserLimiters {
-        let mut map = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        let l = map
-            .entry(user.to_string())
-            .or_insert_with(UserLimiters::new)
-            .clone();
-        apply(&l, users, user);
-        l
-    }
-
-    /// Applies the limits of every account in `users` to the existing limiters.
-    pub fn retune(&self, users: &UsersFile) {
-        let map = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, l) in map.iter() {
-            apply(l, users, name);
-        }
-    }
-
-    /// Keeps the limiters in step with the user database until the runtime ends.
-    pub fn follow(self: &Arc<Self>, db: Arc<UserDb>) -> tokio::task::JoinHandle<()> {
-        let me = Arc::clone(self);
-        let mut rx = db.subscribe();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                me.retune(&db.snapshot());
-            }
-        })
+fn speed(bytes_per_second: u64) -> f64 {
+    if bytes_per_second == 0 {
+        f64::INFINITY
+    } else {
+        bytes_per_second as f64
     }
 }
 
-fn apply(l: &UserLimiters, users: &UsersFile, user: &str) {
-    let (up, down) = match users.users.get(user) {
-        Some(r) => (
-            r.upload_limit.as_limiter_speed(),
-            r.download_limit.as_limiter_speed(),
-        ),
+impl Throttles {
+    /// The limiters of `user`, created on first use with its current limits.
+    pub fn for_user(&self, accounts: &dyn Accounts, user: &str) -> UserLimiters {
+        let l = {
+            let mut map = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(user.to_string())
+                .or_insert_with(UserLimiters::new)
+                .clone()
+        };
+        apply(&l, accounts, user);
+        l
+    }
+
+    /// Applies every known account's limits to its limiters.
+    pub fn retune(&self, accounts: &dyn Accounts) {
+        let map = self
+            .by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, l) in map.iter() {
+            apply(l, accounts, name);
+        }
+    }
+
+    /// Keeps the limiters in step with the accounts until the runtime ends (`None` if accounts
+    /// never change).
+    pub fn follow(
+        self: &Arc<Self>,
+        accounts: Arc<dyn Accounts>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let mut rx = accounts.changes()?;
+        let me = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                me.retune(&*accounts);
+            }
+        }))
+    }
+}
+
+fn apply(l: &UserLimiters, accounts: &dyn Accounts, user: &str) {
+    let (up, down) = match accounts.get(user) {
+        Some(a) => (speed(a.upload_limit), speed(a.download_limit)),
         None => (f64::INFINITY, f64::INFINITY),
     };
     if l.upload.speed_limit() != up {

@@ -16,8 +16,9 @@ pub enum PathError {
     TooLong,
 }
 
-/// A path inside a home, as normalised components (no `.`, `..` or empty parts).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A path as normalised components (no `.`, `..` or empty parts): inside a home as a client
+/// names it, or in the store once the home is joined.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VirtualPath {
     parts: Vec<String>,
 }
@@ -51,6 +52,25 @@ impl VirtualPath {
         self.parts.is_empty()
     }
 
+    /// Its components.
+    pub fn parts(&self) -> &[String] {
+        &self.parts
+    }
+
+    /// `self` followed by `other` (a home and a path inside it).
+    pub fn join(&self, other: &VirtualPath) -> VirtualPath {
+        let mut parts = self.parts.clone();
+        parts.extend(other.parts.iter().cloned());
+        VirtualPath { parts }
+    }
+
+    /// `self` with one more component (already checked: a name from a listing or a path).
+    pub(crate) fn child(&self, name: &str) -> VirtualPath {
+        let mut parts = self.parts.clone();
+        parts.push(name.to_string());
+        VirtualPath { parts }
+    }
+
     pub fn file_name(&self) -> Option<&str> {
         self.parts.last().map(String::as_str)
     }
@@ -75,19 +95,6 @@ fn check_name(name: &OsStr) -> Result<&str, PathError> {
         return Err(PathError::BadCharacter);
     }
     Ok(s)
-}
-
-/// Temporary upload names: `.<final name>.logarchive-tmp`. They are hidden from the web UI and
-/// the catalog, and are the only names an account without `delete` may rename away.
-pub const TEMP_SUFFIX: &str = ".logarchive-tmp";
-
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(TEMP_SUFFIX) && name.len() > TEMP_SUFFIX.len() + 1
-}
-
-/// The temporary name for uploading `final_name`.
-pub fn temp_name_for(final_name: &str) -> String {
-    format!(".{final_name}{TEMP_SUFFIX}")
 }
 
 #[cfg(test)]
@@ -115,13 +122,5 @@ mod tests {
             vp(&format!("/{}", "x".repeat(256))),
             Err(PathError::TooLong)
         );
-    }
-
-    #[test]
-    fn temp_names() {
-        assert_eq!(temp_name_for("a.txt"), ".a.txt.logarchive-tmp");
-        assert!(is_temp_name(".a.txt.logarchive-tmp"));
-        assert!(!is_temp_name("a.txt.logarchive-tmp"));
-        assert!(!is_temp_name(".logarchive-tmp"));
     }
 }

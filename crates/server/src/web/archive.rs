@@ -7,7 +7,8 @@
 //! even a symlink planted inside the archive leads out of it.
 
 use super::error::WebError;
-use logarchive_ftp::server::{is_temp_name, HomeDir};
+use logarchive_ftp::names::{is_temp_name, SCRATCH_DIR};
+use logarchive_ftp::server::HomeDir;
 use std::fs::File;
 use std::path::Path;
 
@@ -61,7 +62,7 @@ impl ArchivePath {
         self.rel
             .split('/')
             .enumerate()
-            .any(|(i, c)| is_temp_name(c) || (i == 1 && c == ".logarchive"))
+            .any(|(i, c)| is_temp_name(c) || (i == 1 && c == SCRATCH_DIR))
     }
 
     pub fn is_root(&self) -> bool {

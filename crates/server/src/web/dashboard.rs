@@ -104,7 +104,9 @@ pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, We
     Ok(totals
         .into_iter()
         .map(|(agent, archive_totals)| {
-            let rel = Path::new(&agent).join(".logarchive/status.json");
+            let rel = Path::new(&agent)
+                .join(logarchive_ftp::names::SCRATCH_DIR)
+                .join("status.json");
             let status = archive
                 .read_small(&rel, MAX_STATUS_BYTES)
                 .and_then(|b| serde_json::from_slice::<AgentStatus>(&b).ok());

@@ -1,0 +1,91 @@
+//! Accounts as the FTP service sees them: a trait, so the embedding program keeps them where it
+//! likes (logarchive: `users.toml` through [`crate::users::UserDb`]). The service asks for an
+//! account on every operation, so a change (rights, limits, disabled) applies at once, also to
+//! sessions already open.
+
+use crate::rights::Rights;
+use std::net::IpAddr;
+
+/// What the FTP service needs to know of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Account {
+    pub name: String,
+    /// The account's folder in the store, e.g. `/agent01` (`/`: all of it).
+    pub home: String,
+    pub rights: Rights,
+    /// Bytes per second, shared by all of the account's sessions; 0 = unlimited.
+    pub upload_limit: u64,
+    pub download_limit: u64,
+    /// Networks the account may log in from; empty = anywhere.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+    pub enabled: bool,
+    /// Control and data connections must be encrypted (AUTH TLS before USER, PROT P).
+    pub tls_required: bool,
+}
+
+impl Account {
+    /// An enabled account with these rights, no limits, from anywhere, TLS optional.
+    pub fn new(name: impl Into<String>, home: impl Into<String>, rights: Rights) -> Account {
+        Account {
+            name: name.into(),
+            home: home.into(),
+            rights,
+            upload_limit: 0,
+            download_limit: 0,
+            allowed_ips: Vec::new(),
+            enabled: true,
+            tls_required: false,
+        }
+    }
+
+    /// Whether an address may log in to this account.
+    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+        let ip = crate::users::canonical_ip(ip);
+        self.allowed_ips.is_empty() || self.allowed_ips.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Where the FTP service finds its accounts.
+pub trait Accounts: Send + Sync + 'static {
+    /// The account named `name` if `password` is its password. May be slow (a password hash):
+    /// the service calls it on a blocking thread, a few at a time.
+    fn verify(&self, name: &str, password: &str) -> Option<Account>;
+    /// The account as it is now.
+    fn get(&self, name: &str) -> Option<Account>;
+    /// A counter that changes whenever accounts change (limits are then applied again to
+    /// running transfers). `None`: accounts never change while the service runs.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+impl From<(&str, &crate::users::UserRecord)> for Account {
+    fn from((name, r): (&str, &crate::users::UserRecord)) -> Account {
+        Account {
+            name: name.to_string(),
+            home: r.home.clone(),
+            rights: r.rights,
+            upload_limit: r.upload_limit.0,
+            download_limit: r.download_limit.0,
+            allowed_ips: r.allowed_ips.clone(),
+            enabled: r.enabled,
+            tls_required: r.tls_required,
+        }
+    }
+}
+
+impl Accounts for crate::users::UserDb {
+    fn verify(&self, name: &str, password: &str) -> Option<Account> {
+        self.check_password(name, password)
+            .map(|r| Account::from((name, &r)))
+    }
+
+    fn get(&self, name: &str) -> Option<Account> {
+        crate::users::UserDb::get(self, name).map(|r| Account::from((name, &r)))
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.subscribe())
+    }
+}

@@ -1,0 +1,348 @@
+//! The default store: a folder on the local disk. Every path is opened beneath the folder's
+//! directory descriptor with openat2 (fsops.rs: the kernel refuses `..` above it and symlinks,
+//! with no window between check and use). The SHA-256 state of what was uploaded is remembered
+//! per file version, so `SITE SHA256` after an upload, a resume or an append reads nothing.
+
+use super::fsops::HomeDir;
+use super::hash_cache::{FileVersion, HashCache};
+use super::store::{Download, Kind, Meta, Storage, Upload, WriteMode};
+use super::vpath::VirtualPath;
+use crate::sha::Sha256State;
+use async_trait::async_trait;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct LocalStats {
+    /// Times a whole file had to be read for its SHA-256 (it was not known from its upload).
+    pub full_hash_reads: AtomicU64,
+    /// write(2) calls made for uploads (shows the chunking).
+    pub upload_writes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: HomeDir,
+    hashes: HashCache,
+    stats: LocalStats,
+}
+
+/// A folder as the store (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    inner: Arc<Inner>,
+}
+
+fn meta(m: &std::fs::Metadata) -> Meta {
+    let kind = if m.is_dir() { Kind::Dir } else { Kind::File };
+    Meta::new(kind, m.len(), m.modified().ok())
+}
+
+fn not_a_file() -> io::Error {
+    io::Error::new(io::ErrorKind::IsADirectory, "not a file")
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl LocalStorage {
+    /// The folder `root` (created if missing) as a store.
+    pub fn open(root: &Path) -> io::Result<LocalStorage> {
+        std::fs::create_dir_all(root)?;
+        Ok(LocalStorage {
+            inner: Arc::new(Inner {
+                root: HomeDir::open(root)?,
+                hashes: HashCache::default(),
+                stats: LocalStats::default(),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> &LocalStats {
+        &self.inner.stats
+    }
+
+    fn rel(path: &VirtualPath) -> PathBuf {
+        path.relative()
+    }
+}
+
+struct LocalUpload {
+    inner: Arc<Inner>,
+    rel: PathBuf,
+    file: File,
+    offset: u64,
+    prefix: Option<Sha256State>,
+}
+
+impl LocalUpload {
+    fn end(self, hash: Option<Sha256State>) -> io::Result<Meta> {
+        let m = self.file.metadata()?;
+        let version = FileVersion::of(&m);
+        match hash {
+            Some(h) if h.len() == m.len() => self.inner.hashes.record(&self.rel, h, version),
+            _ => self.inner.hashes.forget(&self.rel),
+        }
+        Ok(meta(&m))
+    }
+}
+
+impl Upload for LocalUpload {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn prefix_hash(&self) -> Option<Sha256State> {
+        self.prefix.clone()
+    }
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner
+            .stats
+            .upload_writes
+            .fetch_add(1, Ordering::Relaxed);
+        self.file.write_all(data)
+    }
+    fn finish(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta> {
+        (*self).end(hash)
+    }
+    fn abandon(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta> {
+        (*self).end(hash)
+    }
+}
+
+struct LocalDownload {
+    file: File,
+    len: u64,
+    pos: u64,
+}
+
+impl Download for LocalDownload {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = ((self.len.saturating_sub(self.pos)) as usize).min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn file(&self) -> Option<(&File, u64)> {
+        Some((&self.file, self.pos))
+    }
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    async fn stat(&self, path: &VirtualPath) -> io::Result<Meta> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || Ok(meta(&i.root.stat(&rel)?))).await
+    }
+
+    async fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Meta)>> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(dir));
+        blocking(move || {
+            Ok(i.root
+                .list(&rel)?
+                .into_iter()
+                .filter_map(|(name, m)| Some((name.into_string().ok()?, meta(&m))))
+                .collect())
+        })
+        .await
+    }
+
+    async fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || i.root.mkdir(&rel)).await
+    }
+
+    async fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || {
+            i.root.remove(&rel, false)?;
+            i.hashes.forget(&rel);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_dir(&self, path: &VirtualPath) -> io::Result<()> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || i.root.remove(&rel, true)).await
+    }
+
+    async fn rename(
+        &self,
+        from: &VirtualPath,
+        to: &VirtualPath,
+        replace: bool,
+    ) -> io::Result<Meta> {
+        let (i, f, t) = (Arc::clone(&self.inner), Self::rel(from), Self::rel(to));
+        blocking(move || {
+            i.root.rename(&f, &t, replace)?;
+            let m = i.root.stat(&t)?;
+            if m.is_file() {
+                i.hashes.rename(&f, &t, FileVersion::of(&m));
+            } else {
+                // A folder moved: the states of the files in it are keyed by their old paths.
+                i.hashes.forget_under(&f);
+            }
+            Ok(meta(&m))
+        })
+        .await
+    }
+
+    async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || {
+            let f = i.root.open_at(&rel, libc::O_WRONLY, 0)?;
+            let before = f.metadata()?;
+            if !before.is_file() {
+                return Err(not_a_file());
+            }
+            f.set_modified(time)?;
+            // The bytes did not change: the remembered hash moves to the new version.
+            let after = f.metadata()?;
+            if let Some(h) = i.hashes.state(&rel, FileVersion::of(&before)) {
+                i.hashes.record(&rel, h, FileVersion::of(&after));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read(&self, path: &VirtualPath, offset: u64) -> io::Result<Box<dyn Download>> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || {
+            let file = i.root.open_at(&rel, libc::O_RDONLY, 0)?;
+            let m = file.metadata()?;
+            if !m.is_file() {
+                return Err(not_a_file());
+            }
+            Ok(Box::new(LocalDownload {
+                file,
+                len: m.len(),
+                pos: offset.min(m.len()),
+            }) as Box<dyn Download>)
+        })
+        .await
+    }
+
+    async fn write(&self, path: &VirtualPath, mode: WriteMode) -> io::Result<Box<dyn Upload>> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || {
+            let (file, offset, prefix) = match mode {
+                WriteMode::CreateNew => {
+                    let f = i.root.open_at(
+                        &rel,
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                        0o644,
+                    )?;
+                    (f, 0, Some(Sha256State::new()))
+                }
+                WriteMode::Append { at } | WriteMode::Replace { at } => {
+                    let create = if matches!(mode, WriteMode::Replace { .. }) {
+                        libc::O_CREAT
+                    } else {
+                        0
+                    };
+                    let f = i.root.open_at(&rel, libc::O_WRONLY | create, 0o644)?;
+                    let m = f.metadata()?;
+                    if !m.is_file() {
+                        return Err(not_a_file());
+                    }
+                    if matches!(mode, WriteMode::Append { .. }) && m.len() != at {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "the file is not that long",
+                        ));
+                    }
+                    if at > m.len() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "offset past the end of the file",
+                        ));
+                    }
+                    let prefix = if at == 0 {
+                        Some(Sha256State::new())
+                    } else {
+                        i.hashes
+                            .state(&rel, FileVersion::of(&m))
+                            .filter(|h| h.len() == at)
+                    };
+                    if m.len() != at {
+                        f.set_len(at)?;
+                    }
+                    (f, at, prefix)
+                }
+            };
+            let mut upload = LocalUpload {
+                inner: Arc::clone(&i),
+                rel,
+                file,
+                offset,
+                prefix,
+            };
+            use std::io::Seek;
+            upload.file.seek(io::SeekFrom::Start(offset))?;
+            Ok(Box::new(upload) as Box<dyn Upload>)
+        })
+        .await
+    }
+
+    async fn known_sha256(&self, path: &VirtualPath) -> Option<Sha256State> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || {
+            let m = i.root.stat(&rel)?;
+            Ok(i.hashes.state(&rel, FileVersion::of(&m)))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn sha256(&self, path: &VirtualPath) -> io::Result<Sha256State> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        blocking(move || {
+            let f = i.root.open_at(&rel, libc::O_RDONLY, 0)?;
+            let m = f.metadata()?;
+            if !m.is_file() {
+                return Err(not_a_file());
+            }
+            if let Some(h) = i.hashes.state(&rel, FileVersion::of(&m)) {
+                return Ok(h);
+            }
+            i.stats.full_hash_reads.fetch_add(1, Ordering::Relaxed);
+            let mut h = Sha256State::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = 0u64;
+            loop {
+                let n = f.read_at(&mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            // Remember it only if the file did not change while it was read.
+            if FileVersion::of(&f.metadata()?) == FileVersion::of(&m) && h.len() == m.len() {
+                i.hashes.record(&rel, h.clone(), FileVersion::of(&m));
+            }
+            Ok(h)
+        })
+        .await
+    }
+}

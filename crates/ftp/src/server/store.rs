@@ -1,0 +1,124 @@
+//! The storage the FTP service reads and writes through: one trait, made for more than a local
+//! folder (an object store implements it too). Paths are archive paths ([`VirtualPath`]: the
+//! account's home already joined, normalised, never climbing); rights, limits, hashing of what
+//! arrives and events are the engine's, not the store's.
+//!
+//! What a store must give: metadata and listings; uploads that create a new file (atomically:
+//! never over an existing one), append at the end, or rewrite from an offset; ranged reads;
+//! renames that can refuse to replace (rename-if-absent); and the SHA-256 state of a file's
+//! content without reading it when it knows it (a local store remembers what it received, an
+//! object store keeps it in its catalog). A file descriptor is only an optimisation
+//! ([`Download::file`], for sendfile).
+//!
+//! Uploads and downloads move bytes on blocking threads (the engine's pipelines call their
+//! methods there); everything else is async.
+
+use super::vpath::VirtualPath;
+use crate::sha::Sha256State;
+use async_trait::async_trait;
+use std::io;
+use std::time::SystemTime;
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// A file's or folder's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl Meta {
+    pub fn new(kind: Kind, size: u64, modified: Option<SystemTime>) -> Meta {
+        Meta {
+            kind,
+            size,
+            modified,
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+}
+
+/// How an upload writes its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// A new file; `AlreadyExists` if the name is taken (checked atomically).
+    CreateNew,
+    /// Continue an existing file at its end, which must be `at` bytes.
+    Append { at: u64 },
+    /// Rewrite an existing file (or create it) from `at` on: what follows `at` is replaced.
+    Replace { at: u64 },
+}
+
+/// An upload being written. Its methods run on a blocking thread, called in order.
+pub trait Upload: Send {
+    /// Bytes the file held before this upload's first byte.
+    fn offset(&self) -> u64;
+    /// The SHA-256 state of those bytes, if the store knows it without reading them.
+    fn prefix_hash(&self) -> Option<Sha256State>;
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Everything arrived: this is the file now. `hash` covers the whole file when the engine
+    /// could compute it (the store keeps it for [`Storage::sha256`]).
+    fn finish(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta>;
+    /// The transfer was cut: what was written stays (a resumed upload continues from it), and is
+    /// described by `hash` when known.
+    fn abandon(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta>;
+}
+
+/// A download being read, from its start offset on. Its methods run on a blocking thread.
+pub trait Download: Send {
+    /// The file's size when opened.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Reads the next bytes; 0 at the end.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// The open local file and the offset of the next byte, where the store is a local file
+    /// system: then the engine may send it with sendfile(2).
+    fn file(&self) -> Option<(&std::fs::File, u64)> {
+        None
+    }
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    async fn stat(&self, path: &VirtualPath) -> io::Result<Meta>;
+    /// The entries directly in a folder (files and folders only), in any order.
+    async fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Meta)>>;
+    /// Creates a folder (its parent must exist); `AlreadyExists` if the name is taken.
+    async fn mkdir(&self, path: &VirtualPath) -> io::Result<()>;
+    async fn remove_file(&self, path: &VirtualPath) -> io::Result<()>;
+    /// Removes an empty folder.
+    async fn remove_dir(&self, path: &VirtualPath) -> io::Result<()>;
+    /// Renames; without `replace` an existing target is never replaced (`AlreadyExists`).
+    async fn rename(&self, from: &VirtualPath, to: &VirtualPath, replace: bool)
+        -> io::Result<Meta>;
+    async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()>;
+    /// Opens a file for reading from `offset`.
+    async fn read(&self, path: &VirtualPath, offset: u64) -> io::Result<Box<dyn Download>>;
+    /// Opens a file for writing as `mode` says (the checks of the mode are the store's).
+    async fn write(&self, path: &VirtualPath, mode: WriteMode) -> io::Result<Box<dyn Upload>>;
+    /// The SHA-256 state of a file's whole content: remembered, or read.
+    async fn sha256(&self, path: &VirtualPath) -> io::Result<Sha256State>;
+    /// The SHA-256 state of a file's whole content if the store remembers it (never reads).
+    async fn known_sha256(&self, path: &VirtualPath) -> Option<Sha256State> {
+        let _ = path;
+        None
+    }
+}
