@@ -54,11 +54,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LOGARCHIVE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,libunftp=warn"));
+    let filter =
+        EnvFilter::try_from_env("LOGARCHIVE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours for a terminal only: a log file or journald gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -107,7 +107,9 @@ fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let (ca_pem, cert_pem, key_pem) = (
         dir.join("ca.pem"),

@@ -106,6 +106,8 @@ impl Catalog {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Statement journals (an upsert with triggers needs one) in memory, not temp files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Reads through a memory map instead of a pread per page: listings touch many pages.
         conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
         conn.execute_batch(
@@ -146,6 +148,14 @@ impl Catalog {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS aliases_base ON aliases(base);",
         )?;
+        // Per connection, in memory: where upsert_all gathers a burst (see there).
+        conn.execute_batch(
+            "CREATE TEMP TABLE staged (
+                seq INTEGER PRIMARY KEY, path TEXT NOT NULL, dir TEXT NOT NULL,
+                name TEXT NOT NULL, agent TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT,
+                modified_ms INTEGER NOT NULL, archived_ms INTEGER NOT NULL, appended_ms INTEGER
+             );",
+        )?;
         Ok(Catalog {
             conn: Mutex::new(conn),
         })
@@ -157,28 +167,67 @@ impl Catalog {
 
     /// Records a completed file (insert, or update in place).
     pub fn upsert(&self, e: &Entry) -> Result<()> {
+        self.upsert_all(std::slice::from_ref(e))
+    }
+
+    /// Records completed files, in order (a later entry for the same path wins). They go
+    /// through a staging table into `files` in one statement: the name index (FTS5) flushes
+    /// once per statement, so a burst costs one flush instead of one per file.
+    pub fn upsert_all(&self, entries: &[Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let conn = self.lock();
-        let (dir, name) = split(&e.path);
-        conn.execute(
-            "INSERT INTO files (path, dir, name, agent, size, sha256, modified_ms, archived_ms, appended_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
-                modified_ms = excluded.modified_ms, appended_ms = excluded.appended_ms",
-            params![e.path, dir, name, e.agent, e.size as i64, e.sha256, e.modified_ms, e.archived_ms, e.appended_ms],
-        )?;
-        // The folders above it, for browsing.
-        let mut d = dir.to_string();
-        while d != "/" {
-            let (parent, _) = split(&d);
-            let parent = parent.to_string();
-            if conn.execute(
-                "INSERT OR IGNORE INTO dirs (path, parent) VALUES (?1, ?2)",
-                params![d, parent],
-            )? == 0
-            {
-                break; // already known, and so are its ancestors
+        {
+            let mut stage = conn.prepare_cached(
+                "INSERT INTO temp.staged (path, dir, name, agent, size, sha256, modified_ms,
+                    archived_ms, appended_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for e in entries {
+                let (dir, name) = split(&e.path);
+                stage.execute(params![
+                    e.path,
+                    dir,
+                    name,
+                    e.agent,
+                    e.size as i64,
+                    e.sha256,
+                    e.modified_ms,
+                    e.archived_ms,
+                    e.appended_ms
+                ])?;
             }
-            d = parent;
+        }
+        // `WHERE true` tells the parser the ON CONFLICT belongs to the INSERT, not a join.
+        let moved = conn
+            .prepare_cached(
+                "INSERT INTO files (path, dir, name, agent, size, sha256, modified_ms, archived_ms,
+                    appended_ms)
+                 SELECT path, dir, name, agent, size, sha256, modified_ms, archived_ms, appended_ms
+                 FROM temp.staged WHERE true ORDER BY seq
+                 ON CONFLICT(path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                    modified_ms = excluded.modified_ms, appended_ms = excluded.appended_ms",
+            )?
+            .execute([]);
+        conn.prepare_cached("DELETE FROM temp.staged")?
+            .execute([])?;
+        moved?;
+        // The folders above them, for browsing.
+        let mut known = std::collections::HashSet::new();
+        for e in entries {
+            let mut d = split(&e.path).0.to_string();
+            while d != "/" && known.insert(d.clone()) {
+                let (parent, _) = split(&d);
+                let parent = parent.to_string();
+                if conn
+                    .prepare_cached("INSERT OR IGNORE INTO dirs (path, parent) VALUES (?1, ?2)")?
+                    .execute(params![d, parent])?
+                    == 0
+                {
+                    break; // already known, and so are its ancestors
+                }
+                d = parent;
+            }
         }
         Ok(())
     }
@@ -506,83 +555,92 @@ impl Catalog {
 
     /// Applies one FTP event. `archive_root` is the archive folder (for sizes and times).
     pub fn apply(&self, event: &FtpEvent, archive_root: &Path) -> Result<()> {
+        self.apply_all(std::slice::from_ref(event), archive_root)
+    }
+
+    /// Applies FTP events in order. Runs of completed uploads go in together
+    /// ([`Catalog::upsert_all`]); anything else first flushes the run before it, so the order
+    /// holds (an upload, then its deletion, ends deleted).
+    pub fn apply_all(&self, events: &[FtpEvent], archive_root: &Path) -> Result<()> {
         let stat =
             |p: &str| std::fs::symlink_metadata(archive_root.join(p.trim_start_matches('/'))).ok();
-        match event {
-            FtpEvent::UploadCompleted {
-                path,
-                size,
-                sha256,
-                temp: false,
-                ..
-            } if catalogued(path) => {
-                let modified_ms = stat(path).map(|m| mtime_ms(&m)).unwrap_or_else(now_ms);
-                self.upsert(&Entry {
-                    path: path.clone(),
-                    agent: agent_of(path).to_string(),
-                    size: *size,
-                    sha256: sha256.clone(),
-                    modified_ms,
-                    archived_ms: now_ms(),
-                    appended_ms: None,
-                })?;
-            }
-            FtpEvent::Appended {
-                path,
-                size,
-                sha256,
-                temp: false,
-                ..
-            } if catalogued(path) => {
-                let modified_ms = stat(path).map(|m| mtime_ms(&m)).unwrap_or_else(now_ms);
-                let prev = self.get(path)?;
-                self.upsert(&Entry {
-                    path: path.clone(),
-                    agent: agent_of(path).to_string(),
-                    size: *size,
-                    sha256: sha256.clone(),
-                    modified_ms,
-                    archived_ms: prev.map_or_else(now_ms, |p| p.archived_ms),
-                    appended_ms: Some(now_ms()),
-                })?;
-            }
-            FtpEvent::Renamed {
-                from,
-                to,
-                size,
-                sha256,
-                ..
-            } => {
-                self.lock().execute(
-                    "UPDATE OR IGNORE aliases SET path = ?2 WHERE path = ?1",
-                    params![from, to],
-                )?;
-                self.remove(from)?;
-                if catalogued(to) {
-                    match stat(to) {
-                        Some(m) if m.is_file() => self.upsert(&Entry {
-                            path: to.clone(),
-                            agent: agent_of(to).to_string(),
-                            size: *size,
-                            sha256: sha256.clone(),
-                            modified_ms: mtime_ms(&m),
-                            archived_ms: now_ms(),
-                            appended_ms: None,
-                        })?,
-                        // A folder was renamed: its contents are found by the next reconcile.
-                        _ => {}
+        let mut run: Vec<Entry> = Vec::new();
+        for event in events {
+            match event {
+                FtpEvent::UploadCompleted {
+                    path,
+                    size,
+                    sha256,
+                    temp: false,
+                    ..
+                }
+                | FtpEvent::Appended {
+                    path,
+                    size,
+                    sha256,
+                    temp: false,
+                    ..
+                } if catalogued(path) => {
+                    let now = now_ms();
+                    let modified_ms = stat(path).map_or(now, |m| mtime_ms(&m));
+                    let appended = matches!(event, FtpEvent::Appended { .. });
+                    // archived_ms only counts for a new row: an update keeps the first.
+                    run.push(Entry {
+                        path: path.clone(),
+                        agent: agent_of(path).to_string(),
+                        size: *size,
+                        sha256: sha256.clone(),
+                        modified_ms,
+                        archived_ms: now,
+                        appended_ms: appended.then_some(now),
+                    });
+                }
+                FtpEvent::Renamed {
+                    from,
+                    to,
+                    size,
+                    sha256,
+                    ..
+                } => {
+                    self.upsert_all(&std::mem::take(&mut run))?;
+                    self.lock().execute(
+                        "UPDATE OR IGNORE aliases SET path = ?2 WHERE path = ?1",
+                        params![from, to],
+                    )?;
+                    self.remove(from)?;
+                    if catalogued(to) {
+                        match stat(to) {
+                            Some(m) if m.is_file() => run.push(Entry {
+                                path: to.clone(),
+                                agent: agent_of(to).to_string(),
+                                size: *size,
+                                sha256: sha256.clone(),
+                                modified_ms: mtime_ms(&m),
+                                archived_ms: now_ms(),
+                                appended_ms: None,
+                            }),
+                            // A folder was renamed: its contents are found by the next reconcile.
+                            _ => {}
+                        }
                     }
                 }
+                FtpEvent::Alias { path, name, .. } if catalogued(path) => {
+                    self.upsert_all(&std::mem::take(&mut run))?;
+                    self.add_alias(path, name)?
+                }
+                FtpEvent::Deleted { path, .. } => {
+                    self.upsert_all(&std::mem::take(&mut run))?;
+                    self.remove(path)?
+                }
+                FtpEvent::DirRemoved { path, .. } => {
+                    self.upsert_all(&std::mem::take(&mut run))?;
+                    let conn = self.lock();
+                    conn.execute("DELETE FROM dirs WHERE path = ?1", params![path])?;
+                }
+                _ => {}
             }
-            FtpEvent::Alias { path, name, .. } if catalogued(path) => self.add_alias(path, name)?,
-            FtpEvent::Deleted { path, .. } => self.remove(path)?,
-            FtpEvent::DirRemoved { path, .. } => {
-                let conn = self.lock();
-                conn.execute("DELETE FROM dirs WHERE path = ?1", params![path])?;
-            }
-            _ => {}
         }
-        Ok(())
+        self.upsert_all(&run)
     }
 
     /// Makes the catalog match the archive folder: files copied in by hand appear (hashed later,

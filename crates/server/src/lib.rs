@@ -27,6 +27,8 @@ pub enum ServerError {
     },
     #[error("TLS for the web interface: {0}")]
     Tls(String),
+    #[error("cannot start the catalog writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("cannot create data folder {path}: {source}")]
     Data {
         path: std::path::PathBuf,
@@ -93,9 +95,14 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         None => None,
     };
     let ftp = Arc::new(ftp::start(settings.ftp_config()?, Arc::clone(&users)).await?);
-    follow_events(&ftp, Arc::clone(&catalog), settings.archive_dir());
     let metrics = Arc::new(web::metrics::Metrics::default());
-    count_events(&ftp, Arc::clone(&metrics));
+    follow_events(
+        &ftp,
+        Arc::clone(&catalog),
+        settings.archive_dir(),
+        Arc::clone(&metrics),
+    )
+    .map_err(ServerError::Thread)?;
     let archive = web::archive::Archive::open(&settings.archive_dir()).map_err(|source| {
         ServerError::Data {
             path: settings.archive_dir(),
@@ -154,56 +161,82 @@ impl Running {
     }
 }
 
-/// Feeds the metrics counters from the FTP service's events.
-fn count_events(ftp: &ServerHandle, metrics: Arc<web::metrics::Metrics>) {
+/// Keeps the catalog and the metrics in step with the FTP service, on one thread of its own (the
+/// catalog's only writer): reconcile with the disk at start and whenever events were lost because
+/// it fell behind, then apply the events in batches, one transaction for all that are waiting.
+/// Uploads never wait for it; a burst of small files costs one commit, not one per file.
+fn follow_events(
+    ftp: &ServerHandle,
+    catalog: Arc<catalog::Catalog>,
+    archive: std::path::PathBuf,
+    metrics: Arc<web::metrics::Metrics>,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    /// Events applied in one transaction at most.
+    const BATCH: usize = 1024;
+    /// Catalog commits are at most this frequent (so an event is in the catalog at most this
+    /// much later than without batching).
+    const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
     let mut events = ftp.subscribe();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(e) => metrics.on_ftp_event(&e),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
-}
-
-/// Keeps the catalog in step with the FTP service: reconcile with the disk (at start, and when
-/// events were lost because we fell behind), then apply every event.
-fn follow_events(ftp: &ServerHandle, catalog: Arc<catalog::Catalog>, archive: std::path::PathBuf) {
-    let mut events = ftp.subscribe();
-    tokio::spawn(async move {
-        let mut reconcile = true;
-        loop {
-            if std::mem::take(&mut reconcile) {
-                let (c, a) = (Arc::clone(&catalog), archive.clone());
-                match tokio::task::spawn_blocking(move || c.reconcile(&a)).await {
-                    Ok(Ok((added, removed, updated))) => {
-                        tracing::info!(
+    std::thread::Builder::new()
+        .name("catalog-writer".into())
+        .spawn(move || {
+            let mut reconcile = true;
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut last_commit = std::time::Instant::now();
+            loop {
+                if std::mem::take(&mut reconcile) {
+                    match catalog.reconcile(&archive) {
+                        Ok((added, removed, updated)) => tracing::info!(
                             added,
                             removed,
                             updated,
                             "catalog reconciled with the archive"
-                        )
-                    }
-                    Ok(Err(e)) => tracing::error!("{e}"),
-                    Err(e) => tracing::error!("catalog reconcile: {e}"),
-                }
-            }
-            match events.recv().await {
-                Ok(ev) => {
-                    let (c, a) = (Arc::clone(&catalog), archive.clone());
-                    let applied = tokio::task::spawn_blocking(move || c.apply(&ev, &a)).await;
-                    if let Ok(Err(e)) = applied {
-                        tracing::error!("{e}");
+                        ),
+                        Err(e) => tracing::error!("catalog reconcile: {e}"),
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!("catalog fell {n} events behind; reconciling with the archive");
+                match events.blocking_recv() {
+                    Ok(ev) => {
+                        batch.push(ev);
+                        // At most one commit per COMMIT_EVERY: a commit writes whole pages
+                        // (files, folders, indexes, the name index), which a burst shares.
+                        if let Some(wait) = COMMIT_EVERY.checked_sub(last_commit.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            "catalog fell {n} events behind; reconciling with the archive"
+                        );
+                        reconcile = true;
+                        continue;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+                while batch.len() < BATCH {
+                    match events.try_recv() {
+                        Ok(ev) => batch.push(ev),
+                        Err(TryRecvError::Lagged(n)) => {
+                            tracing::warn!(
+                                "catalog fell {n} events behind; reconciling with the archive"
+                            );
+                            reconcile = true;
+                        }
+                        Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                    }
+                }
+                for ev in &batch {
+                    metrics.on_ftp_event(ev);
+                }
+                let applied = catalog.batch(|c| c.apply_all(&batch, &archive));
+                if let Err(e) = applied {
+                    tracing::error!("catalog: {e}; reconciling with the archive");
                     reconcile = true;
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                batch.clear();
+                last_commit = std::time::Instant::now();
             }
-        }
-    });
+        })
+        .map(|_| ())
 }

@@ -23,9 +23,7 @@ pub(crate) struct Passive {
 impl Passive {
     /// Listens on a free port of `ports` at `ip` (the control connection's local address).
     pub fn open(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<Passive> {
-        let socket = bind_exclusive(ip, ports)?;
-        let listener = socket.listen(16)?;
-        let port = listener.local_addr()?.port();
+        let (listener, port) = bind_exclusive(ip, ports)?;
         Ok(Passive { listener, port })
     }
 

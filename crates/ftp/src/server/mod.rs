@@ -89,7 +89,7 @@ pub struct FtpServerConfig {
     pub login_lockout: Duration,
     /// How long running transfers may go on after shutdown was asked for.
     pub shutdown_grace: Duration,
-    /// Safety-net poll of the users file (it is also watched with inotify).
+    /// How often the users file is checked for hand edits (one stat).
     pub users_poll: Duration,
     /// Sessions run on this many single-threaded runtimes of their own (one OS thread each),
     /// a connection staying on one thread for its whole life: no cross-thread wake-ups per
@@ -123,7 +123,7 @@ impl FtpServerConfig {
             login_max_failures: 5,
             login_lockout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
-            users_poll: Duration::from_secs(2),
+            users_poll: Duration::from_secs(1),
             session_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),

@@ -6,10 +6,12 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::{FromRawFd, IntoRawFd};
-use tokio::net::TcpSocket;
+use tokio::net::TcpListener;
 
-pub(crate) fn bind_exclusive(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Result<TcpSocket> {
+pub(crate) fn bind_exclusive(
+    ip: IpAddr,
+    ports: RangeInclusive<u16>,
+) -> io::Result<(TcpListener, u16)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let (lo, hi) = (*ports.start() as u32, *ports.end() as u32);
     if lo == 0 || hi < lo {
@@ -29,11 +31,10 @@ pub(crate) fn bind_exclusive(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Resu
     // Probe from a random start, at most 64 ports (the range is normally far from full).
     for i in 0..span.min(64) {
         let port = (lo + (offset + i) % span) as u16;
-        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        // Non-blocking and close-on-exec from the start (one syscall, not three).
+        let s = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
         // Reuse ports whose old data connections sit in TIME_WAIT.
         s.set_reuse_address(true)?;
-        s.set_nonblocking(true)?;
-        s.set_nodelay(true)?;
         if let Err(e) = s.bind(&SocketAddr::new(ip, port).into()) {
             last = e;
             continue;
@@ -42,9 +43,7 @@ pub(crate) fn bind_exclusive(ip: IpAddr, ports: RangeInclusive<u16>) -> io::Resu
             last = e;
             continue;
         }
-        // SAFETY: the descriptor comes from a socket we own and give up here.
-        let std_stream = unsafe { std::net::TcpStream::from_raw_fd(s.into_raw_fd()) };
-        return Ok(TcpSocket::from_std_stream(std_stream));
+        return Ok((TcpListener::from_std(s.into())?, port));
     }
     Err(last)
 }
@@ -60,11 +59,9 @@ mod tests {
         let port = probe.local_addr().unwrap().port();
         drop(probe);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let a = bind_exclusive(ip, port..=port).unwrap();
+        let (a, p) = bind_exclusive(ip, port..=port).unwrap();
+        assert_eq!(p, port);
         assert!(bind_exclusive(ip, port..=port).is_err());
-        let l = a
-            .listen(1024)
-            .expect("listen again on an already listening socket");
-        assert_eq!(l.local_addr().unwrap().port(), port);
+        assert_eq!(a.local_addr().unwrap().port(), port);
     }
 }

@@ -144,7 +144,8 @@ async fn write_small(
     error: Option<io::Error>,
 ) -> Received {
     let len = data.len() as u64;
-    let joined = tokio::task::spawn_blocking(move || {
+    let inline = upload.small_writes_inline();
+    let work = move || {
         let mut hash = upload.prefix_hash();
         let written = upload.write(&data);
         if let Some(h) = hash.as_mut() {
@@ -155,8 +156,12 @@ async fn write_small(
             (Ok(()), Some(e)) => (upload.abandon(hash.clone()), hash, Some(e)),
             (Err(e), _) => (upload.abandon(None), None, Some(e)),
         }
-    })
-    .await;
+    };
+    let joined = if inline {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    };
     match joined {
         Ok((Ok(meta), hash, error)) => Received {
             bytes: len,

@@ -78,6 +78,12 @@ pub trait Upload: Send {
     /// The transfer was cut: what was written stays (a resumed upload continues from it), and is
     /// described by `hash` when known.
     fn abandon(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta>;
+    /// Whether a small upload (up to 64 KiB) may be written, finished and hashed on the
+    /// session's own thread rather than a blocking one: true for a local disk, where that takes
+    /// microseconds; false (the default) where a write may wait on a network.
+    fn small_writes_inline(&self) -> bool {
+        false
+    }
 }
 
 /// A download being read, from its start offset on. Its methods run on a blocking thread.

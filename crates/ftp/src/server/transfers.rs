@@ -216,11 +216,27 @@ impl Control {
                 ))
                 .await;
         };
-        let mode = match self.write_mode(&a, &store, rest, append).await {
-            Ok(m) => m,
-            Err(r) => return self.reply(r).await,
+        // The common case first: a new file, created in one step (no stat before).
+        let fresh = if rest == 0 && !append && a.rights.contains(Right::Write) {
+            match self.shared.store.write(&store, WriteMode::CreateNew).await {
+                Ok(u) => Some(u),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+                Err(e) => return self.reply(store_error(&e)).await,
+            }
+        } else {
+            None
         };
-        let upload = match self.shared.store.write(&store, mode).await {
+        let written = match fresh {
+            Some(u) => Ok(u),
+            None => {
+                let mode = match self.write_mode(&a, &store, rest, append).await {
+                    Ok(m) => m,
+                    Err(r) => return self.reply(r).await,
+                };
+                self.shared.store.write(&store, mode).await
+            }
+        };
+        let upload = match written {
             Ok(u) => u,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return self
