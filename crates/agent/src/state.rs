@@ -211,10 +211,34 @@ impl StateDb {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a new database to WAL needs it to itself for a moment, and SQLite answers
+        // "busy" at once instead of waiting when another process opens it then: retry, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The schema and its migrations in one write transaction: the agent and `agent status`
+        // (or a second agent start) may open the database at the same moment, and two
+        // unserialised migrations both add the same column (the second then fails).
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Self::migrate(&tx)?;
+        tx.commit()?;
+        Ok(StateDb { conn })
+    }
+
+    /// Creates the tables and adds what older versions lacked. Idempotent.
+    fn migrate(conn: &Connection) -> Result<()> {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS files (
                 id INTEGER PRIMARY KEY,
@@ -279,7 +303,7 @@ impl StateDb {
              CREATE INDEX IF NOT EXISTS files_head_all ON files(head_sha);
              UPDATE files SET tracked = 0 WHERE state = 'lost' AND tracked;",
         )?;
-        Ok(StateDb { conn })
+        Ok(())
     }
 
     /// The stable ids of the configured sources (root, prefix), in the order given; a source seen
@@ -803,6 +827,29 @@ mod tests {
             lost_bytes: 0,
             first_seen_ms: 0,
             archived_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn opening_one_database_from_several_processes_at_once_migrates_it_once() {
+        // The agent and `agent status` open the state database at the same moment; both used to
+        // add the same new columns, and the loser failed ("duplicate column name").
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let path = dir.path().join(format!("s{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), std::sync::Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        StateDb::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for t in opened {
+                assert_eq!(t.join().unwrap(), Ok(()), "round {round}");
+            }
         }
     }
 
