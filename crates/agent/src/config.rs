@@ -1,6 +1,6 @@
 //! `agent.toml`. Unknown keys are an error that names the key.
 
-use logarchive_ftp::users::ByteRate;
+use logarchive_ftp::rate::ByteRate;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,7 +108,7 @@ impl AgentConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        logarchive_ftp::users::validate_name(&self.agent_id)
+        logarchive_ftp::names::validate_name(&self.agent_id)
             .map_err(|e| format!("agent_id: {e}"))?;
         logarchive_ftp::client::FtpUrl::parse(&self.server).map_err(|e| format!("server: {e}"))?;
         if self.sources.is_empty() {

@@ -275,13 +275,10 @@ async fn append_rest(
             .upload_hashed(
                 local,
                 &s.remote,
-                UploadOptions {
-                    mode: UploadMode::Append {
-                        local_offset: there,
-                    },
-                    length: Some(size),
-                    progress: None,
-                },
+                UploadOptions::new(UploadMode::Append {
+                    local_offset: there,
+                })
+                .length(size),
                 kept,
             )
             .await?;

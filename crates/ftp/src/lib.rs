@@ -1,19 +1,35 @@
-//! logarchive's embeddable FTP library.
+#![deny(missing_docs)]
+//! logarchive's embeddable FTP(S) library.
 //!
-//! - [`users`]: the user record file and the [`users::UserDb`] admin API.
-//! - [`server`]: an FTP(S) server with per-user homes, rights and speed limits, built on libunftp.
-//! - [`rights`]: the FTP rights model.
-//! - [`site`]: logarchive's `SITE` commands (SHA256, ALIAS).
+//! Two halves, each a Cargo feature (both on by default):
+//! - `server`: [`server`], an FTP(S) server with its own protocol engine: accounts behind the
+//!   [`server::Accounts`] trait, per-account homes, [`rights`] and speed limits, a store behind the
+//!   [`server::Storage`] trait ([`server::LocalStorage`]: a folder), logarchive's `SITE`
+//!   commands; and [`users`], the user record file (`users.toml`) that implements the accounts.
+//! - `client`: [`client`], a client that reconnects, creates folders, resumes and uploads
+//!   verified by SHA-256 (what the agent uses; it builds without the server's dependencies).
+//!
+//! Both sides share [`names`] (the archive's reserved names), [`sha`] (resumable SHA-256),
+//! [`rate`] (speed limits) and [`site`] (the `SITE` extensions' arguments).
+//!
+//! A server embedded in a program of your own, with accounts kept in memory, is
+//! `examples/embedded_server.rs`.
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod names;
+pub mod rate;
+#[cfg(feature = "server")]
 pub mod rights;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod sha;
 pub mod site;
+#[cfg(feature = "server")]
 pub mod users;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod fuzzing {
     /// Parses an FTP path argument as the storage back-end does; on success returns the

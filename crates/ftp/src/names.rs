@@ -28,6 +28,19 @@ pub fn versioned(name: &str, g: i64) -> String {
     }
 }
 
+/// Checks an account name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('.') {
+        return Err(format!(
+            "invalid user name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@ pub enum Right {
 }
 
 impl Right {
+    /// Every right, in the order they are listed.
     pub const ALL: [Right; 8] = [
         Right::List,
         Right::Read,
@@ -37,6 +38,7 @@ impl Right {
         Right::Overwrite,
     ];
 
+    /// The right's name in the users file and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Right::List => "list",
@@ -65,6 +67,7 @@ impl FromStr for Right {
     }
 }
 
+/// A right name that does not exist (the unknown name).
 #[derive(Debug, thiserror::Error)]
 #[error("unknown right {0:?} (known: list, read, mkdir, write, append, rename, delete, overwrite)")]
 pub struct UnknownRight(pub String);
@@ -74,7 +77,9 @@ pub struct UnknownRight(pub String);
 pub struct Rights(u8);
 
 impl Rights {
+    /// No right at all.
     pub const NONE: Rights = Rights(0);
+    /// Every right.
     pub const ALL: Rights = Rights(0xff);
 
     /// The agent preset: may add and extend files in its home, never delete or rewrite them.
@@ -96,10 +101,12 @@ impl Rights {
         [Right::List, Right::Read].into_iter().collect()
     }
 
+    /// Whether `right` is granted.
     pub fn contains(self, right: Right) -> bool {
         self.0 & right.bit() != 0
     }
 
+    /// The granted rights, in [`Right::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Right> {
         Right::ALL.into_iter().filter(move |r| self.contains(*r))
     }

@@ -37,6 +37,7 @@ impl std::fmt::Debug for Sha256State {
 pub const STATE_BYTES: usize = 32 + 64 + 1 + 8;
 
 impl Sha256State {
+    /// The state before any byte.
     pub fn new() -> Self {
         Sha256State {
             h: H0,
@@ -56,6 +57,7 @@ impl Sha256State {
         self.len == 0
     }
 
+    /// Adds `data` to the hash.
     pub fn update(&mut self, mut data: &[u8]) {
         self.len += data.len() as u64;
         if self.buffered > 0 {

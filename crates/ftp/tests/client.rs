@@ -6,8 +6,9 @@ use common::*;
 use logarchive_ftp::client::{
     Client, ClientError, DownloadOptions, EntryKind, UploadMode, UploadOptions,
 };
+use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::server::FtpServerConfig;
-use logarchive_ftp::users::{ByteRate, Role, UserUpdate};
+use logarchive_ftp::users::{Role, UserUpdate};
 use std::time::Duration;
 
 async fn every_call(s: &TestServer) {
@@ -69,14 +70,7 @@ async fn every_call(s: &TestServer) {
     assert_eq!(d.sha256, up.sha256);
     std::fs::write(&back, &bytes[..1000]).unwrap();
     let d = c
-        .download(
-            "a.txt",
-            &back,
-            DownloadOptions {
-                resume: true,
-                progress: None,
-            },
-        )
+        .download("a.txt", &back, DownloadOptions::default().resume(true))
         .await
         .unwrap();
     assert_eq!(
@@ -91,14 +85,7 @@ async fn every_call(s: &TestServer) {
         .await
         .unwrap();
     let r = c
-        .upload(
-            &f,
-            "r.txt",
-            UploadOptions {
-                mode: UploadMode::Resume,
-                ..Default::default()
-            },
-        )
+        .upload(&f, "r.txt", UploadOptions::new(UploadMode::Resume))
         .await
         .unwrap();
     assert_eq!(r.bytes, bytes.len() as u64 - 7000);
@@ -111,12 +98,9 @@ async fn every_call(s: &TestServer) {
         .upload(
             &extra,
             "r.txt",
-            UploadOptions {
-                mode: UploadMode::Append {
-                    local_offset: bytes.len() as u64,
-                },
-                ..Default::default()
-            },
+            UploadOptions::new(UploadMode::Append {
+                local_offset: bytes.len() as u64,
+            }),
         )
         .await
         .unwrap();
@@ -128,12 +112,9 @@ async fn every_call(s: &TestServer) {
     c.upload(
         &f,
         "p.txt",
-        UploadOptions {
-            progress: Some(std::sync::Arc::new(move |n| {
-                s2.store(n, std::sync::atomic::Ordering::Relaxed)
-            })),
-            ..Default::default()
-        },
+        UploadOptions::default().progress(Some(std::sync::Arc::new(move |n| {
+            s2.store(n, std::sync::atomic::Ordering::Relaxed)
+        }))),
     )
     .await
     .unwrap();

@@ -102,14 +102,7 @@ async fn basic_suite_against_pyftpdlib() {
     let back = tmp.path().join("back");
     std::fs::write(&back, &bytes[..5000]).unwrap();
     let d = c
-        .download(
-            "a.txt",
-            &back,
-            DownloadOptions {
-                resume: true,
-                progress: None,
-            },
-        )
+        .download("a.txt", &back, DownloadOptions::default().resume(true))
         .await
         .unwrap();
     assert_eq!(d.sha256, up.sha256);
@@ -121,14 +114,7 @@ async fn basic_suite_against_pyftpdlib() {
         .await
         .unwrap();
     let r = c
-        .upload(
-            &f,
-            "r.txt",
-            UploadOptions {
-                mode: UploadMode::Resume,
-                ..Default::default()
-            },
-        )
+        .upload(&f, "r.txt", UploadOptions::new(UploadMode::Resume))
         .await
         .unwrap();
     assert_eq!(

@@ -192,10 +192,7 @@ async fn plain_downloads_use_sendfile_and_arrive_intact() {
         .download(
             "/f",
             &back,
-            logarchive_ftp::client::DownloadOptions {
-                resume: true,
-                progress: None,
-            },
+            logarchive_ftp::client::DownloadOptions::default().resume(true),
         )
         .await
         .unwrap();

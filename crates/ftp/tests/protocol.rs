@@ -275,7 +275,7 @@ async fn abor_ends_a_running_download_and_the_session_goes_on() {
         .update(
             "slow",
             logarchive_ftp::users::UserUpdate {
-                download_limit: Some(logarchive_ftp::users::ByteRate(64 * 1024)),
+                download_limit: Some(logarchive_ftp::rate::ByteRate(64 * 1024)),
                 ..Default::default()
             },
         )

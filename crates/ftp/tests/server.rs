@@ -4,9 +4,10 @@ mod common;
 
 use common::*;
 use logarchive_ftp::client::{ClientError, EntryKind, UploadMode, UploadOptions};
+use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::{Right, Rights};
 use logarchive_ftp::server::FtpEvent;
-use logarchive_ftp::users::{ByteRate, Role, UserUpdate, WebRole};
+use logarchive_ftp::users::{Role, UserUpdate, WebRole};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -143,10 +144,7 @@ async fn agent_rights_make_the_home_append_only() {
         .upload(
             &a,
             "/a.log",
-            UploadOptions {
-                mode: UploadMode::Append { local_offset: 6 },
-                ..Default::default()
-            },
+            UploadOptions::new(UploadMode::Append { local_offset: 6 }),
         )
         .await
         .unwrap();
@@ -244,10 +242,7 @@ async fn each_right_granted_and_denied() {
                     .upload(
                         &f,
                         "/existing.txt",
-                        UploadOptions {
-                            mode: UploadMode::Append { local_offset: 0 },
-                            ..Default::default()
-                        },
+                        UploadOptions::new(UploadMode::Append { local_offset: 0 }),
                     )
                     .await;
                 assert!(denied(r.map(drop)), "{n}");
@@ -278,10 +273,7 @@ async fn each_right_granted_and_denied() {
     c.upload(
         &f,
         "/existing.txt",
-        UploadOptions {
-            mode: UploadMode::Append { local_offset: 0 },
-            ..Default::default()
-        },
+        UploadOptions::new(UploadMode::Append { local_offset: 0 }),
     )
     .await
     .unwrap();

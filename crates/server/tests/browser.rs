@@ -259,10 +259,7 @@ async fn a_session_in_chromium() {
     ftp.upload(
         &local,
         "/grow.log",
-        UploadOptions {
-            mode: UploadMode::Append { local_offset: 8 },
-            ..Default::default()
-        },
+        UploadOptions::new(UploadMode::Append { local_offset: 8 }),
     )
     .await
     .unwrap();

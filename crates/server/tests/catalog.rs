@@ -91,10 +91,7 @@ async fn completed_uploads_appends_and_reconciliation() {
     c.upload(
         &f,
         "/Logs/a.log",
-        UploadOptions {
-            mode: UploadMode::Append { local_offset: 4 },
-            ..Default::default()
-        },
+        UploadOptions::new(UploadMode::Append { local_offset: 4 }),
     )
     .await
     .unwrap();

@@ -935,10 +935,7 @@ async fn follow_streams_what_an_agent_appends() {
     c.upload(
         &local,
         "/grow.log",
-        UploadOptions {
-            mode: UploadMode::Append { local_offset: 11 },
-            ..Default::default()
-        },
+        UploadOptions::new(UploadMode::Append { local_offset: 11 }),
     )
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use logarchive_ftp::client::{
     join_remote, Client, ClientConfig, ClientError, DownloadOptions, EntryKind, FtpUrl, Progress,
     UploadMode, UploadOptions,
 };
-use logarchive_ftp::users::ByteRate;
+use logarchive_ftp::rate::ByteRate;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -238,10 +238,7 @@ async fn get_file(c: &mut Client, remote: &str, local: &Path, resume: bool) -> R
         .download(
             remote,
             local,
-            DownloadOptions {
-                resume,
-                progress: cb,
-            },
+            DownloadOptions::default().resume(resume).progress(cb),
         )
         .await?;
     if let Some(b) = bar {
@@ -263,15 +260,7 @@ async fn put_file(c: &mut Client, local: &Path, remote: &str, resume: bool) -> R
         UploadMode::Create
     };
     let out = c
-        .upload(
-            local,
-            remote,
-            UploadOptions {
-                mode,
-                length: None,
-                progress: cb,
-            },
-        )
+        .upload(local, remote, UploadOptions::new(mode).progress(cb))
         .await?;
     if let Some(b) = bar {
         b.finish_and_clear();

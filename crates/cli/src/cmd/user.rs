@@ -3,8 +3,9 @@
 use crate::password::read_password;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
-use logarchive_ftp::users::{ByteRate, NewUser, Role, UserDb, UserUpdate, WebRole};
+use logarchive_ftp::users::{NewUser, Role, UserDb, UserUpdate, WebRole};
 use std::path::PathBuf;
 
 #[derive(Args)]

@@ -9,10 +9,12 @@ impl Client {
         paths::absolute(&self.cwd, path)
     }
 
+    /// The working folder (PWD).
     pub async fn pwd(&mut self) -> Result<String> {
         self.run("PWD", true, |s| Box::pin(s.pwd())).await
     }
 
+    /// Changes the working folder (CWD).
     pub async fn cwd(&mut self, path: &str) -> Result<()> {
         let p = self.absolute(path);
         self.on_path("CWD", &p, true, |s, q| {
@@ -81,10 +83,12 @@ impl Client {
         }
     }
 
+    /// Whether a file or folder exists at `path`.
     pub async fn exists(&mut self, path: &str) -> Result<bool> {
         Ok(self.stat(path).await?.is_some())
     }
 
+    /// The size of a file (SIZE).
     pub async fn size(&mut self, path: &str) -> Result<u64> {
         self.on_path("SIZE", path, true, |s, q| {
             Box::pin(async move { s.size(&q).await })
@@ -93,6 +97,7 @@ impl Client {
         .map(|n| n as u64)
     }
 
+    /// The modification time of a file (MDTM).
     pub async fn mtime(&mut self, path: &str) -> Result<SystemTime> {
         let t = self
             .on_path("MDTM", path, true, |s, q| {
@@ -139,6 +144,7 @@ impl Client {
         Ok(out)
     }
 
+    /// Makes one folder (MKD); the parent must exist (see `ensure_dir` for `mkdir -p`).
     pub async fn mkdir(&mut self, path: &str) -> Result<()> {
         self.on_path("MKD", path, false, |s, q| {
             Box::pin(async move { s.mkdir(&q).await })
@@ -146,6 +152,7 @@ impl Client {
         .await
     }
 
+    /// Renames a file or folder (RNFR + RNTO).
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (self.absolute(from), self.absolute(to));
         let (f2, t2) = (f.clone(), t.clone());
@@ -156,6 +163,7 @@ impl Client {
         .await
     }
 
+    /// Deletes a file (DELE).
     pub async fn delete(&mut self, path: &str) -> Result<()> {
         self.on_path("DELE", path, false, |s, q| {
             Box::pin(async move { s.rm(&q).await })
@@ -163,6 +171,7 @@ impl Client {
         .await
     }
 
+    /// Removes an empty folder (RMD).
     pub async fn rmdir(&mut self, path: &str) -> Result<()> {
         self.on_path("RMD", path, false, |s, q| {
             Box::pin(async move { s.rmdir(&q).await })

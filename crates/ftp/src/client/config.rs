@@ -5,11 +5,13 @@ use std::time::Duration;
 
 /// TLS on the control and data channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsMode {
     /// Plain FTP.
     None,
     /// Explicit FTPS (AUTH TLS, PROT P), verifying the server against `ca_file` or the system roots.
     Explicit {
+        /// A CA certificate (PEM) to trust besides the system roots: a private CA.
         ca_file: Option<PathBuf>,
         /// Accept any certificate. Only for tests: it makes TLS worthless against an attacker.
         insecure_skip_verify: bool,
@@ -18,12 +20,19 @@ pub enum TlsMode {
 
 /// Everything [`super::Client::connect`] needs.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
+    /// Server name or address (checked against the certificate with TLS).
     pub host: String,
+    /// Control port (21 by default).
     pub port: u16,
+    /// Account name.
     pub user: String,
+    /// Account password.
     pub password: String,
+    /// Plain FTP or explicit FTPS.
     pub tls: TlsMode,
+    /// How long connecting (TCP, TLS and login) may take.
     pub connect_timeout: Duration,
     /// Bound on every reply and every data read or write.
     pub io_timeout: Duration,
@@ -31,7 +40,9 @@ pub struct ClientConfig {
     pub extended_passive: bool,
     /// Reconnect attempts before an operation gives up (with exponential, jittered backoff).
     pub reconnect_attempts: u32,
+    /// The first wait before a reconnect; it doubles on each failure.
     pub reconnect_base: Duration,
+    /// The longest wait between reconnects.
     pub reconnect_max: Duration,
     /// Bytes per second for transfers; 0 = unlimited.
     pub speed_limit: u64,
@@ -50,6 +61,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
+    /// A configuration with the defaults: plain FTP, 10 s to connect, 60 s per I/O, 5 reconnects.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -72,6 +84,7 @@ impl ClientConfig {
         }
     }
 
+    /// `host:port`, for messages.
     pub fn server(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)

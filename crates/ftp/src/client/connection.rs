@@ -31,6 +31,7 @@ impl Client {
         Ok(c)
     }
 
+    /// The configuration the client connects with.
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
     }

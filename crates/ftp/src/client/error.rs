@@ -2,38 +2,71 @@
 
 use suppaftp::FtpError;
 
+/// Why a client operation failed. `is_retryable` tells the ones a reconnect may cure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
+    /// The server refused the login.
     #[error("login refused for {user} at {server}")]
-    Auth { user: String, server: String },
+    Auth {
+        /// The account name.
+        user: String,
+        /// `host:port`.
+        server: String,
+    },
+    /// The server refused the operation (550 and kin on a permission).
     #[error("permission denied: {0}")]
     Permission(String),
+    /// No such file or folder on the server.
     #[error("not found: {0}")]
     NotFound(String),
+    /// No answer within the configured time; names the operation.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// An unexpected reply: its code and text.
     #[error("server replied {code}: {text}")]
-    Protocol { code: u32, text: String },
+    Protocol {
+        /// The reply code.
+        code: u32,
+        /// The reply text.
+        text: String,
+    },
+    /// A local or network I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The error.
         source: std::io::Error,
     },
+    /// The TLS handshake or certificate check failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The server's SHA-256 of an upload differs from the local file's: nothing was committed.
     #[error("the server's SHA-256 of {remote} is {server}, ours is {local}: not renamed")]
     HashMismatch {
+        /// The remote path.
         remote: String,
+        /// The local file's SHA-256.
         local: String,
+        /// The server's SHA-256.
         server: String,
     },
     /// The final name already holds other bytes than the local file (`size` of them): never
     /// replaced. The agent checks whether they are a prefix of its file (a crash between the
     /// rename and its own bookkeeping) and then appends the rest.
+    /// The file exists on the server with other content (the verified upload never overwrites).
     #[error("{remote} exists with other content ({size} bytes)")]
-    Exists { remote: String, size: u64 },
+    Exists {
+        /// The remote path.
+        remote: String,
+        /// Its size on the server.
+        size: u64,
+    },
+    /// The server has no room (452/552).
     #[error("the server has no space left: {0}")]
     StorageFull(String),
+    /// A bad argument or a server answer that makes no sense.
     #[error("invalid: {0}")]
     Invalid(String),
 }

@@ -1,7 +1,7 @@
 //! The FTP(S) client: logs in, sets binary mode, reconnects by itself, bounds every call with a
 //! timeout, and uploads/downloads with resume and SHA-256. Built on suppaftp.
 //!
-//! Every operation goes through [`Client::run`]: on an I/O error, a timeout or a 421 it drops the
+//! Every operation goes through `Client::run`: on an I/O error, a timeout or a 421 it drops the
 //! connection, reconnects with exponential, jittered backoff, logs in again, returns to the
 //! working directory and retries once (only where a retry cannot do harm).
 
@@ -38,6 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 type Stream = ImplAsyncFtpStream<AsyncRustlsStream>;
 type Op<'a, T> = Pin<Box<dyn Future<Output = std::result::Result<T, FtpError>> + Send + 'a>>;
+/// The client's result type.
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// Copy buffer size: memory per transfer stays at this, whatever the file size.
@@ -50,36 +51,54 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// A remote directory entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Entry {
+    /// The entry's name (no folder).
     pub name: String,
+    /// File, folder or other.
     pub kind: EntryKind,
+    /// Size in bytes (0 for folders where the server gives none).
     pub size: u64,
+    /// Last modification, when the server tells it.
     pub modified: Option<SystemTime>,
 }
 
+/// What a listing entry is. `Other` already covers kinds the client does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A plain file.
     File,
+    /// A folder.
     Dir,
+    /// Anything else (a link, a device...).
     Other,
 }
 
 /// Where an upload starts on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UploadMode {
     /// STOR from the first byte (a new file).
     Create,
     /// Continue a partial remote file: REST at its SIZE (0 if missing), send the rest.
     Resume,
     /// APPE the local bytes from `local_offset` on (the remote holds the bytes before it).
-    Append { local_offset: u64 },
+    /// Upload the local file from `local_offset` on with APPE.
+    Append {
+        /// Where in the local file the bytes to send start.
+        local_offset: u64,
+    },
 }
 
+/// How an upload goes. `UploadOptions::default()` creates or replaces the whole file.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct UploadOptions {
+    /// Where the upload starts on the server.
     pub mode: UploadMode,
     /// Send only the first `length` bytes of the local file (a snapshot of a growing log).
     pub length: Option<u64>,
+    /// Called with the bytes sent so far.
     pub progress: Option<Progress>,
 }
 
@@ -93,15 +112,55 @@ impl Default for UploadOptions {
     }
 }
 
+impl UploadOptions {
+    /// An upload in this mode, of the whole local file, without progress reports.
+    pub fn new(mode: UploadMode) -> Self {
+        UploadOptions {
+            mode,
+            ..Default::default()
+        }
+    }
+
+    /// Sends only the first `length` bytes of the local file.
+    pub fn length(mut self, length: u64) -> Self {
+        self.length = Some(length);
+        self
+    }
+
+    /// Reports the bytes sent so far to `progress` as the upload goes.
+    pub fn progress(mut self, progress: Option<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+impl DownloadOptions {
+    /// Continues into an existing local file from its length (`true`) or starts over.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Reports the bytes received so far to `progress` as the download goes.
+    pub fn progress(mut self, progress: Option<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// How a download goes. `DownloadOptions::default()` writes the whole file anew.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct DownloadOptions {
     /// Continue into an existing local file from its length.
     pub resume: bool,
+    /// Called with the bytes received so far.
     pub progress: Option<Progress>,
 }
 
 /// What a transfer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransferOutcome {
     /// Bytes that crossed the network in this call (resumed parts not counted twice).
     pub bytes: u64,
@@ -113,9 +172,13 @@ pub struct TransferOutcome {
 
 /// What [`Client::upload_verified`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifiedUpload {
+    /// Bytes sent in this transfer (not counting what the server already held).
     pub bytes: u64,
+    /// Hex SHA-256 of the whole file as the server now holds it.
     pub sha256: String,
+    /// The file's size on the server afterwards.
     pub size: u64,
     /// The final name already held exactly these bytes; nothing was sent.
     pub already_present: bool,
@@ -151,9 +214,13 @@ impl std::fmt::Debug for HashState {
 /// The local side of an upload: a path, or a file the caller already holds open. A log that is
 /// renamed or removed while it is sent still reads the same bytes through an open file.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Local<'a> {
+    /// A file to open by path.
     Path(&'a Path),
+    /// A file already open (a log held open by its writer's path may have moved).
     Open {
+        /// The open file.
         file: &'a std::fs::File,
         /// Where the file was last seen (for messages only).
         name: &'a Path,

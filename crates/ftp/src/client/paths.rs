@@ -34,6 +34,7 @@ pub fn split_remote(path: &str) -> (&str, &str) {
     }
 }
 
+/// Joins a remote folder and a name with exactly one `/`.
 pub fn join_remote(dir: &str, name: &str) -> String {
     if dir.ends_with('/') {
         format!("{dir}{name}")

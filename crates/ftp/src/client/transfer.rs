@@ -196,9 +196,10 @@ impl Client {
         }
     }
 
-    /// What a data connection failing mid-upload means. Some servers (libunftp, so ours among
-    /// them) check rights only once the data connection is open, and close it unread on a
-    /// refusal: the client then sees a reset while the reason waits on the control connection.
+    /// What a data connection failing mid-upload means. Some servers (libunftp-based ones, and
+    /// ours before its own engine) check rights only once the data connection is open, and close
+    /// it unread on a refusal: the client then sees a reset while the reason waits on the control
+    /// connection.
     /// A refusal is final and must never be retried as a network failure: resuming "from the
     /// server's size" would then append to somebody else's file.
     pub(super) async fn upload_failure(

@@ -4,16 +4,22 @@ use super::{ClientError, TlsMode};
 
 /// A parsed FTP URL. Passwords are not accepted in URLs (they would show in `ps` and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FtpUrl {
+    /// `ftps://`: explicit FTPS (AUTH TLS).
     pub tls: bool,
+    /// The user in the URL, if any.
     pub user: Option<String>,
+    /// Server name or address.
     pub host: String,
+    /// Control port (21 unless given).
     pub port: u16,
     /// Percent-decoded, absolute; `/` when the URL has no path.
     pub path: String,
 }
 
 impl FtpUrl {
+    /// Parses `ftp://[user@]host[:port]` or `ftps://...`; a path is refused.
     pub fn parse(url: &str) -> Result<FtpUrl, ClientError> {
         let bad = |why: &str| ClientError::Invalid(format!("{url:?} is not an FTP URL: {why}"));
         let (tls, rest) = if let Some(r) = url.strip_prefix("ftps://") {
@@ -67,6 +73,7 @@ impl FtpUrl {
         })
     }
 
+    /// The client's TLS mode for this URL: none for `ftp://`, explicit for `ftps://`.
     pub fn tls_mode(&self, ca_file: Option<std::path::PathBuf>, insecure: bool) -> TlsMode {
         if self.tls {
             TlsMode::Explicit {

@@ -18,6 +18,7 @@ impl Client {
         self.upload_verified_with(local, remote, length, None).await
     }
 
+    /// [`Client::upload_verified`] with a SHA-256 state the caller kept from an earlier upload of the same file, so only the new bytes are read and hashed.
     pub async fn upload_verified_with<'a>(
         &mut self,
         local: impl Into<Local<'a>>,

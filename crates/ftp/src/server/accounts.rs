@@ -10,15 +10,19 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Account {
+    /// The login name.
     pub name: String,
     /// The account's folder in the store, e.g. `/agent01` (`/`: all of it).
     pub home: String,
+    /// What the account may do in its home.
     pub rights: Rights,
     /// Bytes per second, shared by all of the account's sessions; 0 = unlimited.
     pub upload_limit: u64,
+    /// Bytes per second, shared by all of the account's sessions; 0 = unlimited.
     pub download_limit: u64,
     /// Networks the account may log in from; empty = anywhere.
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// A disabled account cannot log in, and its open sessions stop working.
     pub enabled: bool,
     /// Control and data connections must be encrypted (AUTH TLS before USER, PROT P).
     pub tls_required: bool,
@@ -41,7 +45,7 @@ impl Account {
 
     /// Whether an address may log in to this account.
     pub fn ip_allowed(&self, ip: IpAddr) -> bool {
-        let ip = crate::users::canonical_ip(ip);
+        let ip = canonical_ip(ip);
         self.allowed_ips.is_empty() || self.allowed_ips.iter().any(|net| net.contains(&ip))
     }
 }
@@ -87,5 +91,13 @@ impl Accounts for crate::users::UserDb {
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.subscribe())
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from a dual-stack listener) compare as IPv4.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }

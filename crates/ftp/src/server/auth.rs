@@ -3,12 +3,12 @@
 //! limit.
 
 use super::accounts::Account;
+use super::canonical_ip;
 use super::events::FtpEvent;
 use super::sessions::Session;
 use super::store::Storage;
 use super::vpath::VirtualPath;
 use super::Shared;
-use crate::users::canonical_ip;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

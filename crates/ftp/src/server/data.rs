@@ -35,11 +35,11 @@ impl Passive {
         any_address: bool,
         timeout: Duration,
     ) -> io::Result<TcpStream> {
-        let peer = crate::users::canonical_ip(peer);
+        let peer = crate::server::canonical_ip(peer);
         let wait = async {
             loop {
                 let (s, from) = self.listener.accept().await?;
-                if any_address || crate::users::canonical_ip(from.ip()) == peer {
+                if any_address || crate::server::canonical_ip(from.ip()) == peer {
                     let _ = s.set_nodelay(true);
                     return Ok(s);
                 }
@@ -168,7 +168,7 @@ pub(crate) fn data_tls_config(control: &Arc<rustls::ServerConfig>) -> Arc<rustls
 
 /// Whether `addr` is an IPv4 address (PASV can only announce those).
 pub(crate) fn ipv4_of(addr: SocketAddr) -> Option<std::net::Ipv4Addr> {
-    match crate::users::canonical_ip(addr.ip()) {
+    match crate::server::canonical_ip(addr.ip()) {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,
     }

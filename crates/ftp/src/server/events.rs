@@ -4,25 +4,29 @@ use std::net::SocketAddr;
 
 /// Something that happened on the FTP service. Paths are archive paths: the account's home joined
 /// with the path inside it, e.g. `/agent01/Logs/a.txt`.
+///
+/// Every variant names the account (`user`); new variants may come, so match with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the fields say what they are: `user`, `path`, `addr`, `size`...
 pub enum FtpEvent {
-    LoggedIn {
-        user: String,
-        addr: SocketAddr,
-    },
-    LoggedOut {
-        user: String,
-        addr: SocketAddr,
-    },
+    /// A login succeeded.
+    LoggedIn { user: String, addr: SocketAddr },
+    /// A logged-in session ended (QUIT, idle timeout, cut, shutdown).
+    LoggedOut { user: String, addr: SocketAddr },
+    /// A login was refused; `reason` is for the operator, never told to the client.
     LoginFailed {
         user: String,
         addr: SocketAddr,
         reason: String,
     },
     /// A STOR ended with the client closing the data connection normally. For a temporary name
-    /// (see [`crate::server::is_temp_name`]) this is *not* a completed file: a plain-FTP client that
+    /// (see [`crate::names::is_temp_name`]) this is *not* a completed file: a plain-FTP client that
     /// was cut off mid-transfer looks the same on the wire. The archive treats only the rename of
     /// a verified temporary file as completion.
+    ///
+    /// `size` is the file's size after the upload, `sha256` the hex SHA-256 of the whole file
+    /// (when the store knows it), `temp` whether the name is a temporary upload name.
     UploadCompleted {
         user: String,
         path: String,
@@ -30,7 +34,8 @@ pub enum FtpEvent {
         sha256: Option<String>,
         temp: bool,
     },
-    /// Bytes were added at the end of an existing file (APPE, or REST at its end + STOR).
+    /// Bytes were added at the end of an existing file (APPE, or REST at its end + STOR):
+    /// `offset` is where they start, `size` the file's new size, `sha256` the whole file's.
     Appended {
         user: String,
         path: String,
@@ -39,7 +44,8 @@ pub enum FtpEvent {
         sha256: Option<String>,
         temp: bool,
     },
-    /// A rename. `from_temp` marks the completion of a verified upload.
+    /// A rename. `from_temp` marks the completion of a verified upload; `size` and `sha256`
+    /// are the file's (`0`/`None` for a folder).
     Renamed {
         user: String,
         from: String,
@@ -55,18 +61,13 @@ pub enum FtpEvent {
         path: String,
         name: String,
     },
-    Deleted {
-        user: String,
-        path: String,
-    },
-    DirCreated {
-        user: String,
-        path: String,
-    },
-    DirRemoved {
-        user: String,
-        path: String,
-    },
+    /// A file was deleted (DELE).
+    Deleted { user: String, path: String },
+    /// A folder was made (MKD).
+    DirCreated { user: String, path: String },
+    /// A folder was removed (RMD).
+    DirRemoved { user: String, path: String },
+    /// A download ended with every byte sent.
     Downloaded {
         user: String,
         path: String,

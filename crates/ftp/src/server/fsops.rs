@@ -37,6 +37,7 @@ pub struct HomeDir {
 }
 
 impl HomeDir {
+    /// Opens `path` as the root that every later path stays inside.
     pub fn open(path: &Path) -> io::Result<HomeDir> {
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -110,6 +111,7 @@ impl HomeDir {
         Ok((dir, cstr(Path::new(name))?))
     }
 
+    /// Makes a folder (one level) below the root.
     pub fn mkdir(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
         // SAFETY: mkdirat on an fd we hold and a NUL-terminated single-component name.

@@ -78,6 +78,7 @@ impl LocalStorage {
         })
     }
 
+    /// Counters of the store's work (whole-file reads for hashes, writes).
     pub fn stats(&self) -> &LocalStats {
         &self.inner.stats
     }

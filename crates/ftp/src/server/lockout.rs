@@ -13,6 +13,7 @@ struct Record {
     last: Instant,
 }
 
+/// Failed logins counted per name and per address within a window; a name or address with too many is refused until the window has passed.
 #[derive(Debug)]
 pub struct Lockout {
     max_failures: u32,
@@ -22,6 +23,7 @@ pub struct Lockout {
 }
 
 impl Lockout {
+    /// A lockout after `max_failures` failures within `window` (0 failures: never).
     pub fn new(max_failures: u32, window: Duration) -> Self {
         Lockout {
             max_failures,
@@ -48,6 +50,7 @@ impl Lockout {
         self.locked(&self.by_user, &user.to_string()) || self.locked(&self.by_ip, &ip)
     }
 
+    /// Counts a failed login of `user` from `ip`.
     pub fn failed(&self, user: &str, ip: IpAddr) {
         let now = Instant::now();
         let bump = |r: &mut Record| {

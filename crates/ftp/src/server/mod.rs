@@ -15,6 +15,7 @@
 
 mod accounts;
 mod auth;
+#[doc(hidden)] // public for the fuzz targets only (`fuzz/`), not a stable API
 pub mod command;
 mod control;
 mod data;
@@ -38,7 +39,7 @@ mod transfers;
 pub(crate) mod vpath;
 mod zerocopy;
 
-pub use accounts::{Account, Accounts};
+pub use accounts::{canonical_ip, Account, Accounts};
 pub use events::FtpEvent;
 pub use fsops::HomeDir;
 pub use local::LocalStorage;
@@ -67,10 +68,13 @@ use tokio::task::JoinSet;
 
 /// How the server runs. [`FtpServerConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FtpServerConfig {
+    /// The control connection's address (port 0: the OS picks one).
     pub listen: SocketAddr,
     /// The archive folder; homes are folders inside it.
     pub archive_root: PathBuf,
+    /// Ports for passive data connections.
     pub passive_ports: RangeInclusive<u16>,
     /// The address announced in PASV replies (behind NAT); default: the control connection's.
     pub passive_host: Option<Ipv4Addr>,
@@ -78,14 +82,17 @@ pub struct FtpServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Require TLS on control and data channels for every account.
     pub tls_required: bool,
+    /// Connections at once, all addresses together.
     pub max_sessions: usize,
     /// 0 = no limit.
     pub max_sessions_per_user: usize,
+    /// A session that sends no command for this long is closed (not during a transfer).
     pub idle_timeout: Duration,
     /// A data transfer that moves no byte for this long is cut.
     pub stall_timeout: Duration,
     /// Failed logins (per name and per address) before the lockout; 0 disables it.
     pub login_max_failures: u32,
+    /// How long a locked-out name or address stays locked.
     pub login_lockout: Duration,
     /// How long running transfers may go on after shutdown was asked for.
     pub shutdown_grace: Duration,
@@ -108,6 +115,7 @@ pub struct FtpServerConfig {
 }
 
 impl FtpServerConfig {
+    /// The defaults for a server on `listen` over the folder `archive_root`.
     pub fn new(listen: SocketAddr, archive_root: impl Into<PathBuf>) -> Self {
         FtpServerConfig {
             listen,
@@ -137,15 +145,22 @@ impl FtpServerConfig {
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FtpServerError {
+    /// The control port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The error.
         source: std::io::Error,
     },
+    /// The archive folder could not be opened or made.
     #[error("archive folder {path}: {source}")]
     Archive {
+        /// The folder.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
 }
@@ -168,6 +183,7 @@ pub(crate) struct Shared {
 
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Downloads sent with sendfile(2).
     pub zero_copy_downloads: std::sync::atomic::AtomicU64,
@@ -182,6 +198,7 @@ impl Shared {
 
 /// What the shutdown did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Sessions that ended on their own or were closed while idle.
     pub closed_gracefully: usize,
@@ -228,10 +245,12 @@ impl ServerHandle {
         self.shared.events.subscribe()
     }
 
+    /// The live sessions: who, from where, which transfer.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.shared.sessions.list()
     }
 
+    /// The server's counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }

@@ -1,7 +1,7 @@
 //! Passive ports without a race: bind *and* listen happen before the socket is used, so the
 //! kernel guarantees the port is ours alone (a second listener on it is refused, and we try the
-//! next port). Binding with SO_REUSEADDR and listening later, as libunftp did, let two sessions
-//! bind one port; the one whose listen() then failed lost its control connection.
+//! next port). Binding with SO_REUSEADDR and listening later (as libunftp, our former engine,
+//! did) lets two sessions bind one port; the one whose listen() then fails loses its session.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -64,7 +64,7 @@ impl Session {
         self.close_control();
     }
 
-    /// Closes the control connection (both directions); libunftp's control loop then ends.
+    /// Closes the control connection (both directions); the session's control loop then ends.
     pub(crate) fn close_control(&self) {
         if let Some(fd) = self
             .control
@@ -80,13 +80,21 @@ impl Session {
 
 /// A snapshot of a session for display.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct SessionInfo {
+    /// The session's number, unique while the server runs.
     pub id: u64,
+    /// The client's address.
     pub addr: SocketAddr,
+    /// When the client connected.
     pub since: SystemTime,
+    /// The logged-in account, if any.
     pub user: Option<String>,
+    /// The path of the transfer in progress, if any.
     pub transfer_path: Option<String>,
+    /// Whether that transfer is an upload.
     pub transfer_upload: Option<bool>,
+    /// Bytes moved so far in that transfer.
     pub transfer_bytes: Option<u64>,
     /// Bytes per second since the transfer started.
     pub transfer_rate: Option<f64>,
@@ -129,10 +137,10 @@ impl Sessions {
 
     /// Sessions from this address.
     pub(crate) fn count_from(&self, ip: std::net::IpAddr) -> usize {
-        let ip = crate::users::canonical_ip(ip);
+        let ip = crate::server::canonical_ip(ip);
         self.lock()
             .values()
-            .filter(|s| crate::users::canonical_ip(s.addr.ip()) == ip)
+            .filter(|s| crate::server::canonical_ip(s.addr.ip()) == ip)
             .count()
     }
 

@@ -21,8 +21,11 @@ use std::time::SystemTime;
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kind {
+    /// A file.
     File,
+    /// A folder.
     Dir,
 }
 
@@ -30,12 +33,16 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Meta {
+    /// File or folder.
     pub kind: Kind,
+    /// Size in bytes (0 for a folder).
     pub size: u64,
+    /// Last modification, when the store knows it.
     pub modified: Option<SystemTime>,
 }
 
 impl Meta {
+    /// Metadata of this kind, size and time.
     pub fn new(kind: Kind, size: u64, modified: Option<SystemTime>) -> Meta {
         Meta {
             kind,
@@ -44,10 +51,12 @@ impl Meta {
         }
     }
 
+    /// Whether this is a file.
     pub fn is_file(&self) -> bool {
         self.kind == Kind::File
     }
 
+    /// Whether this is a folder.
     pub fn is_dir(&self) -> bool {
         self.kind == Kind::Dir
     }
@@ -60,9 +69,17 @@ pub enum WriteMode {
     /// A new file; `AlreadyExists` if the name is taken (checked atomically).
     CreateNew,
     /// Continue an existing file at its end, which must be `at` bytes.
-    Append { at: u64 },
+    /// Add at the end; `at` is the size the file must have now.
+    Append {
+        /// The file's size when the upload starts.
+        at: u64,
+    },
     /// Rewrite an existing file (or create it) from `at` on: what follows `at` is replaced.
-    Replace { at: u64 },
+    /// Overwrite from `at` on (REST + STOR), cutting what follows.
+    Replace {
+        /// Where the new bytes start.
+        at: u64,
+    },
 }
 
 /// An upload being written. Its methods run on a blocking thread, called in order.
@@ -71,6 +88,7 @@ pub trait Upload: Send {
     fn offset(&self) -> u64;
     /// The SHA-256 state of those bytes, if the store knows it without reading them.
     fn prefix_hash(&self) -> Option<Sha256State>;
+    /// Writes `data` at the upload's position.
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
     /// Everything arrived: this is the file now. `hash` covers the whole file when the engine
     /// could compute it (the store keeps it for [`Storage::sha256`]).
@@ -90,6 +108,7 @@ pub trait Upload: Send {
 pub trait Download: Send {
     /// The file's size when opened.
     fn len(&self) -> u64;
+    /// Whether the file is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -102,19 +121,23 @@ pub trait Download: Send {
     }
 }
 
+/// The store the FTP service reads and writes through. Paths are already confined to the account's home ([`VirtualPath`]); a file descriptor is only an optimisation (`Download::fd` for sendfile).
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    /// Kind, size and time of a file or folder.
     async fn stat(&self, path: &VirtualPath) -> io::Result<Meta>;
     /// The entries directly in a folder (files and folders only), in any order.
     async fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Meta)>>;
     /// Creates a folder (its parent must exist); `AlreadyExists` if the name is taken.
     async fn mkdir(&self, path: &VirtualPath) -> io::Result<()>;
+    /// Deletes a file.
     async fn remove_file(&self, path: &VirtualPath) -> io::Result<()>;
     /// Removes an empty folder.
     async fn remove_dir(&self, path: &VirtualPath) -> io::Result<()>;
     /// Renames; without `replace` an existing target is never replaced (`AlreadyExists`).
     async fn rename(&self, from: &VirtualPath, to: &VirtualPath, replace: bool)
         -> io::Result<Meta>;
+    /// Sets a file's modification time (MFMT).
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()>;
     /// Opens a file for reading from `offset`.
     async fn read(&self, path: &VirtualPath, offset: u64) -> io::Result<Box<dyn Download>>;

@@ -3,17 +3,25 @@
 use std::path::Path;
 use std::sync::Arc;
 
+/// Why the TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
+    /// A certificate or key file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// The error.
         source: std::io::Error,
     },
+    /// The file holds no certificate.
     #[error("no certificate found in {0}")]
     NoCert(String),
+    /// The file holds no private key.
     #[error("no private key found in {0}")]
     NoKey(String),
+    /// rustls refused the certificate or key.
     #[error("invalid certificate or key: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -40,6 +48,7 @@ pub fn server_config(
     )
 }
 
+/// A TLS configuration from PEM bytes in memory (`cert_name` and `key_name` only name them in errors).
 pub fn server_config_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],

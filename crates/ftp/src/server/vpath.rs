@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Why a client path is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathError {
     #[error("path contains a forbidden character")]
     BadCharacter,
@@ -24,7 +25,7 @@ pub struct VirtualPath {
 }
 
 impl VirtualPath {
-    /// Normalises a path given by libunftp (the session's working directory already joined).
+    /// Normalises a path from a command (the session's working folder already joined).
     /// `..` at the root stays at the root. NUL, control characters and backslashes are refused,
     /// as are components that are not UTF-8.
     pub fn parse(path: &Path) -> Result<VirtualPath, PathError> {
@@ -48,6 +49,7 @@ impl VirtualPath {
         Ok(VirtualPath { parts })
     }
 
+    /// Whether this is the home itself.
     pub fn is_root(&self) -> bool {
         self.parts.is_empty()
     }
@@ -71,6 +73,7 @@ impl VirtualPath {
         VirtualPath { parts }
     }
 
+    /// The last part of the path, if any.
     pub fn file_name(&self) -> Option<&str> {
         self.parts.last().map(String::as_str)
     }

@@ -3,7 +3,9 @@
 //! the running server; hand edits of the file are picked up by [`UserDb::watch`].
 
 use super::password::{hash_password, verify_password};
-use super::record::{normalize_home, validate_name, ByteRate, UserRecord, WebRole};
+use super::record::{normalize_home, UserRecord, WebRole};
+use crate::names::validate_name;
+use crate::rate::ByteRate;
 use crate::rights::Rights;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,25 +17,42 @@ use tokio::sync::watch;
 
 /// Errors of the user database.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UserDbError {
+    /// An account of that name already exists.
     #[error("user {0:?} already exists")]
     Exists(String),
+    /// No account of that name.
     #[error("no user {0:?}")]
     NotFound(String),
+    /// A bad name, home, password or right (the message says which).
     #[error("{0}")]
     Invalid(String),
+    /// The users file could not be read.
     #[error("cannot read users file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// The users file is not valid (the message names the line).
     #[error("users file {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// The users file could not be written.
     #[error("cannot write users file {path}: {source}")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// The password could not be hashed.
     #[error("cannot hash password: {0}")]
     Hash(String),
 }
@@ -42,6 +61,7 @@ pub enum UserDbError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsersFile {
+    /// The accounts by name.
     #[serde(default)]
     pub users: BTreeMap<String, UserRecord>,
 }
@@ -78,28 +98,46 @@ impl UsersFile {
 /// A new account. Fields left `None` take the role preset.
 #[derive(Debug, Clone)]
 pub struct NewUser {
+    /// Login name.
     pub name: String,
+    /// The password (stored only as an argon2id hash).
     pub password: String,
+    /// The account's folder in the archive.
     pub home: String,
+    /// FTP rights in the home.
     pub rights: Rights,
+    /// Upload speed limit.
     pub upload_limit: ByteRate,
+    /// Download speed limit.
     pub download_limit: ByteRate,
+    /// Networks the account may log in from; empty = anywhere.
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// What the account may do on the web UI.
     pub web_role: WebRole,
+    /// Refuse logins without TLS.
     pub tls_required: bool,
 }
 
 /// A change to an account; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct UserUpdate {
+    /// A new password.
     pub password: Option<String>,
+    /// A new home.
     pub home: Option<String>,
+    /// New FTP rights.
     pub rights: Option<Rights>,
+    /// A new upload limit.
     pub upload_limit: Option<ByteRate>,
+    /// A new download limit.
     pub download_limit: Option<ByteRate>,
+    /// New allowed networks.
     pub allowed_ips: Option<Vec<ipnet::IpNet>>,
+    /// Enable or disable the account.
     pub enabled: Option<bool>,
+    /// A new web role.
     pub web_role: Option<WebRole>,
+    /// Require TLS or not.
     pub tls_required: Option<bool>,
 }
 
@@ -143,6 +181,7 @@ impl UserDb {
         }))
     }
 
+    /// The users file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -173,10 +212,12 @@ impl UserDb {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The account named `name`, as it is now.
     pub fn get(&self, name: &str) -> Option<UserRecord> {
         self.snapshot().users.get(name).cloned()
     }
 
+    /// Every account, by name.
     pub fn list(&self) -> Vec<(String, UserRecord)> {
         self.snapshot()
             .users
@@ -185,6 +226,7 @@ impl UserDb {
             .collect()
     }
 
+    /// Whether there is no account.
     pub fn is_empty(&self) -> bool {
         self.snapshot().users.is_empty()
     }
@@ -214,6 +256,7 @@ impl UserDb {
         }
     }
 
+    /// Adds an account and writes the file.
     pub fn add(&self, new: NewUser) -> Result<(), UserDbError> {
         validate_name(&new.name).map_err(UserDbError::Invalid)?;
         let home = normalize_home(&new.home).map_err(UserDbError::Invalid)?;
@@ -242,6 +285,7 @@ impl UserDb {
         })
     }
 
+    /// Removes an account and writes the file.
     pub fn remove(&self, name: &str) -> Result<(), UserDbError> {
         self.modify(|file| {
             file.users
@@ -251,6 +295,7 @@ impl UserDb {
         })
     }
 
+    /// Changes an account, writes the file and returns the account as it now is.
     pub fn update(&self, name: &str, change: UserUpdate) -> Result<UserRecord, UserDbError> {
         let home = change
             .home

@@ -6,6 +6,4 @@ mod record;
 
 pub use db::{write_atomically, NewUser, UserDb, UserDbError, UserUpdate, UsersFile};
 pub use password::{hash_password, random_password, verify_password};
-pub use record::{
-    canonical_ip, normalize_home, validate_name, ByteRate, Role, UserRecord, WebRole,
-};
+pub use record::{normalize_home, Role, UserRecord, WebRole};

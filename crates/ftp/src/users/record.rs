@@ -1,13 +1,16 @@
 //! One account in the user record file, the role presets, and the validation of names and homes.
 
+use crate::rate::ByteRate;
 use crate::rights::Rights;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use crate::server::canonical_ip;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// What an account may do in the web interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum WebRole {
     /// No web access (agents).
     #[default]
@@ -42,9 +45,13 @@ impl fmt::Display for WebRole {
 
 /// The presets of `logarchive user add --role`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
+    /// Uploads into its own folder, appends, never overwrites or deletes.
     Agent,
+    /// Reads everything, writes nothing.
     Viewer,
+    /// Everything, on FTP and the web.
     Admin,
 }
 
@@ -71,79 +78,6 @@ impl Role {
     }
 }
 
-/// A speed limit in bytes per second; 0 means unlimited. Written as an integer or a size string
-/// such as `"2MiB"` (per second).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
-pub struct ByteRate(pub u64);
-
-impl ByteRate {
-    pub const UNLIMITED: ByteRate = ByteRate(0);
-
-    pub fn is_unlimited(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The rate as the limiter wants it: infinity for unlimited.
-    pub fn as_limiter_speed(self) -> f64 {
-        if self.0 == 0 {
-            f64::INFINITY
-        } else {
-            self.0 as f64
-        }
-    }
-}
-
-impl FromStr for ByteRate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim().trim_end_matches("/s");
-        if t.is_empty()
-            || t == "0"
-            || t.eq_ignore_ascii_case("none")
-            || t.eq_ignore_ascii_case("unlimited")
-        {
-            return Ok(ByteRate(0));
-        }
-        if let Ok(n) = t.parse::<u64>() {
-            return Ok(ByteRate(n));
-        }
-        t.parse::<bytesize::ByteSize>()
-            .map(|b| ByteRate(b.as_u64()))
-            .map_err(|e| format!("invalid speed {s:?}: {e} (examples: 0, 512KiB, 2MiB, 1048576)"))
-    }
-}
-
-impl fmt::Display for ByteRate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == 0 {
-            f.write_str("unlimited")
-        } else {
-            write!(f, "{}/s", bytesize::ByteSize(self.0).to_string_as(true))
-        }
-    }
-}
-
-impl Serialize for ByteRate {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteRate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteRate(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// One account as stored in `users.toml` (the key of its table is the name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,16 +86,21 @@ pub struct UserRecord {
     pub password: String,
     /// The chroot inside the archive, e.g. `/agent01`; `/` is the whole archive.
     pub home: String,
+    /// FTP rights in the home.
     pub rights: Rights,
+    /// Upload speed limit, shared by the account's sessions.
     #[serde(default)]
     pub upload_limit: ByteRate,
+    /// Download speed limit, shared by the account's sessions.
     #[serde(default)]
     pub download_limit: ByteRate,
     /// CIDR networks the account may log in from; empty = anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_ips: Vec<ipnet::IpNet>,
+    /// A disabled account cannot log in.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// What the account may do on the web UI.
     #[serde(default)]
     pub web_role: WebRole,
     /// Refuse logins over a plain-text control channel.
@@ -179,27 +118,6 @@ impl UserRecord {
         let ip = canonical_ip(ip);
         self.allowed_ips.is_empty() || self.allowed_ips.iter().any(|net| net.contains(&ip))
     }
-}
-
-/// IPv4-mapped IPv6 addresses (from a dual-stack listener) compare as IPv4.
-pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-/// Checks an account name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('.') {
-        return Err(format!(
-            "invalid user name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
-        ));
-    }
-    Ok(())
 }
 
 /// Normalises a home such as `agent01/` or `/a//b` to `/agent01`, `/a/b`; refuses `..` and control
@@ -224,6 +142,7 @@ pub fn normalize_home(home: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::validate_name;
 
     #[test]
     fn byte_rate_parses_sizes_and_numbers() {

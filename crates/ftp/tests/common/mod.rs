@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use logarchive_ftp::client::{Client, ClientConfig, TlsMode};
+use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
 use logarchive_ftp::server::{self, FtpEvent, FtpServerConfig, ServerHandle};
-use logarchive_ftp::users::{ByteRate, NewUser, Role, UserDb};
+use logarchive_ftp::users::{NewUser, Role, UserDb};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

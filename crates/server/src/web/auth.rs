@@ -345,7 +345,7 @@ pub fn client_ip(parts: &Parts) -> IpAddr {
     parts
         .extensions
         .get::<ConnectInfo<super::Peer>>()
-        .map(|c| logarchive_ftp::users::canonical_ip(c.0 .0.ip()))
+        .map(|c| logarchive_ftp::server::canonical_ip(c.0 .0.ip()))
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 

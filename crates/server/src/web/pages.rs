@@ -126,7 +126,7 @@ async fn login(
     if cross_origin(&headers) {
         return Err(WebError::Forbidden("cross-origin login refused").into());
     }
-    let ip = logarchive_ftp::users::canonical_ip(addr.ip());
+    let ip = logarchive_ftp::server::canonical_ip(addr.ip());
     match st
         .auth
         .verify(&st.users, &f.username, &f.password, ip)

@@ -3,9 +3,10 @@
 
 use super::error::WebError;
 use super::WebState;
+use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
 use logarchive_ftp::users::{
-    random_password, ByteRate, NewUser, Role, UserDb, UserDbError, UserRecord, UserUpdate, WebRole,
+    random_password, NewUser, Role, UserDb, UserDbError, UserRecord, UserUpdate, WebRole,
 };
 use serde::{Deserialize, Serialize};
 
