@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {
-    let _ = logarchive_ftp::users::UsersFile::parse(s);
+    let _ = logarchive_server::users::UsersFile::parse(s);
 });

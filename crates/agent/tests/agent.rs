@@ -4,7 +4,7 @@ use logarchive_agent::config::AgentConfig;
 use logarchive_agent::{run, AgentError, Mode};
 use logarchive_ftp::rights::Rights;
 use logarchive_ftp::server::{self, FtpServerConfig, ServerHandle};
-use logarchive_ftp::users::{NewUser, Role, UserDb, UserUpdate};
+use logarchive_server::users::{NewUser, Role, UserDb, UserUpdate};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,12 +53,13 @@ impl World {
     }
 
     async fn start_server(&mut self) {
-        let mut cfg = FtpServerConfig::new(
+        let cfg = FtpServerConfig::new(
             ([127, 0, 0, 1], self.port).into(),
             self.dir.path().join("archive"),
         );
-        cfg.users_poll = Duration::from_millis(100);
-        let h = server::start(cfg, Arc::clone(&self.users)).await.unwrap();
+        let h = server::start(cfg, Arc::clone(&self.users) as _)
+            .await
+            .unwrap();
         self.port = h.local_addr().port();
         self.server = Some(h);
     }

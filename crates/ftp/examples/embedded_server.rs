@@ -6,7 +6,7 @@
 //! ```
 //!
 //! What it shows: the [`Accounts`] trait (where the server finds accounts; logarchive's own is
-//! the users file, `logarchive_ftp::users::UserDb`), [`LocalStorage`] as the store, the
+//! the users file in its server crate), [`LocalStorage`] as the store, the
 //! server's events (one per upload, rename, delete: what logarchive's catalog is built from),
 //! a change of an account applied to a running server, and an orderly shutdown on Ctrl-C.
 
@@ -20,8 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
-/// Accounts in memory. A real program keeps password hashes, not passwords
-/// (`logarchive_ftp::users::hash_password` / `verify_password` do argon2).
+/// Accounts in memory. A real program keeps password hashes (argon2, say), not passwords.
 struct MemoryAccounts {
     accounts: RwLock<HashMap<String, (String, Account)>>,
     /// Bumped on every change so the server applies new speed limits to running transfers.

@@ -5,7 +5,7 @@
 //! - `server`: [`server`], an FTP(S) server with its own protocol engine: accounts behind the
 //!   [`server::Accounts`] trait, per-account homes, [`rights`] and speed limits, a store behind the
 //!   [`server::Storage`] trait ([`server::LocalStorage`]: a folder), logarchive's `SITE`
-//!   commands; and [`users`], the user record file (`users.toml`) that implements the accounts.
+//!   commands. (logarchive keeps its accounts in a users file; that lives in its server crate.)
 //! - `client`: [`client`], a client that reconnects, creates folders, resumes and uploads
 //!   verified by SHA-256 (what the agent uses; it builds without the server's dependencies).
 //!
@@ -25,8 +25,6 @@ pub mod rights;
 pub mod server;
 pub mod sha;
 pub mod site;
-#[cfg(feature = "server")]
-pub mod users;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
 #[cfg(feature = "server")]

@@ -8,7 +8,6 @@ use logarchive_ftp::client::{
 };
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::server::FtpServerConfig;
-use logarchive_ftp::users::{Role, UserUpdate};
 use std::time::Duration;
 
 async fn every_call(s: &TestServer) {
@@ -257,11 +256,9 @@ async fn reconnects_after_the_server_restarts_on_the_same_port() {
     let mut c = Client::connect(cfg).await.unwrap();
     c.ensure_dir("/a").await.unwrap();
     s.handle.shutdown().await;
-    let TestServer { dir, .. } = s;
-    let s = TestServer::start_in(dir, move |c: &mut FtpServerConfig| {
-        c.listen = ([127, 0, 0, 1], port).into()
-    })
-    .await;
+    let s = s
+        .restart(move |c: &mut FtpServerConfig| c.listen = ([127, 0, 0, 1], port).into())
+        .await;
     assert_eq!(s.port(), port);
     // The old connection is dead; the next call reconnects, logs in, returns to /a.
     assert_eq!(c.pwd().await.unwrap(), "/a");

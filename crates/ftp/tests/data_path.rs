@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use logarchive_ftp::users::Role;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -91,8 +90,7 @@ async fn uploads_are_written_in_large_chunks_and_hashed_on_the_way() {
 
     // After a restart the state is gone: the file is read once, then remembered.
     s.handle.shutdown().await;
-    let TestServer { dir, .. } = s;
-    let s = TestServer::start_in(dir, |_| {}).await;
+    let s = s.restart(|_| {}).await;
     let mut c = s.client("agent01").await;
     for _ in 0..2 {
         assert_eq!(c.remote_sha256("/f").await.unwrap(), sha256_file(&f));
@@ -120,12 +118,7 @@ async fn concurrent_sessions_never_lose_a_passive_port_race() {
         .max(20000);
     drop(probe);
     let mut s = TestServer::start_with(move |c| c.passive_ports = base..=base + 24).await;
-    s.add_custom(
-        "bench",
-        "/",
-        logarchive_ftp::rights::Rights::ALL,
-        logarchive_ftp::users::WebRole::None,
-    );
+    s.add_custom("bench", "/", logarchive_ftp::rights::Rights::ALL);
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
     std::fs::write(&f, b"small file").unwrap();

@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use logarchive_ftp::users::Role;
 
 const SUITE: &str = r#"
 import ftplib, io, os, ssl, sys

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use logarchive_ftp::users::Role;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -269,12 +268,11 @@ async fn abor_ends_a_running_download_and_the_session_goes_on() {
         "slow",
         "/slow",
         logarchive_ftp::rights::Rights::parse_list("list,read").unwrap(),
-        Default::default(),
     );
     s.users
         .update(
             "slow",
-            logarchive_ftp::users::UserUpdate {
+            UserUpdate {
                 download_limit: Some(logarchive_ftp::rate::ByteRate(64 * 1024)),
                 ..Default::default()
             },

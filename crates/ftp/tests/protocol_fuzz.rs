@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use logarchive_ftp::users::Role;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,6 @@ use logarchive_ftp::client::{ClientError, EntryKind, UploadMode, UploadOptions};
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::{Right, Rights};
 use logarchive_ftp::server::FtpEvent;
-use logarchive_ftp::users::{Role, UserUpdate, WebRole};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -214,7 +213,7 @@ async fn each_right_granted_and_denied() {
     for right in Right::ALL {
         let name = format!("u-{}", right.as_str());
         let rights: Rights = Right::ALL.into_iter().filter(|r| *r != right).collect();
-        s.add_custom(&name, "/shared", rights, WebRole::None);
+        s.add_custom(&name, "/shared", rights);
         let mut c = s.client(&name).await;
         let denied = |r: Result<(), ClientError>| matches!(r, Err(ClientError::Permission(_)));
         let n = right.as_str();
@@ -236,7 +235,7 @@ async fn each_right_granted_and_denied() {
             Right::Append => {
                 // Overwrite (a superset) would allow extending too; without both, APPE is refused.
                 let no_extend: Rights = rights.iter().filter(|r| *r != Right::Overwrite).collect();
-                s.add_custom("u-no-extend", "/shared", no_extend, WebRole::None);
+                s.add_custom("u-no-extend", "/shared", no_extend);
                 let mut c = s.client("u-no-extend").await;
                 let r = c
                     .upload(
@@ -267,7 +266,6 @@ async fn each_right_granted_and_denied() {
         "appender",
         "/shared",
         [Right::List, Right::Append].into_iter().collect(),
-        WebRole::None,
     );
     let mut c = s.client("appender").await;
     c.upload(
@@ -290,7 +288,7 @@ async fn each_right_granted_and_denied() {
         Err(ClientError::Permission(_))
     ));
     // Overwrite right: a rewrite works.
-    s.add_custom("rewriter", "/shared", Rights::ALL, WebRole::None);
+    s.add_custom("rewriter", "/shared", Rights::ALL);
     let mut c = s.client("rewriter").await;
     c.upload(&f, "/existing.txt", Default::default())
         .await
@@ -407,35 +405,6 @@ async fn runtime_add_remove_disable_and_password_change() {
     );
     s.add("agent03", Role::Agent);
     s.client("agent03").await;
-}
-
-#[tokio::test]
-async fn hand_edits_of_the_users_file_are_picked_up_and_broken_files_ignored() {
-    let s = TestServer::start().await;
-    s.add("agent01", Role::Agent);
-    s.client("agent01").await;
-    let path = s.dir.path().join("users.toml");
-    let good = std::fs::read_to_string(&path).unwrap();
-
-    // Broken by hand: the server keeps the last good users.
-    std::fs::write(&path, format!("{good}\n[users.broken\n")).unwrap();
-    // Give the watcher a moment to see and reject it, then prove the old users still work.
-    let before = s.users.snapshot();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(*s.users.snapshot(), *before);
-    s.client("agent01").await;
-
-    // A hand edit that disables the user takes effect.
-    std::fs::write(&path, good.replace("enabled = true", "enabled = false")).unwrap();
-    wait_until(
-        "reload of the edited users file",
-        Duration::from_secs(10),
-        || s.users.get("agent01").is_some_and(|r| !r.enabled),
-    )
-    .await;
-    assert!(logarchive_ftp::client::Client::connect(s.config("agent01"))
-        .await
-        .is_err());
 }
 
 #[tokio::test]

@@ -3,19 +3,20 @@
 
 pub mod catalog;
 pub mod config;
+pub mod users;
 pub mod web;
 
 use config::ServerSettings;
 use logarchive_ftp::server::{self as ftp, ServerHandle};
-use logarchive_ftp::users::{random_password, Role, UserDb};
 use std::sync::Arc;
+use users::{random_password, Role, UserDb};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Users(#[from] logarchive_ftp::users::UserDbError),
+    Users(#[from] crate::users::UserDbError),
     #[error(transparent)]
     Ftp(#[from] ftp::FtpServerError),
     #[error(transparent)]
@@ -45,6 +46,8 @@ pub struct Running {
     web_task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub catalog: Arc<catalog::Catalog>,
     pub users: Arc<UserDb>,
+    /// Re-reads the users file when it changes; ends with the server.
+    users_watch: tokio::task::JoinHandle<()>,
     /// Set when this start created the first admin account: its password, shown once.
     pub initial_admin_password: Option<String>,
 }
@@ -60,7 +63,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let initial_admin_password = if users.is_empty() {
         let password = random_password();
         let (home, rights, web_role) = Role::Admin.preset("admin");
-        users.add(logarchive_ftp::users::NewUser {
+        users.add(crate::users::NewUser {
             name: "admin".into(),
             password: password.clone(),
             home,
@@ -94,7 +97,10 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         }
         None => None,
     };
-    let ftp = Arc::new(ftp::start(settings.ftp_config()?, Arc::clone(&users)).await?);
+    let ftp = Arc::new(ftp::start(settings.ftp_config()?, Arc::clone(&users) as _).await?);
+    // Hand edits of the users file apply within a second (and at once to a login: the file is
+    // checked before every password check).
+    let users_watch = users.watch(USERS_POLL);
     let metrics = Arc::new(web::metrics::Metrics::default());
     follow_events(
         &ftp,
@@ -140,9 +146,13 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         web_task,
         catalog,
         users,
+        users_watch,
         initial_admin_password,
     })
 }
+
+/// How often the users file is checked for hand edits (one stat).
+const USERS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Running {
     /// Stops the web interface (open requests finish), then the FTP service (transfers get
@@ -157,7 +167,9 @@ impl Running {
         {
             task.abort();
         }
-        self.ftp.shutdown().await
+        let report = self.ftp.shutdown().await;
+        self.users_watch.abort();
+        report
     }
 }
 

@@ -9,7 +9,7 @@ mod support;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use logarchive_ftp::client::{UploadMode, UploadOptions};
-use logarchive_ftp::users::Role;
+use logarchive_server::users::Role;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

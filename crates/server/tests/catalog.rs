@@ -2,8 +2,8 @@
 //! appends update them; a restart reconciles with what is on disk.
 
 use logarchive_ftp::client::{Client, ClientConfig, UploadMode, UploadOptions};
-use logarchive_ftp::users::{NewUser, Role};
 use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use logarchive_server::users::{NewUser, Role};
 use std::time::{Duration, Instant};
 
 fn settings(data: &std::path::Path) -> ServerSettings {

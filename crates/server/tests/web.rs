@@ -4,7 +4,7 @@
 mod support;
 
 use logarchive_ftp::client::{UploadMode, UploadOptions};
-use logarchive_ftp::users::Role;
+use logarchive_server::users::Role;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use support::*;
@@ -46,7 +46,7 @@ async fn basic_auth_is_checked_once_and_never_outlives_a_change() {
         .users
         .update(
             "viewer1",
-            logarchive_ftp::users::UserUpdate {
+            logarchive_server::users::UserUpdate {
                 password: Some("a brand new password".into()),
                 ..Default::default()
             },

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
-use logarchive_ftp::users::{NewUser, Role, UserDb, UserUpdate, WebRole};
+use logarchive_server::users::{NewUser, Role, UserDb, UserUpdate, WebRole};
 use std::path::PathBuf;
 
 #[derive(Args)]

@@ -1,5 +1,5 @@
 //! Accounts as the FTP service sees them: a trait, so the embedding program keeps them where it
-//! likes (logarchive: `users.toml` through [`crate::users::UserDb`]). The service asks for an
+//! likes (logarchive: its users file, in the server crate). The service asks for an
 //! account on every operation, so a change (rights, limits, disabled) applies at once, also to
 //! sessions already open.
 
@@ -61,36 +61,6 @@ pub trait Accounts: Send + Sync + 'static {
     /// running transfers). `None`: accounts never change while the service runs.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
-    }
-}
-
-impl From<(&str, &crate::users::UserRecord)> for Account {
-    fn from((name, r): (&str, &crate::users::UserRecord)) -> Account {
-        Account {
-            name: name.to_string(),
-            home: r.home.clone(),
-            rights: r.rights,
-            upload_limit: r.upload_limit.0,
-            download_limit: r.download_limit.0,
-            allowed_ips: r.allowed_ips.clone(),
-            enabled: r.enabled,
-            tls_required: r.tls_required,
-        }
-    }
-}
-
-impl Accounts for crate::users::UserDb {
-    fn verify(&self, name: &str, password: &str) -> Option<Account> {
-        self.check_password(name, password)
-            .map(|r| Account::from((name, &r)))
-    }
-
-    fn get(&self, name: &str) -> Option<Account> {
-        crate::users::UserDb::get(self, name).map(|r| Account::from((name, &r)))
-    }
-
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.subscribe())
     }
 }
 

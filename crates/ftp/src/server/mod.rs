@@ -52,7 +52,6 @@ pub use tls::{
 };
 pub use vpath::VirtualPath;
 
-use crate::users::UserDb;
 use sessions::Sessions;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -96,8 +95,6 @@ pub struct FtpServerConfig {
     pub login_lockout: Duration,
     /// How long running transfers may go on after shutdown was asked for.
     pub shutdown_grace: Duration,
-    /// How often the users file is checked for hand edits (one stat).
-    pub users_poll: Duration,
     /// Sessions run on this many single-threaded runtimes of their own (one OS thread each),
     /// a connection staying on one thread for its whole life: no cross-thread wake-ups per
     /// command, which is most of the per-file cost. 0 = run sessions on the caller's runtime.
@@ -131,7 +128,6 @@ impl FtpServerConfig {
             login_max_failures: 5,
             login_lockout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
-            users_poll: Duration::from_secs(1),
             session_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -213,8 +209,6 @@ pub struct ServerHandle {
     local: Option<LocalStorage>,
     stop: watch::Sender<bool>,
     stopped: watch::Receiver<Option<ShutdownReport>>,
-    /// Tasks that live as long as the server (the users file watcher).
-    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -222,14 +216,6 @@ impl std::fmt::Debug for ServerHandle {
         f.debug_struct("ServerHandle")
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        for t in &self.background {
-            t.abort();
-        }
     }
 }
 
@@ -294,11 +280,11 @@ impl ServerHandle {
     }
 }
 
-/// Starts the FTP server as a tokio task, with the accounts of `users` and the folder
-/// `config.archive_root` as the store.
+/// Starts the FTP server as a tokio task, with `accounts` and the folder `config.archive_root`
+/// as the store.
 pub async fn start(
     config: FtpServerConfig,
-    users: Arc<UserDb>,
+    accounts: Arc<dyn Accounts>,
 ) -> Result<ServerHandle, FtpServerError> {
     let local =
         LocalStorage::open(&config.archive_root).map_err(|source| FtpServerError::Archive {
@@ -306,10 +292,8 @@ pub async fn start(
             source,
         })?;
     let store: Arc<dyn Storage> = Arc::new(local.clone());
-    let watcher = users.watch(config.users_poll);
-    let mut h = start_with(config, users, store).await?;
+    let mut h = start_with(config, accounts, store).await?;
     h.local = Some(local);
-    h.background.push(watcher);
     Ok(h)
 }
 
@@ -364,7 +348,6 @@ pub async fn start_with(
         local: None,
         stop: stop_tx,
         stopped: stopped_rx,
-        background: Vec::new(),
     })
 }
 

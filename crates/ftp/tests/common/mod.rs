@@ -6,18 +6,139 @@ use logarchive_ftp::client::{Client, ClientConfig, TlsMode};
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
 use logarchive_ftp::server::{self, FtpEvent, FtpServerConfig, ServerHandle};
-use logarchive_ftp::users::{NewUser, Role, UserDb};
+use logarchive_ftp::server::{Account, Accounts};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The account presets the tests use (logarchive's roles, without the web part).
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Its own folder `/name`; uploads and appends, never overwrites or deletes.
+    Agent,
+    /// Reads everything.
+    Viewer,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn preset(self, name: &str) -> (String, Rights) {
+        match self {
+            Role::Agent => (format!("/{name}"), Rights::agent()),
+            Role::Viewer => ("/".into(), Rights::viewer()),
+            Role::Admin => ("/".into(), Rights::ALL),
+        }
+    }
+}
+
+/// A change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub password: Option<String>,
+    pub rights: Option<Rights>,
+    pub upload_limit: Option<ByteRate>,
+    pub download_limit: Option<ByteRate>,
+    pub allowed_ips: Option<Vec<ipnet::IpNet>>,
+    pub enabled: Option<bool>,
+    pub tls_required: Option<bool>,
+}
+
+/// Accounts in memory, changed while the server runs (the server asks for an account on every
+/// operation, so changes apply at once, also to open sessions).
+#[derive(Default)]
+pub struct TestAccounts {
+    accounts: RwLock<HashMap<String, (String, Account)>>,
+    generation: Option<tokio::sync::watch::Sender<u64>>,
+}
+
+impl TestAccounts {
+    fn new() -> Self {
+        TestAccounts {
+            accounts: RwLock::default(),
+            generation: Some(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    fn changed(&self) {
+        if let Some(g) = &self.generation {
+            g.send_modify(|n| *n += 1);
+        }
+    }
+
+    pub fn add(&self, password: &str, account: Account) {
+        self.accounts
+            .write()
+            .unwrap()
+            .insert(account.name.clone(), (password.to_string(), account));
+        self.changed();
+    }
+
+    pub fn update(&self, name: &str, u: UserUpdate) -> Result<(), String> {
+        {
+            let mut all = self.accounts.write().unwrap();
+            let (pw, a) = all.get_mut(name).ok_or(format!("no user {name}"))?;
+            if let Some(p) = u.password {
+                *pw = p;
+            }
+            if let Some(r) = u.rights {
+                a.rights = r;
+            }
+            if let Some(l) = u.upload_limit {
+                a.upload_limit = l.0;
+            }
+            if let Some(l) = u.download_limit {
+                a.download_limit = l.0;
+            }
+            if let Some(ips) = u.allowed_ips {
+                a.allowed_ips = ips;
+            }
+            if let Some(e) = u.enabled {
+                a.enabled = e;
+            }
+            if let Some(t) = u.tls_required {
+                a.tls_required = t;
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), String> {
+        self.accounts
+            .write()
+            .unwrap()
+            .remove(name)
+            .ok_or(format!("no user {name}"))?;
+        self.changed();
+        Ok(())
+    }
+}
+
+impl Accounts for TestAccounts {
+    fn verify(&self, name: &str, password: &str) -> Option<Account> {
+        let all = self.accounts.read().ok()?;
+        let (pw, a) = all.get(name)?;
+        (pw == password).then(|| a.clone())
+    }
+
+    fn get(&self, name: &str) -> Option<Account> {
+        self.accounts.read().ok()?.get(name).map(|(_, a)| a.clone())
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.generation.as_ref().map(|g| g.subscribe())
+    }
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub handle: ServerHandle,
-    pub users: Arc<UserDb>,
+    pub users: Arc<TestAccounts>,
     pub events: broadcast::Receiver<FtpEvent>,
     pub cert: Option<PathBuf>,
 }
@@ -32,14 +153,28 @@ impl TestServer {
         Self::start_in(dir, tune).await
     }
 
-    /// Starts a server over an existing data folder (to restart one).
+    /// Starts a server over a data folder with new, empty accounts.
     pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
-        let users = UserDb::open(dir.path().join("users.toml")).expect("users db");
+        Self::start_over(dir, Arc::new(TestAccounts::new()), tune).await
+    }
+
+    /// Starts a new server over this one's folder and accounts (after its shutdown).
+    pub async fn restart(self, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
+        let TestServer { dir, users, .. } = self;
+        Self::start_over(dir, users, tune).await
+    }
+
+    async fn start_over(
+        dir: tempfile::TempDir,
+        users: Arc<TestAccounts>,
+        tune: impl FnOnce(&mut FtpServerConfig),
+    ) -> Self {
+        // A secret beside the archive, where logarchive keeps its users file: no path may reach it.
+        std::fs::write(dir.path().join("users.toml"), "secret").expect("users file");
         let mut cfg =
             FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
-        cfg.users_poll = Duration::from_millis(100);
         tune(&mut cfg);
-        let handle = server::start(cfg, Arc::clone(&users))
+        let handle = server::start(cfg, Arc::clone(&users) as _)
             .await
             .expect("server starts");
         let events = handle.subscribe();
@@ -80,30 +215,12 @@ impl TestServer {
     }
 
     pub fn add(&self, name: &str, role: Role) {
-        let (home, rights, web_role) = role.preset(name);
-        self.add_custom(name, &home, rights, web_role);
+        let (home, rights) = role.preset(name);
+        self.add_custom(name, &home, rights);
     }
 
-    pub fn add_custom(
-        &self,
-        name: &str,
-        home: &str,
-        rights: Rights,
-        web_role: logarchive_ftp::users::WebRole,
-    ) {
-        self.users
-            .add(NewUser {
-                name: name.into(),
-                password: PASSWORD.into(),
-                home: home.into(),
-                rights,
-                upload_limit: ByteRate(0),
-                download_limit: ByteRate(0),
-                allowed_ips: vec![],
-                web_role,
-                tls_required: false,
-            })
-            .expect("add user");
+    pub fn add_custom(&self, name: &str, home: &str, rights: Rights) {
+        self.users.add(PASSWORD, Account::new(name, home, rights));
     }
 
     pub fn config(&self, user: &str) -> ClientConfig {

@@ -13,12 +13,12 @@
 
 use super::error::WebError;
 use super::WebState;
+use crate::users::{UserDb, WebRole};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use base64::Engine;
 use logarchive_ftp::server::Lockout;
-use logarchive_ftp::users::{UserDb, WebRole};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -17,13 +17,13 @@ pub mod view;
 pub mod zip;
 
 use crate::catalog::Catalog;
+use crate::users::UserDb;
 use archive::Archive;
 use auth::Auth;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
 use logarchive_ftp::server::ServerHandle;
-use logarchive_ftp::users::UserDb;
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;

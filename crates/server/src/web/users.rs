@@ -3,11 +3,11 @@
 
 use super::error::WebError;
 use super::WebState;
-use logarchive_ftp::rate::ByteRate;
-use logarchive_ftp::rights::Rights;
-use logarchive_ftp::users::{
+use crate::users::{
     random_password, NewUser, Role, UserDb, UserDbError, UserRecord, UserUpdate, WebRole,
 };
+use logarchive_ftp::rate::ByteRate;
+use logarchive_ftp::rights::Rights;
 use serde::{Deserialize, Serialize};
 
 /// An account as shown: never the password hash.

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use logarchive_ftp::client::{Client, ClientConfig};
-use logarchive_ftp::users::{NewUser, Role};
 use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use logarchive_server::users::{NewUser, Role};
 use logarchive_server::Running;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ impl Server {
             .users
             .update(
                 name,
-                logarchive_ftp::users::UserUpdate {
+                logarchive_server::users::UserUpdate {
                     enabled: Some(false),
                     ..Default::default()
                 },

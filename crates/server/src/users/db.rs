@@ -4,9 +4,9 @@
 
 use super::password::{hash_password, verify_password};
 use super::record::{normalize_home, UserRecord, WebRole};
-use crate::names::validate_name;
-use crate::rate::ByteRate;
-use crate::rights::Rights;
+use logarchive_ftp::names::validate_name;
+use logarchive_ftp::rate::ByteRate;
+use logarchive_ftp::rights::Rights;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! One account in the user record file, the role presets, and the validation of names and homes.
 
-use crate::rate::ByteRate;
-use crate::rights::Rights;
-use crate::server::canonical_ip;
+use logarchive_ftp::rate::ByteRate;
+use logarchive_ftp::rights::Rights;
+use logarchive_ftp::server::canonical_ip;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -142,7 +142,7 @@ pub fn normalize_home(home: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::validate_name;
+    use logarchive_ftp::names::validate_name;
 
     #[test]
     fn byte_rate_parses_sizes_and_numbers() {

@@ -1,9 +1,11 @@
 //! Accounts: the user record file (`users.toml`), password hashes, role presets.
 
+mod accounts;
 mod db;
 mod password;
 mod record;
 
+pub use accounts::account;
 pub use db::{write_atomically, NewUser, UserDb, UserDbError, UserUpdate, UsersFile};
 pub use password::{hash_password, random_password, verify_password};
 pub use record::{normalize_home, Role, UserRecord, WebRole};
