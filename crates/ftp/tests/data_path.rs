@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// The latency test holds this, and so do the tests that load the machine, so they never run
@@ -61,32 +60,14 @@ async fn uploads_are_written_in_large_chunks_and_hashed_on_the_way() {
     let f = tmp.path().join("f");
     random_file(&f, 32 << 20, 5);
     let mut c = s.client("agent01").await;
-    let before = s
-        .handle
-        .local_stats()
-        .unwrap()
-        .upload_writes
-        .load(Ordering::Relaxed);
+    let before = s.handle.local_stats().unwrap().upload_writes();
     c.upload(&f, "/f", Default::default()).await.unwrap();
-    let writes = s
-        .handle
-        .local_stats()
-        .unwrap()
-        .upload_writes
-        .load(Ordering::Relaxed)
-        - before;
+    let writes = s.handle.local_stats().unwrap().upload_writes() - before;
     // 32 MiB in ~1 MiB chunks is ~33 writes (4 KiB steps would be 8192).
     assert!(writes <= 40, "{writes} writes for 32 MiB");
     // The server's hash comes from the upload itself: no read of the file.
     assert_eq!(c.remote_sha256("/f").await.unwrap(), sha256_file(&f));
-    assert_eq!(
-        s.handle
-            .local_stats()
-            .unwrap()
-            .full_hash_reads
-            .load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(s.handle.local_stats().unwrap().full_hash_reads(), 0);
 
     // After a restart the state is gone: the file is read once, then remembered.
     s.handle.shutdown().await;
@@ -95,14 +76,7 @@ async fn uploads_are_written_in_large_chunks_and_hashed_on_the_way() {
     for _ in 0..2 {
         assert_eq!(c.remote_sha256("/f").await.unwrap(), sha256_file(&f));
     }
-    assert_eq!(
-        s.handle
-            .local_stats()
-            .unwrap()
-            .full_hash_reads
-            .load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(s.handle.local_stats().unwrap().full_hash_reads(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,10 +149,7 @@ async fn plain_downloads_use_sendfile_and_arrive_intact() {
     let back = tmp.path().join("back");
     let out = c.download("/f", &back, Default::default()).await.unwrap();
     assert_eq!(out.sha256, sha256_file(&f));
-    assert_eq!(
-        s.handle.stats().zero_copy_downloads.load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(s.handle.stats().zero_copy_downloads(), 1);
     // A resumed download starts at the offset.
     std::fs::write(&back, &std::fs::read(&f).unwrap()[..1_000_000]).unwrap();
     let out = c

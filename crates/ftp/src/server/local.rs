@@ -20,10 +20,20 @@ use std::time::SystemTime;
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
 pub struct LocalStats {
+    full_hash_reads: AtomicU64,
+    upload_writes: AtomicU64,
+}
+
+impl LocalStats {
     /// Times a whole file had to be read for its SHA-256 (it was not known from its upload).
-    pub full_hash_reads: AtomicU64,
+    pub fn full_hash_reads(&self) -> u64 {
+        self.full_hash_reads.load(Ordering::Relaxed)
+    }
+
     /// write(2) calls made for uploads (shows the chunking).
-    pub upload_writes: AtomicU64,
+    pub fn upload_writes(&self) -> u64 {
+        self.upload_writes.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug)]

@@ -181,8 +181,15 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Stats {
+    pub(crate) zero_copy_downloads: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
     /// Downloads sent with sendfile(2).
-    pub zero_copy_downloads: std::sync::atomic::AtomicU64,
+    pub fn zero_copy_downloads(&self) -> u64 {
+        self.zero_copy_downloads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Shared {
