@@ -38,7 +38,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
         return Ok(());
     }
     let mode = if args.once { Mode::Once } else { Mode::Forever };
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move {
         let signals = super::server::Signals::install()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -247,24 +247,23 @@ impl Local<'_> {
         }
     }
 
-    /// A handle of its own (reads through it do not move anybody else's file position).
-    async fn open(&self) -> Result<tokio::fs::File> {
+    /// A handle to read the file through. Local file operations run on the caller's thread, not
+    /// on a blocking pool: for the agent's many small files the hops to and from a pool thread
+    /// cost more than the reads themselves (a log on a local disk, mostly in the page cache).
+    /// Reads are positional, so nobody else's file position moves.
+    fn open(&self) -> Result<std::fs::File> {
         match self {
-            Local::Path(p) => tokio::fs::File::open(p)
-                .await
+            Local::Path(p) => std::fs::File::open(p)
                 .map_err(|e| ClientError::io(format!("opening {}", p.display()), e)),
-            Local::Open { file, name } => {
-                let dup = file
-                    .try_clone()
-                    .map_err(|e| ClientError::io(format!("opening {}", name.display()), e))?;
-                Ok(tokio::fs::File::from_std(dup))
-            }
+            Local::Open { file, name } => file
+                .try_clone()
+                .map_err(|e| ClientError::io(format!("opening {}", name.display()), e)),
         }
     }
 
-    async fn len(&self) -> Result<u64> {
+    fn len(&self) -> Result<u64> {
         let m = match self {
-            Local::Path(p) => tokio::fs::metadata(p).await,
+            Local::Path(p) => std::fs::metadata(p),
             Local::Open { file, .. } => file.metadata(),
         };
         m.map(|m| m.len())

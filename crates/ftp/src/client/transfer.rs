@@ -26,10 +26,9 @@ impl Client {
         prefix: Option<HashState>,
     ) -> Result<(TransferOutcome, HashState)> {
         let remote = self.absolute(remote);
-        let mut file = local.into().open().await?;
+        let file = local.into().open()?;
         let local_len = file
             .metadata()
-            .await
             .map_err(|e| ClientError::io("reading local size", e))?
             .len();
         let end = opts.length.unwrap_or(local_len).min(local_len);
@@ -50,7 +49,7 @@ impl Client {
             Some(p) if p.len == remote_at => p.hasher,
             _ => {
                 let mut h = Sha256::new();
-                hash_prefix(&mut file, remote_at, &mut h).await?;
+                hash_prefix(&file, remote_at, &mut h)?;
                 h
             }
         };
@@ -59,7 +58,7 @@ impl Client {
         loop {
             match self
                 .send_from(
-                    &mut file,
+                    &file,
                     &remote,
                     remote_at,
                     end,
@@ -84,7 +83,7 @@ impl Client {
                         )));
                     }
                     hasher = Sha256::new();
-                    hash_prefix(&mut file, remote_at, &mut hasher).await?;
+                    hash_prefix(&file, remote_at, &mut hasher)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -113,7 +112,7 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_from(
         &mut self,
-        file: &mut tokio::fs::File,
+        file: &std::fs::File,
         remote: &str,
         from: u64,
         end: u64,
@@ -123,9 +122,6 @@ impl Client {
         opts: &UploadOptions,
     ) -> Result<()> {
         let t = self.cfg.io_timeout;
-        file.seek(std::io::SeekFrom::Start(from))
-            .await
-            .map_err(|e| ClientError::io("seeking the local file", e))?;
         let s = self.connected().await?;
         let mut stream = if append {
             bounded(t, &format!("APPE {remote}"), s.append_with_stream(remote)).await?
@@ -135,13 +131,13 @@ impl Client {
             }
             bounded(t, &format!("STOR {remote}"), s.put_with_stream(remote)).await?
         };
-        let mut buf = vec![0u8; BUF];
+        // Sized to what is sent: a fresh 256 KiB buffer per small file is an mmap, page faults
+        // and an munmap each time.
+        let mut buf = vec![0u8; ((end - from) as usize).clamp(1, BUF)];
         let mut pos = from;
         while pos < end {
-            let want = ((end - pos) as usize).min(BUF);
-            let n = file
-                .read(&mut buf[..want])
-                .await
+            let want = ((end - pos) as usize).min(buf.len());
+            let n = read_at(file, &mut buf[..want], pos)
                 .map_err(|e| ClientError::io("reading the local file", e))?;
             if n == 0 {
                 return Err(ClientError::Invalid(
@@ -257,7 +253,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::io("reading local size", e))?
             .len();
-        hash_prefix(&mut file, have, &mut hasher).await?;
+        hash_prefix(&reader(local)?, have, &mut hasher)?;
         let mut got = 0u64;
         let mut failures = 0;
         loop {
@@ -280,7 +276,7 @@ impl Client {
                         .map_err(|e| ClientError::io("reading local size", e))?
                         .len();
                     hasher = Sha256::new();
-                    hash_prefix(&mut file, have, &mut hasher).await?;
+                    hash_prefix(&reader(local)?, have, &mut hasher)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -347,21 +343,31 @@ impl Client {
     }
 }
 
-pub(super) async fn hash_prefix(
-    file: &mut tokio::fs::File,
-    len: u64,
-    hasher: &mut Sha256,
-) -> Result<()> {
-    file.seek(std::io::SeekFrom::Start(0))
-        .await
-        .map_err(|e| ClientError::io("seeking the local file", e))?;
+/// A second handle on a download's local file, to hash what it holds.
+fn reader(local: &Path) -> Result<std::fs::File> {
+    std::fs::File::open(local)
+        .map_err(|e| ClientError::io(format!("opening {}", local.display()), e))
+}
+
+/// One positional read, retried on EINTR.
+fn read_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.read_at(buf, at) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Hashes the first `len` bytes of `file` into `hasher` (on the caller's thread; see
+/// [`Local::open`]).
+pub(super) fn hash_prefix(file: &std::fs::File, len: u64, hasher: &mut Sha256) -> Result<()> {
     let mut left = len;
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; (len as usize).clamp(1, BUF)];
     while left > 0 {
-        let want = (left as usize).min(BUF);
-        let n = file
-            .read(&mut buf[..want])
-            .await
+        let want = (left as usize).min(buf.len());
+        let n = read_at(file, &mut buf[..want], len - left)
             .map_err(|e| ClientError::io("reading the local file", e))?;
         if n == 0 {
             return Err(ClientError::Invalid(
@@ -388,14 +394,13 @@ pub async fn local_hash_state<'a>(
     local: impl Into<Local<'a>>,
     length: Option<u64>,
 ) -> Result<HashState> {
-    let mut f = local.into().open().await?;
+    let f = local.into().open()?;
     let len = f
         .metadata()
-        .await
         .map_err(|e| ClientError::io("reading local size", e))?
         .len();
     let n = length.unwrap_or(len).min(len);
     let mut hasher = Sha256::new();
-    hash_prefix(&mut f, n, &mut hasher).await?;
+    hash_prefix(&f, n, &mut hasher)?;
     Ok(HashState { len: n, hasher })
 }

@@ -219,7 +219,7 @@ impl Client {
             size: entry.size,
         };
         // Sizes first: a final of another size is told without reading the local file at all.
-        let local_len = local.len().await?;
+        let local_len = local.len()?;
         if entry.size != length.unwrap_or(local_len).min(local_len) {
             return Err(other());
         }
