@@ -86,12 +86,22 @@ impl UsersFile {
         Ok(file)
     }
 
-    fn render(&self) -> String {
-        let body = toml::to_string(self).unwrap_or_default();
-        format!(
+    /// The file's text, checked to read back as exactly these accounts. A text that would not is
+    /// never written: a failed serialisation once fell back to an empty text, and writing that
+    /// would have removed every account.
+    fn render(&self) -> Result<String, String> {
+        let body = toml::to_string(self).map_err(|e| format!("cannot write the accounts: {e}"))?;
+        let text = format!(
             "# logarchive user record file. Edit with `logarchive user ...`; hand edits are picked up by a\n\
              # running server. Passwords are argon2id hashes, never clear text.\n\n{body}"
-        )
+        );
+        match UsersFile::parse(&text) {
+            Ok(back) if back == *self => Ok(text),
+            Ok(_) => Err("the accounts would not read back as written; nothing was changed".into()),
+            Err(e) => Err(format!(
+                "the accounts would not read back ({e}); nothing was changed"
+            )),
+        }
     }
 }
 
@@ -287,7 +297,7 @@ impl UserDb {
 
     /// Removes an account and writes the file.
     pub fn remove(&self, name: &str) -> Result<(), UserDbError> {
-        self.modify(|file| {
+        self.modify_losing(1, |file| {
             file.users
                 .remove(name)
                 .map(|_| ())
@@ -355,14 +365,30 @@ impl UserDb {
         &self,
         f: impl FnOnce(&mut UsersFile) -> Result<(), UserDbError>,
     ) -> Result<(), UserDbError> {
+        self.modify_losing(0, f)
+    }
+
+    /// Reads the file, changes it with `f` and writes it back, refusing a result with more than
+    /// `may_lose` accounts fewer than the file held.
+    fn modify_losing(
+        &self,
+        may_lose: usize,
+        f: impl FnOnce(&mut UsersFile) -> Result<(), UserDbError>,
+    ) -> Result<(), UserDbError> {
         let _lock = FileLock::acquire(&self.path)?;
         let (mut file, _) = Self::read_file(&self.path)?;
+        let before = file.users.len();
         f(&mut file)?;
-        write_atomically(&self.path, file.render().as_bytes()).map_err(|source| {
-            UserDbError::Write {
-                path: self.path.clone(),
-                source,
-            }
+        if file.users.len() + may_lose < before {
+            return Err(UserDbError::Invalid(format!(
+                "refusing to write {} accounts over the {before} the users file holds",
+                file.users.len()
+            )));
+        }
+        let text = file.render().map_err(UserDbError::Invalid)?;
+        write_atomically(&self.path, text.as_bytes()).map_err(|source| UserDbError::Write {
+            path: self.path.clone(),
+            source,
         })?;
         self.install(file, stamp(&self.path));
         Ok(())
@@ -507,5 +533,70 @@ impl Drop for FileLock {
         use std::os::unix::io::AsRawFd;
         // SAFETY: unlocking the descriptor we locked.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_with(names: &[&str]) -> (tempfile::TempDir, Arc<UserDb>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = UserDb::open(dir.path().join("users.toml")).unwrap();
+        for n in names {
+            let (home, rights, web_role) = super::super::Role::Agent.preset(n);
+            db.add(NewUser {
+                name: n.to_string(),
+                password: "long enough password".into(),
+                home,
+                rights,
+                upload_limit: ByteRate(0),
+                download_limit: ByteRate(0),
+                allowed_ips: vec![],
+                web_role,
+                tls_required: false,
+            })
+            .unwrap();
+        }
+        (dir, db)
+    }
+
+    #[test]
+    fn a_text_that_would_not_read_back_is_never_written() {
+        let (dir, db) = db_with(&["agent01", "agent02"]);
+        let on_disk = std::fs::read_to_string(dir.path().join("users.toml")).unwrap();
+        // A record the file format cannot hold (not a password hash): serialising works, reading
+        // back does not, so nothing is written and the file keeps its accounts.
+        let err = db
+            .modify(|f| {
+                f.users.get_mut("agent01").unwrap().password = "clear text".into();
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("read back"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("users.toml")).unwrap(),
+            on_disk
+        );
+    }
+
+    #[test]
+    fn a_change_never_writes_fewer_accounts_than_the_file_held() {
+        let (dir, db) = db_with(&["agent01", "agent02", "agent03"]);
+        let on_disk = std::fs::read_to_string(dir.path().join("users.toml")).unwrap();
+        let err = db
+            .modify(|f| {
+                f.users.clear();
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("refusing"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("users.toml")).unwrap(),
+            on_disk
+        );
+        // Removing one account is asked for, and allowed.
+        db.remove("agent02").unwrap();
+        assert_eq!(db.list().len(), 2);
     }
 }
