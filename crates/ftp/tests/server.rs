@@ -9,6 +9,55 @@ use logarchive_ftp::rights::{Right, Rights};
 use logarchive_ftp::server::FtpEvent;
 use std::time::{Duration, Instant};
 
+/// Logs in on a raw connection; the code of the reply to PASS.
+async fn raw_login(port: u16, user: &str, password: &str) -> u32 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    w.write_all(format!("USER {user}\r\nPASS {password}\r\n").as_bytes())
+        .await
+        .expect("send");
+    while let Ok(Some(line)) = lines.next_line().await {
+        let code: u32 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        if line.as_bytes().get(3) == Some(&b' ') && code != 220 && code != 331 {
+            return code;
+        }
+    }
+    0
+}
+
+#[tokio::test]
+async fn parallel_guesses_are_counted_before_any_password_is_checked() {
+    let s = TestServer::start_with(|c| {
+        c.login_max_failures = 5;
+        c.max_connections_per_ip = 0;
+    })
+    .await;
+    s.add("agent01", Role::Agent);
+    let port = s.port();
+    let guesses: Vec<_> = (0..60)
+        .map(|i| {
+            tokio::spawn(async move { raw_login(port, "agent01", &format!("guess{i}")).await })
+        })
+        .collect();
+    for g in guesses {
+        assert_eq!(g.await.unwrap(), 530, "every guess is refused");
+    }
+    let checked = s.users.verified.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        checked <= 5,
+        "{checked} of 60 parallel guesses had their password checked"
+    );
+    assert_eq!(
+        raw_login(port, "agent01", PASSWORD).await,
+        530,
+        "the right password after the guesses is refused too"
+    );
+}
+
 #[tokio::test]
 async fn login_ok_refused_and_locked_out() {
     let s = TestServer::start_with(|c| c.login_max_failures = 3).await;
@@ -26,19 +75,32 @@ async fn login_ok_refused_and_locked_out() {
             other => panic!("expected Auth error, got {other:?}"),
         }
     }
-    // Locked: even the right password is refused now, by name and by address.
+    // Locked: even the right password is refused now, for this name from this address...
     assert!(matches!(
         logarchive_ftp::client::Client::connect(s.config("agent01")).await,
         Err(ClientError::Auth { .. })
     ));
+    // ...but not another account from the same address (a pair, not the address).
     s.add("agent02", Role::Agent);
+    s.client("agent02").await.quit().await.unwrap();
+    // An address spraying names is throttled across them (4 x 3 failures), except for the
+    // accounts that log in from it.
+    for i in 0..9 {
+        let mut guess = s.config(&format!("victim{i}"));
+        guess.password = "wrong password".into();
+        assert!(logarchive_ftp::client::Client::connect(guess)
+            .await
+            .is_err());
+    }
+    s.add("agent03", Role::Agent);
     assert!(
         matches!(
-            logarchive_ftp::client::Client::connect(s.config("agent02")).await,
+            logarchive_ftp::client::Client::connect(s.config("agent03")).await,
             Err(ClientError::Auth { .. })
         ),
-        "the address is locked too"
+        "the address is throttled for names it has not logged in to"
     );
+    s.client("agent02").await.quit().await.unwrap();
     // Unknown users are refused like wrong passwords.
     let mut nobody = s.config("nobody");
     nobody.password = PASSWORD.into();

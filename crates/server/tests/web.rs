@@ -159,6 +159,45 @@ async fn login_sessions_roles_and_lockout() {
 }
 
 #[tokio::test]
+async fn parallel_web_guesses_are_counted_before_any_password_is_checked() {
+    let s = Server::start_with(|_| {}, |c| c.web.login_max_failures = 5).await;
+    let checks = || async {
+        let (_, m) = Web::new(&s.base).text("/metrics").await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("logarchive_web_password_checks_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no password check counter in:\n{m}"))
+    };
+    let before = checks().await;
+    let guesses: Vec<_> = (0..200)
+        .map(|i| {
+            let base = s.base.clone();
+            tokio::spawn(async move {
+                Web::new(&base)
+                    .login("admin", &format!("guess {i}"))
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    for g in guesses {
+        let status = g.await.unwrap();
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let checked = checks().await - before;
+    assert!(
+        checked <= 5,
+        "{checked} of 200 parallel guesses had their password checked"
+    );
+    let r = Web::new(&s.base).login("admin", &s.admin_password).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the right password after the guesses is refused too"
+    );
+}
+
+#[tokio::test]
 async fn forms_need_the_csrf_token_and_the_same_origin() {
     let s = Server::start(|_| {}).await;
     let a = s.admin().await;

@@ -30,10 +30,10 @@ pub(crate) async fn login(
         });
         reason
     };
-    let lockout = &shared.lockout;
-    if lockout.is_locked(name, ip) {
+    // Counted before the password is checked: concurrent guesses cannot outrun the count.
+    let Some(attempt) = shared.lockout.begin(name, ip).await else {
         return Err(refuse("locked out after repeated failures"));
-    }
+    };
     // A password hash costs tens of milliseconds and megabytes: a few at a time, so a burst of
     // logins (or an attack) cannot take all memory and CPU.
     let _permit = shared
@@ -50,9 +50,10 @@ pub(crate) async fn login(
         .await
         .map_err(|_| refuse("password check failed"))?;
     let Some(account) = account else {
-        lockout.failed(name, ip);
+        attempt.failed();
         return Err(refuse("wrong user name or password"));
     };
+    attempt.succeeded();
     if !account.enabled {
         return Err(refuse("account disabled"));
     }
@@ -68,7 +69,6 @@ pub(crate) async fn login(
     {
         return Err(refuse("too many sessions for this account"));
     }
-    lockout.succeeded(name, ip);
     tracing::debug!(user = name, addr = %peer, "FTP login");
     shared.emit(FtpEvent::LoggedIn {
         user: name.to_string(),

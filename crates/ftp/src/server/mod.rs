@@ -43,7 +43,7 @@ pub use accounts::{canonical_ip, Account, Accounts};
 pub use events::FtpEvent;
 pub use fsops::HomeDir;
 pub use local::LocalStorage;
-pub use lockout::Lockout;
+pub use lockout::{Attempt, Lockout};
 pub use sessions::SessionInfo;
 pub use store::{Download, Kind, Meta, Storage, Upload, WriteMode};
 pub use tls::{
@@ -89,7 +89,9 @@ pub struct FtpServerConfig {
     pub idle_timeout: Duration,
     /// A data transfer that moves no byte for this long is cut.
     pub stall_timeout: Duration,
-    /// Failed logins (per name and per address) before the lockout; 0 disables it.
+    /// Wrong passwords for one account from one address before that pair is locked out (an
+    /// address across names, or a name from new addresses, gets 4 times as many; see
+    /// [`Lockout`]); 0 disables it.
     pub login_max_failures: u32,
     /// How long a locked-out name or address stays locked.
     pub login_lockout: Duration,
@@ -169,7 +171,7 @@ pub(crate) struct Shared {
     /// The TLS configuration for data connections (see data.rs).
     pub data_tls: Option<Arc<rustls::ServerConfig>>,
     pub throttles: Arc<Throttles>,
-    pub lockout: Lockout,
+    pub lockout: Arc<Lockout>,
     pub sessions: Sessions,
     pub events: broadcast::Sender<FtpEvent>,
     pub stats: Arc<Stats>,
@@ -325,7 +327,10 @@ pub async fn start_with(
         })?;
     let throttles = Arc::new(Throttles::default());
     let shared = Arc::new(Shared {
-        lockout: Lockout::new(config.login_max_failures, config.login_lockout),
+        lockout: Arc::new(Lockout::new(
+            config.login_max_failures,
+            config.login_lockout,
+        )),
         data_tls: config.tls.as_ref().map(data::data_tls_config),
         config,
         accounts: Arc::clone(&accounts),

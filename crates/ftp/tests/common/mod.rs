@@ -54,6 +54,8 @@ pub struct UserUpdate {
 pub struct TestAccounts {
     accounts: RwLock<HashMap<String, (String, Account)>>,
     generation: Option<tokio::sync::watch::Sender<u64>>,
+    /// Password checks made so far.
+    pub verified: std::sync::atomic::AtomicUsize,
 }
 
 impl TestAccounts {
@@ -61,6 +63,7 @@ impl TestAccounts {
         TestAccounts {
             accounts: RwLock::default(),
             generation: Some(tokio::sync::watch::channel(0).0),
+            verified: Default::default(),
         }
     }
 
@@ -121,6 +124,8 @@ impl TestAccounts {
 
 impl Accounts for TestAccounts {
     fn verify(&self, name: &str, password: &str) -> Option<Account> {
+        self.verified
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let all = self.accounts.read().ok()?;
         let (pw, a) = all.get(name)?;
         (pw == password).then(|| a.clone())

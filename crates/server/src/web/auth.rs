@@ -109,7 +109,7 @@ impl VerifiedCache {
 pub struct Auth {
     /// Keyed by the SHA-256 of the token: the map never holds a usable token.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
-    lockout: Lockout,
+    lockout: Arc<Lockout>,
     password_checks: Semaphore,
     verified: VerifiedCache,
     /// argon2 verifications run for the web (a metric).
@@ -173,7 +173,7 @@ impl Auth {
     pub fn new(secure_cookies: bool, max_failures: u32, lockout: Duration) -> Auth {
         Auth {
             sessions: Mutex::new(HashMap::new()),
-            lockout: Lockout::new(max_failures, lockout),
+            lockout: Arc::new(Lockout::new(max_failures, lockout)),
             password_checks: Semaphore::new(2),
             verified: VerifiedCache::new(),
             checks_run: AtomicU64::new(0),
@@ -194,9 +194,10 @@ impl Auth {
         password: &str,
         ip: IpAddr,
     ) -> Result<WebRole, WebError> {
-        if self.lockout.is_locked(name, ip) {
+        // Counted before the password is checked: concurrent guesses cannot outrun the count.
+        let Some(attempt) = self.lockout.begin(name, ip).await else {
             return Err(WebError::LockedOut);
-        }
+        };
         let _permit = self
             .password_checks
             .acquire()
@@ -205,16 +206,18 @@ impl Auth {
         let (db, n, p) = (Arc::clone(users), name.to_string(), password.to_string());
         self.checks_run.fetch_add(1, Ordering::Relaxed);
         let rec = tokio::task::spawn_blocking(move || db.check_password(&n, &p)).await?;
-        match rec {
-            Some(r) if r.enabled && r.web_role != WebRole::None && r.ip_allowed(ip) => {
-                self.lockout.succeeded(name, ip);
-                Ok(r.web_role)
-            }
-            _ => {
-                self.lockout.failed(name, ip);
-                tracing::warn!(user = name, %ip, "web login failed");
-                Err(WebError::Unauthorized)
-            }
+        let Some(r) = rec else {
+            attempt.failed();
+            tracing::debug!(user = name, %ip, "web login failed");
+            return Err(WebError::Unauthorized);
+        };
+        // The right password: not a guess, whatever the account may do.
+        attempt.succeeded();
+        if r.enabled && r.web_role != WebRole::None && r.ip_allowed(ip) {
+            Ok(r.web_role)
+        } else {
+            tracing::debug!(user = name, %ip, "web login of an account that may not use the web");
+            Err(WebError::Unauthorized)
         }
     }
 
