@@ -198,6 +198,18 @@ fn server_and_ftp_commands_end_to_end() {
         &["mkdir", "URL/x/y/z"],
     ));
     assert!(data.join("archive/agent01/x/y/z").is_dir());
+    // What the server made is for its own user alone.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (data.join("archive/agent01/Logs/App/20240723/a.txt"), 0o600),
+        (data.join("archive/agent01/Logs/App"), 0o700),
+        (data.join("archive/agent01/x/y/z"), 0o700),
+        (data.join("catalog.db"), 0o600),
+        (data.join("users.toml"), 0o600),
+    ] {
+        let m = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, mode, "{} is {m:o}", path.display());
+    }
 
     // Exit codes and one-line errors.
     let o = ftp(p, "agent01", "wrong-password", &["ls", "URL/"]);

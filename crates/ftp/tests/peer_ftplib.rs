@@ -126,3 +126,48 @@ print(' '.join(codes))
         "the right password is refused while locked out"
     );
 }
+
+#[tokio::test]
+async fn an_account_that_requires_tls_gets_no_clear_text_transfers() {
+    // TLS optional for the server, required for this account: after a TLS login, `PROT C` is
+    // refused and a transfer without `PROT P` is refused before any data moves.
+    let s = TestServer::start_tls(|_| {}).await;
+    s.add("agent01", Role::Agent);
+    s.users
+        .update(
+            "agent01",
+            UserUpdate {
+                tls_required: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let out = python(
+        r#"
+import ftplib, io, os, ssl
+ctx = ssl.create_default_context(cafile=os.environ['CERT'])
+f = ftplib.FTP_TLS(context=ctx)
+f.connect('localhost', int(os.environ['PORT']), timeout=20)
+f.login('agent01', os.environ['PASS'])
+codes = []
+for step in (lambda: f.prot_c(),
+             lambda: f.storbinary('STOR clear.txt', io.BytesIO(b'secret')),
+             lambda: f.nlst()):
+    try:
+        step(); codes.append('ok')
+    except ftplib.error_perm as e:
+        codes.append(str(e)[:3])
+f.prot_p()
+f.storbinary('STOR private.txt', io.BytesIO(b'secret'))
+print(' '.join(codes), sorted(f.nlst()))
+"#,
+        &[
+            ("PORT", s.port().to_string()),
+            ("PASS", PASSWORD.to_string()),
+            ("CERT", s.cert.as_ref().unwrap().display().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "534 521 521 ['private.txt']");
+    assert!(!s.archive().join("agent01/clear.txt").exists());
+}

@@ -1002,3 +1002,47 @@ async fn sessions_can_share_the_callers_runtime() {
     assert_eq!(v.sha256, sha256_file(&s.archive().join("agent01/f.log")));
     assert_eq!(s.handle.shutdown().await.cut, 0);
 }
+
+#[tokio::test]
+async fn nothing_is_renamed_into_the_scratch_folder_and_folders_are_never_temporary() {
+    let s = TestServer::start().await;
+    s.add("agent01", Role::Agent);
+    s.add("admin", Role::Admin);
+    let mut c = s.client("agent01").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    std::fs::write(&f, b"line\n").unwrap();
+    // A folder named like a temporary upload is not one: an agent cannot rename it.
+    c.mkdir("/.d.log.logarchive-tmp").await.unwrap();
+    assert!(matches!(
+        c.rename("/.d.log.logarchive-tmp", "/d").await,
+        Err(ClientError::Permission(_))
+    ));
+    // Neither it nor a real temporary upload moves into the scratch folder, where files are
+    // rewritable.
+    c.upload(&f, "/.a.log.logarchive-tmp", Default::default())
+        .await
+        .unwrap();
+    c.ensure_dir("/.logarchive").await.unwrap();
+    for from in ["/.d.log.logarchive-tmp", "/.a.log.logarchive-tmp"] {
+        let r = c.rename(from, "/.logarchive/moved").await;
+        assert!(
+            matches!(r, Err(ClientError::Permission(_))),
+            "{from}: {r:?}"
+        );
+    }
+    // Not even for an account that may do everything.
+    let mut admin = s.client("admin").await;
+    assert!(matches!(
+        admin
+            .rename(
+                "/agent01/.a.log.logarchive-tmp",
+                "/agent01/.logarchive/moved"
+            )
+            .await,
+        Err(ClientError::Permission(_))
+    ));
+    assert!(!s.archive().join("agent01/.logarchive/moved").exists());
+    // The temporary upload still becomes its final name.
+    c.rename("/.a.log.logarchive-tmp", "/a.log").await.unwrap();
+}

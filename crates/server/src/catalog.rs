@@ -255,6 +255,50 @@ impl Catalog {
         Ok(())
     }
 
+    /// A folder renamed from `from` to `to`: the rows below it move with it (their bytes did not
+    /// change, so sizes and hashes stay true). Rows that land where nothing is catalogued go.
+    fn move_dir(&self, from: &str, to: &str) -> Result<()> {
+        // Everything below `from/`: '0' is the character after '/'.
+        let (lo, hi) = (format!("{from}/"), format!("{from}0"));
+        let rows = {
+            let conn = self.lock();
+            let mut st = conn.prepare_cached(
+                "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms
+                 FROM files WHERE path >= ?1 AND path < ?2",
+            )?;
+            let rows = st
+                .query_map(params![lo, hi], entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            conn.execute(
+                "DELETE FROM files WHERE path >= ?1 AND path < ?2",
+                params![lo, hi],
+            )?;
+            conn.execute(
+                "UPDATE OR IGNORE aliases SET path = ?3 || substr(path, ?4)
+                 WHERE path >= ?1 AND path < ?2",
+                params![lo, hi, to, from.len() as i64 + 1],
+            )?;
+            conn.execute(
+                "DELETE FROM aliases WHERE path >= ?1 AND path < ?2",
+                params![lo, hi],
+            )?;
+            conn.execute(
+                "DELETE FROM dirs WHERE path = ?3 OR (path >= ?1 AND path < ?2)",
+                params![lo, hi, from],
+            )?;
+            rows
+        };
+        let moved: Vec<Entry> = rows
+            .into_iter()
+            .filter_map(|mut e| {
+                e.path = format!("{to}{}", &e.path[from.len()..]);
+                e.agent = agent_of(&e.path).to_string();
+                catalogued(&e.path).then_some(e)
+            })
+            .collect();
+        self.upsert_all(&moved)
+    }
+
     /// Records that the file at `path` was also known as `name` where it came from (at most
     /// [`MAX_ALIASES`] names a file).
     pub fn add_alias(&self, path: &str, name: &str) -> Result<()> {
@@ -619,7 +663,8 @@ impl Catalog {
                                 archived_ms: now_ms(),
                                 appended_ms: None,
                             }),
-                            // A folder was renamed: its contents are found by the next reconcile.
+                            // A folder: everything below it moves, hashes and all.
+                            Some(m) if m.is_dir() => self.move_dir(from, to)?,
                             _ => {}
                         }
                     }

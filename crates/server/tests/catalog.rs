@@ -123,3 +123,59 @@ async fn completed_uploads_appends_and_reconciliation() {
     .await;
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_renamed_folder_takes_its_files_along_in_the_catalog() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let running = logarchive_server::start(&settings(&data)).await.unwrap();
+    let (home, rights, web_role) = Role::Admin.preset("ops");
+    running
+        .users
+        .add(NewUser {
+            name: "ops".into(),
+            password: "ops password".into(),
+            home,
+            rights,
+            upload_limit: Default::default(),
+            download_limit: Default::default(),
+            allowed_ips: vec![],
+            web_role,
+            tls_required: false,
+        })
+        .unwrap();
+    let port = running.ftp.local_addr().port();
+    let mut c = Client::connect(ClientConfig::new("127.0.0.1", port, "ops", "ops password"))
+        .await
+        .unwrap();
+    let f = d.path().join("a.log");
+    std::fs::write(&f, b"one\n").unwrap();
+    c.ensure_dir("/agent01/d/e").await.unwrap();
+    c.upload_verified(&f, "/agent01/d/a.log", None)
+        .await
+        .unwrap();
+    c.upload_verified(&f, "/agent01/d/e/b.log", None)
+        .await
+        .unwrap();
+    let cat = running.catalog.clone();
+    eventually("the uploads in the catalog", || {
+        cat.get("/agent01/d/e/b.log").unwrap()
+    })
+    .await;
+
+    c.ensure_dir("/agent02").await.unwrap();
+    c.rename("/agent01/d", "/agent02/moved").await.unwrap();
+    let b = eventually("the folder's files under their new paths", || {
+        cat.get("/agent02/moved/e/b.log").unwrap()
+    })
+    .await;
+    assert_eq!(b.agent, "agent02");
+    assert_eq!(b.sha256.as_deref(), Some(sha(b"one\n").as_str()));
+    assert!(cat.get("/agent02/moved/a.log").unwrap().is_some());
+    assert!(cat.get("/agent01/d/a.log").unwrap().is_none());
+    assert!(cat.get("/agent01/d/e/b.log").unwrap().is_none());
+    let (dirs, _) = cat.list("/agent02/moved").unwrap();
+    assert_eq!(dirs, vec!["/agent02/moved/e"]);
+    assert!(cat.list("/agent01").unwrap().0.is_empty());
+    running.shutdown().await;
+}

@@ -217,11 +217,20 @@ impl Control {
             Ok(m) => m,
             Err(e) => return store_error(&e),
         };
-        // Without the delete right only a temporary upload (a file) may be renamed, and never
-        // into the account's own scratch folder (whose files are rewritable).
+        // Nothing moves into a scratch folder (`.logarchive`, an account's bookkeeping) from
+        // elsewhere, whatever the rights: files there are rewritable, and the archive's record
+        // of them would no longer hold.
+        let in_scratch = |p: &VirtualPath| p.parts().iter().any(|p| p == SCRATCH_DIR);
+        if in_scratch(&to_inside) && !in_scratch(&from_inside) {
+            return refuse(
+                550,
+                "Permission denied: nothing may be moved into the scratch folder",
+            );
+        }
+        // Without the delete right only a temporary upload (a file, not a folder named like
+        // one) may be renamed.
         let from_temp = from_meta.is_file() && from_inside.file_name().is_some_and(is_temp_name);
-        let into_scratch = to_inside.parts().first().is_some_and(|p| p == SCRATCH_DIR);
-        if !a.rights.contains(Right::Delete) && (!from_temp || into_scratch) {
+        if !a.rights.contains(Right::Delete) && !from_temp {
             return refuse(550, "Permission denied: without the delete right only temporary upload names may be renamed");
         }
         let replace = a.rights.contains(Right::Overwrite);
