@@ -811,13 +811,31 @@ async fn a_folder_downloads_as_a_valid_zip_without_temporary_files() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    // The whole archive is one zip too.
+    // The whole archive is one zip too, its entries under `archive/`.
     let r = a.get("/download").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-disposition"]
         .to_str()
         .unwrap()
         .contains("archive.zip"));
+    std::fs::write(out.path(), r.bytes().await.unwrap()).unwrap();
+    let check = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, zipfile\n\
+             z = zipfile.ZipFile(sys.argv[1])\n\
+             assert z.testzip() is None\n\
+             names = sorted(z.namelist())\n\
+             assert names == ['archive/agent01/Logs/day0/a.log', 'archive/agent01/Logs/small.txt', 'archive/agent02/other.txt'], names\n",
+        )
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[tokio::test]
@@ -894,6 +912,13 @@ async fn search_by_name_agent_time_and_content() {
     );
     let (st, _) = get("content=(unclosed&regex=true").await;
     assert_eq!(st, 400);
+    // A pattern whose program is huge is refused with a clear message, not compiled for
+    // seconds (`\w{3000}`: Unicode word characters, 3000 times).
+    let t = Instant::now();
+    let (st, v) = get("content=%5Cw%7B3000%7D&regex=true").await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("too complex"), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     // Bounded by the match count, and says so.
     let (_, v) = get("content=request&max_matches=10").await;
     assert_eq!(v["content"]["hits"].as_array().unwrap().len(), 10);

@@ -364,7 +364,10 @@ pub(super) async fn start_content_search(
         return Ok(None);
     };
     let files = name_search(st, p.name_query(st.config.search_max_files)?).await?;
-    let running = search::start(Arc::clone(&st.archive), files, cq, st.config.search_threads)?;
+    // Compiling a pattern is CPU work: not on the async workers.
+    let (archive, threads) = (Arc::clone(&st.archive), st.config.search_threads);
+    let running =
+        tokio::task::spawn_blocking(move || search::start(archive, files, cq, threads)).await??;
     Ok(Some(running.events))
 }
 

@@ -215,7 +215,12 @@ pub fn zip_response(
     } else {
         dir.name().to_string()
     };
-    let strip = dir.display().len();
+    // Entries are `<base>/<path below the folder>`: the root's paths keep their leading slash.
+    let strip = if dir.is_root() {
+        0
+    } else {
+        dir.display().len()
+    };
     let (tx, rx) = mpsc::channel::<Chunk>(4);
     let zip_base = base.clone();
     std::thread::spawn(move || {

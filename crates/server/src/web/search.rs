@@ -62,7 +62,11 @@ pub struct Running {
     pub finished: std::thread::JoinHandle<SearchStats>,
 }
 
-/// Starts a search over `files`.
+/// The largest compiled pattern (and lazy DFA cache) a search may use: a hostile pattern such
+/// as `\w{3000}` would otherwise take seconds of CPU and tens of megabytes to compile.
+pub const MAX_PROGRAM: usize = 1 << 20;
+
+/// Starts a search over `files`. Compiles the pattern: call it on a blocking thread.
 pub fn start(
     archive: Arc<Archive>,
     files: Vec<Entry>,
@@ -73,8 +77,20 @@ pub fn start(
         .case_insensitive(!q.case_sensitive)
         .fixed_strings(!q.regex)
         .line_terminator(Some(b'\n'))
+        .size_limit(MAX_PROGRAM)
+        .dfa_size_limit(MAX_PROGRAM)
         .build(&q.pattern)
-        .map_err(|e| WebError::BadRequest(format!("bad pattern: {e}")))?;
+        .map_err(|e| {
+            let e = e.to_string();
+            if e.contains("size limit") || e.contains("too big") {
+                WebError::BadRequest(format!(
+                    "the pattern is too complex (its compiled form exceeds {} KiB); simplify it",
+                    MAX_PROGRAM / 1024
+                ))
+            } else {
+                WebError::BadRequest(format!("bad pattern: {e}"))
+            }
+        })?;
     let (tx, rx) = mpsc::channel(256);
     let shared = Arc::new(Shared {
         files,
