@@ -454,6 +454,11 @@ async fn runtime_add_remove_disable_and_password_change() {
     assert!(logarchive_ftp::client::Client::connect(s.config("agent01"))
         .await
         .is_err());
+    // The session opened with the old password ends at its next command.
+    assert!(matches!(
+        c.mkdir("/after-password-change").await,
+        Err(ClientError::Permission(_))
+    ));
     let mut cfg = s.config("agent01");
     cfg.password = "a brand new password".into();
     logarchive_ftp::client::Client::connect(cfg).await.unwrap();

@@ -264,6 +264,64 @@ async fn forms_need_the_csrf_token_and_the_same_origin() {
 }
 
 #[tokio::test]
+async fn a_new_password_ends_the_sessions_opened_with_the_old_one() {
+    let s = Server::start(|_| {}).await;
+    s.add_user("viewer1", Role::Viewer);
+    s.add_user("agent01", Role::Agent);
+    let v1 = s.login("viewer1", PASSWORD).await;
+    let v2 = s.login("viewer1", PASSWORD).await;
+    let mut ftp = s.ftp("agent01", PASSWORD).await.unwrap();
+    ftp.ensure_dir("/before").await.unwrap();
+    let ok = |w: &Web| {
+        let r = w.get("/api/v1/browse");
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ok(&v1).await, 200);
+
+    // Changed by another process (the CLI writes the users file): both web sessions and the
+    // FTP session end at their next request or command.
+    let other = logarchive_server::users::UserDb::open(s.data.path().join("users.toml")).unwrap();
+    for name in ["viewer1", "agent01"] {
+        other
+            .update(
+                name,
+                logarchive_server::users::UserUpdate {
+                    password: Some("a brand new password".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    s.eventually("the server to read the changed file", || {
+        s.running.users.get("viewer1").filter(|r| {
+            logarchive_server::users::verify_password(&r.password, "a brand new password")
+        })
+    })
+    .await;
+    assert_eq!(ok(&v1).await, 401);
+    assert_eq!(ok(&v2).await, 401);
+    assert!(
+        ftp.ensure_dir("/after").await.is_err(),
+        "the FTP session opened with the old password goes on"
+    );
+
+    // The admin changes their own password on the API: their other session ends, the one that
+    // made the change goes on.
+    let a1 = s.admin().await;
+    let a2 = s.admin().await;
+    let csrf = a1.csrf().await;
+    let r = a1
+        .post("/api/v1/users/admin/password")
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ok(&a1).await, 200, "the session that changed it goes on");
+    assert_eq!(ok(&a2).await, 401, "the admin's other session ends");
+}
+
+#[tokio::test]
 async fn admin_api_manages_users_effective_at_once_for_ftp() {
     let s = Server::start(|_| {}).await;
     let api = reqwest::Client::new();

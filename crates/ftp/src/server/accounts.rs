@@ -26,6 +26,10 @@ pub struct Account {
     pub enabled: bool,
     /// Control and data connections must be encrypted (AUTH TLS before USER, PROT P).
     pub tls_required: bool,
+    /// Changes whenever the account's password changes (any value; e.g. a hash of the stored
+    /// password hash). A session that logged in under another value is refused from its next
+    /// command on: a new password ends the sessions opened with the old one.
+    pub credentials: u64,
 }
 
 impl Account {
@@ -40,6 +44,7 @@ impl Account {
             allowed_ips: Vec::new(),
             enabled: true,
             tls_required: false,
+            credentials: 0,
         }
     }
 

@@ -137,6 +137,8 @@ impl Conn {
 #[derive(Debug, Clone)]
 pub(crate) struct LoggedIn {
     pub name: String,
+    /// The account's credentials stamp at login (see `Account::credentials`).
+    pub credentials: u64,
     /// The home, as a store path.
     pub home: VirtualPath,
 }
@@ -303,6 +305,9 @@ impl Control {
             return Err(refuse(530, "Please log in with USER and PASS"));
         };
         match self.shared.accounts.get(&u.name) {
+            Some(a) if a.credentials != u.credentials => {
+                Err(refuse(530, "The password changed; log in again"))
+            }
             Some(a) if a.enabled => Ok(a),
             Some(_) => Err(refuse(530, "Account disabled")),
             None => Err(refuse(530, "Account removed")),
@@ -478,6 +483,7 @@ impl Control {
                 }
                 self.st.user = Some(LoggedIn {
                     name: name.clone(),
+                    credentials: account.credentials,
                     home,
                 });
                 self.st.cwd = VirtualPath::default();

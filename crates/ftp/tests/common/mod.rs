@@ -87,6 +87,7 @@ impl TestAccounts {
             let (pw, a) = all.get_mut(name).ok_or(format!("no user {name}"))?;
             if let Some(p) = u.password {
                 *pw = p;
+                a.credentials += 1;
             }
             if let Some(r) = u.rights {
                 a.rights = r;

@@ -11,7 +11,17 @@ pub fn account(name: &str, r: &UserRecord) -> Account {
     a.allowed_ips = r.allowed_ips.clone();
     a.enabled = r.enabled;
     a.tls_required = r.tls_required;
+    a.credentials = credentials(&r.password);
     a
+}
+
+/// A number that changes when an account's password does: sessions remember it at login and
+/// end when it no longer matches (see `Account::credentials`).
+pub fn credentials(password_hash: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    password_hash.hash(&mut h);
+    h.finish()
 }
 
 impl Accounts for UserDb {

@@ -5,7 +5,7 @@ mod db;
 mod password;
 mod record;
 
-pub use accounts::account;
+pub use accounts::{account, credentials};
 pub use db::{write_atomically, NewUser, UserDb, UserDbError, UserUpdate, UsersFile};
 pub use password::{hash_password, random_password, verify_password};
 pub use record::{normalize_home, Role, UserRecord, WebRole};

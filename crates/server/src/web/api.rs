@@ -699,7 +699,8 @@ async fn users_update(
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
     let n = name.clone();
-    let v = blocking_users(&st, move |st| users::update(st, &n, &f)).await?;
+    let keep = c.token.clone().filter(|_| c.name == name);
+    let v = blocking_users(&st, move |st| users::update(st, &n, &f, keep.as_deref())).await?;
     tracing::info!(by = c.name, user = name, "user changed");
     Ok(Json(v))
 }
@@ -736,8 +737,12 @@ async fn users_reset_password(
 ) -> Result<Json<PasswordResult>, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let (by, n) = (c.name.clone(), name.clone());
-    let password = blocking_users(&st, move |st| users::reset_password(st, &by, &n)).await?;
+    let n = name.clone();
+    let keep = c.token.clone().filter(|_| c.name == name);
+    let password = blocking_users(&st, move |st| {
+        users::reset_password(st, &n, keep.as_deref())
+    })
+    .await?;
     tracing::info!(by = c.name, user = name, "password reset");
     Ok(Json(PasswordResult { password }))
 }

@@ -38,6 +38,8 @@ struct Session {
     user: String,
     csrf: String,
     expires: Instant,
+    /// The account's credentials stamp at login: a new password ends the session.
+    credentials: u64,
 }
 
 /// How long basic-auth credentials stay verified without another argon2 check.
@@ -124,6 +126,8 @@ pub struct Caller {
     pub role: WebRole,
     /// The session's CSRF token (for forms); `None` under basic auth.
     pub csrf: Option<String>,
+    /// The session's token; `None` under basic auth.
+    pub token: Option<String>,
 }
 
 impl Caller {
@@ -254,7 +258,7 @@ impl Auth {
     }
 
     /// Opens a session; returns (token, csrf).
-    pub fn open_session(&self, user: &str) -> (String, String) {
+    pub fn open_session(&self, user: &str, credentials: u64) -> (String, String) {
         let token = random_token();
         let csrf = random_token();
         let now = Instant::now();
@@ -274,6 +278,7 @@ impl Auth {
                 user: user.to_string(),
                 csrf: csrf.clone(),
                 expires: now + SESSION_LIFETIME,
+                credentials,
             },
         );
         (token, csrf)
@@ -288,11 +293,24 @@ impl Auth {
         self.sessions().retain(|_, s| s.user != user);
     }
 
-    fn session(&self, token: &str) -> Option<(String, String)> {
+    /// The password of `user` changed: every session of theirs ends except `keep` (the
+    /// caller's own, when they changed their own password), which goes on under the new one.
+    pub fn password_changed(&self, user: &str, credentials: u64, keep: Option<&str>) {
+        let keep = keep.map(key);
+        let mut s = self.sessions();
+        s.retain(|k, v| v.user != user || Some(*k) == keep);
+        if let Some(v) = keep.and_then(|k| s.get_mut(&k)) {
+            v.credentials = credentials;
+        }
+    }
+
+    fn session(&self, token: &str) -> Option<(String, String, u64)> {
         let mut s = self.sessions();
         let k = key(token);
         match s.get(&k) {
-            Some(v) if v.expires > Instant::now() => Some((v.user.clone(), v.csrf.clone())),
+            Some(v) if v.expires > Instant::now() => {
+                Some((v.user.clone(), v.csrf.clone(), v.credentials))
+            }
             Some(_) => {
                 s.remove(&k);
                 None
@@ -380,21 +398,28 @@ impl FromRequestParts<Arc<WebState>> for Caller {
         if unsafe_method && cross_origin(&parts.headers) {
             return Err(WebError::Forbidden("cross-origin request refused"));
         }
-        let (name, csrf) = if let Some((user, csrf)) =
-            session_token(&parts.headers).and_then(|t| state.auth.session(&t))
-        {
-            (user, Some(csrf))
+        let token = session_token(&parts.headers);
+        let session = token.as_deref().and_then(|t| state.auth.session(t));
+        let (name, csrf, stamp) = if let Some((user, csrf, stamp)) = session {
+            (user, Some(csrf), Some(stamp))
         } else if let Some((u, p)) = basic_credentials(&parts.headers) {
             state
                 .auth
                 .verify_basic(&state.users, &u, &p, client_ip(parts))
                 .await?;
-            (u, None)
+            (u, None, None)
         } else {
             return Err(WebError::Unauthorized);
         };
         // The account as it is now, not as it was at login.
         let rec = state.users.get(&name).ok_or(WebError::Unauthorized)?;
+        if stamp.is_some_and(|s| s != crate::users::credentials(&rec.password)) {
+            // The password changed since this session logged in (CLI, API, page, hand edit).
+            if let Some(t) = &token {
+                state.auth.close_session(t);
+            }
+            return Err(WebError::Unauthorized);
+        }
         if !rec.enabled || rec.web_role == WebRole::None || !rec.ip_allowed(client_ip(parts)) {
             return Err(WebError::Unauthorized);
         }
@@ -402,6 +427,7 @@ impl FromRequestParts<Arc<WebState>> for Caller {
             name,
             role: rec.web_role,
             csrf,
+            token: stamp.and(token),
         })
     }
 }

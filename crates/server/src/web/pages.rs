@@ -136,7 +136,12 @@ async fn login(
             st.metrics
                 .web_logins
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (token, _) = st.auth.open_session(&f.username);
+            let stamp = st
+                .users
+                .get(&f.username)
+                .map(|r| crate::users::credentials(&r.password))
+                .unwrap_or(0);
+            let (token, _) = st.auth.open_session(&f.username, stamp);
             let mut r = Redirect::to("/").into_response();
             if let Ok(v) = header::HeaderValue::from_str(&st.auth.set_cookie(&token)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -863,8 +868,9 @@ async fn admin_update(
     if f.tls_required.is_none() {
         f.tls_required = Some("false".into());
     }
+    let keep = c.token.clone().filter(|_| c.name == name);
     admin_do(&st, &c, csrf.as_deref(), move |st| {
-        let v = users::update(st, &name, &f)?;
+        let v = users::update(st, &name, &f, keep.as_deref())?;
         Ok(format!("Saved {}.", v.name))
     })
     .await
@@ -890,9 +896,9 @@ async fn admin_password(
     Path(name): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    let by = c.name.clone();
+    let keep = c.token.clone().filter(|_| c.name == name);
     admin_do(&st, &c, f.csrf.as_deref(), move |st| {
-        let pw = users::reset_password(st, &by, &name)?;
+        let pw = users::reset_password(st, &name, keep.as_deref())?;
         Ok(format!("New password for {name} (shown once): {pw}"))
     })
     .await

@@ -152,9 +152,16 @@ pub fn add(db: &UserDb, f: &UserForm) -> Result<(UserView, Option<String>), WebE
 }
 
 /// Changes an account (fields left empty stay as they are) and applies it at once: a disabled
-/// account loses its web and FTP sessions, one without web access its web sessions. Blocks
-/// (argon2 for a new password, the file write).
-pub fn update(st: &WebState, name: &str, f: &UserForm) -> Result<UserView, WebError> {
+/// account loses its web and FTP sessions, one without web access its web sessions, a new
+/// password ends every session opened with the old one except `keep` (the caller's own web
+/// session, when they change their own password). Blocks (argon2 for a new password, the file
+/// write).
+pub fn update(
+    st: &WebState,
+    name: &str,
+    f: &UserForm,
+    keep: Option<&str>,
+) -> Result<UserView, WebError> {
     let change = UserUpdate {
         password: given(&f.password).map(str::to_string),
         home: given(&f.home).map(str::to_string),
@@ -184,7 +191,11 @@ pub fn update(st: &WebState, name: &str, f: &UserForm) -> Result<UserView, WebEr
             .map_err(bad)?,
         tls_required: given(&f.tls_required).map(parse_bool).transpose()?,
     };
+    let new_password = change.password.is_some();
     let rec = st.users.update(name, change)?;
+    if new_password {
+        password_changed(st, name, &rec, keep);
+    }
     if !rec.enabled {
         st.auth.close_sessions_of(name);
         st.ftp.disconnect_user(name);
@@ -205,21 +216,28 @@ pub fn remove(st: &WebState, by: &str, name: &str) -> Result<(), WebError> {
     Ok(())
 }
 
-/// Sets a new random password and returns it (shown once). The account's web sessions end,
-/// unless it is the caller's own (`by`), who stays logged in.
-pub fn reset_password(st: &WebState, by: &str, name: &str) -> Result<String, WebError> {
+/// Sets a new random password and returns it (shown once). The account's web and FTP sessions
+/// end, except `keep` (the caller's own web session, when it is their own account).
+pub fn reset_password(st: &WebState, name: &str, keep: Option<&str>) -> Result<String, WebError> {
     let password = random_password();
-    st.users.update(
+    let rec = st.users.update(
         name,
         UserUpdate {
             password: Some(password.clone()),
             ..Default::default()
         },
     )?;
-    if name != by {
-        st.auth.close_sessions_of(name);
-    }
+    password_changed(st, name, &rec, keep);
     Ok(password)
+}
+
+/// Ends the sessions opened with an account's old password, on both services. (Sessions also
+/// check the password's stamp on every request or command, which covers changes made by the
+/// CLI or by hand; this ends them at once.)
+fn password_changed(st: &WebState, name: &str, rec: &UserRecord, keep: Option<&str>) {
+    st.auth
+        .password_changed(name, crate::users::credentials(&rec.password), keep);
+    st.ftp.disconnect_user(name);
 }
 
 pub fn list(db: &UserDb) -> Vec<UserView> {
