@@ -1215,6 +1215,11 @@ async fn https_from_the_same_certificate_as_ftps() {
     let base = format!("https://localhost:{}", s.running.web_addr.port());
     let r = https.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "HSTS under TLS"
+    );
     let r = https
         .post(format!("{base}/login"))
         .form(&[
@@ -1225,8 +1230,36 @@ async fn https_from_the_same_certificate_as_ftps() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.contains("; Secure"), "{cookie}");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("__Host-logarchive_session=") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+    let token = cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+    let browse = |cookies: String| {
+        https
+            .get(format!("{base}/api/v1/browse"))
+            .header("cookie", cookies)
+            .send()
+    };
+    let r = browse(format!("__Host-logarchive_session={token}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A second session cookie planted beside ours (first or last): no session at all.
+    for cookies in [
+        format!("__Host-logarchive_session=planted; __Host-logarchive_session={token}"),
+        format!("__Host-logarchive_session={token}; __Host-logarchive_session=planted"),
+        format!("logarchive_session={token}"),
+    ] {
+        let r = browse(cookies.clone()).await.unwrap();
+        assert_eq!(r.status(), 401, "{cookies}");
+    }
     // Plain HTTP on the HTTPS port gets nowhere, and a silent client does not block others.
     let silent = tokio::net::TcpStream::connect(s.running.web_addr)
         .await

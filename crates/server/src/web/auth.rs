@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub const COOKIE: &str = "logarchive_session";
+/// The session cookie's name under TLS: the `__Host-` prefix makes browsers refuse it from
+/// anywhere but this host over HTTPS (a sibling subdomain cannot plant one).
+pub const SECURE_COOKIE: &str = "__Host-logarchive_session";
 /// A session ends this long after login, whatever happens.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Bounds the memory logins can make us spend.
@@ -319,9 +322,23 @@ impl Auth {
         }
     }
 
+    /// Whether the web interface runs over TLS.
+    pub fn tls(&self) -> bool {
+        self.secure_cookies
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure_cookies {
+            SECURE_COOKIE
+        } else {
+            COOKIE
+        }
+    }
+
     pub fn set_cookie(&self, token: &str) -> String {
         format!(
-            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            self.cookie_name(),
             SESSION_LIFETIME.as_secs(),
             if self.secure_cookies { "; Secure" } else { "" }
         )
@@ -329,22 +346,27 @@ impl Auth {
 
     pub fn clear_cookie(&self) -> String {
         format!(
-            "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            self.cookie_name(),
             if self.secure_cookies { "; Secure" } else { "" }
         )
     }
-}
 
-/// The session token from the Cookie header, if any.
-pub fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
+    /// The session token from the Cookie header. Several session cookies (one planted by
+    /// someone else beside ours) are no session at all: which one is ours cannot be told.
+    pub fn session_token(&self, headers: &HeaderMap) -> Option<String> {
+        let name = self.cookie_name();
+        let mut found = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string());
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -398,7 +420,7 @@ impl FromRequestParts<Arc<WebState>> for Caller {
         if unsafe_method && cross_origin(&parts.headers) {
             return Err(WebError::Forbidden("cross-origin request refused"));
         }
-        let token = session_token(&parts.headers);
+        let token = state.auth.session_token(&parts.headers);
         let session = token.as_deref().and_then(|t| state.auth.session(t));
         let (name, csrf, stamp) = if let Some((user, csrf, stamp)) = session {
             (user, Some(csrf), Some(stamp))

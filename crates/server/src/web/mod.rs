@@ -109,10 +109,23 @@ async fn security_headers(mut r: Response) -> Response {
 }
 
 pub fn router(state: Arc<WebState>) -> Router {
+    let tls = state.auth.tls();
     Router::new()
         .merge(pages::routes())
         .merge(api::routes())
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(
+            move |mut r: Response| async move {
+                // Under TLS, browsers are told to come back over HTTPS only (a year).
+                if tls {
+                    r.headers_mut().insert(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static("max-age=31536000"),
+                    );
+                }
+                r
+            },
+        ))
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@
 
 use super::api::{self, SearchParams, ViewParams};
 use super::archive::{encode_component, ArchivePath};
-use super::auth::{cross_origin, session_token, Caller};
+use super::auth::{cross_origin, Caller};
 use super::dashboard::{self, Chart};
 use super::error::{PageError, WebError};
 use super::search;
@@ -181,7 +181,7 @@ async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     c.check_csrf(f.csrf.as_deref())?;
-    if let Some(t) = session_token(&headers) {
+    if let Some(t) = st.auth.session_token(&headers) {
         st.auth.close_session(&t);
     }
     let mut r = Redirect::to("/login").into_response();
