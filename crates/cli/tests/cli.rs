@@ -264,3 +264,44 @@ fn server_and_ftp_commands_end_to_end() {
     assert!(again.admin_password.is_none());
     assert!(again.child.terminate().success());
 }
+
+#[test]
+fn user_commands_run_as_root_keep_the_owner_and_mode_of_the_files() {
+    // The server runs as its own user; an operator runs `sudo logarchive user ...`. The users
+    // file and its lock must stay the server's, or the server can no longer read them.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test writes as root for another user and needs root (CI runs as root)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let (uid, gid) = (65534, 65534);
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    let mut add = bin();
+    add.args(["user", "--data"])
+        .arg(&data)
+        .args(["add", "agent01", "--password-stdin"]);
+    ok(&run_with_stdin(add, "agent-password\n"));
+    let users = data.join("users.toml");
+    for p in [&users, &data.join("users.toml.lock")] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
+    }
+    assert_eq!(std::fs::metadata(&users).unwrap().mode() & 0o777, 0o600);
+    // A mode the operator chose is kept too.
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut set = bin();
+    set.args(["user", "--data"])
+        .arg(&data)
+        .args(["set", "agent01", "--enabled", "false"]);
+    ok(&set.output().unwrap());
+    let m = std::fs::metadata(&users).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, gid, 0o640));
+    assert!(std::fs::read_to_string(&users)
+        .unwrap()
+        .contains("enabled = false"));
+}

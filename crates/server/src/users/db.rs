@@ -482,6 +482,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // The file keeps its owner and mode (new: the folder's owner, 0600), whoever writes it.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let old = std::fs::metadata(path).ok();
+    let mode = old.as_ref().map_or(0o600, |m| m.mode() & 0o777);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let owner = old.or_else(|| root.then(|| std::fs::metadata(dir).ok()).flatten());
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -489,6 +496,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
+        if let Some(o) = &owner {
+            keep_owner(&f, path, o.uid(), o.gid())?;
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -498,6 +509,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Gives a file written for `path` the owner it must have: root writes on behalf of the owner
+/// (`logarchive user` run with sudo on a server that runs as its own user); anyone else who is
+/// not the owner is refused, since the server could no longer read what they wrote.
+fn keep_owner(f: &std::fs::File, path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if me == uid {
+        return Ok(());
+    }
+    if me != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to user id {uid}: run this as that user (e.g. sudo -u '#{uid}' ...)",
+                path.display()
+            ),
+        ));
+    }
+    // SAFETY: fchown on a file descriptor we own for the duration of the call.
+    if unsafe { libc::fchown(f.as_raw_fd(), uid, gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// An exclusive advisory lock on `<file>.lock`, released on drop.
@@ -514,12 +551,26 @@ impl FileLock {
         if let Some(dir) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
+        let new = !lock_path.exists();
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(err)?;
+        if new {
+            // Made by root for a server that runs as the folder's owner: it must open it too.
+            use std::os::unix::fs::MetadataExt;
+            if let Some(dir) = std::fs::metadata(lock_path.parent().unwrap_or(Path::new(".")))
+                .ok()
+                .filter(|d| d.uid() != 0)
+            {
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0 {
+                    keep_owner(&f, &lock_path, dir.uid(), dir.gid()).map_err(err)?;
+                }
+            }
+        }
         // SAFETY: flock on a file descriptor we own for the lifetime of `f`.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(err(std::io::Error::last_os_error()));
