@@ -1094,6 +1094,53 @@ async fn follow_streams_what_an_agent_appends() {
 }
 
 #[tokio::test]
+async fn an_agents_status_document_cannot_claim_freshness_or_another_identity() {
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let s = Server::start(|a| {
+        write(&a.join("agent01/a.log"), b"a\n");
+        write(&a.join("agent02/b.log"), b"b\n");
+        // Published an hour ago, claiming to be another agent and to be from the year 2100.
+        let status = serde_json::json!({"agent_id": "agent02", "host": "web-01",
+            "updated_at_ms": 4_102_444_800_000i64, "last_scan_ms": i64::MAX});
+        let p = a.join("agent01/.logarchive/status.json");
+        write(&p, status.to_string().as_bytes());
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        // i64::MIN, which once wrapped around into "fresh".
+        let p = a.join("agent02/.logarchive/status.json");
+        write(&p, br#"{"updated_at_ms": -9223372036854775808}"#);
+    })
+    .await;
+    let a = s.admin().await;
+    let (st, body) = a.text("/api/v1/agents").await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let agents = v["agents"].as_array().unwrap();
+    let one = agents.iter().find(|x| x["agent"] == "agent01").unwrap();
+    let written = hour_ago
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(one["status"]["agent_id"], "agent01");
+    assert_eq!(one["status"]["claimed_agent_id"], "agent02");
+    let updated = one["status"]["updated_at_ms"].as_i64().unwrap();
+    assert!(
+        (written - 1000..=written + 1000).contains(&updated),
+        "{updated} vs {written}"
+    );
+    assert!(one["status"]["last_scan_ms"].as_i64().unwrap() <= updated + 1000);
+    let two = agents.iter().find(|x| x["agent"] == "agent02").unwrap();
+    assert_eq!(two["status"]["updated_at_ms"], 0);
+    // Both are shown as stale on the dashboard.
+    let (_, html) = a.text("/").await;
+    assert_eq!(html.matches("class=\"stale\"").count(), 2, "{html}");
+}
+
+#[tokio::test]
 async fn dashboard_browse_metrics_health_and_openapi() {
     let s = Server::start(|a| {
         write(&a.join("agent01/Logs/App/20240723/a.txt"), b"a\n");

@@ -189,6 +189,12 @@ impl Archive {
 
     /// Reads a small file (at most `max` bytes), e.g. an agent's status document.
     pub fn read_small(&self, rel: &Path, max: u64) -> Option<Vec<u8>> {
+        self.read_small_with_time(rel, max).map(|(b, _)| b)
+    }
+
+    /// [`Archive::read_small`] with the file's modification time (ms since the epoch): when
+    /// the server last wrote it, whatever its contents claim.
+    pub fn read_small_with_time(&self, rel: &Path, max: u64) -> Option<(Vec<u8>, i64)> {
         use std::io::Read;
         let f = self
             .dir
@@ -198,9 +204,14 @@ impl Archive {
         if !meta.is_file() || meta.len() > max {
             return None;
         }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
         let mut buf = Vec::with_capacity(meta.len() as usize);
         f.take(max).read_to_end(&mut buf).ok()?;
-        Some(buf)
+        Some((buf, mtime))
     }
 }
 

@@ -15,7 +15,10 @@ use std::path::Path;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct AgentStatus {
+    /// The agent's name as the server knows it: the account folder the document is in. What the
+    /// document itself claimed, when that differs, is in `claimed_agent_id`.
     pub agent_id: Option<String>,
+    /// Claimed by the agent (not checked by the server).
     pub host: Option<String>,
     pub addresses: Vec<String>,
     pub version: Option<String>,
@@ -38,7 +41,27 @@ pub struct AgentStatus {
     pub lagging: Vec<LagStatus>,
     pub last_error: Option<String>,
     pub last_scan_ms: Option<i64>,
+    /// When the agent last published this document: never later than the server saw the file
+    /// written (an agent's clock, or a hostile document, cannot make it look fresh).
     pub updated_at_ms: Option<i64>,
+    /// The agent id the document claimed, when it is not the folder it was published in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_agent_id: Option<String>,
+}
+
+impl AgentStatus {
+    /// Holds a parsed document to what the server can vouch for: the agent is the account
+    /// folder it was published in; times are clamped to when the server saw the file written.
+    fn vouched(mut self, agent: &str, written_ms: i64) -> AgentStatus {
+        if self.agent_id.as_deref() != Some(agent) {
+            self.claimed_agent_id = self.agent_id.take().filter(|c| !c.is_empty());
+        }
+        self.agent_id = Some(agent.to_string());
+        let clamp = |t: Option<i64>| t.map(|t| t.clamp(0, written_ms));
+        self.updated_at_ms = Some(clamp(self.updated_at_ms).unwrap_or(written_ms));
+        self.last_scan_ms = clamp(self.last_scan_ms);
+        self
+    }
 }
 
 /// A file behind its writer, as an agent reports it.
@@ -108,8 +131,12 @@ pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, We
                 .join(logarchive_ftp::names::SCRATCH_DIR)
                 .join("status.json");
             let status = archive
-                .read_small(&rel, MAX_STATUS_BYTES)
-                .and_then(|b| serde_json::from_slice::<AgentStatus>(&b).ok());
+                .read_small_with_time(&rel, MAX_STATUS_BYTES)
+                .and_then(|(b, written)| {
+                    serde_json::from_slice::<AgentStatus>(&b)
+                        .ok()
+                        .map(|s| s.vouched(&agent, written))
+                });
             AgentView {
                 agent,
                 archive: archive_totals,

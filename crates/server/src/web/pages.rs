@@ -305,9 +305,17 @@ async fn dashboard_page(PageCaller(c): PageCaller, State(st): S) -> PageResult {
                 lag,
                 lag_title,
                 url: format!("/browse/{}", encode_component(&a.agent)),
-                host: s.host.clone().unwrap_or_else(|| "—".into()),
+                host: match &s.claimed_agent_id {
+                    Some(id) => format!(
+                        "{} (claims to be {id})",
+                        s.host.as_deref().unwrap_or("—")
+                    ),
+                    None => s.host.clone().unwrap_or_else(|| "—".into()),
+                },
                 last_seen: s.updated_at_ms.map_or("never".into(), format_ms),
-                stale: s.updated_at_ms.is_none_or(|t| now - t > 10 * 60_000),
+                stale: s
+                    .updated_at_ms
+                    .is_none_or(|t| now.saturating_sub(t) > 10 * 60_000),
                 files: a.archive.files,
                 bytes: size(a.archive.bytes),
                 backlog,
