@@ -306,10 +306,7 @@ async fn dashboard_page(PageCaller(c): PageCaller, State(st): S) -> PageResult {
                 lag_title,
                 url: format!("/browse/{}", encode_component(&a.agent)),
                 host: match &s.claimed_agent_id {
-                    Some(id) => format!(
-                        "{} (claims to be {id})",
-                        s.host.as_deref().unwrap_or("—")
-                    ),
+                    Some(id) => format!("{} (claims to be {id})", s.host.as_deref().unwrap_or("—")),
                     None => s.host.clone().unwrap_or_else(|| "—".into()),
                 },
                 last_seen: s.updated_at_ms.map_or("never".into(), format_ms),
