@@ -324,6 +324,21 @@ impl Control {
         }
     }
 
+    /// [`Control::resolve`] of a file whose writer, if any, has finished: a cut upload may still
+    /// be flushing its last chunk, and its size and hash are known once it settled.
+    pub async fn resolve_settled(&self, arg: &str) -> Result<(VirtualPath, VirtualPath), Reply> {
+        let (inside, store) = self.resolve(arg)?;
+        if !self
+            .shared
+            .inflight
+            .settled_within(&store, super::transfers::BUSY_WAIT)
+            .await
+        {
+            return Err(refuse(450, "The file is being written; try again"));
+        }
+        Ok((inside, store))
+    }
+
     /// A client path: (inside the home, in the store). `..` stops at the home's root.
     pub fn resolve(&self, arg: &str) -> Result<(VirtualPath, VirtualPath), Reply> {
         let Some(u) = &self.st.user else {

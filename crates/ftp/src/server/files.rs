@@ -260,18 +260,8 @@ impl Control {
     }
 
     async fn size(&mut self, arg: &str) -> Reply {
-        let (_, store) = match self.resolve(arg) {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        // A cut upload may still be flushing its last chunk: its size is known once it settled.
-        if !self
-            .shared
-            .inflight
-            .settled_within(&store, super::transfers::BUSY_WAIT)
-            .await
-        {
-            return refuse(450, "The file is being written; try again");
+        if let Err(r) = self.resolve_settled(arg).await {
+            return r;
         }
         match self.see(arg).await {
             Ok((_, _, m)) if m.is_file() => Reply::new(213, m.size.to_string()),

@@ -88,6 +88,51 @@ impl Bounds {
     }
 }
 
+/// What [`Bounds::fill`] read.
+struct Filled {
+    len: usize,
+    /// The client ended the stream (or a read failed: then `error` says why).
+    ended: bool,
+    error: Option<io::Error>,
+}
+
+impl Bounds {
+    /// Reads from the data connection into `buf` until it is full or the stream ends, in
+    /// steps of the speed limit, bounded by stalls, cancellation and ABOR.
+    async fn fill(&mut self, input: &mut DataStream, buf: &mut [u8]) -> Filled {
+        let step = self.step();
+        let mut len = 0;
+        while len < buf.len() {
+            let end = (len + step).min(buf.len());
+            match self.bounded(input.read(&mut buf[len..end])).await {
+                Ok(0) => {
+                    return Filled {
+                        len,
+                        ended: true,
+                        error: None,
+                    }
+                }
+                Ok(n) => {
+                    self.throttle(n).await;
+                    len += n;
+                }
+                Err(e) => {
+                    return Filled {
+                        len,
+                        ended: true,
+                        error: Some(e),
+                    }
+                }
+            }
+        }
+        Filled {
+            len,
+            ended: false,
+            error: None,
+        }
+    }
+}
+
 fn cancelled() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "transfer cancelled")
 }
@@ -108,32 +153,12 @@ pub(crate) async fn receive(
     upload: Box<dyn Upload>,
     mut bounds: Bounds,
 ) -> Received {
-    let step = bounds.step();
     // First up to SMALL bytes: most log files of a busy agent end here.
     let mut first = vec![0u8; SMALL];
-    let mut filled = 0;
-    let mut error = None;
-    let mut eof = false;
-    while filled < SMALL {
-        let end = (filled + step).min(SMALL);
-        match bounds.bounded(input.read(&mut first[filled..end])).await {
-            Ok(0) => {
-                eof = true;
-                break;
-            }
-            Ok(n) => {
-                bounds.throttle(n).await;
-                filled += n;
-            }
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-    }
-    first.truncate(filled);
-    if eof || error.is_some() {
-        return write_small(upload, first, error).await;
+    let got = bounds.fill(input, &mut first).await;
+    first.truncate(got.len);
+    if got.ended {
+        return write_small(upload, first, got.error).await;
     }
     receive_pipelined(input, upload, bounds, first).await
 }
@@ -235,7 +260,6 @@ async fn receive_pipelined(
     let first_len = first.len();
     let mut allocated = 1;
     if to_writer.send((first, first_len)).await.is_ok() {
-        let step = bounds.step();
         loop {
             let mut buf = if allocated < POOL {
                 allocated += 1;
@@ -247,30 +271,12 @@ async fn receive_pipelined(
                     None => break,
                 }
             };
-            let mut filled = 0;
-            let mut eof = false;
-            while filled < CHUNK {
-                let end = (filled + step).min(CHUNK);
-                match bounds.bounded(input.read(&mut buf[filled..end])).await {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        bounds.throttle(n).await;
-                        filled += n;
-                    }
-                    Err(e) => {
-                        read_error = Some(e);
-                        eof = true;
-                        break;
-                    }
-                }
-            }
-            if filled > 0 && to_writer.send((buf, filled)).await.is_err() {
+            let got = bounds.fill(input, &mut buf[..CHUNK]).await;
+            read_error = got.error;
+            if got.len > 0 && to_writer.send((buf, got.len)).await.is_err() {
                 break; // the writer stopped; its error is reported below
             }
-            if eof {
+            if got.ended {
                 break;
             }
         }

@@ -48,18 +48,10 @@ impl Control {
         if arg.is_empty() {
             return refuse(501, "SITE SHA256 needs a path");
         }
-        let (_, store) = match self.resolve(arg) {
+        let (_, store) = match self.resolve_settled(arg).await {
             Ok(x) => x,
             Err(r) => return r,
         };
-        if !self
-            .shared
-            .inflight
-            .settled_within(&store, super::transfers::BUSY_WAIT)
-            .await
-        {
-            return refuse(450, "The file is being written; try again");
-        }
         match self.shared.store.sha256(&store).await {
             Ok(h) => Reply::new(213, h.hex()),
             Err(e) => store_error(&e),
