@@ -176,6 +176,10 @@ pub async fn run(
         }
     });
 
+    // If this future is dropped before the tracker ends (its runtime shutting down, a caller's
+    // timeout), the tracker is told to stop: otherwise the join below would wait for ever and
+    // with it the runtime's shutdown.
+    let _stop_tracker = StopOnDrop(Arc::clone(&inbox));
     let loop_cfg = cfg.clone();
     let m = Arc::clone(&metrics);
     let thread = std::thread::Builder::new()
@@ -209,6 +213,15 @@ pub async fn run(
         });
     }
     Ok(ended.summary)
+}
+
+/// Tells the tracker to stop when dropped.
+struct StopOnDrop(Arc<Inbox>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// How the tracker's loop ended.

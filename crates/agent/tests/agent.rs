@@ -361,8 +361,24 @@ async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_la
     let mut cfg = w.config("");
     cfg.quiet_period = Duration::from_secs(30); // only the close event makes a file ready early
     cfg.scan_interval = Duration::from_secs(1);
+    let db = cfg.state_db.clone();
     let agent = tokio::spawn(run(cfg, Mode::Forever, rx));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server comes only once the agent runs and holds the file as waiting to be archived:
+    // the path under test, whatever the machine's speed.
+    let t = Instant::now();
+    loop {
+        let waiting = logarchive_agent::state::StateDb::open(&db)
+            .and_then(|db| db.totals(0))
+            .is_ok_and(|t| t.backlog_files >= 1);
+        if waiting {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the agent did not find the file while the server was down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     w.start_server().await;
     wait_for_file(
         &w.home().join("early.log"),

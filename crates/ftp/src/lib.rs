@@ -18,6 +18,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod names;
+pub mod os;
 pub mod rate;
 #[cfg(feature = "server")]
 pub mod rights;

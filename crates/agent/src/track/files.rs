@@ -95,26 +95,8 @@ impl OpenFiles {
     /// How many files this process may hold open for rows: half its descriptor limit (raised to
     /// the hard limit first), at most 8192.
     pub fn cap_from_rlimit() -> usize {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit read and write a properly sized struct we own.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return 256;
-            }
-            if lim.rlim_cur < lim.rlim_max {
-                let raised = libc::rlimit {
-                    rlim_cur: lim.rlim_max.min(65_536),
-                    rlim_max: lim.rlim_max,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    lim.rlim_cur = raised.rlim_cur;
-                }
-            }
-        }
-        ((lim.rlim_cur / 2) as usize).clamp(16, 8192)
+        let limit = logarchive_ftp::os::raise_open_files_limit();
+        ((limit / 2) as usize).clamp(16, 8192)
     }
 
     pub fn get(&self, row: i64) -> Option<Arc<File>> {

@@ -111,15 +111,36 @@ pub(crate) fn tls_connector(
                 }
             }
             None => {
-                for dir in [
-                    "/etc/ssl/certs/ca-certificates.crt",
-                    "/etc/pki/tls/certs/ca-bundle.crt",
-                ] {
-                    if let Ok(pem) = std::fs::read(dir) {
-                        for c in rustls_pemfile::certs(&mut &pem[..]).flatten() {
-                            let _ = roots.add(c);
+                // The system's bundle. One unusable certificate among hundreds is skipped (and
+                // said at DEBUG); a bundle that gives none is an error naming what was tried.
+                let mut skipped = 0usize;
+                for bundle in SYSTEM_CA_BUNDLES {
+                    match std::fs::read(bundle) {
+                        Ok(pem) => {
+                            for c in rustls_pemfile::certs(&mut &pem[..]) {
+                                if c.map_err(|_| ())
+                                    .and_then(|c| roots.add(c).map_err(|_| ()))
+                                    .is_err()
+                                {
+                                    skipped += 1;
+                                }
+                            }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!("cannot read the CA bundle {bundle}: {e}"),
                     }
+                }
+                if skipped > 0 {
+                    tracing::debug!(
+                        "{skipped} unusable certificates skipped in the system CA bundle"
+                    );
+                }
+                if roots.is_empty() {
+                    return Err(ClientError::Tls(format!(
+                        "no usable CA certificate in the system bundle ({}); install \
+                         ca-certificates or give a CA file",
+                        SYSTEM_CA_BUNDLES.join(", ")
+                    )));
                 }
             }
         }
@@ -127,6 +148,12 @@ pub(crate) fn tls_connector(
     };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
+
+/// Where systems keep their CA bundle (Debian and its kin; Fedora and its kin).
+const SYSTEM_CA_BUNDLES: [&str; 2] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
 
 #[derive(Debug)]
 struct NoVerify;

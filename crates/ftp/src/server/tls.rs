@@ -21,6 +21,14 @@ pub enum TlsError {
     /// The file holds no private key.
     #[error("no private key found in {0}")]
     NoKey(String),
+    /// A PEM block of the file is damaged (a bad line, a cut-off block).
+    #[error("{path}: a damaged PEM block: {source}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What the PEM reader found.
+        source: std::io::Error,
+    },
     /// rustls refused the certificate or key.
     #[error("invalid certificate or key: {0}")]
     Rustls(#[from] rustls::Error),
@@ -55,15 +63,20 @@ pub fn server_config_from_pem(
     cert_name: &str,
     key_name: &str,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .filter_map(|c| c.ok())
-        .collect();
+    // A damaged block is an error, not skipped: a chain missing its intermediate would load and
+    // then fail in every client.
+    let pem = |path: &str| {
+        let path = path.to_string();
+        move |source| TlsError::Pem { path, source }
+    };
+    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem(cert_name))?;
     if certs.is_empty() {
         return Err(TlsError::NoCert(cert_name.to_string()));
     }
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .ok()
-        .flatten()
+        .map_err(pem(key_name))?
         .ok_or_else(|| TlsError::NoKey(key_name.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -72,4 +85,23 @@ pub fn server_config_from_pem(
         .with_single_cert(certs, key)?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_pem_block_is_an_error_naming_the_file_not_skipped() {
+        for bad in [
+            &b"-----BEGIN CERTIFICATE-----\n%%%% not base64 %%%%\n-----END CERTIFICATE-----\n"[..],
+            &b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n"[..],
+        ] {
+            let e = server_config_from_pem(bad, b"", "cert.pem", "key.pem").unwrap_err();
+            assert!(matches!(e, TlsError::Pem { .. }), "{e}");
+            assert!(e.to_string().contains("cert.pem"), "{e}");
+        }
+        let e = server_config_from_pem(b"", b"", "cert.pem", "key.pem").unwrap_err();
+        assert!(matches!(e, TlsError::NoCert(_)), "{e}");
+    }
 }

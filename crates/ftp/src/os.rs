@@ -1,0 +1,44 @@
+//! What a process holding many connections or files asks of the operating system.
+
+/// Raises this process's soft limit of open files to its hard limit (at most 1,048,576, as
+/// systemd's default hard limit is) and returns the soft limit now in force. Debian's default
+/// soft limit, 1024, is far below what a server with hundreds of sessions, or an agent
+/// following thousands of files, holds; the hard limit is what the administrator allows.
+pub fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a properly sized struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max.min(1 << 20),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = raised.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_limit() {
+        let now = super::raise_open_files_limit();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, now);
+        assert_eq!(now, lim.rlim_max.min(1 << 20));
+    }
+}
