@@ -70,6 +70,18 @@ fn split(path: &str) -> (&str, &str) {
     }
 }
 
+/// The range of paths at any depth under the folder `dir`: `[dir/, dir0)` ('0' is the
+/// character after '/', so every path that starts with `dir/` sorts inside it).
+fn under(dir: &str) -> (String, String) {
+    let prefix = if dir.ends_with('/') {
+        dir.to_string()
+    } else {
+        format!("{dir}/")
+    };
+    let end = format!("{}0", &prefix[..prefix.len() - 1]);
+    (prefix, end)
+}
+
 fn agent_of(path: &str) -> &str {
     path.trim_start_matches('/').split('/').next().unwrap_or("")
 }
@@ -89,9 +101,18 @@ fn mtime_ms(m: &std::fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
+/// The catalog database. One connection writes (the event follower's thread, see
+/// `follow_events` in lib.rs); reads go through a few connections of their own, so a long read
+/// (a zip's listing, the dashboard's totals) neither waits for nor holds up the writer, and
+/// every read sees committed rows only.
 pub struct Catalog {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
+
+/// Reading connections: as many reads run at once.
+const READERS: usize = 4;
 
 /// Local names kept per archived file.
 pub const MAX_ALIASES: usize = 32;
@@ -103,13 +124,9 @@ const LIST_FILES: &str = "SELECT path, agent, size, sha256, modified_ms, archive
 impl Catalog {
     pub fn open(path: &Path) -> Result<Catalog> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Self::tune(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Statement journals (an upsert with triggers needs one) in memory, not temp files.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // Reads through a memory map instead of a pread per page: listings touch many pages.
-        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS files (
                 id INTEGER PRIMARY KEY,
@@ -156,13 +173,54 @@ impl Catalog {
                 modified_ms INTEGER NOT NULL, archived_ms INTEGER NOT NULL, appended_ms INTEGER
              );",
         )?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                Self::tune(&r)?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Catalog {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: Default::default(),
         })
     }
 
+    /// Settings of every connection.
+    fn tune(conn: &Connection) -> Result<()> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Statement journals (an upsert with triggers needs one) in memory, not temp files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Reads through a memory map instead of a pread per page: listings touch many pages.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+        Ok(())
+    }
+
+    /// The writing connection.
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reading connection: a free one if there is one, else the next in turn.
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let first = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            match self.readers[(first + i) % self.readers.len()].try_lock() {
+                Ok(c) => return c,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[first % self.readers.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a completed file (insert, or update in place).
@@ -313,7 +371,7 @@ impl Catalog {
 
     /// The local names of the file at `path`.
     pub fn aliases(&self, path: &str) -> Result<Vec<String>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st =
             conn.prepare_cached("SELECT name FROM aliases WHERE path = ?1 ORDER BY name")?;
         let rows = st
@@ -324,13 +382,8 @@ impl Catalog {
 
     /// The local names of the files directly in `dir`: path → names.
     pub fn aliases_in(&self, dir: &str) -> Result<std::collections::HashMap<String, Vec<String>>> {
-        let conn = self.lock();
-        let prefix = if dir.ends_with('/') {
-            dir.to_string()
-        } else {
-            format!("{dir}/")
-        };
-        let end = format!("{}0", &prefix[..prefix.len() - 1]);
+        let (prefix, end) = under(dir);
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT path, name FROM aliases WHERE path >= ?1 AND path < ?2 ORDER BY path, name",
         )?;
@@ -348,7 +401,7 @@ impl Catalog {
     }
 
     pub fn get(&self, path: &str) -> Result<Option<Entry>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files WHERE path = ?1",
         )?;
@@ -357,13 +410,13 @@ impl Catalog {
 
     pub fn count(&self) -> Result<u64> {
         Ok(self
-            .lock()
+            .read()
             .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Whether the database answers (a one-row read; `count` would scan every row).
     pub fn ping(&self) -> Result<()> {
-        self.lock()
+        self.read()
             .query_row("SELECT 1 FROM files LIMIT 1", [], |_| Ok(()))
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(()),
@@ -374,7 +427,7 @@ impl Catalog {
 
     /// The sub-folders and files directly in `dir` (`/` lists the agents).
     pub fn list(&self, dir: &str) -> Result<(Vec<String>, Vec<Entry>)> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st =
             conn.prepare_cached("SELECT path FROM dirs WHERE parent = ?1 ORDER BY path")?;
         let dirs = st
@@ -387,30 +440,39 @@ impl Catalog {
         Ok((dirs, files))
     }
 
-    /// Every file at any depth under `dir` (`/` = the whole archive), in path order, at most
-    /// `limit`. Served by the path index: the range of paths that start with `dir/`.
-    pub fn files_under(&self, dir: &str, limit: usize) -> Result<Vec<Entry>> {
-        let conn = self.lock();
-        let prefix = if dir.ends_with('/') {
-            dir.to_string()
-        } else {
-            format!("{dir}/")
-        };
-        // '/' + 1 = '0': every path that starts with the prefix sorts before prefix-with-'0'.
-        let end = format!("{}0", &prefix[..prefix.len() - 1]);
+    /// Files at any depth under `dir` (`/` = the whole archive) in path order, after the path
+    /// `after` (`None`: from the first), at most `limit`: a page of a walk that holds a reading
+    /// connection only for one page. Served by the path index.
+    pub fn files_under(&self, dir: &str, after: Option<&str>, limit: usize) -> Result<Vec<Entry>> {
+        let (prefix, end) = under(dir);
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files \
-             WHERE path >= ?1 AND path < ?2 ORDER BY path LIMIT ?3",
+             WHERE path >= ?1 AND path > ?2 AND path < ?3 ORDER BY path LIMIT ?4",
         )?;
         let rows = st
-            .query_map(params![prefix, end, limit as i64], entry)?
+            .query_map(
+                params![prefix, after.unwrap_or(""), end, limit as i64],
+                entry,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
+    /// How many files are at any depth under `dir`, counting no further than `limit`.
+    pub fn count_under(&self, dir: &str, limit: usize) -> Result<usize> {
+        let (prefix, end) = under(dir);
+        let n: i64 = self.read().query_row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM files WHERE path >= ?1 AND path < ?2 LIMIT ?3)",
+            params![prefix, end, limit as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
     /// Per agent: files and bytes archived, and the last archive time.
     pub fn agent_totals(&self) -> Result<Vec<AgentTotals>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT agent, COUNT(*), COALESCE(SUM(size), 0), MAX(archived_ms) FROM files GROUP BY agent ORDER BY agent",
         )?;
@@ -429,7 +491,7 @@ impl Catalog {
 
     /// The most recently archived files.
     pub fn recent(&self, limit: usize) -> Result<Vec<Entry>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files ORDER BY archived_ms DESC LIMIT ?1",
         )?;
@@ -442,7 +504,7 @@ impl Catalog {
     /// Bytes of the files archived per agent per UTC day since `since_ms`: (agent, day, bytes),
     /// the day as days since 1970-01-01.
     pub fn daily_bytes(&self, since_ms: i64) -> Result<Vec<(String, i64, u64)>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut st = conn.prepare_cached(
             "SELECT agent, archived_ms / 86400000 AS day, SUM(size) FROM files \
              WHERE archived_ms >= ?1 GROUP BY agent, day ORDER BY agent, day",
@@ -457,7 +519,7 @@ impl Catalog {
 
     /// Files whose name matches, newest first.
     pub fn search(&self, q: &NameQuery) -> Result<Vec<Entry>> {
-        let conn = self.lock();
+        let conn = self.read();
         let limit = if q.limit == 0 { 1000 } else { q.limit } as i64;
         let glob = q.name.contains(['*', '?', '[']);
         // (Narrowing a glob through the trigram index of its literal part was measured: with a

@@ -97,7 +97,9 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         }
         None => None,
     };
-    let ftp = Arc::new(ftp::start(settings.ftp_config()?, Arc::clone(&users) as _).await?);
+    let ftp_config = settings.ftp_config()?;
+    let web_connections = fit_open_files_limit(&ftp_config, &settings.web);
+    let ftp = Arc::new(ftp::start(ftp_config, Arc::clone(&users) as _).await?);
     // Hand edits of the users file apply within a second (and at once to a login: the file is
     // checked before every password check).
     let users_watch = users.watch(USERS_POLL);
@@ -129,12 +131,21 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         metrics,
         config: settings.web.clone(),
         lines: Default::default(),
+        workers: web::workers::Workers::new(
+            settings.web.max_searches,
+            settings.web.max_searches_per_user,
+            settings.web.max_transfers,
+        ),
     });
     let (web_stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let web_task = tokio::spawn(web::serve(
         web_listener,
         web::router(state),
         web_tls,
+        web::ConnLimits {
+            max_connections: web_connections,
+            ..settings.web.conn_limits()
+        },
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },
@@ -149,6 +160,30 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         users_watch,
         initial_admin_password,
     })
+}
+
+/// Raises the open-files limit and fits the web service's connection cap under it: a web flood
+/// must never take the descriptors the FTP service needs. When the limit is below what the
+/// configured caps could use together, the web cap shrinks to a quarter of what is left after
+/// a reserve, and the operator is told once. Returns the web connection cap to use.
+fn fit_open_files_limit(ftp: &ftp::FtpServerConfig, web: &web::WebConfig) -> usize {
+    let limit = logarchive_ftp::os::raise_open_files_limit();
+    // An FTP session holds its control connection, a data connection and a passive listener;
+    // the catalog, the users file, downloads and searches need some more.
+    const RESERVE: u64 = 256;
+    let ftp_needs = 3 * ftp.max_sessions as u64 + ftp.max_pending_logins as u64;
+    let needed = web.max_connections as u64 + ftp_needs + web.max_transfers as u64 + RESERVE;
+    if limit >= needed {
+        return web.max_connections;
+    }
+    let fitted = (limit.saturating_sub(RESERVE) / 4).clamp(16, web.max_connections as u64) as usize;
+    tracing::warn!(
+        "the open-files limit is {limit}, below the {needed} the connection limits may use: \
+         the web service takes at most {fitted} connections (not {}); raise LimitNOFILE \
+         (systemd) or ulimit -n, or lower [ftp] max_sessions",
+        web.max_connections
+    );
+    fitted
 }
 
 /// How often the users file is checked for hand edits (one stat).
@@ -194,10 +229,14 @@ fn follow_events(
         .name("catalog-writer".into())
         .spawn(move || {
             let mut reconcile = true;
+            // A reconcile that failed is tried again with the next events, at most this often.
+            const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+            let mut next_try = std::time::Instant::now();
             let mut batch = Vec::with_capacity(BATCH);
             let mut last_commit = std::time::Instant::now();
             loop {
-                if std::mem::take(&mut reconcile) {
+                if reconcile && std::time::Instant::now() >= next_try {
+                    reconcile = false;
                     match catalog.reconcile(&archive) {
                         Ok((added, removed, updated)) => tracing::info!(
                             added,
@@ -205,7 +244,11 @@ fn follow_events(
                             updated,
                             "catalog reconciled with the archive"
                         ),
-                        Err(e) => tracing::error!("catalog reconcile: {e}"),
+                        Err(e) => {
+                            tracing::error!("catalog reconcile: {e}; trying again later");
+                            reconcile = true;
+                            next_try = std::time::Instant::now() + RETRY;
+                        }
                     }
                 }
                 match events.blocking_recv() {

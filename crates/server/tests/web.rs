@@ -160,7 +160,15 @@ async fn login_sessions_roles_and_lockout() {
 
 #[tokio::test]
 async fn parallel_web_guesses_are_counted_before_any_password_is_checked() {
-    let s = Server::start_with(|_| {}, |c| c.web.login_max_failures = 5).await;
+    let s = Server::start_with(
+        |_| {},
+        |c| {
+            c.web.login_max_failures = 5;
+            // All 200 at once from one address: the lockout is under test, not the connection cap.
+            c.web.max_connections_per_address = 1000;
+        },
+    )
+    .await;
     let checks = || async {
         let (_, m) = Web::new(&s.base).text("/metrics").await;
         m.lines()
@@ -1239,7 +1247,29 @@ async fn dashboard_browse_metrics_health_and_openapi() {
                 .send()
                 .await
                 .unwrap();
-            assert!(r.status().is_success(), "{method} {url}: {}", r.status());
+            assert_eq!(r.status(), 200, "{method} {url}");
+            // What the document promises: a JSON body with the schema's required fields.
+            let ok = &item[method]["responses"]["200"];
+            let Some(schema) = ok["content"]["application/json"]["schema"].as_object() else {
+                continue;
+            };
+            let body: serde_json::Value = r
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: not JSON: {e}"));
+            if let Some(name) = schema.get("$ref").and_then(|r| r.as_str()) {
+                let name = name.rsplit('/').next().unwrap();
+                let def = &doc["components"]["schemas"][name];
+                for field in def["required"].as_array().into_iter().flatten() {
+                    let field = field.as_str().unwrap();
+                    assert!(
+                        body.get(field).is_some(),
+                        "{url}: {field} missing from {body}"
+                    );
+                }
+            } else if schema.get("type").and_then(|t| t.as_str()) == Some("array") {
+                assert!(body.is_array(), "{url}: not an array: {body}");
+            }
         }
     }
 }

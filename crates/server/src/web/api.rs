@@ -359,15 +359,19 @@ pub(super) async fn name_search(st: &Arc<WebState>, q: NameQuery) -> Result<Vec<
 pub(super) async fn start_content_search(
     st: &Arc<WebState>,
     p: &SearchParams,
+    user: &str,
 ) -> Result<Option<tokio::sync::mpsc::Receiver<search::Event>>, WebError> {
     let Some(cq) = p.content_query(st) else {
         return Ok(None);
     };
+    // Busy before any work: a place among the searches running, server-wide and the caller's.
+    let permit = st.workers.search(user)?;
     let files = name_search(st, p.name_query(st.config.search_max_files)?).await?;
     // Compiling a pattern is CPU work: not on the async workers.
     let (archive, threads) = (Arc::clone(&st.archive), st.config.search_threads);
     let running =
-        tokio::task::spawn_blocking(move || search::start(archive, files, cq, threads)).await??;
+        tokio::task::spawn_blocking(move || search::start(archive, files, cq, threads, permit))
+            .await??;
     Ok(Some(running.events))
 }
 
@@ -388,13 +392,13 @@ pub struct SearchResult {
 /// Search by name, agent and time, and optionally by content.
 #[utoipa::path(get, path = "/api/v1/search", params(SearchParams), responses((status = 200, body = SearchResult), (status = 400)))]
 async fn search_api(
-    _: Caller,
+    c: Caller,
     State(st): S,
     Query(p): Query<SearchParams>,
 ) -> Result<Json<SearchResult>, WebError> {
     let limit = p.limit.unwrap_or(200).clamp(1, 10_000);
     let files = name_search(&st, p.name_query(limit)?).await?;
-    let content = match start_content_search(&st, &p).await? {
+    let content = match start_content_search(&st, &p, &c.name).await? {
         None => None,
         Some(mut rx) => {
             let mut hits = Vec::new();
@@ -605,14 +609,15 @@ pub(super) async fn download(
     inline: bool,
 ) -> Result<Response, WebError> {
     if p.is_root() || st.archive.is_dir(&p) {
-        let st2 = Arc::clone(st);
+        let permit = st.workers.transfer()?;
+        let (archive, catalog) = (Arc::clone(&st.archive), Arc::clone(&st.catalog));
         return tokio::task::spawn_blocking(move || {
-            download::zip_response(Arc::clone(&st2.archive), &st2.catalog, &p)
+            download::zip_response(archive, catalog, &p, permit)
         })
         .await?;
     }
     let open = st.archive.open_file(&p)?;
-    Ok(download::file_response(open, p.name(), headers, inline))
+    download::file_response(open, p.name(), headers, inline, &st.workers)
 }
 
 /// The whole archive as a zip.

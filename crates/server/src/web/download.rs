@@ -1,11 +1,12 @@
 //! Downloads: a file with `Range`, `ETag`/`If-None-Match`/`If-Range` and a
 //! `Content-Disposition` that survives any name; a folder as a zip streamed while it is built.
-//! Both are read by a blocking thread into a small bounded channel: memory stays constant and a
-//! client that goes away stops the reading.
+//! Both are read by a worker thread (one of a bounded number, see [`super::workers`]) into a
+//! small bounded channel: memory stays constant and a client that goes away stops the reading.
 
 use super::archive::encode_component;
 use super::archive::{Archive, ArchivePath, OpenFile};
 use super::error::WebError;
+use super::workers::{self, TransferPermit};
 use super::zip::ZipWriter;
 use crate::catalog::Catalog;
 use axum::body::{Body, Bytes};
@@ -60,18 +61,24 @@ fn read_chunks(
     Ok(true)
 }
 
-/// Reads `[start, start + len)` of `file` on a blocking thread.
-fn stream_range(file: std::fs::File, start: u64, len: u64) -> Body {
+/// Reads `[start, start + len)` of `file` on a worker thread, which holds `permit`.
+fn stream_range(
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+    permit: TransferPermit,
+) -> Result<Body, WebError> {
     let (tx, rx) = mpsc::channel::<Chunk>(4);
-    std::thread::spawn(move || {
+    workers::spawn("download", move || {
+        let _permit = permit;
         let sent = read_chunks(&file, start, len, |buf| {
             tx.blocking_send(Ok(Bytes::from(buf))).is_ok()
         });
         if let Err(e) = sent {
             let _ = tx.blocking_send(Err(e));
         }
-    });
-    body_from(rx)
+    })?;
+    Ok(body_from(rx))
 }
 
 /// `attachment; filename="ascii"; filename*=UTF-8''percent-encoded`
@@ -142,15 +149,21 @@ pub fn parse_range(v: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiab
     Ok(Some((start, end - start + 1)))
 }
 
-/// The response for a file download.
-pub fn file_response(open: OpenFile, name: &str, headers: &HeaderMap, inline: bool) -> Response {
+/// The response for a file download; its body is read on a worker thread of `workers`.
+pub fn file_response(
+    open: OpenFile,
+    name: &str,
+    headers: &HeaderMap,
+    inline: bool,
+    workers: &workers::Workers,
+) -> Result<Response, WebError> {
     let size = open.meta.len();
     let tag = etag(&open.meta);
     let none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     if none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     // A range only applies if the client's copy is this version (If-Range).
     let range_applies = headers
@@ -188,23 +201,28 @@ pub fn file_response(open: OpenFile, name: &str, headers: &HeaderMap, inline: bo
                 format!("bytes {start}-{}/{size}", start + len - 1),
             )
             .header(header::CONTENT_LENGTH, len)
-            .body(stream_range(open.file, start, len)),
+            .body(stream_range(open.file, start, len, workers.transfer()?)?),
         Ok(None) => builder
             .status(StatusCode::OK)
             .header(header::CONTENT_LENGTH, size)
-            .body(stream_range(open.file, 0, size)),
+            .body(stream_range(open.file, 0, size, workers.transfer()?)?),
     };
-    r.unwrap_or_else(|e| WebError::Internal(format!("building a response: {e}")).into_response())
+    r.map_err(|e| WebError::Internal(format!("building a response: {e}")))
 }
 
-/// A folder as a zip, streamed. The files are those the catalog lists under it.
+/// Files listed from the catalog at a time while a zip is written.
+const ZIP_PAGE: usize = 1000;
+
+/// A folder as a zip, streamed by a worker thread (which holds `permit`). The files are those
+/// the catalog lists under it, read a page at a time: memory stays bounded however many there
+/// are, and no catalog connection is held while files are sent.
 pub fn zip_response(
     archive: Arc<Archive>,
-    catalog: &Catalog,
+    catalog: Arc<Catalog>,
     dir: &ArchivePath,
+    permit: TransferPermit,
 ) -> Result<Response, WebError> {
-    let files = catalog.files_under(&dir.display(), MAX_ZIP_FILES + 1)?;
-    if files.len() > MAX_ZIP_FILES {
+    if catalog.count_under(&dir.display(), MAX_ZIP_FILES + 1)? > MAX_ZIP_FILES {
         return Err(WebError::BadRequest(format!(
             "{} holds more than {MAX_ZIP_FILES} files; download a sub-folder",
             dir.display()
@@ -223,44 +241,58 @@ pub fn zip_response(
     };
     let (tx, rx) = mpsc::channel::<Chunk>(4);
     let zip_base = base.clone();
-    std::thread::spawn(move || {
+    let dir_path = dir.display();
+    workers::spawn("zip", move || {
+        let _permit = permit;
         let send = |b: Vec<u8>| tx.blocking_send(Ok(Bytes::from(b))).is_ok();
+        let fail = |e: String| {
+            // The zip would be short: fail the download honestly.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        };
         let mut zip = ZipWriter::new();
-        for f in files {
-            let Ok(p) = ArchivePath::parse(&f.path) else {
-                continue;
+        let (mut after, mut sent_files) = (None::<String>, 0usize);
+        loop {
+            let page = match catalog.files_under(&dir_path, after.as_deref(), ZIP_PAGE) {
+                Ok(page) => page,
+                Err(e) => return fail(format!("listing {dir_path}: {e}")),
             };
-            // A file that vanished since the catalog listed it is left out.
-            let Ok(open) = archive.open_file(&p) else {
-                continue;
-            };
-            let name = format!("{zip_base}{}", &f.path[strip.min(f.path.len())..]);
-            let (header, mut entry) = zip.start_file(&name, f.modified_ms);
-            if !send(header) {
-                return;
-            }
-            // Exactly the size seen at open: a log growing meanwhile is cut there.
-            let size = open.meta.len();
-            let sent = read_chunks(&open.file, 0, size, |buf| {
-                entry.update(&buf);
-                send(buf)
-            });
-            match sent {
-                Ok(true) => {}
-                Ok(false) => return, // client gone
-                Err(e) => {
-                    // The entry would be short: fail the download honestly.
-                    let _ =
-                        tx.blocking_send(Err(std::io::Error::other(format!("{}: {e}", f.path))));
+            let Some(last) = page.last() else { break };
+            after = Some(last.path.clone());
+            for f in page {
+                if sent_files == MAX_ZIP_FILES {
+                    return fail(format!("{dir_path} grew past {MAX_ZIP_FILES} files"));
+                }
+                sent_files += 1;
+                let Ok(p) = ArchivePath::parse(&f.path) else {
+                    continue;
+                };
+                // A file that vanished since the catalog listed it is left out.
+                let Ok(open) = archive.open_file(&p) else {
+                    continue;
+                };
+                let name = format!("{zip_base}{}", &f.path[strip.min(f.path.len())..]);
+                let (header, mut entry) = zip.start_file(&name, f.modified_ms);
+                if !send(header) {
+                    return;
+                }
+                // Exactly the size seen at open: a log growing meanwhile is cut there.
+                let size = open.meta.len();
+                let sent = read_chunks(&open.file, 0, size, |buf| {
+                    entry.update(&buf);
+                    send(buf)
+                });
+                match sent {
+                    Ok(true) => {}
+                    Ok(false) => return, // client gone
+                    Err(e) => return fail(format!("{}: {e}", f.path)),
+                }
+                if !send(zip.end_file(entry)) {
                     return;
                 }
             }
-            if !send(zip.end_file(entry)) {
-                return;
-            }
         }
         send(zip.finish());
-    });
+    })?;
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/zip")

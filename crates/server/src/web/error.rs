@@ -20,6 +20,9 @@ pub enum WebError {
     Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A bounded resource (searches, downloads, threads) is taken: try again shortly.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 impl WebError {
@@ -32,6 +35,7 @@ impl WebError {
             WebError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -70,6 +74,10 @@ impl IntoResponse for WebError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.public_message() }).to_string();
         let mut r = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -11,9 +11,11 @@ pub mod error;
 pub mod metrics;
 pub mod pages;
 pub mod search;
+pub mod serve;
 pub mod time;
 pub mod users;
 pub mod view;
+pub mod workers;
 pub mod zip;
 
 use crate::catalog::Catalog;
@@ -25,7 +27,6 @@ use axum::response::Response;
 use axum::Router;
 use logarchive_ftp::server::ServerHandle;
 use metrics::Metrics;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,25 @@ pub struct WebConfig {
     pub search_max_matches: u64,
     /// Files a content search looks at, at most (the newest that match the other filters).
     pub search_max_files: usize,
+    /// Content searches running at once, server-wide; more are answered "busy" (503).
+    pub max_searches: usize,
+    /// Content searches one account runs at once.
+    pub max_searches_per_user: usize,
+    /// Downloads and zips being read at once, server-wide (each holds a thread while its
+    /// client reads); more are answered "busy" (503).
+    pub max_transfers: usize,
+    /// Connections at once, all addresses together (TLS handshakes included).
+    pub max_connections: usize,
+    /// Connections from one address at once.
+    pub max_connections_per_address: usize,
+    /// Time for a request's headers (and a TLS handshake) to arrive; also how long an idle
+    /// keep-alive connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection on which nothing moves either way this long, while a request is read or
+    /// answered, is closed (a client that stopped reading). At least `search_timeout` + 15 s.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for WebConfig {
@@ -56,11 +76,28 @@ impl Default for WebConfig {
             search_timeout: Duration::from_secs(30),
             search_max_matches: 1000,
             search_max_files: 100_000,
+            max_searches: 4,
+            max_searches_per_user: 2,
+            max_transfers: 64,
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            header_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
 
 impl WebConfig {
+    /// The connection limits of the web service.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            header_timeout: self.header_timeout,
+            stall_timeout: self.stall_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+        }
+    }
+
     /// The same limits with every count at least 1 (a 0 in the file would disable logins or
     /// searches instead of limiting them).
     pub fn at_least_one(self) -> WebConfig {
@@ -69,6 +106,16 @@ impl WebConfig {
             search_threads: self.search_threads.max(1),
             search_max_matches: self.search_max_matches.max(1),
             search_max_files: self.search_max_files.max(1),
+            max_searches: self.max_searches.max(1),
+            max_searches_per_user: self.max_searches_per_user.max(1),
+            max_transfers: self.max_transfers.max(1),
+            max_connections: self.max_connections.max(1),
+            max_connections_per_address: self.max_connections_per_address.max(1),
+            header_timeout: self.header_timeout.max(Duration::from_millis(100)),
+            // A search writes nothing until its first hit: it must not look stalled.
+            stall_timeout: self
+                .stall_timeout
+                .max(self.search_timeout.saturating_add(Duration::from_secs(15))),
             ..self
         }
     }
@@ -86,6 +133,8 @@ pub struct WebState {
     pub config: WebConfig,
     /// Line counts of files already viewed.
     pub lines: view::LineCache,
+    /// Permits of the search and download threads.
+    pub workers: workers::Workers,
 }
 
 /// Headers every response carries: no framing, no sniffing, scripts and styles only from us.
@@ -129,123 +178,4 @@ pub fn router(state: Arc<WebState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` (plain HTTP, or HTTPS with `tls`) until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router.into_make_service_with_connect_info::<Peer>();
-    match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(cfg) => {
-            let tls = tls_listener::TlsListener::new(listener, cfg);
-            axum::serve(tls, app).with_graceful_shutdown(shutdown).await
-        }
-    }
-}
-
-/// The client's socket address, for handlers (`ConnectInfo<Peer>`), plain or TLS.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
-        Peer(*s.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, tls_listener::TlsListener>,
-    > for Peer
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tls_listener::TlsListener>) -> Peer {
-        Peer(*s.remote_addr())
-    }
-}
-
-mod tls_listener {
-    //! HTTPS: TLS handshakes run in their own tasks (a slow or silent client never holds up
-    //! the accept loop) and bounded in time; finished ones are handed to axum.
-
-    use axum::serve::Listener;
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-    use std::time::Duration;
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::mpsc;
-    use tokio_rustls::server::TlsStream;
-    use tokio_rustls::TlsAcceptor;
-
-    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-    pub struct TlsListener {
-        ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-        local: std::io::Result<SocketAddr>,
-    }
-
-    impl TlsListener {
-        pub fn new(tcp: TcpListener, cfg: Arc<rustls::ServerConfig>) -> TlsListener {
-            let local = tcp.local_addr();
-            let (tx, ready) = mpsc::channel(64);
-            let acceptor = TlsAcceptor::from(cfg);
-            tokio::spawn(async move {
-                loop {
-                    let (sock, addr) = match tcp.accept().await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            // Out of descriptors and the like: wait, then go on.
-                            tracing::warn!("HTTPS accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let _ = sock.set_nodelay(true);
-                    let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                            Ok(Ok(s)) => {
-                                let _ = tx.send((s, addr)).await;
-                            }
-                            Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
-                            Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                        }
-                    });
-                }
-            });
-            TlsListener { ready, local }
-        }
-    }
-
-    impl Listener for TlsListener {
-        type Io = TlsStream<TcpStream>;
-        type Addr = SocketAddr;
-
-        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-            match self.ready.recv().await {
-                Some(c) => c,
-                // The accept task never ends while we hold the receiver.
-                None => std::future::pending().await,
-            }
-        }
-
-        fn local_addr(&self) -> std::io::Result<Self::Addr> {
-            match &self.local {
-                Ok(a) => Ok(*a),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            }
-        }
-    }
-}
+pub use serve::{serve, ConnLimits, Peer};

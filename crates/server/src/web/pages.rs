@@ -518,7 +518,7 @@ async fn search_page(
             } else {
                 api::name_search(&st, q).await?
             };
-            let rx = api::start_content_search(&st, &p).await?;
+            let rx = api::start_content_search(&st, &p, &c.name).await?;
             Ok::<_, WebError>((names, rx))
         };
         match started.await {

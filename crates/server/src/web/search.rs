@@ -1,9 +1,13 @@
 //! Content search: ripgrep's engine over the files a name search left, on a few threads,
 //! streaming hits as they are found, bounded by time and by match count, and cancelled as soon
-//! as whoever reads the hits goes away.
+//! as whoever reads the hits goes away. The deadline and the cancellation are checked at every
+//! read of a file (64 KiB), not only between files, and a reader too slow to take the hits
+//! cannot hold the threads past the deadline. A search holds a [`SearchPermit`] until its last
+//! thread has stopped: their number is bounded (see [`super::workers`]).
 
 use super::archive::{Archive, ArchivePath};
 use super::error::WebError;
+use super::workers::{self, SearchPermit};
 use crate::catalog::Entry;
 use grep_regex::RegexMatcherBuilder;
 use grep_searcher::{BinaryDetection, SearcherBuilder, Sink, SinkMatch};
@@ -66,12 +70,18 @@ pub struct Running {
 /// as `\w{3000}` would otherwise take seconds of CPU and tens of megabytes to compile.
 pub const MAX_PROGRAM: usize = 1 << 20;
 
-/// Starts a search over `files`. Compiles the pattern: call it on a blocking thread.
+/// The longest line a search holds in memory (per thread); a file with a longer one is searched
+/// up to it.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// Starts a search over `files` on `threads` threads, which hold `permit` until the last one
+/// stops. Compiles the pattern: call it on a blocking thread.
 pub fn start(
     archive: Arc<Archive>,
     files: Vec<Entry>,
     q: ContentQuery,
     threads: usize,
+    permit: SearchPermit,
 ) -> Result<Running, WebError> {
     let matcher = RegexMatcherBuilder::new()
         .case_insensitive(!q.case_sensitive)
@@ -104,20 +114,26 @@ pub fn start(
         max: q.max_matches,
     });
     let started = Instant::now();
-    let workers: Vec<_> = (0..threads.max(1))
-        .map(|_| {
-            let (s, m, a, tx) = (
-                Arc::clone(&shared),
-                matcher.clone(),
-                Arc::clone(&archive),
-                tx.clone(),
-            );
-            std::thread::spawn(move || worker(&s, &m, &a, &tx))
-        })
-        .collect();
-    let finished = std::thread::spawn(move || {
-        for w in workers {
-            let _ = w.join();
+    let mut helpers = Vec::new();
+    for _ in 1..threads.max(1) {
+        let (s, m, a, tx) = (
+            Arc::clone(&shared),
+            matcher.clone(),
+            Arc::clone(&archive),
+            tx.clone(),
+        );
+        match workers::spawn("search", move || worker(&s, &m, &a, &tx)) {
+            Ok(h) => helpers.push(h),
+            // Fewer threads than asked for still finish the search.
+            Err(e) => tracing::debug!("search thread: {e}"),
+        }
+    }
+    // The first thread searches too, then waits for the others and reports.
+    let finished = workers::spawn("search", move || {
+        let _permit = permit;
+        worker(&shared, &matcher, &archive, &tx);
+        for h in helpers {
+            let _ = h.join();
         }
         let matches = shared.matches.load(Ordering::Relaxed).min(shared.max);
         let stats = SearchStats {
@@ -128,13 +144,42 @@ pub fn start(
             timed_out: shared.timed_out.load(Ordering::Relaxed),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
-        let _ = tx.blocking_send(Event::Done(stats.clone()));
+        // The reader gets a little longer than the search for the totals.
+        send(&shared, &tx, Event::Done(stats.clone()), DONE_GRACE);
         stats
-    });
+    })?;
     Ok(Running {
         events: rx,
         finished,
     })
+}
+
+/// How long past the deadline the totals may wait for a slow reader.
+const DONE_GRACE: Duration = Duration::from_secs(5);
+
+/// Hands `event` to the reader, waiting while its queue is full, but never past the search's
+/// deadline (+ `grace`): a reader that stopped reading cannot hold the threads. `false`: the
+/// reader is gone or too slow; the search stops.
+fn send(s: &Shared, tx: &mpsc::Sender<Event>, event: Event, grace: Duration) -> bool {
+    let mut event = event;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match tx.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if Instant::now() >= s.deadline + grace {
+                    s.timed_out.store(true, Ordering::Relaxed);
+                    break;
+                }
+                event = back;
+                std::thread::park_timeout(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+    s.stop.store(true, Ordering::Relaxed);
+    false
 }
 
 struct Shared {
@@ -173,6 +218,7 @@ fn worker(
     let mut searcher = SearcherBuilder::new()
         .line_number(true)
         .binary_detection(BinaryDetection::quit(0))
+        .heap_limit(Some(MAX_LINE))
         .build();
     while s.go_on() {
         let i = s.next.fetch_add(1, Ordering::Relaxed);
@@ -188,11 +234,32 @@ fn worker(
             tx,
             path: &entry.path,
         };
-        // Errors (a file that vanished mid-read) only end that file's search.
-        let _ = searcher.search_file(matcher, &open.file, &mut sink);
+        // Errors (a file that vanished mid-read, a line over MAX_LINE, the deadline) only
+        // end that file's search.
+        let reader = Checked {
+            s,
+            file: &open.file,
+        };
+        let _ = searcher.search_reader(matcher, reader, &mut sink);
         s.files_searched.fetch_add(1, Ordering::Relaxed);
-        s.bytes_searched
-            .fetch_add(open.meta.len(), Ordering::Relaxed);
+    }
+}
+
+/// A file read that stops when the search does (deadline, match limit, reader gone), at the
+/// next read rather than at the end of the file.
+struct Checked<'a> {
+    s: &'a Shared,
+    file: &'a std::fs::File,
+}
+
+impl std::io::Read for Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.s.go_on() {
+            return Err(std::io::Error::other("the search stopped"));
+        }
+        let n = std::io::Read::read(&mut self.file, buf)?;
+        self.s.bytes_searched.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -230,9 +297,8 @@ impl Sink for HitSink<'_> {
             offset: m.absolute_byte_offset(),
             text,
         };
-        if self.tx.blocking_send(Event::Hit(hit)).is_err() {
-            // Nobody reads the results any more: cancel the whole search.
-            self.s.stop.store(true, Ordering::Relaxed);
+        if !send(self.s, self.tx, Event::Hit(hit), Duration::ZERO) {
+            // Nobody reads the results any more (or too slowly): the search has stopped.
             return Ok(false);
         }
         if n == self.s.max {
@@ -246,6 +312,54 @@ impl Sink for HitSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One big file of long runs of letters and a pattern with no literal to skip by, that
+    /// must be tried at every position: ~4 s for the whole file here, far past the deadline.
+    #[test]
+    fn the_deadline_holds_inside_one_hostile_file() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("agent01");
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = format!("{}\n", "a".repeat(4000));
+        let body = line.repeat((64 << 20) / line.len());
+        std::fs::write(dir.join("hostile.log"), &body).unwrap();
+        let files = vec![Entry {
+            path: "/agent01/hostile.log".into(),
+            agent: "agent01".into(),
+            size: body.len() as u64,
+            sha256: None,
+            modified_ms: 0,
+            archived_ms: 0,
+            appended_ms: None,
+        }];
+        let archive = Arc::new(Archive::open(d.path()).unwrap());
+        let q = ContentQuery {
+            pattern: "[a-z]{100}[0-9]".into(),
+            regex: true,
+            case_sensitive: false,
+            max_matches: 1000,
+            timeout: Duration::from_millis(300),
+        };
+        let permit = crate::web::workers::Workers::new(1, 1, 1)
+            .search("t")
+            .unwrap();
+        let t = Instant::now();
+        let mut s = start(archive, files, q, 1, permit).unwrap();
+        while let Some(e) = s.events.blocking_recv() {
+            if let Event::Done(_) = e {
+                break;
+            }
+        }
+        let stats = s.finished.join().unwrap();
+        eprintln!("{stats:?} in {:?}", t.elapsed());
+        assert!(stats.timed_out, "{stats:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{:?}: the deadline was not kept",
+            t.elapsed()
+        );
+        assert!(stats.bytes_searched < body.len() as u64, "{stats:?}");
+    }
 
     #[test]
     fn dropping_the_receiver_cancels_the_search() {
@@ -274,7 +388,10 @@ mod tests {
             max_matches: u64::MAX,
             timeout: Duration::from_secs(600),
         };
-        let mut s = start(archive, files, q, 2).unwrap();
+        let permit = crate::web::workers::Workers::new(1, 1, 1)
+            .search("t")
+            .unwrap();
+        let mut s = start(archive, files, q, 2, permit).unwrap();
         assert!(matches!(s.events.blocking_recv(), Some(Event::Hit(_))));
         drop(s.events);
         let (tx, rx) = std::sync::mpsc::channel();
