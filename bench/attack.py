@@ -302,8 +302,9 @@ def hostile_file(archive):
     os.makedirs(d, exist_ok=True)
     line = b"a" * 4000 + b"\n"
     with open(os.path.join(d, "hostile.log"), "wb") as f:
-        for _ in range((200 << 20) // len(line)):
-            f.write(line)
+        block = line * 256
+        for _ in range((2 << 30) // len(block)):
+            f.write(block)
 
 
 ATTACKS = [
@@ -311,7 +312,7 @@ ATTACKS = [
     ("silent", "20,000 silent web connections from 100 addresses", silent_flood, False),
     ("slowloris", "2,000 web connections sending 1 header byte/s", slowloris, False),
     ("regex", "4 viewers searching \\w{3000} in a loop", lambda s: searches(s, "%5Cw%7B3000%7D", True), False),
-    ("hostile", "4 viewers searching [a-z]{100}[0-9] in a 200 MiB file, 5 s limit",
+    ("hostile", "4 viewers searching [a-z]{100}[0-9] in a 2 GiB file, 5 s limit",
      lambda s: searches(s, "%5Ba-z%5D%7B100%7D%5B0-9%5D", True), True),
     ("closed", "4 such searches whose tab closes after 0.5 s",
      lambda s: closed_tabs(s, "%5Ba-z%5D%7B100%7D%5B0-9%5D"), True),

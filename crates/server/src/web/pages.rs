@@ -568,6 +568,9 @@ async fn search_page(
         .map_err(|e| WebError::Internal(e.to_string()))?)
 }
 
+/// How long the search page goes without writing anything.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The body of the streamed search page.
 fn async_stream(
     head: String,
@@ -596,7 +599,16 @@ fn async_stream(
                         let t = tail(&search::SearchStats::default());
                         return Some((Ok(Bytes::from(t)), (St::Done, None, None, tail)));
                     };
-                    match r.recv().await {
+                    // A search that finds nothing for a while writes a newline each second:
+                    // the only way to learn that the reader closed the page, which cancels it.
+                    let next = match tokio::time::timeout(HEARTBEAT, r.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let beat = Bytes::from_static(b"\n");
+                            return Some((Ok(beat), (St::Hits, None, rx, tail)));
+                        }
+                    };
+                    match next {
                         Some(search::Event::Hit(h)) => {
                             let p =
                                 ArchivePath::parse(&h.path).unwrap_or_else(|_| ArchivePath::root());

@@ -238,6 +238,7 @@ fn worker(
         // end that file's search.
         let reader = Checked {
             s,
+            tx,
             file: &open.file,
         };
         let _ = searcher.search_reader(matcher, reader, &mut sink);
@@ -249,11 +250,16 @@ fn worker(
 /// next read rather than at the end of the file.
 struct Checked<'a> {
     s: &'a Shared,
+    tx: &'a mpsc::Sender<Event>,
     file: &'a std::fs::File,
 }
 
 impl std::io::Read for Checked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.tx.is_closed() {
+            // Whoever read the hits has gone, though no hit has told us yet.
+            self.s.stop.store(true, Ordering::Relaxed);
+        }
         if !self.s.go_on() {
             return Err(std::io::Error::other("the search stopped"));
         }

@@ -2,9 +2,12 @@
 //!
 //! Invariants kept here, for plain HTTP and HTTPS alike:
 //! - at most `max_connections` connections at once, and `max_connections_per_address` from one
-//!   address (a TLS handshake in progress counts): beyond them a connection is closed at once
-//!   (plain HTTP gets a `503` first), so a flood holds a bounded number of descriptors and the
-//!   FTP service, which has limits of its own, keeps its share;
+//!   address (a TLS handshake in progress counts), so a flood holds a bounded number of
+//!   descriptors and the FTP service, which has limits of its own, keeps its share. Beyond the
+//!   per-address cap a connection is closed at once (plain HTTP gets a `503` first). When all
+//!   places are taken, the connection that has waited longest without sending a request is
+//!   closed to make room: a flood of silent or half-sent connections cannot keep out a client
+//!   that sends its request as it connects;
 //! - a request's headers arrive within `header_timeout` of the connection being ready for them
 //!   (this is also how long an idle keep-alive connection stays open), a TLS handshake within
 //!   the same time;
@@ -15,15 +18,17 @@
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 /// The client's socket address, for handlers (`ConnectInfo<Peer>`), plain or TLS.
 #[derive(Debug, Clone, Copy)]
@@ -66,8 +71,8 @@ pub async fn serve(
                 }
             },
         };
-        let slot = match conns.admit(addr.ip()) {
-            Ok(slot) => slot,
+        let (slot, evicted) = match conns.admit(addr.ip()) {
+            Ok(admitted) => admitted,
             Err(why) => {
                 tracing::debug!(%addr, "web connection refused: {why}");
                 if acceptor.is_none() {
@@ -81,18 +86,29 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _slot = slot;
+            let slot = Arc::new(slot);
             let stream = StallGuard::new(stream, limits.stall_timeout);
-            match acceptor {
-                None => serve_connection(stream, addr, router, limits, watcher).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(limits.header_timeout, handshake).await {
-                        Ok(Ok(tls)) => serve_connection(tls, addr, router, limits, watcher).await,
-                        Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            let served = async {
+                match acceptor {
+                    None => serve_connection(stream, addr, router, limits, watcher, &slot).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(limits.header_timeout, handshake).await {
+                            Ok(Ok(tls)) => {
+                                serve_connection(tls, addr, router, limits, watcher, &slot).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                () = served => {}
+                Ok(()) = evicted => tracing::debug!(
+                    %addr,
+                    "closed a connection that sent no request, to make room for a new one"
+                ),
             }
         });
     }
@@ -108,11 +124,14 @@ async fn serve_connection<IO>(
     router: Router,
     limits: ConnLimits,
     watcher: hyper_util::server::graceful::Watcher,
+    slot: &Arc<Slot>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let slot = Arc::clone(slot);
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            slot.requested();
             req.extensions_mut().insert(ConnectInfo(Peer(addr)));
             tower_service::Service::call(&mut router.clone(), req)
         });
@@ -156,34 +175,76 @@ fn refuse(stream: &TcpStream, why: Refusal) {
 /// The connections held, in all and per address.
 struct Conns {
     limits: ConnLimits,
-    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    total: usize,
+    per: HashMap<IpAddr, usize>,
+    /// Connections that have not sent a request yet, oldest first, with their eviction switch.
+    waiting: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
+    /// Connections closed to make room whose tasks have not ended yet (their places are
+    /// already given back).
+    evicted: HashSet<u64>,
+    next: u64,
+}
+
+impl Held {
+    fn release(&mut self, ip: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per.remove(&ip);
+            }
+        }
+    }
 }
 
 impl Conns {
     fn new(limits: ConnLimits) -> Conns {
         Conns {
             limits,
-            held: Mutex::new((0, HashMap::new())),
+            held: Mutex::new(Held::default()),
         }
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a connection from `ip`, and the switch that closes it to make room for
+    /// another while it has sent no request.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(Slot, oneshot::Receiver<()>), Refusal> {
         let ip = logarchive_ftp::server::canonical_ip(ip);
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per) = &mut *held;
-        if *total >= self.limits.max_connections {
-            return Err(Refusal::Full);
-        }
-        let n = per.entry(ip).or_insert(0);
-        if *n >= self.limits.max_connections_per_address {
+        let mut held = self.lock();
+        if held.per.get(&ip).copied().unwrap_or(0) >= self.limits.max_connections_per_address {
             return Err(Refusal::AddressFull);
         }
-        *n += 1;
-        *total += 1;
-        Ok(Slot {
-            conns: Arc::clone(self),
-            ip,
-        })
+        if held.total >= self.limits.max_connections {
+            let Some((seq, (old_ip, evict))) = held.waiting.pop_first() else {
+                return Err(Refusal::Full);
+            };
+            let _ = evict.send(());
+            held.evicted.insert(seq);
+            held.release(old_ip);
+        }
+        held.total += 1;
+        *held.per.entry(ip).or_insert(0) += 1;
+        let seq = held.next;
+        held.next += 1;
+        let (tx, rx) = oneshot::channel();
+        held.waiting.insert(seq, (ip, tx));
+        Ok((
+            Slot {
+                conns: Arc::clone(self),
+                ip,
+                seq,
+                requested: AtomicBool::new(false),
+            },
+            rx,
+        ))
     }
 }
 
@@ -191,18 +252,25 @@ impl Conns {
 struct Slot {
     conns: Arc<Conns>,
     ip: IpAddr,
+    seq: u64,
+    requested: AtomicBool,
+}
+
+impl Slot {
+    /// The connection sent a request: it is no longer the first to make room.
+    fn requested(&self) {
+        if !self.requested.swap(true, Ordering::Relaxed) {
+            self.conns.lock().waiting.remove(&self.seq);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.conns.held.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per) = &mut *held;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per.remove(&self.ip);
-            }
+        let mut held = self.conns.lock();
+        if !held.evicted.remove(&self.seq) {
+            held.waiting.remove(&self.seq);
+            held.release(self.ip);
         }
     }
 }
@@ -329,5 +397,58 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conns(total: usize, per: usize) -> Arc<Conns> {
+        Arc::new(Conns::new(ConnLimits {
+            header_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+            max_connections: total,
+            max_connections_per_address: per,
+        }))
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn a_full_server_makes_room_by_closing_the_oldest_connection_without_a_request() {
+        let c = conns(3, 2);
+        let (a, mut a_evicted) = c.admit(ip(1)).unwrap();
+        let (b, mut b_evicted) = c.admit(ip(2)).unwrap();
+        let (x, _) = c.admit(ip(3)).unwrap();
+        x.requested();
+        let (d, _) = c.admit(ip(1)).expect("room is made");
+        // a, the oldest that sent nothing, was told to close; b was not.
+        assert_eq!(a_evicted.try_recv(), Ok(()));
+        assert!(b_evicted.try_recv().is_err());
+        assert_eq!(c.lock().total, 3);
+        // a's task ends later: its place is not given back twice.
+        drop(a);
+        assert_eq!(c.lock().total, 3);
+        // Every place held by a connection that sent a request: the next is refused.
+        b.requested();
+        d.requested();
+        assert_eq!(c.admit(ip(5)).err(), Some(Refusal::Full));
+        drop(b);
+        assert_eq!(c.lock().total, 2);
+    }
+
+    #[test]
+    fn one_address_gets_its_share_only() {
+        let c = conns(10, 2);
+        let _one = c.admit(ip(1)).unwrap();
+        let _two = c.admit(ip(1)).unwrap();
+        assert_eq!(c.admit(ip(1)).err(), Some(Refusal::AddressFull));
+        // The same address written as IPv4-mapped IPv6 is the same address.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(c.admit(mapped).err(), Some(Refusal::AddressFull));
+        assert!(c.admit(ip(2)).is_ok());
     }
 }
