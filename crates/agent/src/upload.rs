@@ -1,5 +1,5 @@
-//! One upload worker: its own FTP connection, the client side of the verified upload (DESIGN.md's
-//! upload protocol). The tracker hands it a send it has checked (the file is still the row's) and
+//! One upload worker: its own FTP connection, the client side of the verified upload (see
+//! ARCHITECTURE.md). The tracker hands it a send it has checked (the file is still the row's) and
 //! cut (at a whole line); the worker uploads or appends and has the server's SHA-256 of the whole
 //! file compared with its own.
 

@@ -14,8 +14,24 @@ use std::process::ExitCode;
     about = "Collect log files from many computers into one archive"
 )]
 struct Cli {
+    /// Log lines as text (coloured on a terminal unless NO_COLOR is set) or as JSON objects,
+    /// one per line, for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LOGARCHIVE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -30,18 +46,21 @@ enum Command {
     Agent(cmd::agent::AgentArgs),
     /// See it work: a server, agents and log writers in one process, until Ctrl-C.
     Demo(cmd::demo::DemoArgs),
+    /// Certificates for FTPS and HTTPS: `tls init` makes a private CA and a server certificate.
+    Tls(cmd::tls::TlsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tune_allocator();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
         Command::User(args) => cmd::user::run(args),
         Command::Ftp(args) => cmd::ftp::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Tls(args) => cmd::tls::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,22 +72,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("LOGARCHIVE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colours for a terminal only: a log file or journald gets plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        // Colours for a terminal only (a log file or journald gets plain text), and never
+        // with NO_COLOR set (no-color.org).
+        LogFormat::Text => logs
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
+            .init(),
+    }
 }
 
 /// Large buffers (argon2's 19 MiB, transfer buffers) go straight to mmap and back to the system
 /// when freed, instead of glibc raising its mmap threshold and keeping them in the heap for good.
 fn tune_allocator() {
+    // glibc's knob; musl has no mallopt (and no threshold that grows).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);

@@ -305,3 +305,114 @@ fn user_commands_run_as_root_keep_the_owner_and_mode_of_the_files() {
         .unwrap()
         .contains("enabled = false"));
 }
+
+/// For machines: `--log-format json` writes one JSON object per log line, and the start line
+/// says when FTPS is required.
+#[test]
+fn json_logs_and_a_start_line_that_says_ftps_is_required() {
+    use std::io::{BufRead, BufReader};
+    let d = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (d.path().join("cert.pem"), d.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let config = d.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls_cert = {cert:?}\ntls_key = {key:?}\n[ftp]\ntls_required = true\n",
+            cert = cert.display().to_string(),
+            key = key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cmd = server_command(&d.path().join("data"), "127.0.0.1:0");
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .env("LOGARCHIVE_LOG", "info");
+    let mut child = support::Killed::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let start = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("web on"))
+        .expect("the start line");
+    assert!(start.contains("(FTPS required)"), "{start}");
+    assert!(start.contains("web on https://"), "{start}");
+    // The first log line (the catalog's reconcile at start, at the latest) is a JSON object.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .next()
+        .expect("a log line");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    assert!(
+        !line.contains('\u{1b}'),
+        "colour codes in a log for machines: {line}"
+    );
+}
+
+/// `logarchive tls init` gives a CA for the agents and a certificate for the server that FTPS
+/// clients trusting that CA accept (a self-signed certificate used as its own CA is not).
+#[test]
+fn tls_init_makes_a_ca_and_a_server_certificate_that_clients_accept() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let tls = d.path().join("tls");
+    let init = |force: bool| {
+        let mut c = bin();
+        c.args(["tls", "init", "--dir"]).arg(&tls);
+        c.args(["--name", "localhost", "--name", "127.0.0.1"]);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    ok(&init(false));
+    for (file, mode) in [
+        ("ca.pem", 0o644),
+        ("ca-key.pem", 0o600),
+        ("cert.pem", 0o644),
+        ("key.pem", 0o600),
+    ] {
+        let m = std::fs::metadata(tls.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, mode, "{file} is {m:o}");
+    }
+    // Never replaced by accident: the agents trust that CA.
+    let again = init(false);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    let data = d.path().join("data");
+    support::add_user(&data, "agent01", "agent-password", &[]);
+    let mut cmd = server_command(&data, "127.0.0.1:0");
+    cmd.arg("--tls-cert")
+        .arg(tls.join("cert.pem"))
+        .arg("--tls-key")
+        .arg(tls.join("key.pem"));
+    let server = start_server(cmd);
+    let ls = bin()
+        .env("LOGARCHIVE_PASSWORD", "agent-password")
+        .args(["ftp", "ls", "--ca-file"])
+        .arg(tls.join("ca.pem"))
+        .arg(format!("ftps://agent01@127.0.0.1:{}/", server.ftp.port()))
+        .output()
+        .unwrap();
+    ok(&ls);
+    // Without the CA the certificate is not trusted.
+    let untrusted = bin()
+        .env("LOGARCHIVE_PASSWORD", "agent-password")
+        .args(["ftp", "ls"])
+        .arg(format!("ftps://agent01@127.0.0.1:{}/", server.ftp.port()))
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+}

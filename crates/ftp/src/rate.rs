@@ -48,12 +48,27 @@ impl FromStr for ByteRate {
     }
 }
 
+/// A byte count for people: `512 B`, `1.5 KiB`, `20.0 MiB`, `3.2 GiB` (binary units, one
+/// decimal). (bytesize 1's binary units print as `kiB`.)
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let (mut v, mut unit) = (n as f64 / 1024.0, 0);
+    while v >= 1023.95 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 impl fmt::Display for ByteRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0 == 0 {
             f.write_str("unlimited")
         } else {
-            write!(f, "{}/s", bytesize::ByteSize(self.0).to_string_as(true))
+            write!(f, "{}/s", human_bytes(self.0))
         }
     }
 }
@@ -76,5 +91,22 @@ impl<'de> Deserialize<'de> for ByteRate {
             Raw::N(n) => Ok(ByteRate(n)),
             Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
         }
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::human_bytes;
+
+    #[test]
+    fn byte_counts_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(human_bytes(20 << 20), "20.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
     }
 }

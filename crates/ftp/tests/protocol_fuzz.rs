@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use rustls::pki_types::pem::PemObject;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,7 +379,7 @@ async fn hostile_lines_over_tls_never_panic() {
     count_panics();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(s.cert.as_ref().unwrap()).unwrap();
-    for c in rustls_pemfile::certs(&mut &pem[..]) {
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

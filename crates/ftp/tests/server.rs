@@ -68,7 +68,7 @@ async fn login_ok_refused_and_locked_out() {
     bad.password = "wrong password".into();
     for _ in 0..3 {
         match logarchive_ftp::client::Client::connect(bad.clone()).await {
-            Err(ClientError::Auth { user, server }) => {
+            Err(ClientError::Auth { user, server, .. }) => {
                 assert_eq!(user, "agent01");
                 assert!(server.starts_with("127.0.0.1:"));
             }
@@ -696,10 +696,13 @@ async fn ftps_with_a_certificate_made_here() {
     let mut plain = s.config("agent01");
     plain.tls = logarchive_ftp::client::TlsMode::None;
     plain.host = "127.0.0.1".into();
-    assert!(matches!(
-        logarchive_ftp::client::Client::connect(plain).await,
-        Err(ClientError::Auth { .. })
-    ));
+    match logarchive_ftp::client::Client::connect(plain).await {
+        // The reason reaches the user: the cure is TLS, not another password.
+        Err(ClientError::Auth { reason, .. }) => {
+            assert!(reason.contains("TLS required"), "{reason}")
+        }
+        other => panic!("expected a refused login, got {other:?}"),
+    }
     // A client that does not trust the certificate does not connect.
     let mut untrusting = s.config("agent01");
     untrusting.tls = logarchive_ftp::client::TlsMode::Explicit {

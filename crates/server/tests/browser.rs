@@ -216,7 +216,7 @@ async fn a_session_in_chromium() {
         .click()
         .await
         .unwrap();
-    wait_text(&c, "#search-stats", "1 matches").await;
+    wait_text(&c, "#search-stats", "1 match in ").await;
     shot(&c, "search").await;
     c.find(Locator::Css("#hits a"))
         .await

@@ -998,7 +998,8 @@ async fn search_by_name_agent_time_and_content() {
         html.contains("href=\"/view/agent01/Logs/App/20240723/db.log?offset=8&#38;ln=2#l2\""),
         "{html}"
     );
-    assert!(html.contains("2 matches in 1 files"), "{html}");
+    assert!(html.contains("2 matches in 1 file ("), "{html}");
+    assert!(!html.contains(" in 0 ms"), "{html}");
     assert!(
         html.contains("Limits: 1000 matches, 30 s."),
         "both bounds shown: {html}"
@@ -1165,9 +1166,9 @@ async fn dashboard_browse_metrics_health_and_openapi() {
     for want in [
         "web-01",
         "disk on fire",
-        "4 files, 4.0 kiB",
+        "4 files, 4.0 KiB",
         // The worst lag of a file behind its writer, marked when over a minute.
-        "class=\"behind\" title=\"Logs/busy.log: 75 s, 2.0 kiB\">75 s, 2.0 kiB",
+        "class=\"behind\" title=\"Logs/busy.log: 75 s, 2.0 KiB\">75 s, 2.0 KiB",
         "agent02",
         "<svg class=\"chart\"",
         "<rect",
@@ -1176,6 +1177,12 @@ async fn dashboard_browse_metrics_health_and_openapi() {
     }
     let (_, html) = a.text("/browse/agent01/Logs/App").await;
     assert!(html.contains("2 folders, 0 files"), "{html}");
+    // The roots answer with and without their slash.
+    for root in ["/browse/", "/api/v1/browse/"] {
+        let (st, body) = a.text(root).await;
+        assert_eq!(st, 200, "{root}");
+        assert!(body.contains("agent01"), "{root}: {body}");
+    }
     assert!(html.contains("href=\"/browse/agent01/Logs/App/20240723\""));
     let (_, html) = a.text("/browse/agent01/Logs/App?sort=time").await;
     assert!(
@@ -1337,15 +1344,18 @@ async fn https_from_the_same_certificate_as_ftps() {
         let r = browse(cookies.clone()).await.unwrap();
         assert_eq!(r.status(), 401, "{cookies}");
     }
-    // Plain HTTP on the HTTPS port gets nowhere, and a silent client does not block others.
+    // Plain HTTP on the HTTPS port is told, in plain HTTP, to use https; a silent client does
+    // not block others.
     let silent = tokio::net::TcpStream::connect(s.running.web_addr)
         .await
         .unwrap();
     let r = Web::new(&format!("http://{}", s.running.web_addr))
         .get("/healthz")
         .send()
-        .await;
-    assert!(r.is_err() || !r.unwrap().status().is_success());
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("use https://"));
     let r = https.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "served while a handshake hangs");
     drop(silent);

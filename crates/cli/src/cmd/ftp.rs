@@ -225,8 +225,8 @@ fn summary(verb: &str, name: &str, bytes: u64, started: Instant) {
     let secs = started.elapsed().as_secs_f64().max(1e-3);
     eprintln!(
         "{verb} {name}: {} in {secs:.2} s ({}/s)",
-        bytesize::ByteSize(bytes).to_string_as(true),
-        bytesize::ByteSize((bytes as f64 / secs) as u64).to_string_as(true)
+        logarchive_ftp::rate::human_bytes(bytes),
+        logarchive_ftp::rate::human_bytes((bytes as f64 / secs) as u64)
     );
 }
 

@@ -62,7 +62,11 @@ pub fn run(args: ServerArgs) -> Result<()> {
             if settings.tls.is_some() { "https" } else { "http" },
             running.web_addr,
             running.ftp.local_addr(),
-            if settings.tls.is_some() { "FTPS available" } else { "plain FTP" },
+            match (&settings.tls, settings.ftp.tls_required) {
+                (Some(_), true) => "FTPS required",
+                (Some(_), false) => "FTPS available",
+                (None, _) => "plain FTP",
+            },
             settings.data.display()
         );
         signals.wait().await;

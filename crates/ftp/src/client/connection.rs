@@ -68,9 +68,16 @@ impl Client {
             Ok(Err(FtpError::UnexpectedResponse(r)))
                 if r.status.code() == 530 || r.status.code() == 430 =>
             {
+                // The server's words, without the code: the caller may need them ("TLS
+                // required" tells a user to use ftps://).
+                let text = String::from_utf8_lossy(&r.body);
+                let reason = text
+                    .trim()
+                    .trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ' || c == '-');
                 return Err(ClientError::Auth {
                     user: self.cfg.user.clone(),
                     server,
+                    reason: reason.chars().take(200).collect(),
                 });
             }
             Ok(Err(e)) => return Err(ClientError::from_ftp(e, &format!("login at {server}"))),

@@ -7,12 +7,14 @@ use suppaftp::FtpError;
 #[non_exhaustive]
 pub enum ClientError {
     /// The server refused the login.
-    #[error("login refused for {user} at {server}")]
+    #[error("login refused for {user} at {server}: {reason}")]
     Auth {
         /// The account name.
         user: String,
         /// `host:port`.
         server: String,
+        /// What the server said (`Login incorrect`, `TLS required: send AUTH TLS first`).
+        reason: String,
     },
     /// The server refused the operation (550 and kin on a permission).
     #[error("permission denied: {0}")]

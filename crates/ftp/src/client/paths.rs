@@ -1,6 +1,8 @@
 //! Remote path arithmetic, listing parsers and the TLS connector.
 
 use super::{ClientError, Entry, EntryKind};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -96,7 +98,7 @@ pub(crate) fn tls_connector(
             Some(p) => {
                 let pem = std::fs::read(p)
                     .map_err(|e| ClientError::io(format!("reading CA file {}", p.display()), e))?;
-                for c in rustls_pemfile::certs(&mut &pem[..]) {
+                for c in CertificateDer::pem_slice_iter(&pem) {
                     let c =
                         c.map_err(|e| ClientError::Tls(format!("CA file {}: {e}", p.display())))?;
                     roots
@@ -117,7 +119,7 @@ pub(crate) fn tls_connector(
                 for bundle in SYSTEM_CA_BUNDLES {
                     match std::fs::read(bundle) {
                         Ok(pem) => {
-                            for c in rustls_pemfile::certs(&mut &pem[..]) {
+                            for c in CertificateDer::pem_slice_iter(&pem) {
                                 if c.map_err(|_| ())
                                     .and_then(|c| roots.add(c).map_err(|_| ()))
                                     .is_err()

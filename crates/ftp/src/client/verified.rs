@@ -1,4 +1,4 @@
-//! The client half of the verified upload (DESIGN.md's upload protocol): a temporary name,
+//! The client half of the verified upload (see ARCHITECTURE.md): a temporary name,
 //! the server's SHA-256 compared with ours, and a rename that never replaces a final name: one
 //! `SITE COMMIT` on a logarchive server, SITE SHA256 + RNFR/RNTO elsewhere. The server half is
 //! `server::site`.

@@ -12,7 +12,12 @@ use super::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Logs `name` in on `session`; the reason when refused (for the log, never for the client).
+/// Why a login with the right password over plain FTP was refused: the one refusal the client
+/// is told (its cure is TLS, not another password; whoever reads it knew the password).
+pub(crate) const TLS_REQUIRED: &str = "account requires TLS (AUTH TLS before USER)";
+
+/// Logs `name` in on `session`; the reason when refused (for the log; the client is told only
+/// [`TLS_REQUIRED`]).
 pub(crate) async fn login(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
@@ -61,7 +66,7 @@ pub(crate) async fn login(
         return Err(refuse("address not allowed for this account"));
     }
     if account.tls_required && !tls {
-        return Err(refuse("account requires TLS (AUTH TLS before USER)"));
+        return Err(refuse(TLS_REQUIRED));
     }
     if !shared
         .sessions

@@ -506,7 +506,14 @@ impl Control {
             }
             Err(why) => {
                 tracing::info!(user = clean(&name), addr = %self.conn.peer, reason = why, "FTP login refused");
-                Reply::new(530, "Login incorrect")
+                if why == super::auth::TLS_REQUIRED {
+                    Reply::new(
+                        530,
+                        "TLS required for this account: send AUTH TLS first (ftps://)",
+                    )
+                } else {
+                    Reply::new(530, "Login incorrect")
+                }
             }
         }
     }

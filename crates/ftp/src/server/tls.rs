@@ -27,7 +27,7 @@ pub enum TlsError {
         /// The file.
         path: String,
         /// What the PEM reader found.
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// rustls refused the certificate or key.
     #[error("invalid certificate or key: {0}")]
@@ -69,15 +69,19 @@ pub fn server_config_from_pem(
         let path = path.to_string();
         move |source| TlsError::Pem { path, source }
     };
-    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+    use rustls::pki_types::pem::{self, PemObject};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(pem(cert_name))?;
     if certs.is_empty() {
         return Err(TlsError::NoCert(cert_name.to_string()));
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(pem(key_name))?
-        .ok_or_else(|| TlsError::NoKey(key_name.to_string()))?;
+    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
+        Ok(key) => key,
+        Err(pem::Error::NoItemsFound) => return Err(TlsError::NoKey(key_name.to_string())),
+        Err(e) => return Err(pem(key_name)(e)),
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -33,12 +33,16 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/recent", get(recent))
+        // The root with and without its slash: `/api/v1/browse/` is where a client that joins
+        // paths lands.
         .route("/api/v1/browse", get(browse_root))
+        .route("/api/v1/browse/", get(browse_root))
         .route("/api/v1/browse/{*path}", get(browse))
         .route("/api/v1/search", get(search_api))
         .route("/api/v1/view/{*path}", get(view_api))
         .route("/api/v1/follow/{*path}", get(follow))
         .route("/api/v1/download", get(download_root))
+        .route("/api/v1/download/", get(download_root))
         .route("/api/v1/download/{*path}", get(download_any))
         .route("/api/v1/users", get(users_list).post(users_add))
         .route(

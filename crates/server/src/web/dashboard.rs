@@ -211,7 +211,7 @@ pub fn chart(rows: &[(String, i64, u64)], today: i64) -> Chart {
     c.labels.push(Label {
         x: "4".into(),
         y: top + 10.0,
-        text: bytesize::ByteSize(max).to_string_as(true),
+        text: logarchive_ftp::rate::human_bytes(max),
     });
     c.labels.push(Label {
         x: "4".into(),
@@ -239,7 +239,7 @@ pub fn chart(rows: &[(String, i64, u64)], today: i64) -> Chart {
                 title: format!(
                     "{agent_name} {}: {}",
                     format_day(*day),
-                    bytesize::ByteSize(*bytes).to_string_as(true)
+                    logarchive_ftp::rate::human_bytes(*bytes)
                 ),
             });
         }

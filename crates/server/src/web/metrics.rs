@@ -27,28 +27,37 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts what the event did to the archive. Only catalogued files count as archived:
+    /// an agent's status document (rewritten every few seconds under `.logarchive/`) and
+    /// temporary uploads do not.
     pub fn on_ftp_event(&self, e: &FtpEvent) {
+        use crate::catalog::catalogued;
         match e {
             FtpEvent::UploadCompleted {
-                size, temp: false, ..
-            } => {
+                path,
+                size,
+                temp: false,
+                ..
+            } if catalogued(path) => {
                 self.files_archived.fetch_add(1, Relaxed);
                 self.bytes_archived.fetch_add(*size, Relaxed);
             }
             FtpEvent::Renamed {
+                to,
                 size,
                 from_temp: true,
                 ..
-            } => {
+            } if catalogued(to) => {
                 self.files_archived.fetch_add(1, Relaxed);
                 self.bytes_archived.fetch_add(*size, Relaxed);
             }
             FtpEvent::Appended {
+                path,
                 offset,
                 size,
                 temp: false,
                 ..
-            } => {
+            } if catalogued(path) => {
                 self.appends.fetch_add(1, Relaxed);
                 self.bytes_appended
                     .fetch_add(size.saturating_sub(*offset), Relaxed);
@@ -181,5 +190,49 @@ impl Metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(path: &str) -> FtpEvent {
+        FtpEvent::UploadCompleted {
+            user: "agent01".into(),
+            path: path.into(),
+            size: 10,
+            sha256: None,
+            temp: false,
+        }
+    }
+
+    #[test]
+    fn only_catalogued_files_count_as_archived() {
+        let m = Metrics::default();
+        // An agent rewrites its status document every few seconds: never an archived file.
+        for _ in 0..100 {
+            m.on_ftp_event(&stored("/agent01/.logarchive/status.json"));
+        }
+        m.on_ftp_event(&stored("/agent01/Logs/a.log"));
+        m.on_ftp_event(&FtpEvent::Renamed {
+            user: "agent01".into(),
+            from: "/agent01/Logs/.b.log.logarchive-tmp".into(),
+            to: "/agent01/Logs/b.log".into(),
+            size: 5,
+            sha256: None,
+            from_temp: true,
+        });
+        m.on_ftp_event(&FtpEvent::Appended {
+            user: "agent01".into(),
+            path: "/agent01/.logarchive/status.json".into(),
+            offset: 0,
+            size: 7,
+            sha256: None,
+            temp: false,
+        });
+        assert_eq!(m.files_archived.load(Relaxed), 2);
+        assert_eq!(m.bytes_archived.load(Relaxed), 15);
+        assert_eq!(m.appends.load(Relaxed), 0);
     }
 }

@@ -32,10 +32,12 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/browse", get(browse_root))
+        .route("/browse/", get(browse_root))
         .route("/browse/{*path}", get(browse_page))
         .route("/search", get(search_page))
         .route("/view/{*path}", get(view_page))
         .route("/download", get(download_root))
+        .route("/download/", get(download_root))
         .route("/download/{*path}", get(download_page))
         .route("/admin/users", get(admin_page).post(admin_add))
         .route("/admin/users/{name}", post(admin_update))
@@ -94,8 +96,22 @@ pub struct ErrorPage {
     pub message: String,
 }
 
+/// `1 file`, `2 files`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A duration for people: `under 1 ms`, `340 ms`, `2.5 s`.
+fn took(ms: u64) -> String {
+    match ms {
+        0 => "under 1 ms".into(),
+        1..=999 => format!("{ms} ms"),
+        _ => format!("{:.1} s", ms as f64 / 1000.0),
+    }
+}
+
 fn size(n: u64) -> String {
-    bytesize::ByteSize(n).to_string_as(true)
+    logarchive_ftp::rate::human_bytes(n)
 }
 
 // ---- login ----
@@ -367,6 +383,16 @@ struct BrowsePage {
     sort: String,
 }
 
+impl BrowsePage {
+    fn counts(&self) -> String {
+        format!(
+            "{}, {}",
+            count(self.dirs.len() as u64, "folder", "folders"),
+            count(self.files.len() as u64, "file", "files")
+        )
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct BrowseParams {
@@ -483,6 +509,18 @@ struct SearchTail {
     elapsed_ms: u64,
     max_matches: u64,
     timeout_s: u64,
+}
+
+impl SearchTail {
+    fn summary(&self) -> String {
+        format!(
+            "{} in {} ({}) in {}",
+            count(self.matches, "match", "matches"),
+            count(self.files_searched, "file", "files"),
+            self.size,
+            took(self.elapsed_ms)
+        )
+    }
 }
 
 /// The search page is streamed: the form and the name matches first, then each content match
@@ -943,4 +981,20 @@ async fn js() -> Response {
         include_str!("../../assets/app.js"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_durations_read_as_people_write_them() {
+        assert_eq!(count(1, "file", "files"), "1 file");
+        assert_eq!(count(0, "file", "files"), "0 files");
+        assert_eq!(count(2, "match", "matches"), "2 matches");
+        assert_eq!(took(0), "under 1 ms");
+        assert_eq!(took(340), "340 ms");
+        assert_eq!(took(2500), "2.5 s");
+        assert_eq!(size(1536), "1.5 KiB");
+    }
 }

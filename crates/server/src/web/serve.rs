@@ -87,6 +87,10 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let slot = Arc::new(slot);
+            if acceptor.is_some() && !speaks_tls(&stream, limits.header_timeout).await {
+                tracing::debug!(%addr, "plain HTTP on the HTTPS port");
+                return;
+            }
             let stream = StallGuard::new(stream, limits.stall_timeout);
             let served = async {
                 match acceptor {
@@ -142,6 +146,31 @@ async fn serve_connection<IO>(
     if let Err(e) = watcher.watch(conn).await {
         // Timeouts, resets and malformed requests: the client's doing, not the operator's.
         tracing::debug!(%addr, "web connection ended: {e}");
+    }
+}
+
+/// Whether the client opens with a TLS handshake (its first byte is a TLS handshake record).
+/// A browser or script speaking plain HTTP to the HTTPS port is told so, in plain HTTP, instead
+/// of getting a failed handshake it cannot show.
+async fn speaks_tls(stream: &TcpStream, within: Duration) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(within, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => true,
+        Ok(Ok(1)) => {
+            let body = "This port speaks HTTPS: use https:// in the address.\n";
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = stream.writable().await;
+                stream.try_write(reply.as_bytes())
+            })
+            .await;
+            false
+        }
+        _ => false,
     }
 }
 

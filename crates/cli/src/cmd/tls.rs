@@ -1,0 +1,169 @@
+//! `logarchive tls init`: a private CA and a server certificate signed by it, for FTPS and
+//! HTTPS without openssl. The agents trust `ca.pem` (`ca_file`); the server uses `cert.pem` and
+//! `key.pem`. (A self-signed server certificate used as its own CA is refused by rustls as
+//! `CaUsedAsEndEntity`: hence two certificates.)
+
+use anyhow::{bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct TlsArgs {
+    #[command(subcommand)]
+    command: TlsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum TlsCommand {
+    /// Write a private CA (ca.pem, ca-key.pem) and a server certificate and key signed by it
+    /// (cert.pem, key.pem) for the names agents and browsers use to reach the server.
+    Init {
+        /// Folder for the four files.
+        #[arg(long, default_value = "/etc/logarchive")]
+        dir: PathBuf,
+        /// A DNS name or IP address of the server; repeat for more.
+        #[arg(long, required = true)]
+        name: Vec<String>,
+        /// Days the server certificate is valid (the CA: ten years).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run(args: TlsArgs) -> Result<()> {
+    match args.command {
+        TlsCommand::Init {
+            dir,
+            name,
+            days,
+            force,
+        } => init(&dir, &name, days, force),
+    }
+}
+
+fn init(dir: &Path, names: &[String], days: u32, force: bool) -> Result<()> {
+    let files = ["ca.pem", "ca-key.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
+    if !force {
+        if let Some(f) = files.iter().find(|f| f.exists()) {
+            bail!(
+                "{} exists; --force replaces the CA and the certificate (agents must then trust \
+                 the new ca.pem)",
+                f.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let today = days_since_epoch();
+
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("logarchive CA for {}", names[0]),
+    );
+    valid(&mut ca, today - 1, today + 3650);
+    let ca_cert = ca.self_signed(&ca_key).context("signing the CA")?;
+
+    let key = KeyPair::generate().context("generating the server key")?;
+    let mut server = CertificateParams::new(names.to_vec())
+        .with_context(|| format!("server names {names:?}"))?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, &names[0]);
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    valid(&mut server, today - 1, today + i64::from(days));
+    let cert = server
+        .signed_by(&key, &ca_cert, &ca_key)
+        .context("signing the server certificate")?;
+
+    let [ca_pem, ca_key_pem, cert_pem, key_pem] = &files;
+    write(ca_pem, &ca_cert.pem(), 0o644)?;
+    write(ca_key_pem, &ca_key.serialize_pem(), 0o600)?;
+    write(cert_pem, &cert.pem(), 0o644)?;
+    write(key_pem, &key.serialize_pem(), 0o600)?;
+    println!(
+        "Wrote {dir}/: ca.pem (give it to the agents as ca_file), cert.pem and key.pem (the \
+         server's tls_cert and tls_key), ca-key.pem (keep it offline; it signs new certificates).",
+        dir = dir.display()
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        println!(
+            "The key is readable by root only: let the service read it, e.g. \
+             `chown logarchive {}`.",
+            key_pem.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `text` to a new file (replacing one) created with `mode`.
+fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn days_since_epoch() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs / 86_400) as i64
+}
+
+/// Valid from the start of day `from` to the start of day `to` (days since 1970-01-01, UTC).
+fn valid(p: &mut CertificateParams, from: i64, to: i64) {
+    let at = |days| {
+        let (y, m, d) = ymd(days);
+        rcgen::date_time_ymd(y, m, d)
+    };
+    p.not_before = at(from);
+    p.not_after = at(to);
+}
+
+/// The calendar date `days` after 1970-01-01 (Howard Hinnant's civil-from-days).
+fn ymd(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn days_become_calendar_dates() {
+        use super::ymd;
+        assert_eq!(ymd(0), (1970, 1, 1));
+        assert_eq!(ymd(59), (1970, 3, 1));
+        assert_eq!(ymd(11_016), (2000, 2, 29));
+        assert_eq!(ymd(20_788), (2026, 12, 1));
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The README's test command: sets up what the tests need on a Debian (or Ubuntu) machine, then
+# runs every test. Safe to run again: it installs only what is missing.
+#
+# Needs: root or sudo for apt-get (the tests also need root themselves for two suites: a network
+# partition between namespaces and a full tmpfs). Other systems: install by hand a Rust toolchain
+# (1.85 or newer, rustup), a C compiler, Python 3 with pip, Chromium and its ChromeDriver,
+# logrotate, lftp, rclone, curl, wget, ncftp and iproute2; then `cargo test --workspace`.
+set -euo pipefail
+cd "$(dirname "$0")"
+# A one-off build gains nothing from incremental state, which doubles what target/ holds.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "test.sh: run as root, or install sudo" >&2; exit 1; }
+  sudo=sudo
+fi
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3)
+command -v pip >/dev/null || command -v pip3 >/dev/null || need_apt+=(python3-pip)
+# The browser tests drive a real headless Chromium over WebDriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# Debian's real logrotate, for the rotation suite (crates/cli/tests/rotation.rs).
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need_apt+=(logrotate)
+# Real FTP clients for the interop suite (crates/cli/tests/interop.rs).
+for c in lftp rclone wget; do command -v $c >/dev/null || need_apt+=($c); done
+command -v ncftpput >/dev/null || need_apt+=(ncftp)
+# Network namespaces for the partition suite (crates/cli/tests/network_faults.rs).
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing: ${need_apt[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need_apt[@]}"
+fi
+# An independent FTP server for the client's peer suite.
+python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib \
+  || python3 -m pip install -q --break-system-packages pyftpdlib
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    echo "== installing Rust (rustup, stable)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  }
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+echo "== cargo test --workspace"
+cargo test --workspace "$@"
