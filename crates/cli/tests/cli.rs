@@ -416,3 +416,90 @@ fn tls_init_makes_a_ca_and_a_server_certificate_that_clients_accept() {
         .unwrap();
     assert!(!untrusted.status.success());
 }
+
+/// `--check` finds every problem at once, one line each naming its key or file, and exits
+/// non-zero; a good configuration is "ok" (the agent's check logs in to the server).
+#[test]
+fn check_names_each_configuration_problem_of_server_and_agent() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    support::add_user(&data, "agent01", "agent-password", &[]);
+    let server = start_server(server_command(&data, "127.0.0.1:0"));
+
+    // Server: a port in use, a key that is not there, a bad passive range.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad = d.path().join("bad-server.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "ftp_listen = \"{}\"\nweb_listen = \"127.0.0.1:0\"\ntls_cert = \"/nonexistent/cert.pem\"\n\
+             tls_key = \"/nonexistent/key.pem\"\n[ftp]\npassive_ports = \"60000-50000\"\n",
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["server", "--check", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in ["ftp_listen", "/nonexistent/cert.pem", "passive"] {
+        assert!(out.contains(want), "--check did not name {want}:\n{out}");
+    }
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let good = bin()
+        .args(["server", "--check", "--data"])
+        .arg(&data)
+        .args(["--ftp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(ok(&good).ends_with(": ok\n"));
+
+    // Agent: a good configuration reaches and logs in to the server.
+    std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
+    std::fs::create_dir_all(d.path().join("src")).unwrap();
+    let agent = |server_url: &str, root: &str, extra: &str| {
+        let p = d.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "agent_id = \"agent01\"\nserver = \"{server_url}\"\nuser = \"agent01\"\n\
+                 password_file = \"{pw}\"\nstate_db = \"{db}\"\n{extra}\n[[source]]\nroot = \"{root}\"\n",
+                pw = d.path().join("pw").display(),
+                db = d.path().join("state.db").display(),
+            ),
+        )
+        .unwrap();
+        bin()
+            .args(["agent", "--check", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap()
+    };
+    let src = d.path().join("src").display().to_string();
+    let o = agent(&format!("ftp://127.0.0.1:{}", server.ftp.port()), &src, "");
+    assert!(ok(&o).ends_with(": ok\n"));
+    // A closed port, a missing source root, a missing CA file: three lines.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = agent(
+        &format!("ftps://{closed}"),
+        "/nonexistent/logs",
+        "ca_file = \"/nonexistent/ca.pem\"",
+    );
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "/nonexistent/logs",
+        "ca_file /nonexistent/ca.pem",
+        "server ftps://",
+    ] {
+        assert!(out.contains(want), "--check did not name {want}:\n{out}");
+    }
+}

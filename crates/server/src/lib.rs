@@ -2,6 +2,7 @@
 //! and the web interface and JSON API over both.
 
 pub mod catalog;
+pub mod check;
 pub mod config;
 pub mod users;
 pub mod web;

@@ -16,6 +16,10 @@ pub struct AgentArgs {
     /// One full pass: archive what is there, wait for the queue to drain, exit
     #[arg(long)]
     once: bool,
+    /// Check the configuration (sources, state folder, password, CA, reaching and logging in to
+    /// the server), print one line per problem, and exit: 0 when all is well
+    #[arg(long, conflicts_with = "once")]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +40,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let doc = logarchive_agent::status::build(&cfg, &db, now)?;
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
+    }
+    if args.check {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let problems = rt.block_on(logarchive_agent::check::check(&cfg));
+        return super::report(&path, &problems);
     }
     let mode = if args.once { Mode::Once } else { Mode::Forever };
     let rt = tokio::runtime::Builder::new_current_thread()

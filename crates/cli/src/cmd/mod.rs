@@ -4,3 +4,15 @@ pub mod ftp;
 pub mod server;
 pub mod tls;
 pub mod user;
+
+/// Prints what a `--check` found: one line per problem (and an error), or that all is well.
+pub fn report(config: &std::path::Path, problems: &[String]) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        println!("{}: ok", config.display());
+        return Ok(());
+    }
+    for p in problems {
+        println!("{}: {p}", config.display());
+    }
+    anyhow::bail!("{} problem(s) in {}", problems.len(), config.display())
+}

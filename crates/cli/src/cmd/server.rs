@@ -26,6 +26,10 @@ pub struct ServerArgs {
     /// PEM private key for --tls-cert
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Check the configuration (data folder, users file, certificate and key, ports), print
+    /// one line per problem, and exit: 0 when the server would start
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: ServerArgs) -> Result<()> {
@@ -48,6 +52,12 @@ pub fn run(args: ServerArgs) -> Result<()> {
             tls_key: args.tls_key,
         },
     )?;
+    if args.check {
+        let name = args
+            .config
+            .unwrap_or_else(|| PathBuf::from("(embedded defaults)"));
+        return super::report(&name, &logarchive_server::check::check(&settings));
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         // Handlers first: a SIGTERM right after the ready line must still stop us cleanly.

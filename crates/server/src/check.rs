@@ -1,0 +1,60 @@
+//! `logarchive server --check`: every problem the configuration would cause at start, found at
+//! once and named by its key or file (a key the service user cannot read, a port in use), and
+//! nothing changed on disk.
+
+use crate::config::ServerSettings;
+use crate::users::UserDb;
+use std::path::Path;
+
+/// The problems found, one line each (empty: the server would start).
+pub fn check(settings: &ServerSettings) -> Vec<String> {
+    let mut problems = Vec::new();
+    // The data folder, or the folder it would be created in, must take new files.
+    let mut folder = settings.data.as_path();
+    while !folder.exists() {
+        match folder.parent() {
+            Some(p) if !p.as_os_str().is_empty() => folder = p,
+            _ => {
+                folder = Path::new(".");
+                break;
+            }
+        }
+    }
+    if let Err(e) = writable(folder) {
+        problems.push(format!(
+            "data {}: {} cannot be written: {e}",
+            settings.data.display(),
+            folder.display()
+        ));
+    }
+    let users = settings.users_file();
+    if users.exists() {
+        if let Err(e) = UserDb::open(&users) {
+            problems.push(e.to_string());
+        }
+    }
+    if let Some((cert, key)) = &settings.tls {
+        if let Err(e) = logarchive_ftp::server::tls_server_config(cert, key) {
+            problems.push(format!("tls_cert/tls_key: {e}"));
+        }
+    }
+    if let Err(e) = settings.ftp_config() {
+        problems.push(e.to_string());
+    }
+    for (key, addr) in [
+        ("ftp_listen", settings.ftp_listen),
+        ("web_listen", settings.web_listen),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            problems.push(format!("{key} {addr}: {e}"));
+        }
+    }
+    problems
+}
+
+/// Whether a file can be created in `dir`.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".logarchive-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
