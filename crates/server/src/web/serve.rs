@@ -87,15 +87,18 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let slot = Arc::new(slot);
-            if acceptor.is_some() && !speaks_tls(&stream, limits.header_timeout).await {
-                tracing::debug!(%addr, "plain HTTP on the HTTPS port");
-                return;
-            }
-            let stream = StallGuard::new(stream, limits.stall_timeout);
             let served = async {
                 match acceptor {
-                    None => serve_connection(stream, addr, router, limits, watcher, &slot).await,
+                    None => {
+                        let stream = StallGuard::new(stream, limits.stall_timeout);
+                        serve_connection(stream, addr, router, limits, watcher, &slot).await
+                    }
                     Some(acceptor) => {
+                        if !speaks_tls(&stream, limits.header_timeout).await {
+                            tracing::debug!(%addr, "not a TLS handshake on the HTTPS port");
+                            return;
+                        }
+                        let stream = StallGuard::new(stream, limits.stall_timeout);
                         let handshake = acceptor.accept(stream);
                         match tokio::time::timeout(limits.header_timeout, handshake).await {
                             Ok(Ok(tls)) => {
