@@ -366,7 +366,7 @@ fn tls_init_makes_a_ca_and_a_server_certificate_that_clients_accept() {
     let init = |force: bool| {
         let mut c = bin();
         c.args(["tls", "init", "--dir"]).arg(&tls);
-        c.args(["--name", "localhost", "--name", "127.0.0.1"]);
+        c.args(["--name", "localhost,127.0.0.1"]);
         if force {
             c.arg("--force");
         }

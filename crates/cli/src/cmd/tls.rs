@@ -26,8 +26,9 @@ enum TlsCommand {
         /// Folder for the four files.
         #[arg(long, default_value = "/etc/logarchive")]
         dir: PathBuf,
-        /// A DNS name or IP address of the server; repeat for more.
-        #[arg(long, required = true)]
+        /// The server's DNS names or IP addresses, as clients reach it: `a.example.org,10.0.0.5`
+        /// (or the flag repeated).
+        #[arg(long, required = true, value_delimiter = ',')]
         name: Vec<String>,
         /// Days the server certificate is valid (the CA: ten years).
         #[arg(long, default_value_t = 825)]
