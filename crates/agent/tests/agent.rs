@@ -28,19 +28,8 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         let users = UserDb::open(dir.path().join("users.toml")).unwrap();
-        let (home, rights, web_role) = Role::Agent.preset("agent01");
         users
-            .add(NewUser {
-                name: "agent01".into(),
-                password: PW.into(),
-                home,
-                rights,
-                upload_limit: Default::default(),
-                download_limit: Default::default(),
-                allowed_ips: vec![],
-                web_role,
-                tls_required: false,
-            })
+            .add(NewUser::with_role("agent01", PW, Role::Agent))
             .unwrap();
         let mut w = World {
             dir,

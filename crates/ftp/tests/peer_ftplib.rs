@@ -133,15 +133,7 @@ async fn an_account_that_requires_tls_gets_no_clear_text_transfers() {
     // refused and a transfer without `PROT P` is refused before any data moves.
     let s = TestServer::start_tls(|_| {}).await;
     s.add("agent01", Role::Agent);
-    s.users
-        .update(
-            "agent01",
-            UserUpdate {
-                tls_required: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    s.require_tls("agent01");
     let out = python(
         r#"
 import ftplib, io, os, ssl

@@ -663,15 +663,7 @@ async fn speed_limits_are_kept_and_retuned_while_running() {
 async fn ftps_with_a_certificate_made_here() {
     let mut s = TestServer::start_tls(|_| {}).await;
     s.add("agent01", Role::Agent);
-    s.users
-        .update(
-            "agent01",
-            UserUpdate {
-                tls_required: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    s.require_tls("agent01");
     let mut c = s.client("agent01").await;
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");

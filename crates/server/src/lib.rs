@@ -10,7 +10,7 @@ pub mod web;
 use config::ServerSettings;
 use logarchive_ftp::server::{self as ftp, ServerHandle};
 use std::sync::Arc;
-use users::{random_password, Role, UserDb};
+use users::{random_password, NewUser, Role, UserDb};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -63,18 +63,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let users = UserDb::open(settings.users_file())?;
     let initial_admin_password = if users.is_empty() {
         let password = random_password();
-        let (home, rights, web_role) = Role::Admin.preset("admin");
-        users.add(crate::users::NewUser {
-            name: "admin".into(),
-            password: password.clone(),
-            home,
-            rights,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            allowed_ips: vec![],
-            web_role,
-            tls_required: false,
-        })?;
+        users.add(NewUser::with_role("admin", &password, Role::Admin))?;
         Some(password)
     } else {
         None

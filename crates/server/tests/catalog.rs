@@ -45,20 +45,9 @@ async fn completed_uploads_appends_and_reconciliation() {
     let s = settings(&data);
     let running = logarchive_server::start(&s).await.unwrap();
     assert!(running.initial_admin_password.is_some());
-    let (home, rights, web_role) = Role::Agent.preset("agent01");
     running
         .users
-        .add(NewUser {
-            name: "agent01".into(),
-            password: "agent password".into(),
-            home,
-            rights,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            allowed_ips: vec![],
-            web_role,
-            tls_required: false,
-        })
+        .add(NewUser::with_role("agent01", "agent password", Role::Agent))
         .unwrap();
     let port = running.ftp.local_addr().port();
     let mut c = Client::connect(ClientConfig::new(
@@ -129,20 +118,9 @@ async fn a_renamed_folder_takes_its_files_along_in_the_catalog() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let running = logarchive_server::start(&settings(&data)).await.unwrap();
-    let (home, rights, web_role) = Role::Admin.preset("ops");
     running
         .users
-        .add(NewUser {
-            name: "ops".into(),
-            password: "ops password".into(),
-            home,
-            rights,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            allowed_ips: vec![],
-            web_role,
-            tls_required: false,
-        })
+        .add(NewUser::with_role("ops", "ops password", Role::Admin))
         .unwrap();
     let port = running.ftp.local_addr().port();
     let mut c = Client::connect(ClientConfig::new("127.0.0.1", port, "ops", "ops password"))

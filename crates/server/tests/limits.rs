@@ -64,6 +64,25 @@ fn get_from(from: &str, to: SocketAddr, path: &str, auth: Option<&str>) -> (u16,
     (status, text)
 }
 
+/// `GET path` from 127.0.0.1 with basic auth `auth`, whose answer has begun with `200`: the
+/// connection, left unread from there on, and how many bytes were read.
+fn answered(to: SocketAddr, path: &str, auth: &str) -> (TcpStream, usize) {
+    let mut s = connect_from("127.0.0.1", to);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut first = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{path}"
+    );
+    (s, n)
+}
+
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -187,17 +206,8 @@ async fn a_download_nobody_reads_is_cut_after_the_stall_timeout() {
     let addr = s.running.web_addr;
     let auth = basic("admin", &s.admin_password);
     tokio::task::spawn_blocking(move || {
-        let mut c = connect_from("127.0.0.1", addr);
-        let req = format!(
-            "GET /api/v1/download/agent01/big.log HTTP/1.1\r\nHost: x\r\n\
-             Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
-        );
-        c.write_all(req.as_bytes()).unwrap();
         // Reads the start, then stops reading for longer than the stall timeout.
-        let mut first = [0u8; 4096];
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let n = c.read(&mut first).unwrap();
-        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        let (mut c, n) = answered(addr, "/api/v1/download/agent01/big.log", &auth);
         std::thread::sleep(Duration::from_secs(4)); // the stall being tested, not a wait for an event
         let (rest, closed) = read_until_closed(&mut c, Duration::from_secs(20));
         assert!(closed);
@@ -236,18 +246,7 @@ async fn content_searches_are_capped_and_a_reader_who_stops_reading_frees_its_pl
     let search = "/api/v1/search?content=request";
     tokio::task::spawn_blocking(move || {
         // A search whose reader never reads: its hits fill the queue.
-        let mut stuck = connect_from("127.0.0.1", addr);
-        let req = format!(
-            "GET /search?content=request HTTP/1.1\r\nHost: x\r\n\
-             Authorization: Basic {admin}\r\nConnection: close\r\n\r\n"
-        );
-        stuck.write_all(req.as_bytes()).unwrap();
-        let mut first = [0u8; 512];
-        stuck
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let n = stuck.read(&mut first).unwrap();
-        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        let (stuck, _) = answered(addr, "/search?content=request", &admin);
         // While it runs: the same account is told it has one running, everyone that the
         // server is at its limit.
         let (status, text) = get_from("127.0.0.2", addr, search, Some(&admin));
@@ -304,17 +303,8 @@ async fn closing_a_search_page_that_finds_nothing_stops_its_search() {
     let admin = basic("admin", &s.admin_password);
     let viewer = basic("viewer", support::PASSWORD);
     tokio::task::spawn_blocking(move || {
-        let mut page = connect_from("127.0.0.1", addr);
-        let req = format!(
-            "GET /search?content=%5Ba-z%5D%7B100%7D%5B0-9%5D&regex=true HTTP/1.1\r\nHost: x\r\n\
-             Authorization: Basic {admin}\r\n\r\n"
-        );
-        page.write_all(req.as_bytes()).unwrap();
-        let mut first = [0u8; 512];
-        page.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let n = page.read(&mut first).unwrap();
-        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        let search = "/search?content=%5Ba-z%5D%7B100%7D%5B0-9%5D&regex=true";
+        let (page, _) = answered(addr, search, &admin);
         let (status, _) = get_from(
             "127.0.0.2",
             addr,

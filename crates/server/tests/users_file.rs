@@ -13,20 +13,9 @@ async fn hand_edits_of_the_users_file_are_picked_up_and_broken_files_ignored() {
     let path = s.data.path().join("users.toml");
     // Added by another process (as `logarchive user add` does, through its own UserDb on the
     // same file): logs in at once, without waiting for the poll.
-    let (home, rights, web_role) = Role::Agent.preset("agent01");
     UserDb::open(&path)
         .unwrap()
-        .add(NewUser {
-            name: "agent01".into(),
-            password: PASSWORD.into(),
-            home,
-            rights,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            allowed_ips: vec![],
-            web_role,
-            tls_required: false,
-        })
+        .add(NewUser::with_role("agent01", PASSWORD, Role::Agent))
         .unwrap();
     s.ftp("agent01", PASSWORD)
         .await

@@ -856,26 +856,12 @@ async fn a_folder_downloads_as_a_valid_zip_without_temporary_files() {
         .to_str()
         .unwrap()
         .contains("Logs.zip"));
-    let out = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(out.path(), r.bytes().await.unwrap()).unwrap();
-    let check = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sys, zipfile\n\
-             z = zipfile.ZipFile(sys.argv[1])\n\
-             assert z.testzip() is None\n\
-             names = sorted(z.namelist())\n\
-             assert names == ['Logs/day0/a.log', 'Logs/small.txt'], names\n\
-             assert z.read('Logs/small.txt') == b'small file\\n'\n\
-             assert z.read('Logs/day0/a.log').count(b'\\n') == 1000\n",
-        )
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
+    python_zip_check(
+        &r.bytes().await.unwrap(),
+        "names = sorted(z.namelist())\n\
+         assert names == ['Logs/day0/a.log', 'Logs/small.txt'], names\n\
+         assert z.read('Logs/small.txt') == b'small file\\n'\n\
+         assert z.read('Logs/day0/a.log').count(b'\\n') == 1000\n",
     );
     // The whole archive is one zip too, its entries under `archive/`.
     let r = a.get("/download").send().await.unwrap();
@@ -884,16 +870,22 @@ async fn a_folder_downloads_as_a_valid_zip_without_temporary_files() {
         .to_str()
         .unwrap()
         .contains("archive.zip"));
-    std::fs::write(out.path(), r.bytes().await.unwrap()).unwrap();
+    python_zip_check(
+        &r.bytes().await.unwrap(),
+        "names = sorted(z.namelist())\n\
+         assert names == ['archive/agent01/Logs/day0/a.log', 'archive/agent01/Logs/small.txt', 'archive/agent02/other.txt'], names\n",
+    );
+}
+
+/// Python's zipfile opens `zip` as valid (every CRC right), then runs `script` on it as `z`.
+fn python_zip_check(zip: &[u8], script: &str) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(out.path(), zip).unwrap();
     let check = std::process::Command::new("python3")
         .arg("-c")
-        .arg(
-            "import sys, zipfile\n\
-             z = zipfile.ZipFile(sys.argv[1])\n\
-             assert z.testzip() is None\n\
-             names = sorted(z.namelist())\n\
-             assert names == ['archive/agent01/Logs/day0/a.log', 'archive/agent01/Logs/small.txt', 'archive/agent02/other.txt'], names\n",
-        )
+        .arg(format!(
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\n{script}"
+        ))
         .arg(out.path())
         .output()
         .unwrap();
@@ -1178,7 +1170,12 @@ async fn dashboard_browse_metrics_health_and_openapi() {
     let (_, html) = a.text("/browse/agent01/Logs/App").await;
     assert!(html.contains("2 folders, 0 files"), "{html}");
     // The roots answer with and without their slash.
-    for root in ["/browse/", "/api/v1/browse/"] {
+    for root in [
+        "/browse/",
+        "/api/v1/browse/",
+        "/download/",
+        "/api/v1/download/",
+    ] {
         let (st, body) = a.text(root).await;
         assert_eq!(st, 200, "{root}");
         assert!(body.contains("agent01"), "{root}: {body}");

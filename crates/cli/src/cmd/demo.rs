@@ -111,18 +111,9 @@ fn prepare_agent(
     let password_file = dir.join("password");
     if running.users.get(id).is_none() {
         let password = random_password();
-        let (home, rights, web_role) = Role::Agent.preset(id);
-        running.users.add(NewUser {
-            name: id.to_string(),
-            password: password.clone(),
-            home,
-            rights,
-            upload_limit: Default::default(),
-            download_limit: Default::default(),
-            allowed_ips: vec![],
-            web_role,
-            tls_required: false,
-        })?;
+        running
+            .users
+            .add(NewUser::with_role(id, &password, Role::Agent))?;
         write_private(&password_file, &password)?;
     }
     let logs = root.join("sources").join(id);

@@ -177,28 +177,11 @@ async fn ls(c: &mut Client, path: &str) -> Result<()> {
         let when = e
             .modified
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| format_time(d.as_secs()))
+            .map(|d| logarchive_server::web::time::format_ms(d.as_millis() as i64))
             .unwrap_or_else(|| "-".repeat(19));
         println!("{kind} {:>14} {when} {}", e.size, e.name);
     }
     Ok(())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) without a date crate.
-fn format_time(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let (h, m, s) = ((secs % 86400) / 3600, (secs % 3600) / 60, secs % 60);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}")
 }
 
 /// A progress bar on a terminal; otherwise nothing until the summary line.

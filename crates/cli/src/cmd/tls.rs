@@ -136,35 +136,9 @@ fn days_since_epoch() -> i64 {
 /// Valid from the start of day `from` to the start of day `to` (days since 1970-01-01, UTC).
 fn valid(p: &mut CertificateParams, from: i64, to: i64) {
     let at = |days| {
-        let (y, m, d) = ymd(days);
-        rcgen::date_time_ymd(y, m, d)
+        let (y, m, d) = logarchive_server::web::time::civil_from_days(days);
+        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
     };
     p.not_before = at(from);
     p.not_after = at(to);
-}
-
-/// The calendar date `days` after 1970-01-01 (Howard Hinnant's civil-from-days).
-fn ymd(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as i32, m as u8, d as u8)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn days_become_calendar_dates() {
-        use super::ymd;
-        assert_eq!(ymd(0), (1970, 1, 1));
-        assert_eq!(ymd(59), (1970, 3, 1));
-        assert_eq!(ymd(11_016), (2000, 2, 29));
-        assert_eq!(ymd(20_788), (2026, 12, 1));
-    }
 }

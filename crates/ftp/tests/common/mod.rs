@@ -225,6 +225,19 @@ impl TestServer {
         self.add_custom(name, &home, rights);
     }
 
+    /// The account `name` requires TLS (control and data) from now on.
+    pub fn require_tls(&self, name: &str) {
+        self.users
+            .update(
+                name,
+                UserUpdate {
+                    tls_required: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
     pub fn add_custom(&self, name: &str, home: &str, rights: Rights) {
         self.users.add(PASSWORD, Account::new(name, home, rights));
     }

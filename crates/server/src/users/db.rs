@@ -128,6 +128,25 @@ pub struct NewUser {
     pub tls_required: bool,
 }
 
+impl NewUser {
+    /// An account with `role`'s preset home, rights and web role, no speed limits, from any
+    /// address, no TLS requirement of its own.
+    pub fn with_role(name: &str, password: &str, role: super::Role) -> NewUser {
+        let (home, rights, web_role) = role.preset(name);
+        NewUser {
+            name: name.to_string(),
+            password: password.to_string(),
+            home,
+            rights,
+            upload_limit: ByteRate(0),
+            download_limit: ByteRate(0),
+            allowed_ips: vec![],
+            web_role,
+            tls_required: false,
+        }
+    }
+}
+
 /// A change to an account; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct UserUpdate {
@@ -595,18 +614,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = UserDb::open(dir.path().join("users.toml")).unwrap();
         for n in names {
-            let (home, rights, web_role) = super::super::Role::Agent.preset(n);
-            db.add(NewUser {
-                name: n.to_string(),
-                password: "long enough password".into(),
-                home,
-                rights,
-                upload_limit: ByteRate(0),
-                download_limit: ByteRate(0),
-                allowed_ips: vec![],
-                web_role,
-                tls_required: false,
-            })
+            db.add(NewUser::with_role(
+                n,
+                "long enough password",
+                super::super::Role::Agent,
+            ))
             .unwrap();
         }
         (dir, db)

@@ -319,45 +319,66 @@ impl Sink for HitSink<'_> {
 mod tests {
     use super::*;
 
-    /// One big file of long runs of letters and a pattern with no literal to skip by, that
-    /// must be tried at every position: ~4 s for the whole file here, far past the deadline.
-    #[test]
-    fn the_deadline_holds_inside_one_hostile_file() {
+    /// An archive holding `files` (name, content) in `agent01`, and their catalog entries.
+    fn archive_of(files: &[(String, &str)]) -> (tempfile::TempDir, Arc<Archive>, Vec<Entry>) {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("agent01");
         std::fs::create_dir_all(&dir).unwrap();
-        let line = format!("{}\n", "a".repeat(4000));
-        let body = line.repeat((64 << 20) / line.len());
-        std::fs::write(dir.join("hostile.log"), &body).unwrap();
-        let files = vec![Entry {
-            path: "/agent01/hostile.log".into(),
-            agent: "agent01".into(),
-            size: body.len() as u64,
-            sha256: None,
-            modified_ms: 0,
-            archived_ms: 0,
-            appended_ms: None,
-        }];
+        let mut entries = Vec::new();
+        for (name, body) in files {
+            std::fs::write(dir.join(name), body).unwrap();
+            entries.push(Entry {
+                path: format!("/agent01/{name}"),
+                agent: "agent01".into(),
+                size: body.len() as u64,
+                sha256: None,
+                modified_ms: 0,
+                archived_ms: 0,
+                appended_ms: None,
+            });
+        }
         let archive = Arc::new(Archive::open(d.path()).unwrap());
+        (d, archive, entries)
+    }
+
+    /// Starts a search with a permit of its own.
+    fn search(
+        archive: Arc<Archive>,
+        files: Vec<Entry>,
+        pattern: &str,
+        regex: bool,
+        timeout: Duration,
+        threads: usize,
+    ) -> Running {
         let q = ContentQuery {
-            pattern: "[a-z]{100}[0-9]".into(),
-            regex: true,
+            pattern: pattern.into(),
+            regex,
             case_sensitive: false,
-            max_matches: 1000,
-            timeout: Duration::from_millis(300),
+            max_matches: u64::MAX,
+            timeout,
         };
         let permit = crate::web::workers::Workers::new(1, 1, 1)
             .search("t")
             .unwrap();
+        start(archive, files, q, threads, permit).unwrap()
+    }
+
+    /// One big file of long runs of letters and a pattern with no literal to skip by, that
+    /// must be tried at every position: ~4 s for the whole file here, far past the deadline.
+    #[test]
+    fn the_deadline_holds_inside_one_hostile_file() {
+        let line = format!("{}\n", "a".repeat(4000));
+        let body = line.repeat((64 << 20) / line.len());
+        let (_d, archive, files) = archive_of(&[("hostile.log".into(), &body)]);
         let t = Instant::now();
-        let mut s = start(archive, files, q, 1, permit).unwrap();
+        let timeout = Duration::from_millis(300);
+        let mut s = search(archive, files, "[a-z]{100}[0-9]", true, timeout, 1);
         while let Some(e) = s.events.blocking_recv() {
             if let Event::Done(_) = e {
                 break;
             }
         }
         let stats = s.finished.join().unwrap();
-        eprintln!("{stats:?} in {:?}", t.elapsed());
         assert!(stats.timed_out, "{stats:?}");
         assert!(
             t.elapsed() < Duration::from_secs(2),
@@ -369,35 +390,17 @@ mod tests {
 
     #[test]
     fn dropping_the_receiver_cancels_the_search() {
-        let d = tempfile::tempdir().unwrap();
         let line = "a line that matches\n".repeat(10_000);
-        let mut files = Vec::new();
-        for i in 0..200 {
-            let dir = d.path().join("agent01");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("f{i}.log")), &line).unwrap();
-            files.push(Entry {
-                path: format!("/agent01/f{i}.log"),
-                agent: "agent01".into(),
-                size: line.len() as u64,
-                sha256: None,
-                modified_ms: 0,
-                archived_ms: 0,
-                appended_ms: None,
-            });
-        }
-        let archive = Arc::new(Archive::open(d.path()).unwrap());
-        let q = ContentQuery {
-            pattern: "matches".into(),
-            regex: false,
-            case_sensitive: false,
-            max_matches: u64::MAX,
-            timeout: Duration::from_secs(600),
-        };
-        let permit = crate::web::workers::Workers::new(1, 1, 1)
-            .search("t")
-            .unwrap();
-        let mut s = start(archive, files, q, 2, permit).unwrap();
+        let files: Vec<_> = (0..200).map(|i| (format!("f{i}.log"), &line[..])).collect();
+        let (_d, archive, files) = archive_of(&files);
+        let mut s = search(
+            archive,
+            files,
+            "matches",
+            false,
+            Duration::from_secs(600),
+            2,
+        );
         assert!(matches!(s.events.blocking_recv(), Some(Event::Hit(_))));
         drop(s.events);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -71,20 +71,9 @@ impl Server {
     }
 
     pub fn add_user(&self, name: &str, role: Role) {
-        let (home, rights, web_role) = role.preset(name);
         self.running
             .users
-            .add(NewUser {
-                name: name.into(),
-                password: PASSWORD.into(),
-                home,
-                rights,
-                upload_limit: Default::default(),
-                download_limit: Default::default(),
-                allowed_ips: vec![],
-                web_role,
-                tls_required: false,
-            })
+            .add(NewUser::with_role(name, PASSWORD, role))
             .unwrap();
     }
 
