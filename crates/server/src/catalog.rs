@@ -38,6 +38,15 @@ pub struct AgentTotals {
     pub last_archived_ms: Option<i64>,
 }
 
+/// What a folder holds at any depth.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DirTotals {
+    pub files: u64,
+    pub bytes: u64,
+    /// The latest modification of a file in it.
+    pub modified_ms: i64,
+}
+
 /// A name search. Empty fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct NameQuery {
@@ -470,6 +479,52 @@ impl Catalog {
         Ok(n as usize)
     }
 
+    /// Per sub-folder of `dir` (by its path): what it holds at any depth, from at most
+    /// `budget` rows of the folder-listing index; a sub-folder the budget did not reach to
+    /// its end is left out, so what is given is exact.
+    pub fn dir_totals(
+        &self,
+        dir: &str,
+        budget: usize,
+    ) -> Result<std::collections::BTreeMap<String, DirTotals>> {
+        let (prefix, end) = under(dir);
+        let conn = self.read();
+        let mut st = conn.prepare_cached(
+            "SELECT dir, COUNT(*), SUM(size), MAX(modified_ms) FROM                (SELECT dir, size, modified_ms FROM files WHERE dir >= ?1 AND dir < ?2                 ORDER BY dir LIMIT ?3)              GROUP BY dir ORDER BY dir",
+        )?;
+        let mut out: std::collections::BTreeMap<String, DirTotals> = Default::default();
+        let mut seen = 0u64;
+        let mut last = None;
+        // One row past the budget tells whether the last folder was read to its end.
+        let rows = st.query_map(params![prefix, end, budget as i64 + 1], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (d, n, bytes, modified) = row?;
+            seen += n;
+            let Some(rest) = d.strip_prefix(&prefix) else {
+                continue; // files directly in `dir`
+            };
+            let child = format!("{prefix}{}", rest.split('/').next().unwrap_or(rest));
+            let t = out.entry(child.clone()).or_default();
+            t.files += n;
+            t.bytes += bytes;
+            t.modified_ms = t.modified_ms.max(modified);
+            last = Some(child);
+        }
+        if seen > budget as u64 {
+            if let Some(l) = last {
+                out.remove(&l);
+            }
+        }
+        Ok(out)
+    }
+
     /// Per agent: files and bytes archived, and the last archive time.
     pub fn agent_totals(&self) -> Result<Vec<AgentTotals>> {
         let conn = self.read();
@@ -876,6 +931,62 @@ mod tests {
             .join("; ");
         assert!(plan.contains("COVERING INDEX files_dir_listing"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "sorted by the index: {plan}");
+    }
+
+    #[test]
+    fn folder_totals_are_exact_within_their_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&d.path().join("catalog.db")).unwrap();
+        let e = |path: &str, size: u64, modified_ms: i64| Entry {
+            path: path.into(),
+            agent: agent_of(path).into(),
+            size,
+            sha256: None,
+            modified_ms,
+            archived_ms: 0,
+            appended_ms: None,
+        };
+        c.upsert_all(&[
+            e("/a1/Logs/App/x.log", 10, 5),
+            e("/a1/Logs/App/2024/y.log", 20, 9),
+            e("/a1/Logs/z.log", 1, 7),
+            e("/a1/Other/w.log", 100, 3),
+            e("/a1/top.log", 1000, 1),
+            e("/a2/q.log", 7, 2),
+        ])
+        .unwrap();
+        let t = c.dir_totals("/a1", 100).unwrap();
+        let want = |files, bytes, modified_ms| DirTotals {
+            files,
+            bytes,
+            modified_ms,
+        };
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t["/a1/Logs"], want(3, 31, 9));
+        assert_eq!(t["/a1/Other"], want(1, 100, 3));
+        let root = c.dir_totals("/", 100).unwrap();
+        assert_eq!(root["/a1"], want(5, 1131, 9));
+        assert_eq!(root["/a2"], want(1, 7, 2));
+        // A budget that ends inside a folder leaves that folder out rather than undercount.
+        let t = c.dir_totals("/a1", 2).unwrap();
+        assert!(t.is_empty(), "{t:?}");
+        let t = c.dir_totals("/", 5).unwrap();
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["/a1"]);
+        // Read from the covering index, not the table.
+        let conn = c.read();
+        let plan: String = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT dir, COUNT(*), SUM(size), MAX(modified_ms) FROM \
+               (SELECT dir, size, modified_ms FROM files WHERE dir >= ?1 AND dir < ?2 \
+                ORDER BY dir LIMIT ?3) GROUP BY dir ORDER BY dir",
+            )
+            .unwrap()
+            .query_map(params!["/a1/", "/a10", 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ");
+        assert!(plan.contains("COVERING INDEX files_dir_listing"), "{plan}");
     }
 
     #[test]

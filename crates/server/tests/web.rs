@@ -958,6 +958,42 @@ async fn search_by_name_agent_time_and_content() {
         .unwrap();
     assert_eq!(h["text"], "ERROR Timeout on query 7");
     assert_eq!(h["offset"], 8);
+    assert_eq!(
+        h["matches"],
+        serde_json::json!([[0, 13]]),
+        "where it matched"
+    );
+    // Context lines around a match.
+    let (_, v) = get("content=timeout%20on&context=1").await;
+    let h = &v["content"]["hits"][0];
+    assert_eq!(
+        (&h["before"], &h["after"]),
+        (
+            &serde_json::json!(["connect"]),
+            &serde_json::json!(["error timeout again"])
+        )
+    );
+    let (_, v) = get("content=request%2042%20done&context=2").await;
+    let h = &v["content"]["hits"][0];
+    assert_eq!(h["line"], 42);
+    assert_eq!(h["before"][0], "2024-07-23 10:00:00 INFO request 40 done");
+    assert_eq!(h["after"][1], "2024-07-23 10:00:00 INFO request 44 done");
+    // A line's own time narrows the search by from/to, whenever its file was written;
+    // a line without one goes by its file's time.
+    assert_eq!(
+        h["time_ms"],
+        serde_json::json!(1_721_728_800_000i64),
+        "2024-07-23 10:00:00 UTC"
+    );
+    let (_, v) = get("content=request%2042%20done&from=2024-07-23T10:00&to=2024-07-23T10:00").await;
+    assert_eq!(v["content"]["stats"]["matches"], 1, "{v}");
+    let (_, v) = get("content=request%2042%20done&to=2024-07-23T09:59").await;
+    assert_eq!(v["content"]["stats"]["matches"], 0, "{v}");
+    let (_, v) = get("content=timeout&to=2024-07-23").await;
+    assert_eq!(
+        v["content"]["stats"]["matches"], 0,
+        "files written today: {v}"
+    );
     let (_, v) = get("content=ERROR%20Timeout&case=true").await;
     assert_eq!(v["content"]["hits"].as_array().unwrap().len(), 2);
     let (_, v) = get("content=query%20%5Cd%2B&regex=true").await;
@@ -987,13 +1023,21 @@ async fn search_by_name_agent_time_and_content() {
     // The page streams the same hits, linking to the line in the viewer.
     let (_, html) = a.text("/search?content=timeout&q=db.log").await;
     assert!(
-        html.contains("href=\"/view/agent01/Logs/App/20240723/db.log?offset=8&#38;ln=2#l2\""),
+        html.contains("href=\"/view/agent01/Logs/App/20240723/db.log?around=8&#38;ln=2#l2\""),
         "{html}"
     );
-    assert!(html.contains("2 matches in 1 file ("), "{html}");
+    assert!(
+        html.contains("2 matches in 1 file of 1 file searched ("),
+        "{html}"
+    );
+    assert!(
+        html.contains("<mark>timeout</mark>") || html.contains("<mark>Timeout</mark>"),
+        "{html}"
+    );
+    assert!(html.contains("agent01</a>: 2"), "counts per agent: {html}");
     assert!(!html.contains(" in 0 ms"), "{html}");
     assert!(
-        html.contains("Limits: 1000 matches, 30 s."),
+        html.contains("limits: 1000 matches, 30 s."),
         "both bounds shown: {html}"
     );
     assert!(html.trim_end().ends_with("</html>"));

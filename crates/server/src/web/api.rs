@@ -243,13 +243,23 @@ pub struct Listing {
     /// by path; files without any are left out.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub local_names: std::collections::BTreeMap<String, Vec<String>>,
+    /// What each sub-folder holds at any depth, by path. A folder too big to total within
+    /// [`DIR_TOTALS_BUDGET`] files read is left out.
+    pub dir_totals: std::collections::BTreeMap<String, crate::catalog::DirTotals>,
 }
+
+/// Most catalog rows read to total a listing's sub-folders (~0.1 s at most).
+pub const DIR_TOTALS_BUDGET: usize = 500_000;
 
 pub(super) async fn listing(st: &Arc<WebState>, p: &ArchivePath) -> Result<Listing, WebError> {
     let c = Arc::clone(&st.catalog);
     let dir = p.display();
-    let ((dirs, files), names) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::catalog::CatalogError>((c.list(&dir)?, c.aliases_in(&dir)?))
+    let ((dirs, files), names, dir_totals) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::catalog::CatalogError>((
+            c.list(&dir)?,
+            c.aliases_in(&dir)?,
+            c.dir_totals(&dir, DIR_TOTALS_BUDGET)?,
+        ))
     })
     .await??;
     if dirs.is_empty() && files.is_empty() && !p.is_root() && !st.archive.is_dir(p) {
@@ -260,6 +270,7 @@ pub(super) async fn listing(st: &Arc<WebState>, p: &ArchivePath) -> Result<Listi
         dirs,
         files,
         local_names: names.into_iter().collect(),
+        dir_totals,
     })
 }
 
@@ -287,9 +298,12 @@ pub struct SearchParams {
     pub q: Option<String>,
     /// Only this agent's files.
     pub agent: Option<String>,
-    /// Modified at or after (UTC `YYYY-MM-DD[THH:MM[:SS]]` or epoch ms).
+    /// Modified at or after (UTC `YYYY-MM-DD[THH:MM[:SS]]` or epoch ms). With `content`: also
+    /// only lines whose time (their own date and time, else their file's modification) is at
+    /// or after it.
     pub from: Option<String>,
-    /// Modified at or before.
+    /// Modified at or before. With `content`: lines whose time is at or before it, in files
+    /// modified at any time after `from` (a file written on holds older lines too).
     pub to: Option<String>,
     /// Archived at or after.
     pub archived_from: Option<String>,
@@ -305,6 +319,8 @@ pub struct SearchParams {
     pub limit: Option<usize>,
     /// Most content matches (default and upper bound: the server's limit).
     pub max_matches: Option<u64>,
+    /// Lines of context before and after each content match (0-10, default 0).
+    pub context: Option<usize>,
 }
 
 pub(super) fn truthy(v: &Option<String>) -> bool {
@@ -339,8 +355,23 @@ impl SearchParams {
         })
     }
 
-    pub fn content_query(&self, st: &WebState) -> Option<ContentQuery> {
-        self.content().map(|c| ContentQuery {
+    /// The time range `from`..`to` asks for, if either is given.
+    fn window(&self) -> Result<Option<(i64, i64)>, WebError> {
+        let t = |v: &Option<String>, end| {
+            opt(v)
+                .map(|s| parse_time(s, end))
+                .transpose()
+                .map_err(WebError::BadRequest)
+        };
+        Ok(match (t(&self.from, false)?, t(&self.to, true)?) {
+            (None, None) => None,
+            (f, t) => Some((f.unwrap_or(i64::MIN), t.unwrap_or(i64::MAX))),
+        })
+    }
+
+    pub fn content_query(&self, st: &WebState) -> Result<Option<ContentQuery>, WebError> {
+        let window = self.window()?;
+        Ok(self.content().map(|c| ContentQuery {
             pattern: c.to_string(),
             regex: truthy(&self.regex),
             case_sensitive: truthy(&self.case),
@@ -349,7 +380,9 @@ impl SearchParams {
                 .unwrap_or(st.config.search_max_matches)
                 .clamp(1, st.config.search_max_matches),
             timeout: st.config.search_timeout,
-        })
+            context: self.context.unwrap_or(0).min(search::MAX_CONTEXT),
+            window,
+        }))
     }
 }
 
@@ -365,12 +398,15 @@ pub(super) async fn start_content_search(
     p: &SearchParams,
     user: &str,
 ) -> Result<Option<tokio::sync::mpsc::Receiver<search::Event>>, WebError> {
-    let Some(cq) = p.content_query(st) else {
+    let Some(cq) = p.content_query(st)? else {
         return Ok(None);
     };
     // Busy before any work: a place among the searches running, server-wide and the caller's.
     let permit = st.workers.search(user)?;
-    let files = name_search(st, p.name_query(st.config.search_max_files)?).await?;
+    let mut q = p.name_query(st.config.search_max_files)?;
+    // `to` bounds the lines' times: a file written after it may still hold older lines.
+    q.modified_to_ms = None;
+    let files = name_search(st, q).await?;
     // Compiling a pattern is CPU work: not on the async workers.
     let (archive, threads) = (Arc::clone(&st.archive), st.config.search_threads);
     let running =
@@ -430,7 +466,9 @@ pub struct ViewParams {
     pub before: Option<u64>,
     /// Open at this line (1-based; counts lines from the start).
     pub line: Option<u64>,
-    /// The line number at `offset`/`before`, when the caller knows it.
+    /// Open at the line holding this byte offset with the lines above it (a search hit).
+    pub around: Option<u64>,
+    /// The line number at `offset`/`before`/`around`, when the caller knows it.
     pub ln: Option<u64>,
 }
 
@@ -438,6 +476,11 @@ impl ViewParams {
     pub fn at(&self) -> At {
         if let Some(end) = self.before {
             At::Before { end, line: self.ln }
+        } else if let Some(offset) = self.around {
+            At::Around {
+                offset,
+                line: self.ln,
+            }
         } else if let Some(offset) = self.offset {
             At::Offset {
                 offset,

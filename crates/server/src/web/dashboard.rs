@@ -215,6 +215,11 @@ pub fn chart(rows: &[(String, i64, u64)], today: i64) -> Chart {
     });
     c.labels.push(Label {
         x: "4".into(),
+        y: top + (h - bottom - top) / 2.0 + 4.0,
+        text: logarchive_ftp::rate::human_bytes(max / 2),
+    });
+    c.labels.push(Label {
+        x: "4".into(),
         y: h - bottom,
         text: "0".into(),
     });
@@ -250,7 +255,7 @@ pub fn chart(rows: &[(String, i64, u64)], today: i64) -> Chart {
             name: agent.to_string(),
         });
     }
-    for i in (0..CHART_DAYS).step_by(2) {
+    for i in 0..CHART_DAYS {
         c.labels.push(Label {
             x: format!("{:.1}", left + i as f64 * bar_w + 2.0),
             y: h - bottom + 16.0,

@@ -2,39 +2,38 @@
 //! marked safe. A little plain JS (assets/app.js) adds the theme switch, following a growing
 //! file and the search's stop button; every page works without it.
 
-use super::api::{self, SearchParams, ViewParams};
+use super::api::{self, ViewParams};
 use super::archive::{encode_component, ArchivePath};
 use super::auth::{cross_origin, Caller};
-use super::dashboard::{self, Chart};
 use super::error::{PageError, WebError};
-use super::search;
 use super::time::format_ms;
 use super::users::{self, UserForm, UserView};
-use super::view::level_of;
+use super::view::{self, level_of};
 use super::WebState;
 use crate::catalog::Entry;
 use askama::Template;
-use axum::body::{Body, Bytes};
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use logarchive_ftp::rights::{Right, Rights};
 use serde::Deserialize;
 use std::sync::Arc;
 
-type S = State<Arc<WebState>>;
-type PageResult = Result<Response, PageError>;
+pub(super) type S = State<Arc<WebState>>;
+pub(super) type PageResult = Result<Response, PageError>;
 
 pub fn routes() -> Router<Arc<WebState>> {
     Router::new()
-        .route("/", get(dashboard_page))
+        .route("/", get(super::dashboard_page::dashboard))
+        .route("/agents/{name}", get(super::dashboard_page::agent))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/browse", get(browse_root))
         .route("/browse/", get(browse_root))
         .route("/browse/{*path}", get(browse_page))
-        .route("/search", get(search_page))
+        .route("/search", get(super::search_page::page))
         .route("/view/{*path}", get(view_page))
         .route("/download", get(download_root))
         .route("/download/", get(download_root))
@@ -47,7 +46,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/static/app.js", get(js))
 }
 
-fn html(t: &impl Template) -> PageResult {
+pub(super) fn html(t: &impl Template) -> PageResult {
     let mut r = Html(t.render().map_err(WebError::from)?).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -57,25 +56,28 @@ fn html(t: &impl Template) -> PageResult {
 }
 
 /// The page frame's data.
-pub struct Nav {
+pub(super) struct Nav {
     pub user: String,
     pub admin: bool,
     pub csrf: String,
+    /// The section the page belongs to (marked in the navigation).
+    pub here: &'static str,
 }
 
 impl Nav {
-    fn of(c: &Caller) -> Nav {
+    pub(super) fn of(c: &Caller, here: &'static str) -> Nav {
         Nav {
             user: c.name.clone(),
             admin: c.is_admin(),
             csrf: c.csrf.clone().unwrap_or_default(),
+            here,
         }
     }
 }
 
 /// A caller of a page: the same authentication as the API (session or basic auth), but an
 /// anonymous visitor is redirected to the login form instead of getting a 401.
-struct PageCaller(Caller);
+pub(super) struct PageCaller(pub(super) Caller);
 
 impl FromRequestParts<Arc<WebState>> for PageCaller {
     type Rejection = PageError;
@@ -97,12 +99,12 @@ pub struct ErrorPage {
 }
 
 /// `1 file`, `2 files`.
-fn count(n: u64, one: &str, many: &str) -> String {
+pub(super) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A duration for people: `under 1 ms`, `340 ms`, `2.5 s`.
-fn took(ms: u64) -> String {
+pub(super) fn took(ms: u64) -> String {
     match ms {
         0 => "under 1 ms".into(),
         1..=999 => format!("{ms} ms"),
@@ -110,7 +112,7 @@ fn took(ms: u64) -> String {
     }
 }
 
-fn size(n: u64) -> String {
+pub(super) fn size(n: u64) -> String {
     logarchive_ftp::rate::human_bytes(n)
 }
 
@@ -207,43 +209,28 @@ async fn logout(
     Ok(r)
 }
 
-// ---- dashboard ----
+// ---- rows shared by pages ----
 
-struct AgentRow {
-    name: String,
-    url: String,
-    host: String,
-    last_seen: String,
-    files: u64,
-    bytes: String,
-    backlog: String,
-    /// Worst lag of a file behind its writer.
-    lag: String,
-    lag_title: String,
-    behind: bool,
-    last_error: String,
-    stale: bool,
-}
-
-struct FileRow {
-    name: String,
-    path: String,
-    view_url: String,
-    download_url: String,
-    dir_url: String,
-    dir: String,
-    agent: String,
-    size: String,
-    size_raw: u64,
-    modified: String,
-    modified_raw: i64,
-    archived: String,
+pub(super) struct FileRow {
+    pub(super) name: String,
+    pub(super) path: String,
+    pub(super) view_url: String,
+    pub(super) download_url: String,
+    pub(super) dir_url: String,
+    pub(super) dir: String,
+    pub(super) agent: String,
+    pub(super) size: String,
+    pub(super) size_raw: u64,
+    pub(super) modified: String,
+    pub(super) modified_raw: i64,
+    pub(super) archived: String,
+    pub(super) archived_raw: i64,
     /// The local names it had (rotated logs), for people: `service.log.1, service.log.2.gz`.
-    aka: String,
+    pub(super) aka: String,
 }
 
 impl FileRow {
-    fn of(e: &Entry) -> FileRow {
+    pub(super) fn of(e: &Entry) -> FileRow {
         let p = ArchivePath::parse(&e.path).unwrap_or_else(|_| ArchivePath::root());
         let parent = p.parent();
         FileRow {
@@ -259,6 +246,7 @@ impl FileRow {
             modified: format_ms(e.modified_ms),
             modified_raw: e.modified_ms,
             archived: format_ms(e.archived_ms),
+            archived_raw: e.archived_ms,
             aka: String::new(),
         }
     }
@@ -274,79 +262,6 @@ impl FileRow {
         }
         self
     }
-}
-
-#[derive(Template)]
-#[template(path = "dashboard.html")]
-struct DashboardPage {
-    nav: Nav,
-    agents: Vec<AgentRow>,
-    recent: Vec<FileRow>,
-    chart: Chart,
-    files: u64,
-    bytes: String,
-    disk: String,
-}
-
-async fn dashboard_page(PageCaller(c): PageCaller, State(st): S) -> PageResult {
-    let d = api::dashboard_data(&st).await?;
-    let c2 = Arc::clone(&st.catalog);
-    let recent = tokio::task::spawn_blocking(move || c2.recent(15))
-        .await
-        .map_err(WebError::from)??;
-    let now = api::now_ms();
-    let agents = d
-        .agents
-        .iter()
-        .map(|a| {
-            let s = a.status.clone().unwrap_or_default();
-            let backlog = match (s.backlog_files, s.backlog_bytes) {
-                (Some(f), Some(b)) => format!("{f} files, {}", size(b)),
-                _ => "—".into(),
-            };
-            let lag = match (s.max_lag_seconds, s.max_lag_bytes) {
-                (Some(0), Some(0)) => "none".to_string(),
-                (Some(secs), Some(b)) => format!("{secs} s, {}", size(b)),
-                _ => "—".into(),
-            };
-            let lag_title = s
-                .lagging
-                .iter()
-                .map(|l| format!("{}: {} s, {}", l.path, l.seconds, size(l.bytes)))
-                .collect::<Vec<_>>()
-                .join("\n");
-            AgentRow {
-                name: a.agent.clone(),
-                behind: s.max_lag_seconds.is_some_and(|x| x >= 60),
-                lag,
-                lag_title,
-                url: format!("/browse/{}", encode_component(&a.agent)),
-                host: match &s.claimed_agent_id {
-                    Some(id) => format!("{} (claims to be {id})", s.host.as_deref().unwrap_or("—")),
-                    None => s.host.clone().unwrap_or_else(|| "—".into()),
-                },
-                last_seen: s.updated_at_ms.map_or("never".into(), format_ms),
-                stale: s
-                    .updated_at_ms
-                    .is_none_or(|t| now.saturating_sub(t) > 10 * 60_000),
-                files: a.archive.files,
-                bytes: size(a.archive.bytes),
-                backlog,
-                last_error: s.last_error.unwrap_or_default(),
-            }
-        })
-        .collect();
-    html(&DashboardPage {
-        nav: Nav::of(&c),
-        agents,
-        recent: recent.iter().map(FileRow::of).collect(),
-        chart: dashboard::chart(&d.daily_bytes, now / 86_400_000),
-        files: d.files,
-        bytes: size(d.bytes),
-        disk: d.disk.map_or("unknown".into(), |d| {
-            format!("{} free of {}", size(d.free_bytes), size(d.total_bytes))
-        }),
-    })
 }
 
 // ---- browse ----
@@ -369,6 +284,29 @@ fn crumbs(p: &ArchivePath) -> Vec<Crumb> {
 struct DirRow {
     name: String,
     url: String,
+    /// Empty when the folder was too big to total.
+    size: String,
+    files: String,
+    modified: String,
+    size_raw: u64,
+    modified_raw: i64,
+}
+
+/// A file row of a listing: its generation (`service.log.~2~` is generation 2 of
+/// `service.log`), and whether it is shown under the file it is a generation of.
+struct ListedFile {
+    f: FileRow,
+    generation: Option<u64>,
+    under_base: bool,
+}
+
+/// A column heading that sorts the listing.
+struct Head {
+    label: &'static str,
+    url: String,
+    /// `▲`/`▼` on the column sorted by.
+    arrow: &'static str,
+    class: &'static str,
 }
 
 #[derive(Template)]
@@ -379,24 +317,45 @@ struct BrowsePage {
     path: String,
     zip_url: String,
     dirs: Vec<DirRow>,
-    files: Vec<FileRow>,
-    sort: String,
+    files: Vec<ListedFile>,
+    heads: Vec<Head>,
+    filter: String,
+    /// Before the filter.
+    all: usize,
 }
 
 impl BrowsePage {
     fn counts(&self) -> String {
-        format!(
+        let shown = format!(
             "{}, {}",
             count(self.dirs.len() as u64, "folder", "folders"),
             count(self.files.len() as u64, "file", "files")
-        )
+        );
+        if self.filter.is_empty() {
+            shown
+        } else {
+            format!("{shown} of {} matching “{}”", self.all, self.filter)
+        }
     }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct BrowseParams {
+    /// `name`, `size`, `time` (modified) or `archived`.
     sort: Option<String>,
+    /// `asc` or `desc` (default: names ascending, the rest descending).
+    order: Option<String>,
+    /// Only names containing this (any case).
+    filter: Option<String>,
+}
+
+/// `service.log.~2~` → (`service.log`, 2).
+fn generation(name: &str) -> Option<(&str, u64)> {
+    let inner = name.strip_suffix('~')?;
+    let (base, n) = inner.rsplit_once(".~")?;
+    let n: u64 = n.parse().ok()?;
+    (n >= 2 && !base.is_empty()).then_some((base, n))
 }
 
 async fn browse_root(c: PageCaller, st: S, q: Query<BrowseParams>) -> PageResult {
@@ -424,34 +383,88 @@ async fn browse(
     q: BrowseParams,
 ) -> PageResult {
     let l = api::listing(&st, &p).await?;
+    let filter = q.filter.as_deref().unwrap_or("").trim().to_string();
+    let wanted =
+        |name: &str| filter.is_empty() || name.to_lowercase().contains(&filter.to_lowercase());
+    let sort = ["size", "time", "archived"]
+        .into_iter()
+        .find(|c| q.sort.as_deref() == Some(*c))
+        .unwrap_or("name");
+    let desc = match q.order.as_deref() {
+        Some("asc") => false,
+        Some("desc") => true,
+        _ => sort != "name",
+    };
+    let all = l.dirs.len() + l.files.len();
     let mut files: Vec<FileRow> = l
         .files
         .iter()
         .map(|e| FileRow::of(e).with_names(l.local_names.get(&e.path)))
+        .filter(|f| wanted(&f.name))
         .collect();
-    let sort = q.sort.unwrap_or_else(|| "name".into());
-    match sort.as_str() {
-        "size" => files.sort_by_key(|f| std::cmp::Reverse(f.size_raw)),
-        "time" => files.sort_by_key(|f| std::cmp::Reverse(f.modified_raw)),
+    match sort {
+        "size" => files.sort_by_key(|f| f.size_raw),
+        "time" => files.sort_by_key(|f| f.modified_raw),
+        "archived" => files.sort_by_key(|f| f.archived_raw),
         _ => {}
+    }
+    if desc {
+        files.reverse();
     }
     let mut dirs: Vec<DirRow> = l
         .dirs
         .iter()
         .map(|d| {
             let name = d.rsplit('/').next().unwrap_or(d).to_string();
+            let t = l.dir_totals.get(d);
             DirRow {
                 url: format!("/browse{}", p.child(&name).url()),
+                size: t.map_or(String::new(), |t| size(t.bytes)),
+                files: t.map_or(String::new(), |t| count(t.files, "file", "files")),
+                modified: t.map_or(String::new(), |t| format_ms(t.modified_ms)),
+                size_raw: t.map_or(0, |t| t.bytes),
+                modified_raw: t.map_or(0, |t| t.modified_ms),
                 name,
             }
         })
+        .filter(|d| wanted(&d.name))
         .collect();
-    if sort == "time" || sort == "size" {
-        // Folders named by date read best newest first.
+    match sort {
+        "size" => dirs.sort_by_key(|d| d.size_raw),
+        "time" => dirs.sort_by_key(|d| d.modified_raw),
+        _ => {}
+    }
+    if desc {
         dirs.reverse();
     }
+    let url = |col: &str, desc: bool| {
+        let mut u = format!("?sort={col}&order={}", if desc { "desc" } else { "asc" });
+        if !filter.is_empty() {
+            u.push_str(&format!("&filter={}", encode_component(&filter)));
+        }
+        u
+    };
+    let heads = [
+        ("Name", "name", ""),
+        ("Size", "size", "num"),
+        ("Modified", "time", ""),
+        ("Archived", "archived", ""),
+    ]
+    .into_iter()
+    .map(|(label, col, class)| Head {
+        label,
+        // The sorted column turns around; another starts in its natural order.
+        url: url(col, if col == sort { !desc } else { col != "name" }),
+        arrow: match (col == sort, desc) {
+            (false, _) => "",
+            (true, false) => " ▲",
+            (true, true) => " ▼",
+        },
+        class,
+    })
+    .collect();
     html(&BrowsePage {
-        nav: Nav::of(&c),
+        nav: Nav::of(&c, "browse"),
         crumbs: crumbs(&p),
         path: p.display(),
         zip_url: format!(
@@ -459,224 +472,47 @@ async fn browse(
             if p.is_root() { String::new() } else { p.url() }
         ),
         dirs,
-        files,
-        sort,
+        files: with_generations(files),
+        heads,
+        filter,
+        all,
     })
 }
 
-// ---- search ----
-
-#[derive(Template)]
-#[template(path = "search_head.html")]
-struct SearchHead {
-    nav: Nav,
-    p: SearchForm,
-    files: Vec<FileRow>,
-    error: Option<String>,
-    content: bool,
-}
-
-/// The form's values, for redisplay.
-#[derive(Default)]
-struct SearchForm {
-    q: String,
-    agent: String,
-    from: String,
-    to: String,
-    content: String,
-    regex: bool,
-    case: bool,
-}
-
-#[derive(Template)]
-#[template(path = "search_hit.html")]
-struct SearchHit {
-    path: String,
-    url: String,
-    line: u64,
-    text: String,
-}
-
-#[derive(Template)]
-#[template(path = "search_tail.html")]
-struct SearchTail {
-    content: bool,
-    files_searched: u64,
-    size: String,
-    matches: u64,
-    hit_limit: bool,
-    timed_out: bool,
-    elapsed_ms: u64,
-    max_matches: u64,
-    timeout_s: u64,
-}
-
-impl SearchTail {
-    fn summary(&self) -> String {
-        format!(
-            "{} in {} ({}) in {}",
-            count(self.matches, "match", "matches"),
-            count(self.files_searched, "file", "files"),
-            self.size,
-            took(self.elapsed_ms)
-        )
-    }
-}
-
-/// The search page is streamed: the form and the name matches first, then each content match
-/// as it is found, then the totals. Leaving the page (or "Stop") cancels the search.
-async fn search_page(
-    PageCaller(c): PageCaller,
-    State(st): S,
-    Query(p): Query<SearchParams>,
-) -> PageResult {
-    let form = SearchForm {
-        q: p.q.clone().unwrap_or_default(),
-        agent: p.agent.clone().unwrap_or_default(),
-        from: p.from.clone().unwrap_or_default(),
-        to: p.to.clone().unwrap_or_default(),
-        content: p.content.clone().unwrap_or_default(),
-        regex: api::truthy(&p.regex),
-        case: api::truthy(&p.case),
-    };
-    let any = p.q.as_deref().is_some_and(|s| !s.trim().is_empty())
-        || p.agent.as_deref().is_some_and(|s| !s.trim().is_empty())
-        || p.content().is_some()
-        || p.from.as_deref().is_some_and(|s| !s.is_empty())
-        || p.to.as_deref().is_some_and(|s| !s.is_empty());
-    let mut error = None;
-    let mut files = Vec::new();
-    let mut rx = None;
-    if any {
-        let limit = p.limit.unwrap_or(200).clamp(1, 10_000);
-        let started = async {
-            let q = p.name_query(limit)?;
-            let names = if p.content().is_some() {
-                Vec::new()
-            } else {
-                api::name_search(&st, q).await?
-            };
-            let rx = api::start_content_search(&st, &p, &c.name).await?;
-            Ok::<_, WebError>((names, rx))
-        };
-        match started.await {
-            Ok((names, r)) => {
-                files = names.iter().map(FileRow::of).collect();
-                rx = r;
+/// The files in their order, each file's later generations moved under it (in generation
+/// order), so a rotated log's pieces read together.
+fn with_generations(files: Vec<FileRow>) -> Vec<ListedFile> {
+    let names: std::collections::HashSet<String> = files.iter().map(|f| f.name.clone()).collect();
+    let mut later: std::collections::HashMap<String, Vec<(u64, FileRow)>> = Default::default();
+    let mut out = Vec::with_capacity(files.len());
+    let mut order = Vec::new();
+    for f in files {
+        match generation(&f.name) {
+            Some((base, n)) if names.contains(base) => {
+                later.entry(base.to_string()).or_default().push((n, f))
             }
-            Err(WebError::BadRequest(m)) => error = Some(m),
-            Err(e) => return Err(e.into()),
+            g => {
+                order.push(ListedFile {
+                    generation: g.map(|(_, n)| n),
+                    under_base: false,
+                    f,
+                });
+            }
         }
     }
-    let content = rx.is_some();
-    let head = SearchHead {
-        nav: Nav::of(&c),
-        p: form,
-        files,
-        error,
-        content,
-    }
-    .render()
-    .map_err(WebError::from)?;
-    let (max_matches, timeout_s) = (
-        st.config.search_max_matches,
-        st.config.search_timeout.as_secs(),
-    );
-    let metrics = Arc::clone(&st.metrics);
-    let stream = async_stream(head, rx, move |stats: &search::SearchStats| {
-        metrics.on_search(stats.elapsed_ms as f64 / 1000.0);
-        SearchTail {
-            content,
-            files_searched: stats.files_searched,
-            size: size(stats.bytes_searched),
-            matches: stats.matches,
-            hit_limit: stats.hit_limit,
-            timed_out: stats.timed_out,
-            elapsed_ms: stats.elapsed_ms,
-            max_matches,
-            timeout_s,
+    for lf in order {
+        let base = lf.f.name.clone();
+        out.push(lf);
+        if let Some(mut gens) = later.remove(&base) {
+            gens.sort_by_key(|(n, _)| *n);
+            out.extend(gens.into_iter().map(|(n, f)| ListedFile {
+                f,
+                generation: Some(n),
+                under_base: true,
+            }));
         }
-        .render()
-        .unwrap_or_default()
-    });
-    Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(stream)
-        .map_err(|e| WebError::Internal(e.to_string()))?)
-}
-
-/// How long the search page goes without writing anything.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The body of the streamed search page.
-fn async_stream(
-    head: String,
-    rx: Option<tokio::sync::mpsc::Receiver<search::Event>>,
-    tail: impl Fn(&search::SearchStats) -> String + Send + 'static,
-) -> Body {
-    enum St {
-        Head,
-        Hits,
-        Done,
     }
-    let state = (St::Head, Some(head), rx, tail);
-    Body::from_stream(futures_util::stream::unfold(
-        state,
-        |(s, head, mut rx, tail)| async move {
-            match s {
-                St::Head => {
-                    let h = head.unwrap_or_default();
-                    Some((
-                        Ok::<_, std::convert::Infallible>(Bytes::from(h)),
-                        (St::Hits, None, rx, tail),
-                    ))
-                }
-                St::Hits => {
-                    let Some(r) = rx.as_mut() else {
-                        let t = tail(&search::SearchStats::default());
-                        return Some((Ok(Bytes::from(t)), (St::Done, None, None, tail)));
-                    };
-                    // A search that finds nothing for a while writes a newline each second:
-                    // the only way to learn that the reader closed the page, which cancels it.
-                    let next = match tokio::time::timeout(HEARTBEAT, r.recv()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            let beat = Bytes::from_static(b"\n");
-                            return Some((Ok(beat), (St::Hits, None, rx, tail)));
-                        }
-                    };
-                    match next {
-                        Some(search::Event::Hit(h)) => {
-                            let p =
-                                ArchivePath::parse(&h.path).unwrap_or_else(|_| ArchivePath::root());
-                            let row = SearchHit {
-                                url: format!(
-                                    "/view{}?offset={}&ln={}#l{}",
-                                    p.url(),
-                                    h.offset,
-                                    h.line,
-                                    h.line
-                                ),
-                                path: h.path,
-                                line: h.line,
-                                text: h.text,
-                            }
-                            .render()
-                            .unwrap_or_default();
-                            Some((Ok(Bytes::from(row)), (St::Hits, None, rx, tail)))
-                        }
-                        Some(search::Event::Done(stats)) => {
-                            let t = tail(&stats);
-                            Some((Ok(Bytes::from(t)), (St::Done, None, None, tail)))
-                        }
-                        None => None,
-                    }
-                }
-                St::Done => None,
-            }
-        },
-    ))
+    out
 }
 
 // ---- view ----
@@ -684,7 +520,11 @@ fn async_stream(
 struct Line {
     number: Option<u64>,
     text: String,
+    /// Its own level's CSS class (colour).
     level: &'static str,
+    /// The level it is filtered by: its own, or that of the line above it that had one (a
+    /// stack trace goes with its error), as [`view::Level::letter`].
+    filter: &'static str,
 }
 
 #[derive(Template)]
@@ -705,9 +545,14 @@ struct ViewPage {
     download_url: String,
     follow_url: String,
     at_end: bool,
+    /// Opened at the end (no offset asked for): the page scrolls to its bottom.
+    open_at_end: bool,
     next_line: Option<u64>,
     /// The local names it had (rotated logs).
     aka: String,
+    /// A content search of this file's name in its agent's folder; the page's find box adds
+    /// the text.
+    search_url: String,
 }
 
 async fn view_page(
@@ -720,22 +565,29 @@ async fn view_page(
     if st.archive.is_dir(&p) {
         return Ok(Redirect::to(&format!("/browse{}", p.url())).into_response());
     }
-    let page = api::read_page(&st, &p, v.at()).await?;
+    let at = v.at();
+    let page = api::read_page(&st, &p, at).await?;
     let url = p.url();
     let mut n = page.first_line;
     let mut lines = Vec::new();
+    let mut filter = "";
     for l in page.text.split_inclusive('\n') {
         let text = l.trim_end_matches(['\n', '\r']).to_string();
+        let level = level_of(&text);
+        if level != view::Level::None {
+            filter = level.letter();
+        }
         lines.push(Line {
             number: n,
-            level: level_of(&text).css(),
+            level: level.css(),
+            filter,
             text,
         });
         n = n.map(|x| x + 1);
     }
     let ln = |x: Option<u64>| x.map_or(String::new(), |l| format!("&ln={l}"));
     html(&ViewPage {
-        nav: Nav::of(&c),
+        nav: Nav::of(&c, "browse"),
         crumbs: crumbs(&p),
         name: p.name().to_string(),
         size: size(page.size),
@@ -751,8 +603,14 @@ async fn view_page(
         download_url: format!("/download{url}"),
         follow_url: format!("/api/v1/follow{url}"),
         at_end: page.end == page.size,
+        open_at_end: matches!(at, view::At::End),
         next_line: n,
         aka: page.local_names.join(", "),
+        search_url: format!(
+            "/search?q={}&agent={}&content=",
+            encode_component(p.name()),
+            encode_component(p.display().split('/').nth(1).unwrap_or_default())
+        ),
         lines,
     })
 }
@@ -785,6 +643,8 @@ struct UserRow {
     download: String,
     ips: String,
     action: String,
+    /// Every right and whether the account holds it.
+    rights: Vec<(&'static str, bool)>,
 }
 
 struct SessionRow {
@@ -828,6 +688,13 @@ fn admin_view(
             download: rate(u.download_limit),
             ips: u.allowed_ips.join(", "),
             action: format!("/admin/users/{}", encode_component(&u.name)),
+            rights: {
+                let held = Rights::parse_list(&u.rights).unwrap_or(Rights::NONE);
+                Right::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), held.contains(*r)))
+                    .collect()
+            },
             u,
         })
         .collect();
@@ -851,7 +718,7 @@ fn admin_view(
         })
         .collect();
     let mut r = html(&AdminPage {
-        nav: Nav::of(c),
+        nav: Nav::of(c, "users"),
         users,
         sessions,
         error: error.clone(),
@@ -898,12 +765,53 @@ async fn admin_add(PageCaller(c): PageCaller, State(st): S, Form(f): Form<UserFo
     .await
 }
 
+/// A user row's form: the fields of [`UserForm`], and the rights as one checkbox each
+/// (`right=list&right=read...`; `rights_boxes` says the boxes were there, so none ticked is
+/// no right at all).
+fn row_form(pairs: Vec<(String, String)>) -> UserForm {
+    let mut f = UserForm::default();
+    let (mut rights, mut boxes) = (Vec::new(), false);
+    for (k, v) in pairs {
+        let slot = match k.as_str() {
+            "right" => {
+                rights.push(v);
+                continue;
+            }
+            "rights_boxes" => {
+                boxes = true;
+                continue;
+            }
+            "home" => &mut f.home,
+            "rights" => &mut f.rights,
+            "upload_limit" => &mut f.upload_limit,
+            "download_limit" => &mut f.download_limit,
+            "allowed_ips" => &mut f.allowed_ips,
+            "enabled" => &mut f.enabled,
+            "web_role" => &mut f.web_role,
+            "tls_required" => &mut f.tls_required,
+            "password" => &mut f.password,
+            "csrf" => &mut f.csrf,
+            _ => continue,
+        };
+        *slot = Some(v);
+    }
+    if boxes {
+        f.rights = Some(if rights.is_empty() {
+            "none".into()
+        } else {
+            rights.join(",")
+        });
+    }
+    f
+}
+
 async fn admin_update(
     PageCaller(c): PageCaller,
     State(st): S,
     Path(name): Path<String>,
-    Form(mut f): Form<UserForm>,
+    Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
+    let mut f = row_form(pairs);
     let csrf = f.csrf.clone();
     // The page's form always sends every field: a blank one means "none" (no limit, any
     // address), and a checkbox that is not ticked sends nothing at all.

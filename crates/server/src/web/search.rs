@@ -25,7 +25,14 @@ pub struct ContentQuery {
     pub case_sensitive: bool,
     pub max_matches: u64,
     pub timeout: Duration,
+    /// Lines of context shown before and after each match (at most [`MAX_CONTEXT`]).
+    pub context: usize,
+    /// Only lines whose time (see [`Hit::time_ms`]) is in this range, inclusive.
+    pub window: Option<(i64, i64)>,
 }
+
+/// The most context lines a match may carry on each side.
+pub const MAX_CONTEXT: usize = 10;
 
 /// One matching line.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -37,6 +44,51 @@ pub struct Hit {
     pub offset: u64,
     /// The line (at most 400 characters, invalid UTF-8 replaced).
     pub text: String,
+    /// Where the pattern matched in `text`: byte ranges `[start, end)`.
+    pub matches: Vec<[usize; 2]>,
+    /// The line's time: the date and time near its start (`2024-07-23 10:04:05` or
+    /// `2024-07-23T10:04:05`, read as UTC), else the file's last modification (epoch ms).
+    pub time_ms: i64,
+    /// Lines just before it (with `context`), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Lines just after it (with `context`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// A line as shown: at most [`MAX_LINE_CHARS`] characters, without its line end.
+fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end_matches(['\n', '\r']);
+    match text.char_indices().nth(MAX_LINE_CHARS) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// The date and time a log line starts with (within its first 40 bytes), as epoch ms (UTC).
+pub fn line_time(line: &str) -> Option<i64> {
+    let b = line.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    (0..40.min(b.len())).find_map(|i| {
+        let ok = digits(i..i + 4)
+            && b.get(i + 4) == Some(&b'-')
+            && digits(i + 5..i + 7)
+            && b.get(i + 7) == Some(&b'-')
+            && digits(i + 8..i + 10)
+            && matches!(b.get(i + 10), Some(b' ' | b'T'))
+            && digits(i + 11..i + 13)
+            && b.get(i + 13) == Some(&b':')
+            && digits(i + 14..i + 16);
+        if !ok {
+            return None;
+        }
+        let secs = b.get(i + 16) == Some(&b':') && digits(i + 17..i + 19);
+        let end = if secs { i + 19 } else { i + 16 };
+        super::time::parse_time(&line[i..end], false).ok()
+    })
 }
 
 /// How a search ended.
@@ -112,6 +164,8 @@ pub fn start(
         timed_out: AtomicBool::new(false),
         deadline: Instant::now() + q.timeout,
         max: q.max_matches,
+        context: q.context.min(MAX_CONTEXT),
+        window: q.window,
     });
     let started = Instant::now();
     let mut helpers = Vec::new();
@@ -192,6 +246,8 @@ struct Shared {
     timed_out: AtomicBool,
     deadline: Instant,
     max: u64,
+    context: usize,
+    window: Option<(i64, i64)>,
 }
 
 impl Shared {
@@ -215,8 +271,11 @@ fn worker(
     archive: &Archive,
     tx: &mpsc::Sender<Event>,
 ) {
+    let window = s.window;
     let mut searcher = SearcherBuilder::new()
         .line_number(true)
+        .before_context(s.context)
+        .after_context(s.context)
         .binary_detection(BinaryDetection::quit(0))
         .heap_limit(Some(MAX_LINE))
         .build();
@@ -232,7 +291,11 @@ fn worker(
         let mut sink = HitSink {
             s,
             tx,
-            path: &entry.path,
+            matcher,
+            entry,
+            window,
+            before: Vec::new(),
+            pending: None,
         };
         // Errors (a file that vanished mid-read, a line over MAX_LINE, the deadline) only
         // end that file's search.
@@ -242,6 +305,7 @@ fn worker(
             file: &open.file,
         };
         let _ = searcher.search_reader(matcher, reader, &mut sink);
+        sink.flush();
         s.files_searched.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -272,7 +336,36 @@ impl std::io::Read for Checked<'_> {
 struct HitSink<'a> {
     s: &'a Shared,
     tx: &'a mpsc::Sender<Event>,
-    path: &'a str,
+    matcher: &'a grep_regex::RegexMatcher,
+    entry: &'a Entry,
+    window: Option<(i64, i64)>,
+    /// Context lines seen since the last match.
+    before: Vec<String>,
+    /// The last match, waiting for the context after it.
+    pending: Option<Hit>,
+}
+
+impl HitSink<'_> {
+    /// Sends the match waiting for its context, if any. `false`: the search has stopped.
+    fn flush(&mut self) -> bool {
+        match self.pending.take() {
+            Some(hit) => send(self.s, self.tx, Event::Hit(hit), Duration::ZERO),
+            None => true,
+        }
+    }
+
+    /// Where the pattern matches in `text`.
+    fn ranges(&self, text: &str) -> Vec<[usize; 2]> {
+        use grep_matcher::Matcher;
+        let mut out = Vec::new();
+        let _ = self.matcher.find_iter(text.as_bytes(), |m| {
+            if m.start() < m.end() {
+                out.push([m.start(), m.end()]);
+            }
+            out.len() < 64
+        });
+        out
+    }
 }
 
 impl Sink for HitSink<'_> {
@@ -283,35 +376,61 @@ impl Sink for HitSink<'_> {
         _searcher: &grep_searcher::Searcher,
         m: &SinkMatch<'_>,
     ) -> Result<bool, std::io::Error> {
-        if !self.s.go_on() {
+        if !self.s.go_on() || !self.flush() {
+            // Nobody reads the results any more (or too slowly): the search has stopped.
             return Ok(false);
+        }
+        let text = shown(m.bytes());
+        let time_ms = line_time(&text).unwrap_or(self.entry.modified_ms);
+        if let Some((from, to)) = self.window {
+            if time_ms < from || time_ms > to {
+                self.before.clear();
+                return Ok(true);
+            }
         }
         let n = self.s.matches.fetch_add(1, Ordering::Relaxed) + 1;
         if n > self.s.max {
             self.s.stop.store(true, Ordering::Relaxed);
             return Ok(false);
         }
-        let text = String::from_utf8_lossy(m.bytes());
-        let text = text.trim_end_matches(['\n', '\r']);
-        let text = match text.char_indices().nth(MAX_LINE_CHARS) {
-            Some((i, _)) => format!("{}…", &text[..i]),
-            None => text.to_string(),
-        };
-        let hit = Hit {
-            path: self.path.to_string(),
+        self.pending = Some(Hit {
+            path: self.entry.path.clone(),
             line: m.line_number().unwrap_or(0),
             offset: m.absolute_byte_offset(),
+            matches: self.ranges(&text),
             text,
-        };
-        if !send(self.s, self.tx, Event::Hit(hit), Duration::ZERO) {
-            // Nobody reads the results any more (or too slowly): the search has stopped.
-            return Ok(false);
-        }
+            time_ms,
+            before: std::mem::take(&mut self.before),
+            after: Vec::new(),
+        });
         if n == self.s.max {
+            self.flush();
             self.s.stop.store(true, Ordering::Relaxed);
             return Ok(false);
         }
         Ok(true)
+    }
+
+    fn context(
+        &mut self,
+        _searcher: &grep_searcher::Searcher,
+        c: &grep_searcher::SinkContext<'_>,
+    ) -> Result<bool, std::io::Error> {
+        let line = shown(c.bytes());
+        match (c.kind(), self.pending.as_mut()) {
+            (grep_searcher::SinkContextKind::After, Some(hit)) => hit.after.push(line),
+            (grep_searcher::SinkContextKind::Before, _) => self.before.push(line),
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn context_break(
+        &mut self,
+        _searcher: &grep_searcher::Searcher,
+    ) -> Result<bool, std::io::Error> {
+        self.before.clear();
+        Ok(self.flush())
     }
 }
 
@@ -356,6 +475,8 @@ mod tests {
             case_sensitive: false,
             max_matches: u64::MAX,
             timeout,
+            context: 0,
+            window: None,
         };
         let permit = crate::web::workers::Workers::new(1, 1, 1)
             .search("t")

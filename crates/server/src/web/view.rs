@@ -80,9 +80,17 @@ pub enum At {
     /// The page ending just before this byte (a line start): paging backwards. `line` is the
     /// number of the line starting at `end`, if known.
     Before { end: u64, line: Option<u64> },
+    /// The page showing the line containing this byte with up to [`CONTEXT_LINES`] lines
+    /// above it (a search hit); `line` is its number if known.
+    Around { offset: u64, line: Option<u64> },
     /// The page starting at this line (1-based): found by counting newlines from the start.
     Line(u64),
 }
+
+/// Lines shown above a line opened with [`At::Around`].
+pub const CONTEXT_LINES: usize = 20;
+/// Bytes looked at for those lines (long lines give fewer).
+const CONTEXT_BYTES: u64 = 16 * 1024;
 
 fn read_at(f: &File, offset: u64, len: u64) -> Result<Vec<u8>, WebError> {
     let mut buf = vec![0u8; len as usize];
@@ -189,6 +197,33 @@ pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> 
                 },
             )
         }
+        At::Around { offset, line } => {
+            let offset = offset.min(size);
+            let s = line_start(f, offset)?;
+            let from = s.saturating_sub(CONTEXT_BYTES);
+            let back = read_at(f, from, s - from)?;
+            // `back` ends with the newline before line `s`; the start of the line
+            // CONTEXT_LINES above is just after the (CONTEXT_LINES + 1)th newline from its end.
+            let newlines: Vec<usize> = memchr::memrchr_iter(b'\n', &back)
+                .take(CONTEXT_LINES + 1)
+                .collect();
+            let start = match newlines.get(CONTEXT_LINES) {
+                Some(&i) => from + i as u64 + 1,
+                None if from == 0 => 0,
+                // Fewer lines fit in CONTEXT_BYTES: from the first whole one.
+                None => newlines.last().map_or(s, |&i| from + i as u64 + 1),
+            };
+            let above = back[(start - from) as usize..]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            let known = if s == offset { line } else { None };
+            let first = match known.and_then(|l| l.checked_sub(above)) {
+                Some(l) => Some(l),
+                None => lines.lines_before(f, &meta, start)?.map(|n| n + 1),
+            };
+            (start, first)
+        }
         At::Line(n) => (offset_of_line(f, size, n)?, Some(n.max(1))),
         At::Before { end, line } => {
             let end = end.min(size);
@@ -259,6 +294,17 @@ impl Level {
             Level::Warn => "lv-warn",
             Level::Info => "lv-info",
             Level::Debug => "lv-debug",
+            Level::None => "",
+        }
+    }
+
+    /// One letter for the viewer's level filter: `e`, `w`, `i`, `d`, or empty.
+    pub fn letter(self) -> &'static str {
+        match self {
+            Level::Error => "e",
+            Level::Warn => "w",
+            Level::Info => "i",
+            Level::Debug => "d",
             Level::None => "",
         }
     }
@@ -348,6 +394,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mid.offset, l.offset);
+    }
+
+    #[test]
+    fn a_hit_opens_with_lines_above_it() {
+        let lc = LineCache::default();
+        let content: String = (1..=5000).map(|i| format!("line {i} x\n")).collect();
+        let (_t, f) = file(content.as_bytes());
+        let at = content.find("line 2500 x").unwrap() as u64;
+        for line in [Some(2500), None] {
+            let p = read_page(&f, &lc, At::Around { offset: at, line }).unwrap();
+            let want_first = 2500 - CONTEXT_LINES as u64;
+            assert!(
+                p.text.starts_with(&format!("line {want_first} x\n")),
+                "{line:?}"
+            );
+            assert_eq!(p.first_line, Some(want_first), "{line:?}");
+        }
+        // Near the start: what there is above it.
+        let at = content.find("line 3 x").unwrap() as u64;
+        let p = read_page(
+            &f,
+            &lc,
+            At::Around {
+                offset: at,
+                line: Some(3),
+            },
+        )
+        .unwrap();
+        assert_eq!((p.offset, p.first_line), (0, Some(1)));
+        // Long lines: fewer of them, starting at a whole line.
+        let long: String = (1..=100)
+            .map(|i| format!("{i} {}\n", "y".repeat(2000)))
+            .collect();
+        let (_t, f) = file(long.as_bytes());
+        let at = long.find("\n90 ").unwrap() as u64 + 1;
+        let p = read_page(
+            &f,
+            &lc,
+            At::Around {
+                offset: at,
+                line: Some(90),
+            },
+        )
+        .unwrap();
+        let first: u64 = p.text.split(' ').next().unwrap().parse().unwrap();
+        assert!((82..90).contains(&first), "{first}");
+        assert_eq!(p.first_line, Some(first));
     }
 
     #[test]
