@@ -637,23 +637,8 @@ async fn a_session_in_chromium() {
         .at_most(WAIT)
         .for_element(Locator::Id("username"))
         .await
-        .unwrap()
-        .send_keys("viewer9")
-        .await
         .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&password)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&c, "#agents", "agent01").await;
+    log_in(&c, &s, "viewer9", &password).await;
     assert!(
         c.find(Locator::LinkText("Users")).await.is_err(),
         "viewers have no admin link"
