@@ -2,10 +2,11 @@
 # The README's test command: sets up what the tests need on a Debian (or Ubuntu) machine, then
 # runs every test. Safe to run again: it installs only what is missing.
 #
-# Needs: root or sudo for apt-get (the tests also need root themselves for two suites: a network
-# partition between namespaces and a full tmpfs). Other systems: install by hand a Rust toolchain
-# (1.85 or newer, rustup), a C compiler, Python 3 with pip, Chromium and its ChromeDriver,
-# logrotate, lftp, rclone, curl, wget, ncftp and iproute2; then `cargo test --workspace`.
+# Needs: root or sudo for apt-get (the tests also need root themselves for a few suites: a
+# network partition between namespaces, a full tmpfs, the README's deployment in namespaces).
+# Other systems: install by hand a Rust toolchain (1.85 or newer, rustup), a C compiler, Python 3
+# with pip, Chromium and its ChromeDriver, logrotate, lftp, rclone, curl, wget, ncftp, iproute2,
+# openssl and util-linux; then `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")"
 # A one-off build gains nothing from incremental state, which doubles what target/ holds.
@@ -30,8 +31,13 @@ command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need_apt+=(logr
 # Real FTP clients for the interop suite (crates/cli/tests/interop.rs).
 for c in lftp rclone wget; do command -v $c >/dev/null || need_apt+=($c); done
 command -v ncftpput >/dev/null || need_apt+=(ncftp)
-# Network namespaces for the partition suite (crates/cli/tests/network_faults.rs).
+# Network namespaces for the partition suite (crates/cli/tests/network_faults.rs) and the
+# README's deployment steps (crates/cli/tests/readme_deploy.rs), which also use openssl,
+# useradd (passwd) and unshare, setpriv, runuser (util-linux).
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v useradd >/dev/null || [ -x /usr/sbin/useradd ] || need_apt+=(passwd)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   $sudo apt-get update -q

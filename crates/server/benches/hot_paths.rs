@@ -2,7 +2,8 @@
 //! - the viewer's page read at the end of a 64 MiB log, and by offset in its middle
 //! - log level detection per line
 //! - request path validation
-//! - catalog name search over 100,000 rows (substring via the trigram index, and by agent)
+//! - catalog name search over 100,000 rows (substring via the trigram index, and by agent),
+//!   a folder listing and its sub-folders' totals
 //! - zip framing (CRC-32 and records) per MiB
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -106,6 +107,13 @@ fn catalog(c: &mut Criterion) {
     });
     g.bench_function("list a folder", |b| {
         b.iter(|| cat.list("/agent07/Logs/App/20240708").unwrap())
+    });
+    // Browsing the root totals every file (the web's budget is 500,000 rows).
+    g.bench_function("folder totals of the root (all 100k files)", |b| {
+        b.iter(|| cat.dir_totals("/", 500_000).unwrap())
+    });
+    g.bench_function("folder totals of one agent (5k files)", |b| {
+        b.iter(|| cat.dir_totals("/agent07", 500_000).unwrap())
     });
     g.finish();
 }

@@ -33,13 +33,19 @@ pub fn check(settings: &ServerSettings) -> Vec<String> {
             problems.push(e.to_string());
         }
     }
+    let mut tls_problem = None;
     if let Some((cert, key)) = &settings.tls {
         if let Err(e) = logarchive_ftp::server::tls_server_config(cert, key) {
             problems.push(format!("tls_cert/tls_key: {e}"));
+            tls_problem = Some(e.to_string());
         }
     }
     if let Err(e) = settings.ftp_config() {
-        problems.push(e.to_string());
+        // The FTP configuration loads the same pair: its failure is told once.
+        let e = e.to_string();
+        if !tls_problem.is_some_and(|t| e.contains(&t)) {
+            problems.push(e);
+        }
     }
     for (key, addr) in [
         ("ftp_listen", settings.ftp_listen),

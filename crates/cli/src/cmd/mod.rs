@@ -14,5 +14,10 @@ pub fn report(config: &std::path::Path, problems: &[String]) -> anyhow::Result<(
     for p in problems {
         println!("{}: {p}", config.display());
     }
-    anyhow::bail!("{} problem(s) in {}", problems.len(), config.display())
+    let n = problems.len();
+    anyhow::bail!(
+        "{n} {} in {}",
+        if n == 1 { "problem" } else { "problems" },
+        config.display()
+    )
 }
