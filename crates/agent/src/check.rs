@@ -6,51 +6,21 @@ use crate::scan::Matcher;
 use logarchive_ftp::client::{Client, ClientConfig, FtpUrl};
 use std::time::Duration;
 
-/// The problems found, one line each (empty: all is well). Reaches the server: a login and a
-/// listing of the agent's home, over TLS when the URL says so, with the configured CA.
+/// The problems found, one line each (empty: all is well): those of [`local`], source roots
+/// that are missing, and whether the server can be reached: a login and a listing of the
+/// agent's home, over TLS when the URL says so, with the configured CA.
 pub async fn check(cfg: &AgentConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    for s in &cfg.sources {
-        if let Err(e) = Matcher::new(s) {
-            problems.push(format!("source {}: {e}", s.root.display()));
-        }
-        match std::fs::read_dir(&s.root) {
-            Ok(_) => {}
-            Err(e) => problems.push(format!("source root {}: {e}", s.root.display())),
-        }
-    }
-    let folder = cfg
-        .state_db
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if let Err(e) = writable(folder) {
-        problems.push(format!(
-            "state_db {}: its folder cannot be written: {e}",
-            cfg.state_db.display()
-        ));
-    }
-    if let Some(ca) = &cfg.ca_file {
-        if let Err(e) = std::fs::read(ca) {
-            problems.push(format!("ca_file {}: {e}", ca.display()));
-        }
-    }
-    let password = match cfg.password() {
-        Ok(p) => p,
-        Err(e) => {
-            problems.push(e);
-            return problems;
-        }
+    let mut problems = local(cfg);
+    problems.extend(missing_roots(cfg));
+    let (Ok(password), Ok(url)) = (cfg.password(), FtpUrl::parse(&cfg.server)) else {
+        return problems; // told by `local`
     };
-    let url = match FtpUrl::parse(&cfg.server) {
-        Ok(u) => u,
-        Err(e) => {
-            problems.push(format!("server {}: {e}", cfg.server));
-            return problems;
-        }
-    };
+    let tls = url.tls_mode(cfg.ca_file.clone(), false);
+    if logarchive_ftp::client::check_tls(&tls).is_err() {
+        return problems; // told by `local`; connecting would only tell it again
+    }
     let mut c = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), password);
-    c.tls = url.tls_mode(cfg.ca_file.clone(), false);
+    c.tls = tls;
     c.reconnect_attempts = 0;
     c.connect_timeout = Duration::from_secs(10);
     match Client::connect(c).await {
@@ -63,6 +33,66 @@ pub async fn check(cfg: &AgentConfig) -> Vec<String> {
         Err(e) => problems.push(format!("server {}: {e}", cfg.server)),
     }
     problems
+}
+
+/// What keeps the agent from working at all, found without the server: the agent checks these
+/// at start and refuses to run with any (a missing CA file would otherwise fail every upload,
+/// for ever). Patterns, the state folder, the CA file (read and parsed), the password, the URL.
+pub fn local(cfg: &AgentConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    for s in &cfg.sources {
+        if let Err(e) = Matcher::new(s) {
+            problems.push(format!("source {}: {e}", s.root.display()));
+        }
+    }
+    let folder = cfg
+        .state_db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    // A folder that does not exist yet is made at start: its nearest existing parent must
+    // take it.
+    let existing = folder
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(std::path::Path::new("."));
+    if let Err(e) = writable(existing) {
+        problems.push(format!(
+            "state_db {}: {} cannot be written: {e}",
+            cfg.state_db.display(),
+            existing.display()
+        ));
+    }
+    if let Err(e) = cfg.password() {
+        problems.push(e);
+    }
+    match FtpUrl::parse(&cfg.server) {
+        Ok(url) => {
+            let tls = url.tls_mode(cfg.ca_file.clone(), false);
+            if let Err(e) = logarchive_ftp::client::check_tls(&tls) {
+                let what = match &cfg.ca_file {
+                    Some(ca) => format!("ca_file {}", ca.display()),
+                    None => "TLS".to_string(),
+                };
+                problems.push(format!("{what}: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!("server {}: {e}", cfg.server)),
+    }
+    problems
+}
+
+/// Source roots that cannot be read (yet): the agent starts anyway and waits for them, saying
+/// so; `--check` counts them as problems.
+pub fn missing_roots(cfg: &AgentConfig) -> Vec<String> {
+    cfg.sources
+        .iter()
+        .filter_map(|s| {
+            std::fs::read_dir(&s.root)
+                .err()
+                .map(|e| format!("source root {}: {e}", s.root.display()))
+        })
+        .collect()
 }
 
 /// Whether a file can be created in `dir`.

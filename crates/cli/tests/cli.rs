@@ -474,6 +474,9 @@ fn check_names_each_configuration_problem_of_server_and_agent() {
             ),
         )
         .unwrap();
+        p
+    };
+    let check = |p: std::path::PathBuf| {
         bin()
             .args(["agent", "--check", "--config"])
             .arg(&p)
@@ -481,25 +484,50 @@ fn check_names_each_configuration_problem_of_server_and_agent() {
             .unwrap()
     };
     let src = d.path().join("src").display().to_string();
-    let o = agent(&format!("ftp://127.0.0.1:{}", server.ftp.port()), &src, "");
+    let o = check(agent(
+        &format!("ftp://127.0.0.1:{}", server.ftp.port()),
+        &src,
+        "",
+    ));
     assert!(ok(&o).ends_with(": ok\n"));
-    // A closed port, a missing source root, a missing CA file: three lines.
+    // A missing source root and a missing CA file: two lines (connecting would only tell the
+    // CA again).
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let o = agent(
+    let bad_ca = agent(
         &format!("ftps://{closed}"),
         "/nonexistent/logs",
         "ca_file = \"/nonexistent/ca.pem\"",
     );
+    let o = check(bad_ca.clone());
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for want in [
-        "/nonexistent/logs",
-        "ca_file /nonexistent/ca.pem",
-        "server ftps://",
-    ] {
+    for want in ["/nonexistent/logs", "ca_file /nonexistent/ca.pem"] {
         assert!(out.contains(want), "--check did not name {want}:\n{out}");
     }
+    assert_eq!(out.lines().count(), 2, "{out}");
+    // Started with that CA file, the agent refuses at once instead of failing every upload.
+    let t = std::time::Instant::now();
+    let o = bin()
+        .args(["agent", "--config"])
+        .arg(&bad_ca)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ca_file /nonexistent/ca.pem"),
+        "{o:?}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    // A server that does not answer.
+    let o = check(agent(&format!("ftp://{closed}"), &src, ""));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("server ftp://"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
 }

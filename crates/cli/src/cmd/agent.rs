@@ -49,6 +49,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         let problems = rt.block_on(logarchive_agent::check::check(&cfg));
         return super::report(&path, &problems);
     }
+    // What would fail every upload is refused at start, as --check would tell it.
+    let problems = logarchive_agent::check::local(&cfg);
+    if !problems.is_empty() {
+        return super::report(&path, &problems);
+    }
+    for missing in logarchive_agent::check::missing_roots(&cfg) {
+        tracing::warn!("{missing}: archived once it appears");
+    }
     let mode = if args.once { Mode::Once } else { Mode::Forever };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

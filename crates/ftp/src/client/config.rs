@@ -11,7 +11,7 @@ pub enum TlsMode {
     None,
     /// Explicit FTPS (AUTH TLS, PROT P), verifying the server against `ca_file` or the system roots.
     Explicit {
-        /// A CA certificate (PEM) to trust besides the system roots: a private CA.
+        /// CA certificates (PEM) to trust instead of the system roots: a private CA.
         ca_file: Option<PathBuf>,
         /// Accept any certificate. Only for tests: it makes TLS worthless against an attacker.
         insecure_skip_verify: bool,

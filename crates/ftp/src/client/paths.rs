@@ -77,6 +77,18 @@ pub(crate) fn parse_list_line(line: &str) -> Option<Entry> {
         .map(entry_of)
 }
 
+/// Whether `tls` can be set up: its CA file (or the system's bundle) read and parsed. For a
+/// check at start, before any connection would fail on it.
+pub fn check_tls(tls: &super::TlsMode) -> Result<(), ClientError> {
+    match tls {
+        super::TlsMode::Explicit {
+            ca_file,
+            insecure_skip_verify,
+        } => tls_connector(ca_file.as_deref(), *insecure_skip_verify).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// A rustls connector (ring) trusting `ca_file`, or the system's roots.
 pub(crate) fn tls_connector(
     ca_file: Option<&Path>,
