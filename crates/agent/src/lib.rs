@@ -2,6 +2,8 @@
 //! local SQLite database what the server holds (verified by SHA-256), and uploads what is new or
 //! has grown, so that `<root>/<rel>` lands at `/<agent>/<prefix>/<rel>` on the archive server.
 
+#![forbid(unsafe_code)]
+
 pub mod check;
 pub mod config;
 mod inbox;

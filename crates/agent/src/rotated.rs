@@ -188,18 +188,7 @@ impl Write for HashSink<'_> {
 
 /// Bytes free for unprivileged users on the file system of `dir` (0 if unknown).
 fn free_bytes(dir: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    // SAFETY: statvfs writes into a zeroed struct we own; `c` is a valid C string.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
-            return 0;
-        }
-        (s.f_bavail as u64).saturating_mul(s.f_frsize as u64)
-    }
+    rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// SHA-256 of the first `len` bytes of `f`, `None` if it is shorter.

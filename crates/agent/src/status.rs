@@ -49,52 +49,66 @@ pub fn build(cfg: &AgentConfig, db: &StateDb, now_ms: i64) -> crate::state::Resu
 }
 
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
-/// The machine's non-loopback IP addresses.
+/// The machine's non-loopback IP addresses, as the kernel lists them: the local (`/32 host
+/// LOCAL`) entries of `/proc/net/fib_trie` and the lines of `/proc/net/if_inet6`.
 fn addresses() -> Vec<String> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list that we walk read-only and free with freeifaddrs.
-    unsafe {
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return out;
-        }
-        let mut cur = ifap;
-        while !cur.is_null() {
-            let a = (*cur).ifa_addr;
-            if !a.is_null() {
-                match (*a).sa_family as libc::c_int {
-                    libc::AF_INET => {
-                        let sin = *(a as *const libc::sockaddr_in);
-                        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                        if !ip.is_loopback() {
-                            out.push(ip.to_string());
-                        }
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = *(a as *const libc::sockaddr_in6);
-                        let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                        if !ip.is_loopback() {
-                            out.push(ip.to_string());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(ifap);
-    }
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mut out = local_v4(&read("/proc/net/fib_trie"));
+    out.extend(local_v6(&read("/proc/net/if_inet6")));
     out.sort();
     out.dedup();
     out
+}
+
+/// The addresses of `/32 host LOCAL` entries: each follows the line `|-- ADDRESS`.
+fn local_v4(fib_trie: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for line in fib_trie.lines() {
+        let l = line.trim();
+        if let Some(a) = l.strip_prefix("|-- ") {
+            last = a.parse().ok();
+        } else if l == "/32 host LOCAL" {
+            if let Some(ip) = last.filter(|ip| !ip.is_loopback()) {
+                out.push(ip.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The first field of each line of `/proc/net/if_inet6`: 32 hex digits.
+fn local_v6(if_inet6: &str) -> Vec<String> {
+    if_inet6
+        .lines()
+        .filter_map(|l| u128::from_str_radix(l.split_whitespace().next()?, 16).ok())
+        .map(std::net::Ipv6Addr::from)
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| ip.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_from_the_kernel_tables() {
+        let fib =
+            "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     \
+                   +-- 127.0.0.0/8 2 0 2\n        |-- 127.0.0.1\n           /32 host LOCAL\n     \
+                   |-- 192.0.2.2\n        /32 host LOCAL\n     |-- 192.0.2.255\n        \
+                   /32 link BROADCAST\n";
+        assert_eq!(local_v4(fib), ["192.0.2.2"]);
+        let v6 = "fd000000000000000000000000000002 04 40 00 82     eth0\n\
+                  00000000000000000000000000000001 01 80 10 80       lo\n";
+        assert_eq!(local_v6(v6), ["fd00::2"]);
+        assert!(!hostname().is_empty());
+    }
 }

@@ -1,6 +1,8 @@
 //! `logarchive`: the one binary. It parses the command line and wires the libraries together;
 //! the behaviour lives in the crates under `crates/`.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod password;
 
@@ -52,7 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tune_allocator();
+    logarchive_ftp::os::tune_allocator();
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Server(args) => cmd::server::run(args),
@@ -90,16 +92,5 @@ fn init_logging(format: LogFormat) {
                     && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             )
             .init(),
-    }
-}
-
-/// Large buffers (argon2's 19 MiB, transfer buffers) go straight to mmap and back to the system
-/// when freed, instead of glibc raising its mmap threshold and keeping them in the heap for good.
-fn tune_allocator() {
-    // glibc's knob; musl has no mallopt (and no threshold that grows).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }

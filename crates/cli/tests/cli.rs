@@ -531,3 +531,68 @@ fn check_names_each_configuration_problem_of_server_and_agent() {
     assert!(out.contains("server ftp://"), "{out}");
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+/// The password prompt on a real terminal (a pty, driven by Python): typed keys with echo off,
+/// and Ctrl-C gives up with the terminal's echo back on (a signal would have left it off).
+#[test]
+fn the_password_prompt_restores_the_terminal_after_ctrl_c() {
+    let d = tempfile::tempdir().unwrap();
+    let driver = r#"
+import os, pty, subprocess, sys, termios, time
+bin, data, keys = sys.argv[1], sys.argv[2], sys.argv[3].encode().decode("unicode_escape").encode("latin-1")
+master, slave = pty.openpty()
+p = subprocess.Popen([bin, "user", "--data", data, "add", "alice", "--role", "viewer"],
+                     stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+out = b""
+deadline = time.time() + 20
+def expect(text):
+    global out
+    while text not in out:
+        if time.time() > deadline:
+            sys.exit("never saw %r in %r" % (text, out))
+        try:
+            out += os.read(master, 1024)
+        except OSError:
+            sys.exit("the prompt ended early: %r" % out)
+for chunk in keys.split(b"|"):
+    expect(b"assword: ")
+    echo_off = not (termios.tcgetattr(slave)[3] & termios.ECHO)
+    if not echo_off:
+        sys.exit("echo is on at the prompt")
+    out = b""
+    os.write(master, chunk)
+code = p.wait(timeout=20)
+echo_back = bool(termios.tcgetattr(slave)[3] & termios.ECHO)
+print("exit", code, "echo", echo_back)
+"#;
+    let run = |keys: &str| {
+        let o = std::process::Command::new("python3")
+            .args(["-c", driver, env!("CARGO_BIN_EXE_logarchive")])
+            .arg(d.path())
+            .arg(keys)
+            .output()
+            .expect("python3");
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // Ctrl-C at the prompt: refused, nothing added, echo back on.
+    assert_eq!(run("half a pass\\x03"), "exit 1 echo True");
+    assert!(
+        !d.path().join("users.toml").exists() || {
+            let t = std::fs::read_to_string(d.path().join("users.toml")).unwrap();
+            !t.contains("alice")
+        }
+    );
+    // Typed twice, with a correction: added.
+    assert_eq!(
+        run("secret-passX\\x7f\\r|secret-pass\\r"),
+        "exit 0 echo True"
+    );
+    let t = std::fs::read_to_string(d.path().join("users.toml")).unwrap();
+    assert!(t.contains("alice"), "{t}");
+}

@@ -1,4 +1,17 @@
-//! What a process holding many connections or files asks of the operating system.
+//! What a process holding many connections or files asks of the operating system. The
+//! system calls that need `unsafe` live here, in the library, so the agent, server and binary
+//! crates can forbid `unsafe` code.
+
+/// Large buffers (argon2's 19 MiB, transfer buffers) go straight to mmap and back to the system
+/// when freed, instead of glibc raising its mmap threshold and keeping them in the heap for
+/// good. A no-op where the C library is not glibc (musl has no `mallopt`).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
 
 /// Raises this process's soft limit of open files to its hard limit (at most 1,048,576, as
 /// systemd's default hard limit is) and returns the soft limit now in force. Debian's default

@@ -1,6 +1,8 @@
 //! The archive server: the FTP service over the archive folder, the catalog of what it holds,
 //! and the web interface and JSON API over both.
 
+#![forbid(unsafe_code)]
+
 pub mod catalog;
 pub mod check;
 pub mod config;

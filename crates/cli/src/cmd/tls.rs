@@ -102,7 +102,7 @@ fn init(dir: &Path, names: &[String], days: u32, force: bool) -> Result<()> {
         dir = dir.display()
     );
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         println!(
             "The key is readable by root only: let the service read it, e.g. \
              `chown logarchive {}`.",

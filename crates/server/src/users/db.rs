@@ -505,8 +505,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let old = std::fs::metadata(path).ok();
     let mode = old.as_ref().map_or(0o600, |m| m.mode() & 0o777);
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let owner = old.or_else(|| root.then(|| std::fs::metadata(dir).ok()).flatten());
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -534,9 +533,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// (`logarchive user` run with sudo on a server that runs as its own user); anyone else who is
 /// not the owner is refused, since the server could no longer read what they wrote.
 fn keep_owner(f: &std::fs::File, path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if me == uid {
         return Ok(());
     }
@@ -549,11 +546,7 @@ fn keep_owner(f: &std::fs::File, path: &Path, uid: u32, gid: u32) -> std::io::Re
             ),
         ));
     }
-    // SAFETY: fchown on a file descriptor we own for the duration of the call.
-    if unsafe { libc::fchown(f.as_raw_fd(), uid, gid) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    std::os::unix::fs::fchown(f, Some(uid), Some(gid))
 }
 
 /// An exclusive advisory lock on `<file>.lock`, released on drop.
@@ -561,7 +554,6 @@ struct FileLock(std::fs::File);
 
 impl FileLock {
     fn acquire(path: &Path) -> Result<FileLock, UserDbError> {
-        use std::os::unix::io::AsRawFd;
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
         let err = |source| UserDbError::Write {
             path: lock_path.clone(),
@@ -584,25 +576,20 @@ impl FileLock {
                 .ok()
                 .filter(|d| d.uid() != 0)
             {
-                // SAFETY: geteuid has no preconditions.
-                if unsafe { libc::geteuid() } == 0 {
+                if rustix::process::geteuid().is_root() {
                     keep_owner(&f, &lock_path, dir.uid(), dir.gid()).map_err(err)?;
                 }
             }
         }
-        // SAFETY: flock on a file descriptor we own for the lifetime of `f`.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| err(e.into()))?;
         Ok(FileLock(f))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: unlocking the descriptor we locked.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
     }
 }
 

@@ -91,16 +91,10 @@ pub struct Disk {
 }
 
 pub fn disk(root: &Path) -> Option<Disk> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and s a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
+    let s = rustix::fs::statvfs(root).ok()?;
     Some(Disk {
-        free_bytes: s.f_bavail as u64 * s.f_frsize as u64,
-        total_bytes: s.f_blocks as u64 * s.f_frsize as u64,
+        free_bytes: s.f_bavail.saturating_mul(s.f_frsize),
+        total_bytes: s.f_blocks.saturating_mul(s.f_frsize),
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How nice (in `nice(1)`'s sense) the web's worker threads are: below the FTP sessions (0).
-const NICENESS: libc::c_int = 10;
+const NICENESS: i32 = 10;
 
 /// The permits of the web service's worker threads.
 pub struct Workers {
@@ -114,11 +114,9 @@ pub fn spawn<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            // SAFETY: setpriority with who = 0 changes the calling thread (Linux) and nothing
-            // else; its failure only leaves the priority as it was.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, NICENESS);
-            }
+            // On Linux a thread id names that thread alone; a failure only leaves the
+            // priority as it was.
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICENESS);
             f()
         })
         .map_err(|e| WebError::Busy(format!("cannot start a worker thread ({e}); try again")))
@@ -163,8 +161,7 @@ mod tests {
     #[test]
     fn worker_threads_run_below_normal_priority() {
         let nice = spawn("test-nice", || {
-            // SAFETY: getpriority reads the calling thread's priority.
-            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
         })
         .unwrap()
         .join()
