@@ -415,6 +415,28 @@ fn tls_init_makes_a_ca_and_a_server_certificate_that_clients_accept() {
         .output()
         .unwrap();
     assert!(!untrusted.status.success());
+    // The system's store is the platform's (rustls-native-certs), which honours SSL_CERT_FILE:
+    // the CA there is trusted without --ca-file; a store with nothing usable is said so.
+    let ls = |store: &std::path::Path| {
+        bin()
+            .env("LOGARCHIVE_PASSWORD", "agent-password")
+            .env("SSL_CERT_FILE", store)
+            .env_remove("SSL_CERT_DIR")
+            .args(["ftp", "ls"])
+            .arg(format!("ftps://agent01@127.0.0.1:{}/", server.ftp.port()))
+            .output()
+            .unwrap()
+    };
+    ok(&ls(&tls.join("ca.pem")));
+    let empty = d.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let o = ls(&empty);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("no usable CA certificate in the system's store"),
+        "{o:?}"
+    );
 }
 
 /// `--check` finds every problem at once, one line each naming its key or file, and exits

@@ -125,36 +125,25 @@ pub(crate) fn tls_connector(
                 }
             }
             None => {
-                // The system's bundle. One unusable certificate among hundreds is skipped (and
-                // said at DEBUG); a bundle that gives none is an error naming what was tried.
-                let mut skipped = 0usize;
-                for bundle in SYSTEM_CA_BUNDLES {
-                    match std::fs::read(bundle) {
-                        Ok(pem) => {
-                            for c in CertificateDer::pem_slice_iter(&pem) {
-                                if c.map_err(|_| ())
-                                    .and_then(|c| roots.add(c).map_err(|_| ()))
-                                    .is_err()
-                                {
-                                    skipped += 1;
-                                }
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => tracing::warn!("cannot read the CA bundle {bundle}: {e}"),
-                    }
+                // The system's store (rustls-native-certs: SSL_CERT_FILE/SSL_CERT_DIR, else the
+                // distribution's bundle). One unusable certificate among hundreds is skipped
+                // (and said at DEBUG); a store that gives none is an error.
+                let found = rustls_native_certs::load_native_certs();
+                for e in &found.errors {
+                    tracing::debug!("the system's CA store: {e}");
                 }
+                let (_, skipped) = roots.add_parsable_certificates(found.certs);
                 if skipped > 0 {
                     tracing::debug!(
-                        "{skipped} unusable certificates skipped in the system CA bundle"
+                        "{skipped} unusable certificates skipped in the system CA store"
                     );
                 }
                 if roots.is_empty() {
-                    return Err(ClientError::Tls(format!(
-                        "no usable CA certificate in the system bundle ({}); install \
-                         ca-certificates or give a CA file",
-                        SYSTEM_CA_BUNDLES.join(", ")
-                    )));
+                    return Err(ClientError::Tls(
+                        "no usable CA certificate in the system's store; install \
+                         ca-certificates or give a CA file"
+                            .into(),
+                    ));
                 }
             }
         }
@@ -162,12 +151,6 @@ pub(crate) fn tls_connector(
     };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
-
-/// Where systems keep their CA bundle (Debian and its kin; Fedora and its kin).
-const SYSTEM_CA_BUNDLES: [&str; 2] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-];
 
 #[derive(Debug)]
 struct NoVerify;
