@@ -132,8 +132,8 @@ pub async fn run(
         Err(e) => tracing::warn!("compressed rotated logs will not be recognised: {e}"),
     }
 
-    // Workers: each its own connection.
-    let (job_tx, job_rx) = mpsc::channel::<Job>(cfg.max_parallel_uploads);
+    // Workers: each its own connection, each with a next job waiting (see QUEUED_PER_WORKER).
+    let (job_tx, job_rx) = mpsc::channel::<Job>(in_flight_cap(&cfg));
     let job_rx = Arc::new(Mutex::new(job_rx));
     let hash_states = HashStates::default();
     let mut workers = Vec::new();
@@ -233,6 +233,15 @@ struct Ended {
     given_up: HashMap<i64, String>,
 }
 
+/// Jobs handed out per upload connection: the one it runs and one waiting, so a connection goes
+/// on to its next file at once instead of idling while the tracker records the last one.
+const QUEUED_PER_WORKER: usize = 2;
+
+/// Most jobs handed out at once (running or waiting for a connection).
+fn in_flight_cap(cfg: &AgentConfig) -> usize {
+    cfg.max_parallel_uploads.saturating_mul(QUEUED_PER_WORKER)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn track_loop(
     cfg: &AgentConfig,
@@ -267,7 +276,8 @@ fn track_loop(
         let outcomes = std::mem::take(&mut batch.outcomes);
         let inflated = std::mem::take(&mut batch.inflated);
         let paths = std::mem::take(&mut batch.paths);
-        t.transaction(|t| -> Result<(), AgentError> {
+        // Outcomes, observations and the jobs handed out next: one commit for all of them.
+        let handed = t.transaction(|t| -> Result<Vec<Job>, AgentError> {
             for (job, outcome) in outcomes {
                 let failure = match &outcome {
                     crate::upload::Outcome::Failed(e) => Some(format!("{}: {e}", job_name(&job))),
@@ -306,16 +316,16 @@ fn track_loop(
                 t.observe_path(&path, closed, now)?;
             }
             t.tick(now)?;
-            Ok(())
+            if stopping.is_some() {
+                return Ok(Vec::new());
+            }
+            let free = in_flight_cap(cfg).saturating_sub(t.inflight());
+            Ok(t.take_jobs(now, free)?)
         })?;
-
-        // Hand out what is ready.
-        if stopping.is_none() {
-            let free = cfg.max_parallel_uploads.saturating_sub(t.inflight());
-            for job in t.take_jobs(now, free)? {
-                if jobs.blocking_send(job).is_err() {
-                    break;
-                }
+        // Never blocks: the channel holds as many jobs as may be in flight.
+        for job in handed {
+            if jobs.blocking_send(job).is_err() {
+                break;
             }
         }
 
