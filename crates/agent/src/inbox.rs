@@ -115,6 +115,33 @@ impl Inbox {
         batch.stop |= more.stop;
     }
 
+    /// Adds to `batch` the outcomes that arrive until it holds `want` of them or `until`,
+    /// whichever comes first (and anything else that arrived meanwhile): a burst of finished
+    /// uploads is recorded in one commit instead of one each.
+    pub fn gather_outcomes(&self, want: usize, until: Instant, batch: &mut Batch) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let have = batch.outcomes.len() + s.outcomes.len();
+            let now = Instant::now();
+            if have >= want || s.stop || s.rescan || now >= until {
+                break;
+            }
+            s = self
+                .wake
+                .wait_timeout(s, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let more = Self::take(&mut s);
+        for (p, closed) in more.paths {
+            *batch.paths.entry(p).or_default() |= closed;
+        }
+        batch.rescan |= more.rescan;
+        batch.outcomes.extend(more.outcomes);
+        batch.inflated.extend(more.inflated);
+        batch.stop |= more.stop;
+    }
+
     fn take(s: &mut State) -> Batch {
         Batch {
             paths: std::mem::take(&mut s.paths),

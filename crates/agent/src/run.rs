@@ -233,9 +233,13 @@ struct Ended {
     given_up: HashMap<i64, String>,
 }
 
-/// Jobs handed out per upload connection: the one it runs and one waiting, so a connection goes
-/// on to its next file at once instead of idling while the tracker records the last one.
-const QUEUED_PER_WORKER: usize = 2;
+/// Jobs handed out per upload connection: the one it runs and some waiting, so a connection
+/// goes on to its next file at once instead of idling while the tracker records the last ones.
+const QUEUED_PER_WORKER: usize = 4;
+
+/// How long the tracker waits for the other connections' uploads to finish after one did, so
+/// their outcomes share a commit (each commit writes the state database's pages again).
+const OUTCOME_GATHER: Duration = Duration::from_millis(2);
 
 /// Most jobs handed out at once (running or waiting for a connection).
 fn in_flight_cap(cfg: &AgentConfig) -> usize {
@@ -385,6 +389,13 @@ fn track_loop(
         let until = Instant::now() + Duration::from_millis((until - now_ms()).max(1) as u64);
         let until = stopping.map_or(until, |s| s.min(until));
         batch = inbox.wait(Some(until));
+        if !batch.outcomes.is_empty() && !batch.stop {
+            // One upload finished: the others in flight likely finish within a moment.
+            let want = cfg.max_parallel_uploads.min(t.inflight());
+            if batch.outcomes.len() < want {
+                inbox.gather_outcomes(want, Instant::now() + OUTCOME_GATHER, &mut batch);
+            }
+        }
         // A busy log sends an event per write: file-system events alone wake the tracker at most
         // every EVENT_CYCLE (they pile up and coalesce meanwhile); outcomes, stops and timers
         // are handled at once.
