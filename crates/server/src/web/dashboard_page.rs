@@ -256,7 +256,11 @@ pub(super) async fn agent(
             label: "Lost before archived",
             value: match (s.lost, s.lost_bytes) {
                 (None, None) => "—".into(),
-                (n, b) => format!("{} files, {}", n.unwrap_or(0), size(b.unwrap_or(0))),
+                (n, b) => format!(
+                    "{}, {}",
+                    count(n.unwrap_or(0), "file", "files"),
+                    size(b.unwrap_or(0))
+                ),
             },
             id: "lost",
         },

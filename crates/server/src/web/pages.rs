@@ -326,11 +326,17 @@ struct BrowsePage {
 
 impl BrowsePage {
     fn counts(&self) -> String {
-        let shown = format!(
-            "{}, {}",
-            count(self.dirs.len() as u64, "folder", "folders"),
-            count(self.files.len() as u64, "file", "files")
-        );
+        let (d, f) = (self.dirs.len() as u64, self.files.len() as u64);
+        let shown = match (d, f) {
+            (0, 0) => "nothing".to_string(),
+            (_, 0) => count(d, "folder", "folders"),
+            (0, _) => count(f, "file", "files"),
+            _ => format!(
+                "{}, {}",
+                count(d, "folder", "folders"),
+                count(f, "file", "files")
+            ),
+        };
         if self.filter.is_empty() {
             shown
         } else {
