@@ -10,17 +10,12 @@ use std::time::Duration;
 /// that are missing, and whether the server can be reached: a login and a listing of the
 /// agent's home, over TLS when the URL says so, with the configured CA.
 pub async fn check(cfg: &AgentConfig) -> Vec<String> {
-    let mut problems = local(cfg);
+    let (mut problems, client) = checked(cfg);
     problems.extend(missing_roots(cfg));
-    let (Ok(password), Ok(url)) = (cfg.password(), FtpUrl::parse(&cfg.server)) else {
-        return problems; // told by `local`
+    // Without a password, URL or usable CA there is nothing to connect with (already told).
+    let Some(mut c) = client else {
+        return problems;
     };
-    let tls = url.tls_mode(cfg.ca_file.clone(), false);
-    if logarchive_ftp::client::check_tls(&tls).is_err() {
-        return problems; // told by `local`; connecting would only tell it again
-    }
-    let mut c = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), password);
-    c.tls = tls;
     c.reconnect_attempts = 0;
     c.connect_timeout = Duration::from_secs(10);
     match Client::connect(c).await {
@@ -39,47 +34,54 @@ pub async fn check(cfg: &AgentConfig) -> Vec<String> {
 /// at start and refuses to run with any (a missing CA file would otherwise fail every upload,
 /// for ever). Patterns, the state folder, the CA file (read and parsed), the password, the URL.
 pub fn local(cfg: &AgentConfig) -> Vec<String> {
+    checked(cfg).0
+}
+
+/// [`local`]'s problems, and the client configuration when password, URL and TLS are usable.
+fn checked(cfg: &AgentConfig) -> (Vec<String>, Option<ClientConfig>) {
     let mut problems = Vec::new();
     for s in &cfg.sources {
         if let Err(e) = Matcher::new(s) {
             problems.push(format!("source {}: {e}", s.root.display()));
         }
     }
-    let folder = cfg
-        .state_db
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
     // A folder that does not exist yet is made at start: its nearest existing parent must
     // take it.
-    let existing = folder
-        .ancestors()
-        .find(|a| a.exists())
-        .unwrap_or(std::path::Path::new("."));
-    if let Err(e) = writable(existing) {
+    let folder = cfg.state_db.parent().unwrap_or(std::path::Path::new("."));
+    if let Err((folder, e)) = logarchive_ftp::os::can_create_in(folder) {
         problems.push(format!(
             "state_db {}: {} cannot be written: {e}",
             cfg.state_db.display(),
-            existing.display()
+            folder.display()
         ));
     }
-    if let Err(e) = cfg.password() {
-        problems.push(e);
-    }
-    match FtpUrl::parse(&cfg.server) {
+    let password = cfg.password().map_err(|e| problems.push(e)).ok();
+    let tls = match FtpUrl::parse(&cfg.server) {
         Ok(url) => {
             let tls = url.tls_mode(cfg.ca_file.clone(), false);
-            if let Err(e) = logarchive_ftp::client::check_tls(&tls) {
-                let what = match &cfg.ca_file {
-                    Some(ca) => format!("ca_file {}", ca.display()),
-                    None => "TLS".to_string(),
-                };
-                problems.push(format!("{what}: {e}"));
+            match logarchive_ftp::client::check_tls(&tls) {
+                Ok(()) => Some((url, tls)),
+                Err(e) => {
+                    let what = match &cfg.ca_file {
+                        Some(ca) => format!("ca_file {}", ca.display()),
+                        None => "TLS".to_string(),
+                    };
+                    problems.push(format!("{what}: {e}"));
+                    None
+                }
             }
         }
-        Err(e) => problems.push(format!("server {}: {e}", cfg.server)),
-    }
-    problems
+        Err(e) => {
+            problems.push(format!("server {}: {e}", cfg.server));
+            None
+        }
+    };
+    let client = password.zip(tls).map(|(password, (url, tls))| {
+        let mut c = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), password);
+        c.tls = tls;
+        c
+    });
+    (problems, client)
 }
 
 /// Source roots that cannot be read (yet): the agent starts anyway and waits for them, saying
@@ -93,11 +95,4 @@ pub fn missing_roots(cfg: &AgentConfig) -> Vec<String> {
                 .map(|e| format!("source root {}: {e}", s.root.display()))
         })
         .collect()
-}
-
-/// Whether a file can be created in `dir`.
-fn writable(dir: &std::path::Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".logarchive-check-{}", std::process::id()));
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
 }

@@ -92,38 +92,26 @@ impl Inbox {
 
     /// Adds to `batch` what arrives until `until`, or until anything but a path does.
     pub fn wait_until(&self, until: Instant, batch: &mut Batch) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let urgent = s.rescan || !s.outcomes.is_empty() || !s.inflated.is_empty() || s.stop;
-            let now = Instant::now();
-            if urgent || now >= until {
-                break;
-            }
-            s = self
-                .wake
-                .wait_timeout(s, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        let more = Self::take(&mut s);
-        for (p, closed) in more.paths {
-            *batch.paths.entry(p).or_default() |= closed;
-        }
-        batch.rescan |= more.rescan;
-        batch.outcomes.extend(more.outcomes);
-        batch.inflated.extend(more.inflated);
-        batch.stop |= more.stop;
+        self.add_until(until, batch, |s, _| {
+            s.rescan || !s.outcomes.is_empty() || !s.inflated.is_empty() || s.stop
+        });
     }
 
     /// Adds to `batch` the outcomes that arrive until it holds `want` of them or `until`,
     /// whichever comes first (and anything else that arrived meanwhile): a burst of finished
     /// uploads is recorded in one commit instead of one each.
     pub fn gather_outcomes(&self, want: usize, until: Instant, batch: &mut Batch) {
+        self.add_until(until, batch, |s, b| {
+            b.outcomes.len() + s.outcomes.len() >= want || s.stop || s.rescan
+        });
+    }
+
+    /// Waits until `done` holds or `until`, then moves everything waiting into `batch`.
+    fn add_until(&self, until: Instant, batch: &mut Batch, done: impl Fn(&State, &Batch) -> bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let have = batch.outcomes.len() + s.outcomes.len();
             let now = Instant::now();
-            if have >= want || s.stop || s.rescan || now >= until {
+            if done(&s, batch) || now >= until {
                 break;
             }
             s = self

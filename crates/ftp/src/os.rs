@@ -2,6 +2,25 @@
 //! system calls that need `unsafe` live here, in the library, so the agent, server and binary
 //! crates can forbid `unsafe` code.
 
+/// Whether a file can be created in `dir`, or, where `dir` does not exist yet, in its nearest
+/// existing parent (which would take the folder): a probe file made and removed again.
+/// `Err` names the folder that refused. For `--check`s, which change nothing else on disk.
+pub fn can_create_in(dir: &std::path::Path) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let existing = dir
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists())
+        .unwrap_or(std::path::Path::new("."));
+    let probe = existing.join(format!(".logarchive-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| (existing.to_path_buf(), e))
+}
+
 /// Large buffers (argon2's 19 MiB, transfer buffers) go straight to mmap and back to the system
 /// when freed, instead of glibc raising its mmap threshold and keeping them in the heap for
 /// good. A no-op where the C library is not glibc (musl has no `mallopt`).

@@ -85,6 +85,7 @@ function viewer(log) {
     });
   }
 
+  const find = finder(log);
   // Level filter: CSS hides the lines below the level chosen (remembered).
   const level = document.getElementById("level");
   if (level) {
@@ -97,8 +98,7 @@ function viewer(log) {
     });
   }
 
-  const find = finder(log);
-  follow(log, find);
+  follow(log);
 }
 
 // Find in the page: marks the lines holding the text, Enter/↓ goes to the next, Shift+Enter/↑
@@ -144,7 +144,7 @@ function finder(log) {
     document.getElementById("find-next").addEventListener("click", () => step(1));
     document.getElementById("find-prev").addEventListener("click", () => step(-1));
   }
-  return { refresh, step };
+  return { refresh };
 }
 
 // The level a line is filtered by, as the server computes it (view.rs `level_of`).
@@ -166,7 +166,7 @@ function levelOf(line) {
 
 // Follow: append what the server streams (server-sent events) as lines, and say whether the
 // stream is live. The view keeps to the end only while the reader is there.
-function follow(log, find) {
+function follow(log) {
   const box = document.getElementById("follow");
   const live = document.getElementById("live");
   if (!box) return;

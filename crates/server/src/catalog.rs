@@ -544,6 +544,22 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// What the catalog holds for one agent (zero files if nothing).
+    pub fn agent_totals_of(&self, agent: &str) -> Result<AgentTotals> {
+        let conn = self.read();
+        let mut st = conn.prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(archived_ms) FROM files WHERE agent = ?1",
+        )?;
+        Ok(st.query_row(params![agent], |r| {
+            Ok(AgentTotals {
+                agent: agent.to_string(),
+                files: r.get::<_, i64>(0)? as u64,
+                bytes: r.get::<_, i64>(1)? as u64,
+                last_archived_ms: r.get(2)?,
+            })
+        })?)
+    }
+
     /// The most recently archived files.
     pub fn recent(&self, limit: usize) -> Result<Vec<Entry>> {
         let conn = self.read();

@@ -4,23 +4,12 @@
 
 use crate::config::ServerSettings;
 use crate::users::UserDb;
-use std::path::Path;
 
 /// The problems found, one line each (empty: the server would start).
 pub fn check(settings: &ServerSettings) -> Vec<String> {
     let mut problems = Vec::new();
     // The data folder, or the folder it would be created in, must take new files.
-    let mut folder = settings.data.as_path();
-    while !folder.exists() {
-        match folder.parent() {
-            Some(p) if !p.as_os_str().is_empty() => folder = p,
-            _ => {
-                folder = Path::new(".");
-                break;
-            }
-        }
-    }
-    if let Err(e) = writable(folder) {
+    if let Err((folder, e)) = logarchive_ftp::os::can_create_in(&settings.data) {
         problems.push(format!(
             "data {}: {} cannot be written: {e}",
             settings.data.display(),
@@ -56,11 +45,4 @@ pub fn check(settings: &ServerSettings) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Whether a file can be created in `dir`.
-fn writable(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".logarchive-check-{}", std::process::id()));
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
 }

@@ -94,6 +94,26 @@ async fn browser(driver: &Driver, downloads: &std::path::Path) -> Client {
         .expect("a WebDriver session in chromium")
 }
 
+/// The element `l` finds, once it is there.
+async fn wait_for(c: &Client, l: Locator<'_>) -> fantoccini::elements::Element {
+    c.wait().at_most(WAIT).for_element(l).await.unwrap()
+}
+
+async fn click(c: &Client, l: Locator<'_>) {
+    c.find(l).await.unwrap().click().await.unwrap();
+}
+
+/// The archive (see [`archive`]) and a browser at its login page, reached from `/` (an anonymous
+/// visitor is sent there).
+async fn open(driver: &Driver) -> (Server, tempfile::TempDir, Client) {
+    let s = archive().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(driver, downloads.path()).await;
+    c.goto(&s.url("/")).await.unwrap();
+    wait_for(&c, Locator::Id("username")).await;
+    (s, downloads, c)
+}
+
 async fn wait_text(c: &Client, css: &str, want: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -147,11 +167,8 @@ async fn archive() -> Server {
 
 async fn log_in(c: &Client, s: &Server, user: &str, password: &str) {
     c.goto(&s.url("/login")).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("username"))
+    wait_for(c, Locator::Id("username"))
         .await
-        .unwrap()
         .send_keys(user)
         .await
         .unwrap();
@@ -161,12 +178,7 @@ async fn log_in(c: &Client, s: &Server, user: &str, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("login")).await;
     wait_text(c, "#agents", "agent01").await;
 }
 
@@ -192,17 +204,7 @@ async fn a_session_in_chromium() {
     let Some(driver) = start_chromedriver() else {
         return;
     };
-    let s = archive().await;
-    let downloads = tempfile::tempdir().unwrap();
-    let c = browser(&driver, downloads.path()).await;
-
-    // Log in.
-    c.goto(&s.url("/")).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
+    let (s, downloads, c) = open(&driver).await;
     log_in(&c, &s, "admin", &s.admin_password).await;
     wait_text(&c, "#agents", "web-01").await;
 
@@ -219,30 +221,17 @@ async fn a_session_in_chromium() {
             .unwrap(),
         "1"
     );
-    c.find(Locator::Css("#agents a.err-link"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#agents a.err-link")).await;
     wait_text(&c, "#last-error", "permission denied").await;
     wait_text(&c, "#fact-host", "web-01").await;
     c.goto(&s.url("/")).await.unwrap();
     wait_text(&c, "#agents", "web-01").await;
 
     // Browse from the dashboard down to a file.
-    c.find(Locator::LinkText("agent01"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText("agent01")).await;
     for folder in ["Logs/", "App/", "20240723/"] {
-        c.wait()
-            .at_most(WAIT)
-            .for_element(Locator::LinkText(folder))
+        wait_for(&c, Locator::LinkText(folder))
             .await
-            .unwrap()
             .click()
             .await
             .unwrap();
@@ -260,12 +249,7 @@ async fn a_session_in_chromium() {
     );
     wait_text(&c, "#listing tr.gen", "generation 2").await;
     // Sorting by a column heading; again turns it around.
-    c.find(Locator::Css("#listing th a[href*='sort=size']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#listing th a[href*='sort=size']")).await;
     wait_js(
         &c,
         "sorted by size",
@@ -282,12 +266,7 @@ async fn a_session_in_chromium() {
         serde_json::json!(["app.log", "app.log.~2~", "other.log"]),
         "biggest first"
     );
-    c.find(Locator::Css("#listing th a[href*='sort=size']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#listing th a[href*='sort=size']")).await;
     wait_js(
         &c,
         "sorted by size, smallest first",
@@ -313,35 +292,17 @@ async fn a_session_in_chromium() {
         .unwrap();
     wait_js(&c, "filtered", "return [...document.querySelectorAll('#listing tbody tr')].filter(r => !r.hidden).map(r => r.dataset.name).join() === 'other.log';").await;
     // Folders tell what they hold.
-    c.find(Locator::Css(".crumbs a[href='/browse/agent01/Logs']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css(".crumbs a[href='/browse/agent01/Logs']")).await;
     let app = wait_text(&c, "#listing tr[data-name=App]", "3 files").await;
     assert!(app.contains("2024-") || app.contains("20"), "{app}");
-    c.find(Locator::LinkText("App/"))
+    click(&c, Locator::LinkText("App/")).await;
+    wait_for(&c, Locator::LinkText("20240723/"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::LinkText("20240723/"))
-        .await
-        .unwrap()
         .click()
         .await
         .unwrap();
     wait_text(&c, "#listing", "app.log").await;
-    c.find(Locator::LinkText("app.log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::LinkText("app.log")).await;
     let log = wait_text(&c, "#log", "request 3000 handled").await;
     assert!(
         !log.contains("request 1 handled"),
@@ -396,22 +357,14 @@ async fn a_session_in_chromium() {
     wait_text(&c, "#find-count", "2 of 100").await;
     let cur = wait_text(&c, "#log .found-cur", "request").await;
     assert!(cur.contains("request 29"), "{cur}");
-    c.find(Locator::Id("prev"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("prev")).await;
     wait_text(&c, "#log", "request 1000 handled").await;
     shot(&c, "view").await;
 
     // Search by content and open a hit at its line.
     c.goto(&s.url("/search")).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("content"))
+    wait_for(&c, Locator::Id("content"))
         .await
-        .unwrap()
         .send_keys("request 25")
         .await
         .unwrap();
@@ -421,12 +374,7 @@ async fn a_session_in_chromium() {
         .select_by_value("2")
         .await
         .unwrap();
-    c.find(Locator::Id("go"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("go")).await;
     // request 25, 250-259, 2500-2599: 111 matches, in one of the four files searched.
     wait_text(&c, "#search-stats", "111 matches in 1 file of 4").await;
     wait_text(&c, "#per-agent", "agent01: 111").await;
@@ -461,12 +409,7 @@ async fn a_session_in_chromium() {
         .unwrap();
     wait_text(&c, "#search-stats", "1 match in 1 file of 4").await;
     shot(&c, "search").await;
-    c.find(Locator::Css("#hits a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#hits a")).await;
     let line = c
         .wait()
         .at_most(WAIT)
@@ -495,11 +438,8 @@ async fn a_session_in_chromium() {
     })
     .await;
     c.goto(&s.url("/view/agent01/grow.log")).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("follow"))
+    wait_for(&c, Locator::Id("follow"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -523,12 +463,7 @@ async fn a_session_in_chromium() {
     shot(&c, "follow").await;
 
     // Download.
-    c.find(Locator::Id("download"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("download")).await;
     let got = downloads.path().join("grow.log");
     let deadline = Instant::now() + WAIT;
     while std::fs::read(&got).ok().as_deref()
@@ -544,11 +479,8 @@ async fn a_session_in_chromium() {
 
     // Add a user as admin.
     c.goto(&s.url("/admin/users")).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("new-name"))
+    wait_for(&c, Locator::Id("new-name"))
         .await
-        .unwrap()
         .send_keys("viewer9")
         .await
         .unwrap();
@@ -558,12 +490,7 @@ async fn a_session_in_chromium() {
         .select_by_value("viewer")
         .await
         .unwrap();
-    c.find(Locator::Id("add"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("add")).await;
     let notice = wait_text(&c, "#notice", "Added viewer9").await;
     let password = notice.rsplit(": ").next().unwrap().trim().to_string();
     assert!(s.running.users.get("viewer9").is_some());
@@ -573,12 +500,7 @@ async fn a_session_in_chromium() {
         .await
         .unwrap();
     limit.send_keys("1 MiB/s").await.unwrap();
-    c.find(Locator::Css("#user-viewer9 td.actions button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#user-viewer9 td.actions button")).await;
     wait_text(&c, "#notice", "Saved viewer9").await;
     assert_eq!(
         s.running.users.get("viewer9").unwrap().download_limit.0,
@@ -591,12 +513,7 @@ async fn a_session_in_chromium() {
         .clear()
         .await
         .unwrap();
-    c.find(Locator::Css("#user-viewer9 td.actions button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("#user-viewer9 td.actions button")).await;
     wait_text(&c, "#notice", "Saved viewer9").await;
     assert_eq!(
         s.running.users.get("viewer9").unwrap().download_limit.0,
@@ -614,12 +531,7 @@ async fn a_session_in_chromium() {
             !tick
         );
         b.click().await.unwrap();
-        c.find(Locator::Css("#user-viewer9 td.actions button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("#user-viewer9 td.actions button")).await;
         wait_text(&c, "#notice", "Saved viewer9").await;
         let rights = s.running.users.get("viewer9").unwrap().rights;
         assert_eq!(rights.contains(Right::Read), want, "{rights}");
@@ -627,17 +539,8 @@ async fn a_session_in_chromium() {
     }
 
     // The new user logs in and sees no admin page.
-    c.find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
+    click(&c, Locator::Id("logout")).await;
+    wait_for(&c, Locator::Id("username")).await;
     log_in(&c, &s, "viewer9", &password).await;
     assert!(
         c.find(Locator::LinkText("Users")).await.is_err(),
@@ -653,15 +556,7 @@ async fn every_page_in_light_and_dark_at_desktop_and_phone_width() {
     let Some(driver) = start_chromedriver() else {
         return;
     };
-    let s = archive().await;
-    let downloads = tempfile::tempdir().unwrap();
-    let c = browser(&driver, downloads.path()).await;
-    c.goto(&s.url("/login")).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap();
+    let (s, _downloads, c) = open(&driver).await;
     // The login page before logging in.
     for (theme, width) in [
         ("light", 1280),
@@ -740,12 +635,7 @@ async fn every_page_in_light_and_dark_at_desktop_and_phone_width() {
     wait_text(&c, "#agents", "web-01").await;
     let nav_shown = "return document.getElementById('nav').offsetParent !== null;";
     assert_eq!(js(&c, nav_shown).await, serde_json::Value::Bool(false));
-    c.find(Locator::Id("menu"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("menu")).await;
     assert_eq!(js(&c, nav_shown).await, serde_json::Value::Bool(true));
     // ...and the viewer wraps long lines.
     js(&c, "localStorage.removeItem('wrap'); return null;").await;

@@ -1211,11 +1211,34 @@ async fn dashboard_browse_metrics_health_and_openapi() {
     ] {
         assert!(html.contains(want), "dashboard lacks {want}: {html}");
     }
+    // Each agent's status page: its document and what the archive holds; no page for a
+    // stranger.
+    let (st, html) = a.text("/agents/agent01").await;
+    assert_eq!(st, 200);
+    for want in [
+        "web-01",
+        "disk on fire",
+        "2 files, 5 B",
+        "Logs/busy.log",
+        "offline",
+    ] {
+        assert!(html.contains(want), "agent page lacks {want}: {html}");
+    }
+    let (st, html) = a.text("/agents/agent02").await;
+    assert!(st == 200 && html.contains("1 file, 4 B"), "{st} {html}");
+    assert_eq!(a.text("/agents/nobody").await.0, 404);
     let (_, html) = a.text("/browse/agent01/Logs/App").await;
     assert!(
         html.contains("id=\"counts\">2 folders</span>"),
         "no '0 files': {html}"
     );
+    // The filter works without the page's script too.
+    let (_, filtered) = a.text("/browse/agent01/Logs/App?filter=0724").await;
+    assert!(
+        filtered.contains("1 folder of 2 matching “0724”"),
+        "{filtered}"
+    );
+    assert!(!filtered.contains("data-name=\"20240723\""), "{filtered}");
     // The roots answer with and without their slash.
     for root in [
         "/browse/",

@@ -36,7 +36,6 @@ pub fn run(args: ServerArgs) -> Result<()> {
     // Everything the server creates (archived logs, their folders, the catalog, the users file)
     // is for the server's user alone: archived logs are often more sensitive than the machine's
     // own, and other local users have no business reading them.
-    // SAFETY: umask(2) only sets the process's file mode mask; it cannot fail.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let file = match &args.config {
         Some(p) => ServerConfigFile::load(p)?,

@@ -101,7 +101,6 @@ fn init(dir: &Path, names: &[String], days: u32, force: bool) -> Result<()> {
          server's tls_cert and tls_key), ca-key.pem (keep it offline; it signs new certificates).",
         dir = dir.display()
     );
-    // SAFETY: geteuid has no preconditions.
     if rustix::process::geteuid().is_root() {
         println!(
             "The key is readable by root only: let the service read it, e.g. \

@@ -332,6 +332,15 @@ fn opt(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// A time bound of the query, if given (a date alone: its first or, with `end_of_day`, its
+/// last millisecond).
+fn bound(v: &Option<String>, end_of_day: bool) -> Result<Option<i64>, WebError> {
+    opt(v)
+        .map(|s| parse_time(s, end_of_day))
+        .transpose()
+        .map_err(WebError::BadRequest)
+}
+
 impl SearchParams {
     pub fn content(&self) -> Option<&str> {
         // Not trimmed: leading spaces may matter in a log line.
@@ -339,12 +348,7 @@ impl SearchParams {
     }
 
     pub fn name_query(&self, limit: usize) -> Result<NameQuery, WebError> {
-        let t = |v: &Option<String>, end| {
-            opt(v)
-                .map(|s| parse_time(s, end))
-                .transpose()
-                .map_err(WebError::BadRequest)
-        };
+        let t = bound;
         Ok(NameQuery {
             name: opt(&self.q).unwrap_or("").to_string(),
             agent: opt(&self.agent).map(str::to_string),
@@ -358,13 +362,7 @@ impl SearchParams {
 
     /// The time range `from`..`to` asks for, if either is given.
     fn window(&self) -> Result<Option<(i64, i64)>, WebError> {
-        let t = |v: &Option<String>, end| {
-            opt(v)
-                .map(|s| parse_time(s, end))
-                .transpose()
-                .map_err(WebError::BadRequest)
-        };
-        Ok(match (t(&self.from, false)?, t(&self.to, true)?) {
+        Ok(match (bound(&self.from, false)?, bound(&self.to, true)?) {
             (None, None) => None,
             (f, t) => Some((f.unwrap_or(i64::MIN), t.unwrap_or(i64::MAX))),
         })

@@ -120,24 +120,48 @@ pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, We
     }
     Ok(totals
         .into_iter()
-        .map(|(agent, archive_totals)| {
-            let rel = Path::new(&agent)
-                .join(logarchive_ftp::names::SCRATCH_DIR)
-                .join("status.json");
-            let status = archive
-                .read_small_with_time(&rel, MAX_STATUS_BYTES)
-                .and_then(|(b, written)| {
-                    serde_json::from_slice::<AgentStatus>(&b)
-                        .ok()
-                        .map(|s| s.vouched(&agent, written))
-                });
-            AgentView {
-                agent,
-                archive: archive_totals,
-                status,
-            }
+        .map(|(agent, archive_totals)| AgentView {
+            status: status_of(archive, &agent),
+            agent,
+            archive: archive_totals,
         })
         .collect())
+}
+
+/// One agent, as [`agents`] gives it: `None` if the archive knows nothing of it.
+pub fn agent(
+    archive: &Archive,
+    catalog: &Catalog,
+    name: &str,
+) -> Result<Option<AgentView>, WebError> {
+    let totals = catalog.agent_totals_of(name)?;
+    let status = status_of(archive, name);
+    let known = totals.files > 0
+        || status.is_some()
+        || catalog
+            .list("/")?
+            .0
+            .iter()
+            .any(|d| d.trim_start_matches('/') == name);
+    Ok(known.then(|| AgentView {
+        agent: name.to_string(),
+        archive: totals,
+        status,
+    }))
+}
+
+/// The agent's last status document, if it published one that parses.
+fn status_of(archive: &Archive, agent: &str) -> Option<AgentStatus> {
+    let rel = Path::new(agent)
+        .join(logarchive_ftp::names::SCRATCH_DIR)
+        .join("status.json");
+    archive
+        .read_small_with_time(&rel, MAX_STATUS_BYTES)
+        .and_then(|(b, written)| {
+            serde_json::from_slice::<AgentStatus>(&b)
+                .ok()
+                .map(|s| s.vouched(agent, written))
+        })
 }
 
 /// Days shown in the chart.

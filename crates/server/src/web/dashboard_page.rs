@@ -189,12 +189,12 @@ pub(super) async fn agent(
     State(st): S,
     Path(name): Path<String>,
 ) -> PageResult {
-    let d = api::dashboard_data(&st).await?;
-    let a = d
-        .agents
-        .iter()
-        .find(|a| a.agent == name)
-        .ok_or(WebError::NotFound)?;
+    let st2 = Arc::clone(&st);
+    let a =
+        tokio::task::spawn_blocking(move || dashboard::agent(&st2.archive, &st2.catalog, &name))
+            .await
+            .map_err(WebError::from)??
+            .ok_or(WebError::NotFound)?;
     let now = api::now_ms();
     let s = a.status.clone().unwrap_or_default();
     let opt = |v: Option<u64>| v.map_or("—".to_string(), |v| v.to_string());

@@ -390,8 +390,8 @@ async fn browse(
 ) -> PageResult {
     let l = api::listing(&st, &p).await?;
     let filter = q.filter.as_deref().unwrap_or("").trim().to_string();
-    let wanted =
-        |name: &str| filter.is_empty() || name.to_lowercase().contains(&filter.to_lowercase());
+    let needle = filter.to_lowercase();
+    let wanted = |name: &str| needle.is_empty() || name.to_lowercase().contains(&needle);
     let sort = ["size", "time", "archived"]
         .into_iter()
         .find(|c| q.sort.as_deref() == Some(*c))

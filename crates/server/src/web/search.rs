@@ -271,7 +271,6 @@ fn worker(
     archive: &Archive,
     tx: &mpsc::Sender<Event>,
 ) {
-    let window = s.window;
     let mut searcher = SearcherBuilder::new()
         .line_number(true)
         .before_context(s.context)
@@ -293,7 +292,6 @@ fn worker(
             tx,
             matcher,
             entry,
-            window,
             before: Vec::new(),
             pending: None,
         };
@@ -338,7 +336,6 @@ struct HitSink<'a> {
     tx: &'a mpsc::Sender<Event>,
     matcher: &'a grep_regex::RegexMatcher,
     entry: &'a Entry,
-    window: Option<(i64, i64)>,
     /// Context lines seen since the last match.
     before: Vec<String>,
     /// The last match, waiting for the context after it.
@@ -382,7 +379,7 @@ impl Sink for HitSink<'_> {
         }
         let text = shown(m.bytes());
         let time_ms = line_time(&text).unwrap_or(self.entry.modified_ms);
-        if let Some((from, to)) = self.window {
+        if let Some((from, to)) = self.s.window {
             if time_ms < from || time_ms > to {
                 self.before.clear();
                 return Ok(true);
