@@ -59,6 +59,54 @@ async fn basic_auth_is_checked_once_and_never_outlives_a_change() {
     assert_eq!(get("a brand new password").await.unwrap().status(), 401);
 }
 
+/// An agent's parallel connections and reconnects pay one argon2 check a minute, not one per
+/// FTP login; a wrong password, a new password or a disabled account are still refused at once.
+#[tokio::test]
+async fn ftp_logins_pay_argon2_once_and_never_outlive_a_change() {
+    let s = Server::start(|_| {}).await;
+    s.add_user("agent01", Role::Agent);
+    let checks = || async {
+        let (_, m) = Web::new(&s.base).text("/metrics").await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("logarchive_password_checks_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no password check counter in:\n{m}"))
+    };
+    let before = checks().await;
+    for _ in 0..5 {
+        let c = s.ftp("agent01", PASSWORD).await.expect("login");
+        c.quit().await.expect("quit");
+    }
+    assert_eq!(checks().await - before, 1, "5 logins, one argon2 check");
+    assert!(s.ftp("agent01", "wrong password").await.is_err());
+    assert_eq!(checks().await - before, 2, "a wrong password is checked");
+    s.running
+        .users
+        .update(
+            "agent01",
+            logarchive_server::users::UserUpdate {
+                password: Some("a brand new password".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        s.ftp("agent01", PASSWORD).await.is_err(),
+        "the old password passed after a change"
+    );
+    s.ftp("agent01", "a brand new password")
+        .await
+        .expect("login with the new password")
+        .quit()
+        .await
+        .expect("quit");
+    s.disable("agent01");
+    assert!(
+        s.ftp("agent01", "a brand new password").await.is_err(),
+        "a disabled account logged in"
+    );
+}
+
 #[tokio::test]
 async fn login_sessions_roles_and_lockout() {
     let s = Server::start_with(|_| {}, |c| c.web.login_max_failures = 3).await;

@@ -195,6 +195,9 @@ pub struct UserDb {
     current: RwLock<Arc<UsersFile>>,
     loaded_stamp: std::sync::Mutex<Option<FileStamp>>,
     generation: watch::Sender<u64>,
+    verified: super::verified::VerifiedCache,
+    /// argon2 verifications run (a metric).
+    checks_run: std::sync::atomic::AtomicU64,
 }
 
 impl UserDb {
@@ -207,6 +210,8 @@ impl UserDb {
             current: RwLock::new(Arc::new(file)),
             loaded_stamp: std::sync::Mutex::new(st),
             generation: watch::channel(0).0,
+            verified: super::verified::VerifiedCache::new(),
+            checks_run: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -270,11 +275,9 @@ impl UserDb {
     /// (one stat, small beside argon2), so an account added or edited by hand or by
     /// `logarchive user` logs in at once, not only after the next poll.
     pub fn check_password(&self, name: &str, password: &str) -> Option<UserRecord> {
-        match self.reload_if_changed() {
-            Ok(true) => tracing::info!(path = %self.path.display(), "users file reloaded"),
-            Ok(false) => {}
-            Err(e) => tracing::debug!("users file not re-read before a login: {e}"),
-        }
+        self.reload_before_login();
+        self.checks_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.get(name) {
             Some(rec) if verify_password(&rec.password, password) => Some(rec),
             Some(_) => None,
@@ -283,6 +286,46 @@ impl UserDb {
                 None
             }
         }
+    }
+
+    /// argon2 verifications run so far (FTP and web).
+    pub fn password_checks_run(&self) -> u64 {
+        self.checks_run.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn reload_before_login(&self) {
+        match self.reload_if_changed() {
+            Ok(true) => tracing::info!(path = %self.path.display(), "users file reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!("users file not re-read before a login: {e}"),
+        }
+    }
+
+    /// Whether `password` passed [`UserDb::check_password`] for `rec` (the account `name` as it
+    /// is now) in the last minute: then it need not pay for argon2 again.
+    pub fn recently_verified(&self, name: &str, password: &str, rec: &UserRecord) -> bool {
+        self.verified
+            .contains(&self.verified.key(name, password, &rec.password))
+    }
+
+    /// Remembers that `password` is right for `rec` (see [`UserDb::recently_verified`]).
+    pub fn remember_verified(&self, name: &str, password: &str, rec: &UserRecord) {
+        self.verified
+            .insert(self.verified.key(name, password, &rec.password));
+    }
+
+    /// [`UserDb::check_password`], without argon2 when the same password passed it in the last
+    /// minute against the account's current password hash.
+    pub fn check_password_cached(&self, name: &str, password: &str) -> Option<UserRecord> {
+        self.reload_before_login();
+        if let Some(rec) = self.get(name) {
+            if self.recently_verified(name, password, &rec) {
+                return Some(rec);
+            }
+        }
+        let rec = self.check_password(name, password)?;
+        self.remember_verified(name, password, &rec);
+        Some(rec)
     }
 
     /// Adds an account and writes the file.

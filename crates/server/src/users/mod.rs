@@ -4,6 +4,7 @@ mod accounts;
 mod db;
 mod password;
 mod record;
+mod verified;
 
 pub use accounts::{account, credentials};
 pub use db::{write_atomically, NewUser, UserDb, UserDbError, UserUpdate, UsersFile};

@@ -133,11 +133,18 @@ async fn metrics(State(st): S) -> Response {
         .filter(|s| s.transfer_path.is_some())
         .count();
     let disk = dashboard::disk(&st.archive_root);
-    let counters = [(
-        "logarchive_web_password_checks_total",
-        "argon2 password verifications for web logins and API basic auth.",
-        st.auth.password_checks_run(),
-    )];
+    let counters = [
+        (
+            "logarchive_web_password_checks_total",
+            "argon2 password verifications for web logins and API basic auth.",
+            st.auth.password_checks_run(),
+        ),
+        (
+            "logarchive_password_checks_total",
+            "argon2 password verifications for FTP and the web together.",
+            st.users.password_checks_run(),
+        ),
+    ];
     let body = st.metrics.render(
         &counters,
         &[

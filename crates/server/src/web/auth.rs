@@ -5,8 +5,9 @@
 //!   `web_role` takes effect on their open sessions at once.
 //! - Failed logins are counted by name and by address ([`Lockout`]) and refused before the
 //!   password is even hashed; at most two argon2 checks run at a time.
-//! - Basic-auth credentials that passed argon2 are remembered for a minute ([`VerifiedCache`]),
-//!   so a script calling the API does not pay ~20 ms of CPU per request.
+//! - Basic-auth credentials that passed argon2 are remembered for a minute
+//!   ([`UserDb::recently_verified`]), so a script calling the API does not pay ~20 ms of CPU per
+//!   request.
 //! - State-changing requests from a session carry its CSRF token (a form field or the
 //!   `X-CSRF-Token` header) and, when the browser sends one, an `Origin` of this host.
 //!   Basic-auth requests carry no ambient authority, so they need no token.
@@ -45,78 +46,12 @@ struct Session {
     credentials: u64,
 }
 
-/// How long basic-auth credentials stay verified without another argon2 check.
-const VERIFIED_FOR: Duration = Duration::from_secs(60);
-/// Bounds the memory the cache can take.
-const MAX_VERIFIED: usize = 10_000;
-
-/// Basic-auth credentials that passed argon2 recently. An entry is a keyed SHA-256 of the name,
-/// the password and the account's current PHC hash, so it never holds a usable password, and a
-/// changed password (a new PHC string) misses at once. Enabled, web role and address are checked
-/// on every request anyway, so disabling or removing an account needs no invalidation.
-struct VerifiedCache {
-    /// Per-process random key: the entries cannot be checked against guesses outside this process.
-    secret: [u8; 32],
-    expires: Mutex<HashMap<[u8; 32], Instant>>,
-}
-
-impl VerifiedCache {
-    fn new() -> Self {
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        VerifiedCache {
-            secret,
-            expires: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn key(&self, name: &str, password: &str, phc: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.secret);
-        for part in [name, password, phc] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        h.finalize().into()
-    }
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
-        self.expires.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn contains(&self, key: &[u8; 32]) -> bool {
-        let now = Instant::now();
-        let mut m = self.map();
-        match m.get(key) {
-            Some(t) if *t > now => true,
-            Some(_) => {
-                m.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn insert(&self, key: [u8; 32]) {
-        let now = Instant::now();
-        let mut m = self.map();
-        if m.len() >= MAX_VERIFIED {
-            m.retain(|_, t| *t > now);
-            if m.len() >= MAX_VERIFIED {
-                m.clear();
-            }
-        }
-        m.insert(key, now + VERIFIED_FOR);
-    }
-}
-
 /// Logged-in sessions and the login throttle.
 pub struct Auth {
     /// Keyed by the SHA-256 of the token: the map never holds a usable token.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     lockout: Arc<Lockout>,
     password_checks: Semaphore,
-    verified: VerifiedCache,
     /// argon2 verifications run for the web (a metric).
     checks_run: AtomicU64,
     pub secure_cookies: bool,
@@ -182,7 +117,6 @@ impl Auth {
             sessions: Mutex::new(HashMap::new()),
             lockout: Arc::new(Lockout::new(max_failures, lockout)),
             password_checks: Semaphore::new(2),
-            verified: VerifiedCache::new(),
             checks_run: AtomicU64::new(0),
             secure_cookies,
         }
@@ -244,14 +178,13 @@ impl Auth {
             // Unknown names take the full (dummy) check: no timing difference.
             return self.verify(users, name, password, ip).await.map(|_| ());
         };
-        let key = self.verified.key(name, password, &rec.password);
-        if self.verified.contains(&key) {
+        if users.recently_verified(name, password, &rec) {
             return Ok(());
         }
         self.verify(users, name, password, ip).await?;
-        // Keyed with the hash the password was checked against: if it changed meanwhile, this
-        // entry simply never matches.
-        self.verified.insert(key);
+        // Remembered with the hash the password was checked against: if it changed meanwhile,
+        // this entry simply never matches.
+        users.remember_verified(name, password, &rec);
         Ok(())
     }
 
