@@ -24,7 +24,8 @@ pub mod rate;
 pub mod rights;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod sha;
+/// Resumable SHA-256 (the store's: `logarchive_store::sha`).
+pub use logarchive_store::sha;
 pub mod site;
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).

@@ -5,13 +5,12 @@
 //! session on a small set of single-threaded runtimes, the control loop (control.rs: bounded
 //! lines, login, TLS), file commands and transfers (files.rs, transfers.rs: every check before the `150`),
 //! passive data connections (data.rs), logarchive's SITE commands (site.rs), and the store the
-//! service reads and writes through (store.rs: a trait; local.rs: a folder).
+//! service reads and writes through (the `logarchive-store` crate: a trait and its back-ends).
 //!
 //! Map of the modules: `command` parses lines, `reply` writes replies, `listing` formats
 //! listings and times, `pipeline` moves bytes (pipelined, hashed), `accounts` is where accounts
 //! come from, `auth` logs in, `sessions` lists live sessions, `lockout` and `throttle` bound
-//! logins and bandwidth, `inflight` serialises writers of a file, `passive` binds ports,
-//! `vpath` and `fsops` keep paths inside the store, `hash_cache` remembers SHA-256 states.
+//! logins and bandwidth, `inflight` serialises writers of a file, `passive` binds ports.
 
 mod accounts;
 mod auth;
@@ -21,36 +20,31 @@ mod control;
 mod data;
 mod events;
 mod files;
-mod fsops;
-mod hash_cache;
 mod inflight;
 mod listing;
-mod local;
 mod lockout;
 mod passive;
 mod pipeline;
 mod reply;
 mod sessions;
 mod site;
-mod store;
 mod throttle;
 mod tls;
 mod transfers;
-pub(crate) mod vpath;
 mod zerocopy;
 
 pub use accounts::{canonical_ip, Account, Accounts};
 pub use events::FtpEvent;
-pub use fsops::HomeDir;
-pub use local::LocalStorage;
 pub use lockout::{Attempt, Lockout};
+pub use logarchive_store::VirtualPath;
+pub(crate) use logarchive_store::{store, vpath};
+pub use logarchive_store::{Download, Kind, Meta, Storage, Upload, WriteMode};
+pub use logarchive_store::{HomeDir, LocalStorage};
 pub use sessions::SessionInfo;
-pub use store::{Download, Kind, Meta, Storage, Upload, WriteMode};
 pub use tls::{
     server_config as tls_server_config, server_config_from_pem as tls_server_config_from_pem,
     TlsError,
 };
-pub use vpath::VirtualPath;
 
 use sessions::Sessions;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -251,7 +245,7 @@ impl ServerHandle {
     }
 
     /// The local store's counters, when the server runs on one (see [`start`]).
-    pub fn local_stats(&self) -> Option<&local::LocalStats> {
+    pub fn local_stats(&self) -> Option<&logarchive_store::LocalStats> {
         self.local.as_ref().map(|l| l.stats())
     }
 

@@ -11,8 +11,10 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PathError {
+    /// A NUL byte (or another character no name may hold).
     #[error("path contains a forbidden character")]
     BadCharacter,
+    /// A name longer than a file system allows.
     #[error("name too long")]
     TooLong,
 }
@@ -67,7 +69,7 @@ impl VirtualPath {
     }
 
     /// `self` with one more component (already checked: a name from a listing or a path).
-    pub(crate) fn child(&self, name: &str) -> VirtualPath {
+    pub fn child(&self, name: &str) -> VirtualPath {
         let mut parts = self.parts.clone();
         parts.push(name.to_string());
         VirtualPath { parts }
