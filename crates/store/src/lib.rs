@@ -11,6 +11,8 @@
 mod fsops;
 mod hash_cache;
 pub mod local;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod sha;
 pub mod store;
 pub mod vpath;

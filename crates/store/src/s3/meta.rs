@@ -1,0 +1,540 @@
+//! The S3 back-end's metadata: the tree of folders and files, each file's segments (immutable
+//! objects, each holding a byte range of the file) and SHA-256 state, and the objects waiting
+//! to be deleted. SQLite in WAL mode; every change is one transaction, so a kill leaves the
+//! tree as it was before or after it, never between.
+//!
+//! Invariant (what `fsck` checks): every object under the prefix is named by a segment row or
+//! a garbage row. A key enters `garbage` before its PUT starts and leaves it in the
+//! transaction that adds its segment; a segment's key returns to `garbage` in the transaction
+//! that drops the segment (remove, replace, truncate), and is deleted from the store only a
+//! grace period later, so a reader that listed it still finds it. Keys are never reused.
+
+use crate::sha::Sha256State;
+use crate::store::{Kind, Meta};
+use crate::vpath::VirtualPath;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::io;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The root folder's row.
+const ROOT: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS node(
+    id INTEGER PRIMARY KEY,
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    dir INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ms INTEGER NOT NULL,
+    sha BLOB,
+    UNIQUE(parent, name));
+INSERT OR IGNORE INTO node(id, parent, name, dir, size, mtime_ms) VALUES (1, 0, '', 1, 0, 0);
+CREATE TABLE IF NOT EXISTS segment(
+    node INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    len INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY(node, start)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS garbage(
+    key TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// A file's or folder's row.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub id: i64,
+    pub dir: bool,
+    pub size: u64,
+    pub mtime_ms: i64,
+    pub sha: Option<Sha256State>,
+}
+
+impl Node {
+    pub fn meta(&self) -> Meta {
+        let kind = if self.dir { Kind::Dir } else { Kind::File };
+        let modified = UNIX_EPOCH + Duration::from_millis(self.mtime_ms.max(0) as u64);
+        Meta::new(kind, if self.dir { 0 } else { self.size }, Some(modified))
+    }
+}
+
+/// A byte range of a file, held by one object from its first byte on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub start: u64,
+    pub len: u64,
+    pub key: String,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn db_error(e: rusqlite::Error) -> io::Error {
+    io::Error::other(format!("object store metadata: {e}"))
+}
+
+fn not_found() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "no such file or folder")
+}
+
+fn not_a_dir() -> io::Error {
+    io::Error::new(io::ErrorKind::NotADirectory, "not a folder")
+}
+
+fn not_a_file() -> io::Error {
+    io::Error::new(io::ErrorKind::IsADirectory, "not a file")
+}
+
+fn exists() -> io::Error {
+    io::Error::new(io::ErrorKind::AlreadyExists, "the name is taken")
+}
+
+fn node_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    let sha: Option<Vec<u8>> = row.get(4)?;
+    Ok(Node {
+        id: row.get(0)?,
+        dir: row.get(1)?,
+        size: row.get::<_, i64>(2)? as u64,
+        mtime_ms: row.get(3)?,
+        sha: sha.and_then(|b| Sha256State::from_bytes(&b)),
+    })
+}
+
+const NODE_COLUMNS: &str = "id, dir, size, mtime_ms, sha";
+
+/// The metadata database (one connection; every call is short).
+#[derive(Debug)]
+pub(crate) struct MetaDb {
+    conn: Mutex<Connection>,
+}
+
+impl MetaDb {
+    pub fn open(path: &Path) -> io::Result<MetaDb> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let conn = Connection::open(path).map_err(db_error)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+        )
+        .map_err(db_error)?;
+        conn.execute_batch(SCHEMA).map_err(db_error)?;
+        Ok(MetaDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one immediate transaction: all of it or nothing.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut c = self.conn();
+        let tx = c
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_error)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db_error)?;
+        Ok(out)
+    }
+
+    pub fn lookup(&self, path: &VirtualPath) -> io::Result<Node> {
+        lookup(&self.conn(), path.parts())
+    }
+
+    pub fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Node)>> {
+        let c = self.conn();
+        let d = lookup(&c, dir.parts())?;
+        if !d.dir {
+            return Err(not_a_dir());
+        }
+        let mut st = c
+            .prepare_cached(&format!(
+                "SELECT {NODE_COLUMNS}, name FROM node WHERE parent = ?1 AND id != 1"
+            ))
+            .map_err(db_error)?;
+        let rows = st
+            .query_map([d.id], |r| Ok((r.get::<_, String>(5)?, node_of(r)?)))
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    }
+
+    pub fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
+        self.write(|tx| {
+            let (parent, name) = parent_of(tx, path)?;
+            insert(tx, parent, name, true).map(|_| ())
+        })
+    }
+
+    /// A new, empty file (the name must be free).
+    pub fn create_file(&self, path: &VirtualPath) -> io::Result<i64> {
+        self.write(|tx| {
+            let (parent, name) = parent_of(tx, path)?;
+            insert(tx, parent, name, false)
+        })
+    }
+
+    /// A file to continue at `at` (its size): its row and SHA-256 state when kept.
+    pub fn open_append(
+        &self,
+        path: &VirtualPath,
+        at: u64,
+    ) -> io::Result<(i64, Option<Sha256State>)> {
+        let n = self.lookup(path)?;
+        if n.dir {
+            return Err(not_a_file());
+        }
+        if n.size != at {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the file is not that long",
+            ));
+        }
+        Ok((n.id, n.sha.filter(|h| h.len() == at)))
+    }
+
+    /// A file to rewrite from `at` on (created if missing): what follows `at` is cut now, its
+    /// objects handed to the garbage collector.
+    pub fn open_replace(
+        &self,
+        path: &VirtualPath,
+        at: u64,
+    ) -> io::Result<(i64, Option<Sha256State>)> {
+        self.write(|tx| {
+            let n = match lookup(tx, path.parts()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let (parent, name) = parent_of(tx, path)?;
+                    let id = insert(tx, parent, name, false)?;
+                    return Ok((id, (at == 0).then(Sha256State::new)));
+                }
+                Err(e) => return Err(e),
+            };
+            if n.dir {
+                return Err(not_a_file());
+            }
+            if at > n.size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "offset past the end of the file",
+                ));
+            }
+            let prefix = if at == 0 {
+                Some(Sha256State::new())
+            } else {
+                n.sha.clone().filter(|h| h.len() == at)
+            };
+            if at < n.size {
+                truncate(tx, n.id, at)?;
+                let sha = prefix.as_ref().map(|h| h.to_bytes().to_vec());
+                tx.execute(
+                    "UPDATE node SET size = ?2, sha = ?3, mtime_ms = ?4 WHERE id = ?1",
+                    params![n.id, at as i64, sha, now_ms()],
+                )
+                .map_err(db_error)?;
+            }
+            Ok((n.id, prefix))
+        })
+    }
+
+    pub fn segments(&self, id: i64) -> io::Result<Vec<Segment>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached("SELECT start, len, key FROM segment WHERE node = ?1 ORDER BY start")
+            .map_err(db_error)?;
+        let rows = st
+            .query_map([id], |r| {
+                Ok(Segment {
+                    start: r.get::<_, i64>(0)? as u64,
+                    len: r.get::<_, i64>(1)? as u64,
+                    key: r.get(2)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    }
+
+    /// Registers `key` as garbage before its object is written: if the writer dies before
+    /// [`MetaDb::add_segment`], the collector removes what it left.
+    pub fn pending(&self, key: &str) -> io::Result<()> {
+        self.conn()
+            .prepare_cached("INSERT OR REPLACE INTO garbage(key, since_ms) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![key, now_ms()]))
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    /// The object `key` now holds the file's bytes `start..start + len`; the file is that long.
+    pub fn add_segment(&self, id: i64, start: u64, len: u64, key: &str) -> io::Result<()> {
+        self.write(|tx| {
+            let size: Option<i64> = tx
+                .query_row("SELECT size FROM node WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(db_error)?;
+            match size {
+                None => return Err(not_found()), // removed meanwhile: the object stays garbage
+                Some(s) if s as u64 != start => {
+                    return Err(io::Error::other(format!(
+                        "the file changed during the upload (size {s}, segment at {start})"
+                    )))
+                }
+                Some(_) => {}
+            }
+            tx.execute(
+                "INSERT INTO segment(node, start, len, key) VALUES (?1, ?2, ?3, ?4)",
+                params![id, start as i64, len as i64, key],
+            )
+            .map_err(db_error)?;
+            tx.execute("DELETE FROM garbage WHERE key = ?1", [key])
+                .map_err(db_error)?;
+            tx.execute(
+                "UPDATE node SET size = ?2, sha = NULL, mtime_ms = ?3 WHERE id = ?1",
+                params![id, (start + len) as i64, now_ms()],
+            )
+            .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    /// Ends an upload: the file's SHA-256 state when known (it must cover the whole file).
+    pub fn finish(&self, id: i64, hash: Option<&Sha256State>) -> io::Result<Node> {
+        self.write(|tx| {
+            let n = node_by_id(tx, id)?;
+            let sha = hash
+                .filter(|h| h.len() == n.size)
+                .map(|h| h.to_bytes().to_vec());
+            tx.execute(
+                "UPDATE node SET sha = ?2, mtime_ms = ?3 WHERE id = ?1",
+                params![id, sha, now_ms()],
+            )
+            .map_err(db_error)?;
+            node_by_id(tx, id)
+        })
+    }
+
+    /// Keeps a SHA-256 state computed by reading the file, if the file is still that long.
+    pub fn remember_sha(&self, id: i64, hash: &Sha256State) -> io::Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE node SET sha = ?2 WHERE id = ?1 AND size = ?3",
+                params![id, hash.to_bytes().to_vec(), hash.len() as i64],
+            )
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    pub fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
+        self.write(|tx| {
+            let n = lookup(tx, path.parts())?;
+            if n.dir {
+                return Err(not_a_file());
+            }
+            drop_file(tx, n.id)
+        })
+    }
+
+    pub fn remove_dir(&self, path: &VirtualPath) -> io::Result<()> {
+        self.write(|tx| {
+            let n = lookup(tx, path.parts())?;
+            if !n.dir {
+                return Err(not_a_dir());
+            }
+            if n.id == ROOT {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the root cannot be removed",
+                ));
+            }
+            let children: i64 = tx
+                .query_row("SELECT count(*) FROM node WHERE parent = ?1", [n.id], |r| {
+                    r.get(0)
+                })
+                .map_err(db_error)?;
+            if children > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::DirectoryNotEmpty,
+                    "the folder is not empty",
+                ));
+            }
+            tx.execute("DELETE FROM node WHERE id = ?1", [n.id])
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    /// Moves `from` to `to`; an existing `to` is replaced only with `replace` (then its objects
+    /// become garbage). A folder moves with everything in it, in one row.
+    pub fn rename(&self, from: &VirtualPath, to: &VirtualPath, replace: bool) -> io::Result<Node> {
+        self.write(|tx| {
+            let n = lookup(tx, from.parts())?;
+            if n.id == ROOT {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the root cannot be renamed",
+                ));
+            }
+            if to.parts().starts_with(from.parts()) && to.parts().len() > from.parts().len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a folder cannot move into itself",
+                ));
+            }
+            let (parent, name) = parent_of(tx, to)?;
+            match lookup(tx, to.parts()) {
+                Ok(t) if t.id == n.id => return Ok(n),
+                Ok(_) if !replace => return Err(exists()),
+                Ok(t) if t.dir || n.dir => return Err(exists()),
+                Ok(t) => drop_file(tx, t.id)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            tx.execute(
+                "UPDATE node SET parent = ?2, name = ?3 WHERE id = ?1",
+                params![n.id, parent, name],
+            )
+            .map_err(db_error)?;
+            node_by_id(tx, n.id)
+        })
+    }
+
+    pub fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
+        let ms = time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.write(|tx| {
+            let n = lookup(tx, path.parts())?;
+            if n.dir {
+                return Err(not_a_file());
+            }
+            tx.execute(
+                "UPDATE node SET mtime_ms = ?2 WHERE id = ?1",
+                params![n.id, ms],
+            )
+            .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    /// Garbage keys older than `before_ms`, at most `limit`.
+    pub fn due_garbage(&self, before_ms: i64, limit: usize) -> io::Result<Vec<String>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached("SELECT key FROM garbage WHERE since_ms < ?1 LIMIT ?2")
+            .map_err(db_error)?;
+        let rows = st
+            .query_map(params![before_ms, limit as i64], |r| r.get(0))
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(db_error)
+    }
+
+    /// The objects of these keys are deleted.
+    pub fn forget_garbage(&self, keys: &[String]) -> io::Result<()> {
+        self.write(|tx| {
+            let mut st = tx
+                .prepare_cached("DELETE FROM garbage WHERE key = ?1")
+                .map_err(db_error)?;
+            for k in keys {
+                st.execute([k]).map_err(db_error)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn lookup(c: &Connection, parts: &[String]) -> io::Result<Node> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {NODE_COLUMNS} FROM node WHERE parent = ?1 AND name = ?2"
+        ))
+        .map_err(db_error)?;
+    let mut node = node_by_id(c, ROOT)?;
+    for part in parts {
+        if !node.dir {
+            return Err(not_a_dir());
+        }
+        node = st
+            .query_row(params![node.id, part], node_of)
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(not_found)?;
+    }
+    Ok(node)
+}
+
+fn node_by_id(c: &Connection, id: i64) -> io::Result<Node> {
+    c.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM node WHERE id = ?1"))
+        .map_err(db_error)?
+        .query_row([id], node_of)
+        .optional()
+        .map_err(db_error)?
+        .ok_or_else(not_found)
+}
+
+/// The folder that holds `path` (it must exist) and the last name.
+fn parent_of<'p>(c: &Connection, path: &'p VirtualPath) -> io::Result<(i64, &'p str)> {
+    let (name, parent) = path.parts().split_last().ok_or_else(exists)?;
+    let p = lookup(c, parent)?;
+    if !p.dir {
+        return Err(not_a_dir());
+    }
+    Ok((p.id, name))
+}
+
+fn insert(c: &Connection, parent: i64, name: &str, dir: bool) -> io::Result<i64> {
+    let sha = (!dir).then(|| Sha256State::new().to_bytes().to_vec());
+    match c.execute(
+        "INSERT INTO node(parent, name, dir, size, mtime_ms, sha) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+        params![parent, name, dir, now_ms(), sha],
+    ) {
+        Ok(_) => Ok(c.last_insert_rowid()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(exists())
+        }
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+/// Cuts a file to `at` bytes: whole segments past it become garbage, one that straddles it
+/// keeps its object and covers less of it.
+fn truncate(c: &Connection, id: i64, at: u64) -> io::Result<()> {
+    let now = now_ms();
+    c.execute(
+        "INSERT OR REPLACE INTO garbage(key, since_ms)
+         SELECT key, ?3 FROM segment WHERE node = ?1 AND start >= ?2",
+        params![id, at as i64, now],
+    )
+    .map_err(db_error)?;
+    c.execute(
+        "DELETE FROM segment WHERE node = ?1 AND start >= ?2",
+        params![id, at as i64],
+    )
+    .map_err(db_error)?;
+    c.execute(
+        "UPDATE segment SET len = ?2 - start WHERE node = ?1 AND start + len > ?2",
+        params![id, at as i64],
+    )
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn drop_file(c: &Connection, id: i64) -> io::Result<()> {
+    truncate(c, id, 0)?;
+    c.execute("DELETE FROM node WHERE id = ?1", [id])
+        .map_err(db_error)?;
+    Ok(())
+}

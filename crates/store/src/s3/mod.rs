@@ -1,0 +1,424 @@
+//! The archive on an S3-compatible object store (AWS S3, MinIO, Ceph RGW, Garage, SeaweedFS).
+//!
+//! A file is an ordered list of immutable objects (segments), each holding a byte range of it;
+//! the tree, the segment lists and each file's SHA-256 state live in a metadata database
+//! (`meta.rs`), so a listing, a rename (temporary name → final name) or `SITE SHA256` never
+//! touch the store, and an append hashes only its new bytes. An upload streams into segments of
+//! a few MiB (bounded memory whatever the file's size); an append adds segments. Objects that
+//! are replaced, removed or left by a killed upload are deleted a grace period later
+//! ([`S3Config::gc_grace`]), so a reader in flight always finds what it listed. Conditional
+//! PUTs are not relied on (not every store honours them): keys are random and never reused,
+//! and the metadata database decides what exists.
+
+mod credentials;
+mod meta;
+#[cfg(feature = "seaweedfs")]
+pub mod seaweed;
+mod transfer;
+
+pub use credentials::{Credentials, CredentialsError};
+
+use crate::sha::Sha256State;
+use crate::store::{Download, Meta, Storage, Upload, WriteMode};
+use crate::vpath::VirtualPath;
+use async_trait::async_trait;
+use bytes::Bytes;
+use meta::MetaDb;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+/// Where the archive's objects go and how long replaced ones are kept.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct S3Config {
+    /// The service's URL, e.g. `http://127.0.0.1:8333`; `None`: AWS.
+    pub endpoint: Option<String>,
+    /// The region (any value for most other stores).
+    pub region: String,
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// A key prefix inside the bucket (`""`: the whole bucket).
+    pub prefix: String,
+    /// Path-style requests (`http://host/bucket/key`: MinIO, SeaweedFS, Garage, Ceph) rather
+    /// than virtual-hosted style (`http://bucket.host/key`: AWS).
+    pub path_style: bool,
+    /// The access key.
+    pub credentials: Credentials,
+    /// Objects replaced, removed or left by a killed upload are deleted this long after. Keep
+    /// it well above the longest request (a PUT gives up after ~80 s of retries), or a PUT of a
+    /// killed upload could land after its key was collected.
+    pub gc_grace: Duration,
+    /// The metadata database (SQLite), e.g. `DATA/store.db`.
+    pub metadata: PathBuf,
+}
+
+impl S3Config {
+    /// A configuration with the defaults: region `us-east-1`, no prefix, path-style requests,
+    /// a 10-minute grace period.
+    pub fn new(
+        endpoint: Option<String>,
+        bucket: impl Into<String>,
+        credentials: Credentials,
+        metadata: PathBuf,
+    ) -> S3Config {
+        S3Config {
+            endpoint,
+            region: "us-east-1".into(),
+            bucket: bucket.into(),
+            prefix: String::new(),
+            path_style: true,
+            credentials,
+            gc_grace: Duration::from_secs(600),
+            metadata,
+        }
+    }
+}
+
+/// Counters of the back-end's requests (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct S3Stats {
+    puts: AtomicU64,
+    gets: AtomicU64,
+    deletes: AtomicU64,
+    errors: AtomicU64,
+    /// Sum of request times, microseconds.
+    busy_us: AtomicU64,
+}
+
+impl S3Stats {
+    /// PUT requests made.
+    pub fn puts(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
+    }
+    /// GET requests made.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(Ordering::Relaxed)
+    }
+    /// DELETE requests made.
+    pub fn deletes(&self) -> u64 {
+        self.deletes.load(Ordering::Relaxed)
+    }
+    /// Requests that failed (after the client's retries).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+    /// Seconds spent waiting for the store, all requests together.
+    pub fn busy_seconds(&self) -> f64 {
+        self.busy_us.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+pub(crate) struct Inner {
+    store: AmazonS3,
+    prefix: String,
+    pub(crate) meta: MetaDb,
+    /// The runtime the back-end was opened on: every request runs there, whichever thread
+    /// (a session's runtime, a blocking thread) asked for it.
+    pub(crate) rt: tokio::runtime::Handle,
+    grace: Duration,
+    stats: S3Stats,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        e => io::Error::other(format!("object store: {e}")),
+    }
+}
+
+impl Inner {
+    fn path(&self, key: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}{key}", self.prefix))
+    }
+
+    /// A key no object ever had.
+    pub(crate) fn new_key(&self) -> String {
+        format!("objects/{:032x}", rand::random::<u128>())
+    }
+
+    async fn timed<T>(
+        &self,
+        counter: &AtomicU64,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> io::Result<T> {
+        let t0 = std::time::Instant::now();
+        counter.fetch_add(1, Ordering::Relaxed);
+        let r = f.await;
+        self.stats
+            .busy_us
+            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        r.map_err(|e| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            store_error(e)
+        })
+    }
+
+    pub(crate) async fn put_object(&self, key: &str, data: Bytes) -> io::Result<()> {
+        let path = self.path(key);
+        self.timed(&self.stats.puts, self.store.put(&path, data.into()))
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn get_range(&self, key: &str, range: Range<u64>) -> io::Result<Bytes> {
+        let path = self.path(key);
+        self.timed(&self.stats.gets, self.store.get_range(&path, range))
+            .await
+    }
+
+    async fn delete_object(&self, key: &str) -> io::Result<()> {
+        let path = self.path(key);
+        match self
+            .timed(&self.stats.deletes, self.store.delete(&path))
+            .await
+        {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Deletes the objects whose grace period is over. Returns how many.
+    async fn collect_garbage(&self) -> io::Result<usize> {
+        let before = meta::now_ms() - self.grace.as_millis() as i64;
+        let mut done = 0;
+        loop {
+            let keys = self.meta.due_garbage(before, 256)?;
+            if keys.is_empty() {
+                return Ok(done);
+            }
+            for k in &keys {
+                self.delete_object(k).await?;
+            }
+            self.meta.forget_garbage(&keys)?;
+            done += keys.len();
+        }
+    }
+}
+
+/// The archive in an S3 bucket (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    inner: Arc<Inner>,
+}
+
+impl S3Storage {
+    /// Opens the bucket and the metadata database, and starts the garbage collector. Must be
+    /// called inside a tokio runtime, which then carries every request.
+    pub fn open(config: S3Config) -> io::Result<S3Storage> {
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("the S3 back-end must be opened in a tokio runtime"))?;
+        let mut b = AmazonS3Builder::new()
+            .with_region(&config.region)
+            .with_bucket_name(&config.bucket)
+            .with_access_key_id(&config.credentials.access_key_id)
+            .with_secret_access_key(config.credentials.secret())
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(20),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(60))
+                    .with_allow_http(true),
+            );
+        if let Some(token) = &config.credentials.session_token {
+            b = b.with_token(token);
+        }
+        if let Some(e) = &config.endpoint {
+            b = b.with_endpoint(e);
+        }
+        let store = b
+            .build()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let prefix = match config.prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let inner = Arc::new(Inner {
+            store,
+            prefix,
+            meta: MetaDb::open(&config.metadata)?,
+            rt: rt.clone(),
+            grace: config.gc_grace,
+            stats: S3Stats::default(),
+        });
+        rt.spawn(collect_now_and_then(Arc::downgrade(&inner)));
+        Ok(S3Storage { inner })
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> &S3Stats {
+        &self.inner.stats
+    }
+
+    /// Deletes the objects whose grace period is over now (the collector also runs by itself).
+    pub async fn collect_garbage(&self) -> io::Result<usize> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .rt
+            .spawn(async move { inner.collect_garbage().await })
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Runs a blocking job on the current runtime's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<Inner>) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(inner))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// The collector: at the start, then every grace period / 4 (at least 1 s, at most 5 min).
+async fn collect_now_and_then(inner: Weak<Inner>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        if let Err(e) = i.collect_garbage().await {
+            // The store unreachable shows in the request error counter and in failed uploads;
+            // the collector simply tries again later.
+            tracing::debug!("object store garbage collection: {e}");
+        }
+        let every = (i.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        drop(i);
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn stat(&self, path: &VirtualPath) -> io::Result<Meta> {
+        Ok(self.inner.meta.lookup(path)?.meta())
+    }
+
+    async fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Meta)>> {
+        let path = dir.clone();
+        self.blocking(move |i| {
+            Ok(i.meta
+                .list(&path)?
+                .into_iter()
+                .map(|(name, n)| (name, n.meta()))
+                .collect())
+        })
+        .await
+    }
+
+    async fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
+        self.inner.meta.mkdir(path)
+    }
+
+    async fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
+        self.inner.meta.remove_file(path)
+    }
+
+    async fn remove_dir(&self, path: &VirtualPath) -> io::Result<()> {
+        self.inner.meta.remove_dir(path)
+    }
+
+    async fn rename(
+        &self,
+        from: &VirtualPath,
+        to: &VirtualPath,
+        replace: bool,
+    ) -> io::Result<Meta> {
+        Ok(self.inner.meta.rename(from, to, replace)?.meta())
+    }
+
+    async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
+        self.inner.meta.set_modified(path, time)
+    }
+
+    async fn read(&self, path: &VirtualPath, offset: u64) -> io::Result<Box<dyn Download>> {
+        let n = self.inner.meta.lookup(path)?;
+        if n.dir {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
+        }
+        let segments = self.inner.meta.segments(n.id)?;
+        Ok(Box::new(transfer::S3Download {
+            inner: Arc::clone(&self.inner),
+            segments,
+            len: n.size,
+            pos: offset.min(n.size),
+            have: Bytes::new(),
+            have_at: 0,
+            ahead: None,
+        }))
+    }
+
+    async fn write(&self, path: &VirtualPath, mode: WriteMode) -> io::Result<Box<dyn Upload>> {
+        let meta = &self.inner.meta;
+        let (id, offset, prefix) = match mode {
+            WriteMode::CreateNew => (meta.create_file(path)?, 0, Some(Sha256State::new())),
+            WriteMode::Append { at } => {
+                let (id, prefix) = meta.open_append(path, at)?;
+                (id, at, prefix)
+            }
+            WriteMode::Replace { at } => {
+                let (id, prefix) = meta.open_replace(path, at)?;
+                (id, at, prefix)
+            }
+        };
+        Ok(Box::new(transfer::S3Upload {
+            inner: Arc::clone(&self.inner),
+            id,
+            offset,
+            prefix,
+            at: offset,
+            buf: Vec::new(),
+            puts: Default::default(),
+            failed: None,
+        }))
+    }
+
+    async fn known_sha256(&self, path: &VirtualPath) -> Option<Sha256State> {
+        self.inner.meta.lookup(path).ok()?.sha
+    }
+
+    async fn sha256(&self, path: &VirtualPath) -> io::Result<Sha256State> {
+        let n = self.inner.meta.lookup(path)?;
+        if n.dir {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
+        }
+        if let Some(h) = n.sha {
+            return Ok(h);
+        }
+        // Not kept (a rewrite from an offset): read it once and keep it.
+        let mut d = self.read(path, 0).await?;
+        let id = n.id;
+        self.blocking(move |i| {
+            let mut h = Sha256State::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let k = d.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+            }
+            i.meta.remember_sha(id, &h)?;
+            Ok(h)
+        })
+        .await
+    }
+}

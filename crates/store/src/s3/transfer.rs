@@ -1,0 +1,227 @@
+//! Bytes in and out of the object store: an upload cuts what arrives into segments of
+//! [`SEGMENT`] bytes, each one PUT (at most [`IN_FLIGHT`] running while the next fills, so a
+//! 1 GiB upload holds a few segments of memory, not the file); a download reads its segments
+//! in ranged GETs of [`CHUNK`] bytes, the next one fetched while the last is sent.
+//!
+//! Both run on the engine's blocking threads and wait for the store on the runtime the
+//! back-end was opened on.
+
+use super::meta::Segment;
+use super::Inner;
+use crate::sha::Sha256State;
+use crate::store::{Download, Meta, Upload};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Bytes per segment object of an upload.
+pub(crate) const SEGMENT: usize = 8 << 20;
+/// Segment PUTs of one upload running at once.
+const IN_FLIGHT: usize = 2;
+/// Bytes per ranged GET of a download.
+const CHUNK: u64 = 4 << 20;
+
+type Put = JoinHandle<io::Result<()>>;
+
+pub(crate) struct S3Upload {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) id: i64,
+    pub(crate) offset: u64,
+    pub(crate) prefix: Option<Sha256State>,
+    /// Where the buffered bytes start in the file.
+    pub(crate) at: u64,
+    pub(crate) buf: Vec<u8>,
+    /// PUTs under way, oldest first: (start, len, key, task).
+    pub(crate) puts: VecDeque<(u64, u64, String, Put)>,
+    /// The first failure; later bytes are not stored.
+    pub(crate) failed: Option<io::Error>,
+}
+
+impl S3Upload {
+    /// Starts the PUT of the buffered bytes as the next segment.
+    fn put_buffer(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        let (start, len) = (self.at, data.len() as u64);
+        self.at += len;
+        let key = self.inner.new_key();
+        // Garbage until its segment is recorded: a kill in between leaves nothing behind.
+        self.inner.meta.pending(&key)?;
+        let (inner, k) = (Arc::clone(&self.inner), key.clone());
+        let task = self
+            .inner
+            .rt
+            .spawn(async move { inner.put_object(&k, data).await });
+        self.puts.push_back((start, len, key, task));
+        Ok(())
+    }
+
+    /// Waits for the oldest PUT and records its segment (segments are recorded in order).
+    fn settle_oldest(&mut self) -> io::Result<()> {
+        let Some((start, len, key, task)) = self.puts.pop_front() else {
+            return Ok(());
+        };
+        self.inner.rt.block_on(task).map_err(io::Error::other)??;
+        self.inner.meta.add_segment(self.id, start, len, &key)
+    }
+
+    fn settle_all(&mut self) -> io::Result<()> {
+        while !self.puts.is_empty() {
+            if let Err(e) = self.settle_oldest() {
+                // What follows a failed segment cannot be kept: the file ends before it.
+                for (_, _, _, task) in self.puts.drain(..) {
+                    task.abort();
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn end(mut self, hash: Option<Sha256State>) -> io::Result<Meta> {
+        let stored = match self.failed.take() {
+            Some(e) => Err(e),
+            None => self.put_buffer(),
+        }
+        .and_then(|()| self.settle_all());
+        let node = self.inner.meta.finish(self.id, hash.as_ref())?;
+        stored.map(|()| node.meta())
+    }
+}
+
+impl Upload for S3Upload {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn prefix_hash(&self) -> Option<Sha256State> {
+        self.prefix.clone()
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        let result: io::Result<()> = (|| {
+            while !data.is_empty() {
+                let take = (SEGMENT - self.buf.len()).min(data.len());
+                if self.buf.capacity() == 0 {
+                    self.buf.reserve_exact(SEGMENT.min(take.max(64 << 10)));
+                }
+                self.buf.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.buf.len() == SEGMENT {
+                    self.put_buffer()?;
+                    while self.puts.len() > IN_FLIGHT {
+                        self.settle_oldest()?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+        }
+        result
+    }
+
+    fn finish(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta> {
+        (*self).end(hash)
+    }
+
+    fn abandon(self: Box<Self>, hash: Option<Sha256State>) -> io::Result<Meta> {
+        // What arrived stays (a resumed upload continues from it); the hash covers it.
+        (*self).end(hash)
+    }
+}
+
+pub(crate) struct S3Download {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) len: u64,
+    pub(crate) pos: u64,
+    /// Fetched bytes from `have_at` on, not yet read.
+    pub(crate) have: Bytes,
+    pub(crate) have_at: u64,
+    /// The next chunk, fetched ahead: where it starts and the task.
+    pub(crate) ahead: Option<(u64, JoinHandle<io::Result<Bytes>>)>,
+}
+
+impl S3Download {
+    /// Starts fetching the chunk at `pos`: up to [`CHUNK`] bytes of the segment holding it.
+    fn fetch(&self, pos: u64) -> Option<(u64, JoinHandle<io::Result<Bytes>>)> {
+        if pos >= self.len {
+            return None;
+        }
+        let seg = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.start <= pos && pos < s.start + s.len)?
+            .clone();
+        let from = pos - seg.start;
+        let to = (from + CHUNK).min(seg.len).min(self.len - seg.start);
+        let inner = Arc::clone(&self.inner);
+        let task = self
+            .inner
+            .rt
+            .spawn(async move { inner.get_range(&seg.key, from..to).await });
+        Some((pos, task))
+    }
+}
+
+impl Download for S3Download {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.have.is_empty() {
+            let (at, task) = match self.ahead.take() {
+                Some((at, task)) if at == self.pos => (at, task),
+                other => {
+                    if let Some((_, t)) = other {
+                        t.abort();
+                    }
+                    self.fetch(self.pos).ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "no segment holds this part of the file",
+                        )
+                    })?
+                }
+            };
+            let bytes = self.inner.rt.block_on(task).map_err(io::Error::other)??;
+            if bytes.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "an object of this file is shorter than recorded",
+                ));
+            }
+            self.have_at = at;
+            self.have = bytes;
+            self.ahead = self.fetch(at + self.have.len() as u64);
+        }
+        let n = buf.len().min(self.have.len());
+        buf[..n].copy_from_slice(&self.have[..n]);
+        self.have = self.have.slice(n..);
+        self.pos += n as u64;
+        self.have_at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for S3Download {
+    fn drop(&mut self) {
+        if let Some((_, t)) = self.ahead.take() {
+            t.abort();
+        }
+    }
+}

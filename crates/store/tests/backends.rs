@@ -1,0 +1,452 @@
+//! The `Storage` contract, run against every back-end: a local folder and a real SeaweedFS
+//! (`weed mini`, started once for this binary). The same test body for each, not a copy.
+
+use logarchive_store::s3::seaweed::SeaweedFs;
+use logarchive_store::s3::S3Storage;
+use logarchive_store::sha::Sha256State;
+use logarchive_store::{Download, LocalStorage, Storage, Upload, VirtualPath, WriteMode};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+fn weed() -> &'static SeaweedFs {
+    static WEED: OnceLock<SeaweedFs> = OnceLock::new();
+    WEED.get_or_init(|| SeaweedFs::start().expect("SeaweedFS"))
+}
+
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn Storage>,
+    s3: Option<S3Storage>,
+    _dir: tempfile::TempDir,
+}
+
+fn backends() -> Vec<Backend> {
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = LocalStorage::open(&local_dir.path().join("archive")).unwrap();
+    let s3_dir = tempfile::tempdir().unwrap();
+    let prefix = format!("t{:016x}", rand_u64());
+    let s3 = S3Storage::open(weed().config(&prefix, s3_dir.path().join("store.db"))).unwrap();
+    vec![
+        Backend {
+            name: "local",
+            store: Arc::new(local),
+            s3: None,
+            _dir: local_dir,
+        },
+        Backend {
+            name: "s3",
+            store: Arc::new(s3.clone()),
+            s3: Some(s3),
+            _dir: s3_dir,
+        },
+    ]
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+fn p(s: &str) -> VirtualPath {
+    VirtualPath::parse(Path::new(s)).unwrap()
+}
+
+/// Writes `data` in steps of `step` bytes through an upload, as the engine does (on a blocking
+/// thread), and finishes it with the hash the engine would have computed.
+async fn upload(
+    store: &Arc<dyn Storage>,
+    path: &str,
+    mode: WriteMode,
+    data: Vec<u8>,
+    step: usize,
+) -> io::Result<logarchive_store::Meta> {
+    let up = store.write(&p(path), mode).await?;
+    tokio::task::spawn_blocking(move || {
+        let mut up: Box<dyn Upload> = up;
+        let mut hash = up.prefix_hash();
+        for part in data.chunks(step.max(1)) {
+            up.write(part)?;
+            if let Some(h) = hash.as_mut() {
+                h.update(part);
+            }
+        }
+        up.finish(hash)
+    })
+    .await
+    .unwrap()
+}
+
+async fn read_all(store: &Arc<dyn Storage>, path: &str, offset: u64) -> io::Result<Vec<u8>> {
+    let d = store.read(&p(path), offset).await?;
+    tokio::task::spawn_blocking(move || {
+        let mut d: Box<dyn Download> = d;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 300_000];
+        loop {
+            let n = d.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn sha(data: &[u8]) -> String {
+    let mut h = Sha256State::new();
+    h.update(data);
+    h.hex()
+}
+
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_files_and_names() {
+    for b in backends() {
+        let s = &b.store;
+        let n = b.name;
+        s.mkdir(&p("/agent01")).await.unwrap();
+        s.mkdir(&p("/agent01/Logs")).await.unwrap();
+        let e = s.mkdir(&p("/agent01/Logs")).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{n}");
+        let e = s.mkdir(&p("/nowhere/x")).await.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::NotFound,
+            "{n}: mkdir without parent"
+        );
+
+        let m = upload(
+            s,
+            "/agent01/Logs/a.log",
+            WriteMode::CreateNew,
+            b"one\n".to_vec(),
+            2,
+        )
+        .await
+        .unwrap();
+        assert_eq!((m.size, m.is_file()), (4, true), "{n}");
+        let e = upload(
+            s,
+            "/agent01/Logs/a.log",
+            WriteMode::CreateNew,
+            b"x".to_vec(),
+            1,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::AlreadyExists,
+            "{n}: create over a file"
+        );
+        assert_eq!(
+            read_all(s, "/agent01/Logs/a.log", 0).await.unwrap(),
+            b"one\n",
+            "{n}"
+        );
+        // An empty file and a unicode name.
+        upload(
+            s,
+            "/agent01/Logs/été 0.log",
+            WriteMode::CreateNew,
+            vec![],
+            1,
+        )
+        .await
+        .unwrap();
+        let mut names: Vec<_> = s
+            .list(&p("/agent01/Logs"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(name, m)| (name, m.size))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![("a.log".to_string(), 4), ("été 0.log".to_string(), 0)],
+            "{n}"
+        );
+        assert!(s.stat(&p("/agent01")).await.unwrap().is_dir(), "{n}");
+        assert_eq!(
+            s.stat(&p("/agent01/none")).await.unwrap_err().kind(),
+            io::ErrorKind::NotFound,
+            "{n}"
+        );
+        // Rename-if-absent: never over an existing name, unless asked.
+        upload(
+            s,
+            "/agent01/Logs/b.tmp",
+            WriteMode::CreateNew,
+            b"two\n".to_vec(),
+            4,
+        )
+        .await
+        .unwrap();
+        let e = s
+            .rename(&p("/agent01/Logs/b.tmp"), &p("/agent01/Logs/a.log"), false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{n}");
+        assert_eq!(
+            read_all(s, "/agent01/Logs/a.log", 0).await.unwrap(),
+            b"one\n",
+            "{n}"
+        );
+        let m = s
+            .rename(&p("/agent01/Logs/b.tmp"), &p("/agent01/Logs/b.log"), false)
+            .await
+            .unwrap();
+        assert_eq!(m.size, 4, "{n}");
+        assert_eq!(
+            s.known_sha256(&p("/agent01/Logs/b.log"))
+                .await
+                .map(|h| h.hex()),
+            Some(sha(b"two\n")),
+            "{n}: the hash follows a rename"
+        );
+        s.rename(&p("/agent01/Logs/b.log"), &p("/agent01/Logs/a.log"), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(s, "/agent01/Logs/a.log", 0).await.unwrap(),
+            b"two\n",
+            "{n}"
+        );
+        // A folder moves with what is in it.
+        s.rename(&p("/agent01/Logs"), &p("/agent01/Old"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(s, "/agent01/Old/a.log", 0).await.unwrap(),
+            b"two\n",
+            "{n}"
+        );
+        let e = s.remove_dir(&p("/agent01/Old")).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::DirectoryNotEmpty, "{n}");
+        s.remove_file(&p("/agent01/Old/a.log")).await.unwrap();
+        s.remove_file(&p("/agent01/Old/été 0.log")).await.unwrap();
+        s.remove_dir(&p("/agent01/Old")).await.unwrap();
+        assert!(s.list(&p("/agent01")).await.unwrap().is_empty(), "{n}");
+        // Times set by MFMT.
+        upload(s, "/agent01/t.log", WriteMode::CreateNew, b"t".to_vec(), 1)
+            .await
+            .unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        s.set_modified(&p("/agent01/t.log"), t).await.unwrap();
+        assert_eq!(
+            s.stat(&p("/agent01/t.log")).await.unwrap().modified,
+            Some(t),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_continue_the_kept_hash_and_rewrites_cut_the_rest() {
+    for b in backends() {
+        let s = &b.store;
+        let n = b.name;
+        let first = bytes(100_000, 1);
+        upload(s, "/f.log", WriteMode::CreateNew, first.clone(), 7000)
+            .await
+            .unwrap();
+        // Append: the kept state continues; no read of the file.
+        let more = bytes(50_000, 2);
+        let up = s
+            .write(&p("/f.log"), WriteMode::Append { at: 100_000 })
+            .await
+            .unwrap();
+        assert_eq!(up.offset(), 100_000, "{n}");
+        assert_eq!(
+            up.prefix_hash().map(|h| h.hex()),
+            Some(sha(&first)),
+            "{n}: the prefix state is kept"
+        );
+        drop(up);
+        upload(
+            s,
+            "/f.log",
+            WriteMode::Append { at: 100_000 },
+            more.clone(),
+            9999,
+        )
+        .await
+        .unwrap();
+        let whole = [first.clone(), more.clone()].concat();
+        assert_eq!(read_all(s, "/f.log", 0).await.unwrap(), whole, "{n}");
+        assert_eq!(
+            s.sha256(&p("/f.log")).await.unwrap().hex(),
+            sha(&whole),
+            "{n}"
+        );
+        // A read from an offset.
+        assert_eq!(
+            read_all(s, "/f.log", 99_990).await.unwrap(),
+            whole[99_990..],
+            "{n}: ranged read"
+        );
+        // Append at the wrong size is refused.
+        let e = s
+            .write(&p("/f.log"), WriteMode::Append { at: 5 })
+            .await
+            .err()
+            .expect("append at a wrong size");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{n}");
+        // REST + STOR: rewrite from 120,000 on.
+        let tail = bytes(10, 3);
+        upload(
+            s,
+            "/f.log",
+            WriteMode::Replace { at: 120_000 },
+            tail.clone(),
+            10,
+        )
+        .await
+        .unwrap();
+        let rewritten = [whole[..120_000].to_vec(), tail].concat();
+        assert_eq!(read_all(s, "/f.log", 0).await.unwrap(), rewritten, "{n}");
+        assert_eq!(s.stat(&p("/f.log")).await.unwrap().size, 120_010, "{n}");
+        assert_eq!(
+            s.sha256(&p("/f.log")).await.unwrap().hex(),
+            sha(&rewritten),
+            "{n}"
+        );
+    }
+}
+
+/// A file larger than a segment streams in and out whole; a cut upload keeps what arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_files_and_cut_uploads() {
+    for b in backends() {
+        let s = &b.store;
+        let n = b.name;
+        let big = bytes(20 << 20, 4);
+        let m = upload(s, "/big.bin", WriteMode::CreateNew, big.clone(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(m.size, 20 << 20, "{n}");
+        let back = read_all(s, "/big.bin", 0).await.unwrap();
+        assert!(back == big, "{n}: 20 MiB came back different");
+        assert_eq!(
+            s.sha256(&p("/big.bin")).await.unwrap().hex(),
+            sha(&big),
+            "{n}"
+        );
+
+        // Cut after 3 MiB: abandon keeps it; the resume appends at its size.
+        let part = big[..3 << 20].to_vec();
+        let up = s.write(&p("/cut.bin"), WriteMode::CreateNew).await.unwrap();
+        let kept = tokio::task::spawn_blocking(move || {
+            let mut up = up;
+            let mut h = up.prefix_hash();
+            up.write(&part)?;
+            if let Some(h) = h.as_mut() {
+                h.update(&part);
+            }
+            up.abandon(h)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(kept.size, 3 << 20, "{n}");
+        upload(
+            s,
+            "/cut.bin",
+            WriteMode::Append { at: 3 << 20 },
+            big[3 << 20..].to_vec(),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert!(
+            read_all(s, "/cut.bin", 0).await.unwrap() == big,
+            "{n}: resumed file differs"
+        );
+        assert_eq!(
+            s.known_sha256(&p("/cut.bin")).await.map(|h| h.hex()),
+            Some(sha(&big)),
+            "{n}"
+        );
+    }
+}
+
+/// S3: removed and replaced objects leave the bucket after the grace period, but a reader that
+/// opened the file before still reads it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_of_removed_files_go_after_the_grace_period() {
+    let b = backends().pop().unwrap();
+    let s3 = b.s3.clone().unwrap();
+    let s = &b.store;
+    let data = bytes(10 << 20, 5);
+    upload(s, "/gone.bin", WriteMode::CreateNew, data.clone(), 1 << 20)
+        .await
+        .unwrap();
+    let puts = s3.stats().puts();
+    assert!(
+        puts >= 2,
+        "10 MiB should take two segments, took {puts} PUTs"
+    );
+    let reader = s.read(&p("/gone.bin"), 0).await.unwrap();
+    s.remove_file(&p("/gone.bin")).await.unwrap();
+    assert_eq!(
+        s3.collect_garbage().await.unwrap(),
+        0,
+        "deleted before the grace period"
+    );
+    let got = tokio::task::spawn_blocking(move || {
+        let mut d = reader;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = d.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap();
+    assert!(got == data, "a reader in flight lost bytes");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    s3.collect_garbage().await.unwrap();
+    // (The background collector may have taken them first: counted all the same.)
+    assert!(
+        s3.stats().deletes() >= 2,
+        "the removed file's objects were not collected: {} deletes",
+        s3.stats().deletes()
+    );
+
+    // An upload dropped mid-way (a killed session): its segment objects go too.
+    let up = s
+        .write(&p("/dropped.bin"), WriteMode::CreateNew)
+        .await
+        .unwrap();
+    let before = s3.stats().deletes();
+    tokio::task::spawn_blocking(move || {
+        let mut up = up;
+        up.write(&bytes(9 << 20, 6)).unwrap(); // one segment PUT under way
+        drop(up);
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s3.stats().deletes() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped upload's object was never collected"
+        );
+        s3.collect_garbage().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
