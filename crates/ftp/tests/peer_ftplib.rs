@@ -1,4 +1,5 @@
-//! The server checked by a client we did not write: Python's ftplib (FTP and FTP_TLS).
+//! The server checked by a client we did not write: Python's ftplib (FTP and FTP_TLS), on each
+//! storage back-end (a folder, and S3 on a real SeaweedFS).
 
 mod common;
 
@@ -80,21 +81,38 @@ async fn run_suite(s: &TestServer) {
     assert_eq!(out.trim(), "ok");
 }
 
-#[tokio::test]
-async fn python_ftplib_plain() {
-    let s = TestServer::start().await;
+async fn plain(backend: Backend) {
+    let s = TestServer::start_on(backend).await;
     s.add("agent01", Role::Agent);
     s.add("agent02", Role::Agent);
-    std::fs::create_dir_all(s.archive().join("agent02")).unwrap();
-    std::fs::write(s.archive().join("agent02/secret.txt"), b"secret").unwrap();
+    s.put("/agent02/secret.txt", b"secret").await;
+    run_suite(&s).await;
+}
+
+async fn tls(backend: Backend) {
+    let s = TestServer::start_tls_on(backend, |_| {}).await;
+    s.add("agent01", Role::Agent);
     run_suite(&s).await;
 }
 
 #[tokio::test]
+async fn python_ftplib_plain() {
+    plain(Backend::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_ftplib_plain_on_s3() {
+    plain(Backend::S3).await
+}
+
+#[tokio::test]
 async fn python_ftplib_tls() {
-    let s = TestServer::start_tls(|_| {}).await;
-    s.add("agent01", Role::Agent);
-    run_suite(&s).await;
+    tls(Backend::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_ftplib_tls_on_s3() {
+    tls(Backend::S3).await
 }
 
 #[tokio::test]
@@ -161,5 +179,5 @@ print(' '.join(codes), sorted(f.nlst()))
     )
     .await;
     assert_eq!(out.trim(), "534 521 521 ['private.txt']");
-    assert!(!s.archive().join("agent01/clear.txt").exists());
+    assert_eq!(s.get("/agent01/clear.txt").await, None);
 }

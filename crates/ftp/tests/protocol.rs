@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use logarchive_ftp::server::VirtualPath;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -94,7 +95,16 @@ fn server_addr(s: &TestServer) -> SocketAddr {
 
 #[tokio::test]
 async fn refusals_come_before_the_150_and_read_no_data() {
-    let s = TestServer::start().await;
+    refusals_before_150(Backend::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_come_before_the_150_and_read_no_data_on_s3() {
+    refusals_before_150(Backend::S3).await
+}
+
+async fn refusals_before_150(backend: Backend) {
+    let s = TestServer::start_on(backend).await;
     s.add("agent01", Role::Agent);
     let mut c = Raw::connect(server_addr(&s)).await;
     c.login("agent01").await;
@@ -117,10 +127,7 @@ async fn refusals_come_before_the_150_and_read_no_data() {
         matches!(sent, Ok(Err(_))),
         "the refused upload's bytes were taken: {sent:?}"
     );
-    assert_eq!(
-        std::fs::read(s.archive().join("agent01/a.log")).unwrap(),
-        b"first\n"
-    );
+    assert_eq!(s.get("/agent01/a.log").await.unwrap(), b"first\n");
     // Missing files and folders: refused before 150 too, the session goes on.
     let _ = c.epsv().await;
     assert_eq!(c.cmd("RETR missing.log").await.0, 550);
@@ -170,7 +177,16 @@ async fn bad_lines_are_answered_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn paths_replies_and_listings_as_clients_expect() {
-    let s = TestServer::start().await;
+    paths_replies_and_listings(Backend::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_replies_and_listings_as_clients_expect_on_s3() {
+    paths_replies_and_listings(Backend::S3).await
+}
+
+async fn paths_replies_and_listings(backend: Backend) {
+    let s = TestServer::start_on(backend).await;
     s.add("agent01", Role::Agent);
     let mut c = Raw::connect(server_addr(&s)).await;
     c.login("agent01").await;
@@ -202,7 +218,7 @@ async fn paths_replies_and_listings_as_clients_expect() {
         c.cmd("PWD").await.1.trim_end(),
         "257 \"/\" is the current directory"
     );
-    std::fs::write(s.archive().join("agent01/a/f.log"), b"12345").unwrap();
+    s.put("/agent01/a/f.log", b"12345").await;
     assert_eq!(c.cmd("CWD a").await.0, 250);
     // Relative MLST, SIZE of a folder, MLSD of a file.
     let (code, text) = c.cmd("MLST f.log").await;
@@ -219,10 +235,10 @@ async fn paths_replies_and_listings_as_clients_expect() {
         (213, "213 Modify=20240723101112; /a/f.log")
     );
     assert_eq!(c.cmd("MDTM f.log").await.1.trim_end(), "213 20240723101112");
-    let m = std::fs::metadata(s.archive().join("agent01/a/f.log")).unwrap();
+    let vp = VirtualPath::parse(std::path::Path::new("/agent01/a/f.log")).unwrap();
     assert_eq!(
-        m.modified().unwrap(),
-        std::time::UNIX_EPOCH + Duration::from_secs(1_721_729_472)
+        s.store.stat(&vp).await.unwrap().modified,
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(1_721_729_472))
     );
     assert_eq!(c.cmd("MFMT 20241332000000 f.log").await.0, 501);
     // SITE SHA256 with a relative path.
@@ -263,7 +279,16 @@ async fn pasv_is_refused_on_ipv6_and_epsv_works() {
 
 #[tokio::test]
 async fn abor_ends_a_running_download_and_the_session_goes_on() {
-    let s = TestServer::start().await;
+    abor_mid_download(Backend::Local).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abor_ends_a_running_download_and_the_session_goes_on_on_s3() {
+    abor_mid_download(Backend::S3).await
+}
+
+async fn abor_mid_download(backend: Backend) {
+    let s = TestServer::start_on(backend).await;
     s.add_custom(
         "slow",
         "/slow",
@@ -278,8 +303,7 @@ async fn abor_ends_a_running_download_and_the_session_goes_on() {
             },
         )
         .unwrap();
-    std::fs::create_dir_all(s.archive().join("slow")).unwrap();
-    std::fs::write(s.archive().join("slow/big.log"), vec![b'x'; 4 << 20]).unwrap();
+    s.put("/slow/big.log", &vec![b'x'; 4 << 20]).await;
     let mut c = Raw::connect(server_addr(&s)).await;
     c.login("slow").await;
     let port = c.epsv().await;
@@ -454,4 +478,38 @@ async fn a_thousand_idle_connections_never_keep_an_agent_out() {
         "{} sessions",
         s.handle.sessions().len()
     );
+}
+
+/// The object store out of reach: an upload or a download that needs it gets 451 (try again
+/// later), not a hang, a 550 or a closed session; the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_out_of_reach_is_a_451_and_the_session_goes_on() {
+    let weed = SeaweedFs::start().expect("SeaweedFS");
+    let s = TestServer::start_on_store(&weed).await;
+    s.add("agent01", Role::Agent);
+    s.put("/agent01/kept.log", &vec![b'k'; 100_000]).await;
+    let mut c = Raw::connect(server_addr(&s)).await;
+    c.login("agent01").await;
+    drop(weed); // killed, by PID
+    let port = c.epsv().await;
+    c.send("STOR new.log").await;
+    let mut data = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(c.reply().await.0, 150);
+    data.write_all(b"a line\n").await.unwrap();
+    drop(data);
+    let (code, text) = tokio::time::timeout(Duration::from_secs(60), c.reply())
+        .await
+        .expect("a reply to the upload within 60 s");
+    assert_eq!(code, 451, "upload into an unreachable store: {text}");
+    let port = c.epsv().await;
+    c.send("RETR kept.log").await;
+    let mut data = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(c.reply().await.0, 150);
+    let mut got = Vec::new();
+    let _ = data.read_to_end(&mut got).await;
+    let (code, text) = tokio::time::timeout(Duration::from_secs(60), c.reply())
+        .await
+        .expect("a reply to the download within 60 s");
+    assert_eq!(code, 451, "download from an unreachable store: {text}");
+    assert_eq!(c.cmd("NOOP").await.0, 200, "the session goes on");
 }

@@ -450,3 +450,45 @@ async fn s3_objects_of_removed_files_go_after_the_grace_period() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// S3: an upload that pauses longer than the grace period (a slow or throttled agent) keeps
+/// its stored segments; the collector runs meanwhile and must not take them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_slow_upload_outlives_the_grace_period() {
+    let b = backends().pop().unwrap();
+    let s3 = b.s3.clone().unwrap();
+    let data = bytes(9 << 20, 7);
+    let up = b
+        .store
+        .write(&p("/slow.bin"), WriteMode::CreateNew)
+        .await
+        .unwrap();
+    let first = data[..8 << 20].to_vec();
+    let up = tokio::task::spawn_blocking(move || {
+        let mut up = up;
+        up.write(&first).unwrap(); // one segment's PUT starts
+        up
+    })
+    .await
+    .unwrap();
+    // Past the grace period, with the collector run by hand too.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s3.collect_garbage().await.unwrap();
+    let rest = data[8 << 20..].to_vec();
+    let whole = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut up = up;
+        up.write(&rest)?;
+        let mut h = Sha256State::new();
+        h.update(&whole);
+        up.finish(Some(h))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    s3.collect_garbage().await.unwrap();
+    assert!(
+        read_all(&b.store, "/slow.bin", 0).await.unwrap() == data,
+        "a segment of the slow upload was collected"
+    );
+}

@@ -38,6 +38,31 @@ pub(crate) fn store_error(e: &io::Error) -> Reply {
     }
 }
 
+/// A transfer the store failed in the middle of: out of space (452), or anything else (451:
+/// try again later; an operator must look at the store). Never 550: the path was fine.
+pub(crate) fn store_failed(e: &io::Error) -> Reply {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            refuse(452, "Insufficient storage space")
+        }
+        _ if storage_full(e) => refuse(452, "Insufficient storage space"),
+        _ => {
+            tracing::warn!("transfer failed in the store: {e}");
+            refuse(451, "Local error: the store failed; try again later")
+        }
+    }
+}
+
+fn storage_full(e: &io::Error) -> bool {
+    let os = e
+        .get_ref()
+        .and_then(|r| r.source())
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(|e| e.raw_os_error())
+        .or(e.raw_os_error());
+    os == Some(libc::ENOSPC) || os == Some(libc::EDQUOT)
+}
+
 /// Any of these rights lets an account see a path's metadata.
 const SEE: [Right; 4] = [Right::List, Right::Read, Right::Write, Right::Append];
 

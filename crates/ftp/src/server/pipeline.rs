@@ -137,6 +137,32 @@ fn cancelled() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "transfer cancelled")
 }
 
+/// An error of the store (not of the data connection), so the reply can say whose it was.
+#[derive(Debug)]
+struct FromStore(io::Error);
+
+impl std::fmt::Display for FromStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for FromStore {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn from_store(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), FromStore(e))
+}
+
+/// Whether a transfer failed because the store did (a write, a read, a full disk, an object
+/// store out of reach), rather than the client or the network.
+pub(crate) fn is_from_store(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<FromStore>())
+}
+
 /// What an upload did. `error` is set when it did not complete; what was received up to then is
 /// in the store and described by `meta` (so a resume continues from there).
 pub(crate) struct Received {
@@ -179,7 +205,7 @@ async fn write_small(
         match (written, error) {
             (Ok(()), None) => (upload.finish(hash.clone()), hash, None),
             (Ok(()), Some(e)) => (upload.abandon(hash.clone()), hash, Some(e)),
-            (Err(e), _) => (upload.abandon(None), None, Some(e)),
+            (Err(e), _) => (upload.abandon(None), None, Some(from_store(e))),
         }
     };
     let joined = if inline {
@@ -198,7 +224,7 @@ async fn write_small(
             bytes: 0,
             meta: None,
             hash: None,
-            error: Some(error.unwrap_or(e)),
+            error: Some(error.unwrap_or(from_store(e))),
         },
         Err(e) => Received {
             bytes: 0,
@@ -240,7 +266,7 @@ async fn receive_pipelined(
             if failed.is_none() {
                 match upload.write(&buf[..n]) {
                     Ok(()) => written += n as u64,
-                    Err(e) => failed = Some(e),
+                    Err(e) => failed = Some(from_store(e)),
                 }
             }
             // The hasher hands the buffer back to the pool; if it is gone, just drop it.
@@ -295,7 +321,7 @@ async fn receive_pipelined(
             bytes,
             meta: None,
             hash: None,
-            error: Some(write_error.or(read_error).unwrap_or(e)),
+            error: Some(write_error.or(read_error).unwrap_or(from_store(e))),
         },
         Err(e) => Received {
             bytes: 0,
@@ -370,7 +396,7 @@ pub(crate) async fn send(
                     }
                 }
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = tx.blocking_send(Err(from_store(e)));
                     return;
                 }
             }

@@ -10,7 +10,7 @@ use super::command::Command;
 use super::control::{refuse, Control, Flow};
 use super::data::DataStream;
 use super::events::FtpEvent;
-use super::files::store_error;
+use super::files::{store_error, store_failed};
 use super::listing::{kind_fact, list_line, mlst_facts};
 use super::pipeline::{self, Bounds};
 use super::reply::{clean, Reply};
@@ -276,6 +276,7 @@ impl Control {
                 error: e.to_string(),
             });
             let r = match e.kind() {
+                _ if pipeline::is_from_store(e) => store_failed(e),
                 io::ErrorKind::TimedOut => refuse(426, "Data connection stalled; transfer aborted"),
                 io::ErrorKind::Interrupted => refuse(426, "Transfer cancelled"),
                 _ if received.meta.is_none() => store_error(e),
@@ -482,6 +483,7 @@ impl Control {
                     return Flow::Close;
                 }
                 let r = match e.kind() {
+                    _ if pipeline::is_from_store(&e) => store_failed(&e),
                     io::ErrorKind::TimedOut => {
                         refuse(426, "Data connection stalled; transfer aborted")
                     }

@@ -6,7 +6,9 @@ use logarchive_ftp::client::{Client, ClientConfig, TlsMode};
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
 use logarchive_ftp::server::{self, FtpEvent, FtpServerConfig, ServerHandle};
-use logarchive_ftp::server::{Account, Accounts};
+use logarchive_ftp::server::{Account, Accounts, Storage, VirtualPath, WriteMode};
+pub use logarchive_store::s3::seaweed::SeaweedFs;
+use logarchive_store::s3::S3Storage;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -141,12 +143,29 @@ impl Accounts for TestAccounts {
     }
 }
 
+/// Where a test server keeps its files: the suites that say so run on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A folder (`archive/` in the test's temp dir).
+    Local,
+    /// A real SeaweedFS (one per test binary), under a prefix of the test's own.
+    S3,
+}
+
+fn seaweed() -> &'static SeaweedFs {
+    static WEED: std::sync::OnceLock<SeaweedFs> = std::sync::OnceLock::new();
+    WEED.get_or_init(|| SeaweedFs::start().expect("SeaweedFS for the S3 back-end"))
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub handle: ServerHandle,
     pub users: Arc<TestAccounts>,
     pub events: broadcast::Receiver<FtpEvent>,
     pub cert: Option<PathBuf>,
+    pub backend: Backend,
+    /// The store the server serves (for checks that go around FTP).
+    pub store: Arc<dyn Storage>,
 }
 
 impl TestServer {
@@ -159,28 +178,37 @@ impl TestServer {
         Self::start_in(dir, tune).await
     }
 
+    /// A server on `backend` with the default configuration.
+    pub async fn start_on(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_over(dir, Arc::new(TestAccounts::new()), backend, |_| {}).await
+    }
+
     /// Starts a server over a data folder with new, empty accounts.
     pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
-        Self::start_over(dir, Arc::new(TestAccounts::new()), tune).await
+        Self::start_over(dir, Arc::new(TestAccounts::new()), Backend::Local, tune).await
     }
 
     /// Starts a new server over this one's folder and accounts (after its shutdown).
     pub async fn restart(self, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
-        let TestServer { dir, users, .. } = self;
-        Self::start_over(dir, users, tune).await
+        let TestServer {
+            dir,
+            users,
+            backend,
+            ..
+        } = self;
+        Self::start_over(dir, users, backend, tune).await
     }
 
-    async fn start_over(
-        dir: tempfile::TempDir,
-        users: Arc<TestAccounts>,
-        tune: impl FnOnce(&mut FtpServerConfig),
-    ) -> Self {
-        // A secret beside the archive, where logarchive keeps its users file: no path may reach it.
-        std::fs::write(dir.path().join("users.toml"), "secret").expect("users file");
-        let mut cfg =
-            FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
-        tune(&mut cfg);
-        let handle = server::start(cfg, Arc::clone(&users) as _)
+    /// A server on an S3 store of the test's own (one it may stop).
+    pub async fn start_on_store(weed: &SeaweedFs) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Storage> = Arc::new(
+            S3Storage::open(weed.config("own/", dir.path().join("store.db"))).expect("S3"),
+        );
+        let users = Arc::new(TestAccounts::new());
+        let cfg = FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
+        let handle = server::start_with(cfg, Arc::clone(&users) as _, Arc::clone(&store))
             .await
             .expect("server starts");
         let events = handle.subscribe();
@@ -190,11 +218,122 @@ impl TestServer {
             users,
             events,
             cert: None,
+            backend: Backend::S3,
+            store,
         }
+    }
+
+    async fn start_over(
+        dir: tempfile::TempDir,
+        users: Arc<TestAccounts>,
+        backend: Backend,
+        tune: impl FnOnce(&mut FtpServerConfig),
+    ) -> Self {
+        // A secret beside the archive, where logarchive keeps its users file: no path may reach it.
+        std::fs::write(dir.path().join("users.toml"), "secret").expect("users file");
+        let mut cfg =
+            FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
+        tune(&mut cfg);
+        let (handle, store): (ServerHandle, Arc<dyn Storage>) = match backend {
+            Backend::Local => {
+                let store = server::LocalStorage::open(&cfg.archive_root).expect("archive");
+                let h = server::start(cfg, Arc::clone(&users) as _)
+                    .await
+                    .expect("server starts");
+                (h, Arc::new(store))
+            }
+            Backend::S3 => {
+                // The prefix is kept in the folder, so a restart finds the same objects.
+                let prefix_file = dir.path().join("s3-prefix");
+                let prefix = std::fs::read_to_string(&prefix_file).unwrap_or_else(|_| {
+                    let p = format!("t{:016x}/", rand::random::<u64>());
+                    std::fs::write(&prefix_file, &p).expect("prefix file");
+                    p
+                });
+                let config = seaweed().config(&prefix, dir.path().join("store.db"));
+                let store: Arc<dyn Storage> =
+                    Arc::new(S3Storage::open(config).expect("S3 back-end"));
+                let h = server::start_with(cfg, Arc::clone(&users) as _, Arc::clone(&store))
+                    .await
+                    .expect("server starts");
+                (h, store)
+            }
+        };
+        let events = handle.subscribe();
+        TestServer {
+            dir,
+            handle,
+            users,
+            events,
+            cert: None,
+            backend,
+            store,
+        }
+    }
+
+    /// Puts a file into the store around FTP (folders made as needed), e.g. `/agent02/x.txt`.
+    pub async fn put(&self, path: &str, data: &[u8]) {
+        let vp = VirtualPath::parse(Path::new(path)).expect("path");
+        let mut at = VirtualPath::default();
+        for part in &vp.parts()[..vp.parts().len() - 1] {
+            at = at.child(part);
+            match self.store.mkdir(&at).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("mkdir {}: {e}", at.display()),
+            }
+        }
+        let up = self
+            .store
+            .write(&vp, WriteMode::Replace { at: 0 })
+            .await
+            .expect("open for writing");
+        let data = data.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut up = up;
+            let mut h = up.prefix_hash();
+            up.write(&data)?;
+            if let Some(h) = h.as_mut() {
+                h.update(&data);
+            }
+            up.finish(h)
+        })
+        .await
+        .unwrap()
+        .expect("write");
+    }
+
+    /// A file's bytes as the store holds them; `None` if there is no such file.
+    pub async fn get(&self, path: &str) -> Option<Vec<u8>> {
+        let vp = VirtualPath::parse(Path::new(path)).expect("path");
+        let d = match self.store.read(&vp, 0).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("read {path}: {e}"),
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut d = d;
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = d.read(&mut buf).expect("read");
+                if n == 0 {
+                    return Some(out);
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .unwrap()
     }
 
     /// A server with FTPS from a certificate made here (rcgen) for "localhost".
     pub async fn start_tls(tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
+        Self::start_tls_on(Backend::Local, tune).await
+    }
+
+    /// [`TestServer::start_tls`] on `backend`.
+    pub async fn start_tls_on(backend: Backend, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ck =
             rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
@@ -203,7 +342,7 @@ impl TestServer {
         std::fs::write(&cert, ck.cert.pem()).unwrap();
         std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
         let tls = server::tls_server_config(&cert, &key).expect("tls config");
-        let mut s = Self::start_in(dir, move |c| {
+        let mut s = Self::start_over(dir, Arc::new(TestAccounts::new()), backend, move |c| {
             c.tls = Some(tls);
             tune(c)
         })
@@ -320,6 +459,11 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
         f.write_all(&buf[..n]).unwrap();
         left -= n;
     }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
 }
 
 pub fn sha256_file(path: &Path) -> String {

@@ -427,14 +427,21 @@ impl MetaDb {
         })
     }
 
-    /// Garbage keys older than `before_ms`, at most `limit`.
-    pub fn due_garbage(&self, before_ms: i64, limit: usize) -> io::Result<Vec<String>> {
+    /// Garbage keys older than `before_ms`, in key order, from the `skip`-th on, at most `limit`.
+    pub fn due_garbage(
+        &self,
+        before_ms: i64,
+        skip: usize,
+        limit: usize,
+    ) -> io::Result<Vec<String>> {
         let c = self.conn();
         let mut st = c
-            .prepare_cached("SELECT key FROM garbage WHERE since_ms < ?1 LIMIT ?2")
+            .prepare_cached(
+                "SELECT key FROM garbage WHERE since_ms < ?1 ORDER BY key LIMIT ?2 OFFSET ?3",
+            )
             .map_err(db_error)?;
         let rows = st
-            .query_map(params![before_ms, limit as i64], |r| r.get(0))
+            .query_map(params![before_ms, limit as i64, skip as i64], |r| r.get(0))
             .map_err(db_error)?;
         rows.collect::<rusqlite::Result<Vec<String>>>()
             .map_err(db_error)

@@ -27,11 +27,12 @@ use meta::MetaDb;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use std::collections::HashSet;
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 /// Where the archive's objects go and how long replaced ones are kept.
@@ -124,6 +125,33 @@ pub(crate) struct Inner {
     pub(crate) rt: tokio::runtime::Handle,
     grace: Duration,
     stats: S3Stats,
+    /// Keys of PUTs under way or not yet recorded (see [`LiveKey`]).
+    live: Mutex<HashSet<String>>,
+}
+
+/// A key the collector must not delete although it is listed as garbage: its PUT is under way,
+/// or its segment not yet recorded. Removed from the live set when the last holder drops it.
+pub(crate) struct LiveKey {
+    inner: Weak<Inner>,
+    pub(crate) key: String,
+}
+
+impl LiveKey {
+    pub(crate) fn new(inner: &Arc<Inner>, key: String) -> Arc<LiveKey> {
+        inner.live().insert(key.clone());
+        Arc::new(LiveKey {
+            inner: Arc::downgrade(inner),
+            key,
+        })
+    }
+}
+
+impl Drop for LiveKey {
+    fn drop(&mut self) {
+        if let Some(i) = self.inner.upgrade() {
+            i.live().remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -142,6 +170,10 @@ fn store_error(e: object_store::Error) -> io::Error {
 }
 
 impl Inner {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn path(&self, key: &str) -> ObjectPath {
         ObjectPath::from(format!("{}{key}", self.prefix))
     }
@@ -192,15 +224,22 @@ impl Inner {
         }
     }
 
-    /// Deletes the objects whose grace period is over. Returns how many.
+    /// Deletes the objects whose grace period is over, but those of uploads still under way.
+    /// Returns how many.
     async fn collect_garbage(&self) -> io::Result<usize> {
         let before = meta::now_ms() - self.grace.as_millis() as i64;
         let mut done = 0;
+        let mut skip = 0;
         loop {
-            let keys = self.meta.due_garbage(before, 256)?;
-            if keys.is_empty() {
+            let due = self.meta.due_garbage(before, skip, 256)?;
+            if due.is_empty() {
                 return Ok(done);
             }
+            let (live, keys): (Vec<String>, Vec<String>) = {
+                let l = self.live();
+                due.into_iter().partition(|k| l.contains(k))
+            };
+            skip += live.len();
             for k in &keys {
                 self.delete_object(k).await?;
             }
@@ -259,6 +298,7 @@ impl S3Storage {
             rt: rt.clone(),
             grace: config.gc_grace,
             stats: S3Stats::default(),
+            live: Mutex::new(HashSet::new()),
         });
         rt.spawn(collect_now_and_then(Arc::downgrade(&inner)));
         Ok(S3Storage { inner })
@@ -355,15 +395,12 @@ impl Storage for S3Storage {
             return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
         }
         let segments = self.inner.meta.segments(n.id)?;
-        Ok(Box::new(transfer::S3Download {
-            inner: Arc::clone(&self.inner),
+        Ok(Box::new(transfer::S3Download::new(
+            Arc::clone(&self.inner),
             segments,
-            len: n.size,
-            pos: offset.min(n.size),
-            have: Bytes::new(),
-            have_at: 0,
-            ahead: None,
-        }))
+            n.size,
+            offset,
+        )))
     }
 
     async fn write(&self, path: &VirtualPath, mode: WriteMode) -> io::Result<Box<dyn Upload>> {
@@ -379,16 +416,12 @@ impl Storage for S3Storage {
                 (id, at, prefix)
             }
         };
-        Ok(Box::new(transfer::S3Upload {
-            inner: Arc::clone(&self.inner),
+        Ok(Box::new(transfer::S3Upload::new(
+            Arc::clone(&self.inner),
             id,
             offset,
             prefix,
-            at: offset,
-            buf: Vec::new(),
-            puts: Default::default(),
-            failed: None,
-        }))
+        )))
     }
 
     async fn known_sha256(&self, path: &VirtualPath) -> Option<Sha256State> {

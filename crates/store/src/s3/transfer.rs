@@ -25,21 +25,49 @@ const CHUNK: u64 = 4 << 20;
 
 type Put = JoinHandle<io::Result<()>>;
 
+/// A segment PUT under way: its key stays out of the collector's reach while the upload or the
+/// PUT task still holds it (a slow upload may keep a segment uncommitted longer than any grace
+/// period; a PUT of a dropped upload may still be landing).
+struct InFlight {
+    start: u64,
+    len: u64,
+    key: Arc<super::LiveKey>,
+    task: Put,
+}
+
 pub(crate) struct S3Upload {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) id: i64,
-    pub(crate) offset: u64,
-    pub(crate) prefix: Option<Sha256State>,
+    inner: Arc<Inner>,
+    id: i64,
+    offset: u64,
+    prefix: Option<Sha256State>,
     /// Where the buffered bytes start in the file.
-    pub(crate) at: u64,
-    pub(crate) buf: Vec<u8>,
-    /// PUTs under way, oldest first: (start, len, key, task).
-    pub(crate) puts: VecDeque<(u64, u64, String, Put)>,
+    at: u64,
+    buf: Vec<u8>,
+    /// PUTs under way, oldest first.
+    puts: VecDeque<InFlight>,
     /// The first failure; later bytes are not stored.
-    pub(crate) failed: Option<io::Error>,
+    failed: Option<io::Error>,
 }
 
 impl S3Upload {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        id: i64,
+        offset: u64,
+        prefix: Option<Sha256State>,
+    ) -> Self {
+        S3Upload {
+            inner,
+            id,
+            offset,
+            prefix,
+            at: offset,
+            buf: Vec::new(),
+            puts: VecDeque::new(),
+            failed: None,
+        }
+    }
+
     /// Starts the PUT of the buffered bytes as the next segment.
     fn put_buffer(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
@@ -48,33 +76,51 @@ impl S3Upload {
         let data = Bytes::from(std::mem::take(&mut self.buf));
         let (start, len) = (self.at, data.len() as u64);
         self.at += len;
-        let key = self.inner.new_key();
+        let key = super::LiveKey::new(&self.inner, self.inner.new_key());
         // Garbage until its segment is recorded: a kill in between leaves nothing behind.
-        self.inner.meta.pending(&key)?;
-        let (inner, k) = (Arc::clone(&self.inner), key.clone());
+        self.inner.meta.pending(&key.key)?;
+        let (inner, k) = (Arc::clone(&self.inner), Arc::clone(&key));
         let task = self
             .inner
             .rt
-            .spawn(async move { inner.put_object(&k, data).await });
-        self.puts.push_back((start, len, key, task));
+            .spawn(async move { inner.put_object(&k.key, data).await });
+        self.puts.push_back(InFlight {
+            start,
+            len,
+            key,
+            task,
+        });
         Ok(())
     }
 
     /// Waits for the oldest PUT and records its segment (segments are recorded in order).
     fn settle_oldest(&mut self) -> io::Result<()> {
-        let Some((start, len, key, task)) = self.puts.pop_front() else {
+        let Some(put) = self.puts.pop_front() else {
             return Ok(());
         };
-        self.inner.rt.block_on(task).map_err(io::Error::other)??;
-        self.inner.meta.add_segment(self.id, start, len, &key)
+        self.inner
+            .rt
+            .block_on(put.task)
+            .map_err(io::Error::other)??;
+        self.inner
+            .meta
+            .add_segment(self.id, put.start, put.len, &put.key.key)
+    }
+
+    /// Records the segments whose PUTs are done, in order, without waiting.
+    fn settle_finished(&mut self) -> io::Result<()> {
+        while self.puts.front().is_some_and(|p| p.task.is_finished()) {
+            self.settle_oldest()?;
+        }
+        Ok(())
     }
 
     fn settle_all(&mut self) -> io::Result<()> {
         while !self.puts.is_empty() {
             if let Err(e) = self.settle_oldest() {
                 // What follows a failed segment cannot be kept: the file ends before it.
-                for (_, _, _, task) in self.puts.drain(..) {
-                    task.abort();
+                for put in self.puts.drain(..) {
+                    put.task.abort();
                 }
                 return Err(e);
             }
@@ -121,7 +167,8 @@ impl Upload for S3Upload {
                     }
                 }
             }
-            Ok(())
+            // What is stored shows as soon as it is: a reader (follow, the viewer) sees it grow.
+            self.settle_finished()
         })();
         if let Err(e) = &result {
             self.failed = Some(io::Error::new(e.kind(), e.to_string()));
@@ -140,18 +187,30 @@ impl Upload for S3Upload {
 }
 
 pub(crate) struct S3Download {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) segments: Vec<Segment>,
-    pub(crate) len: u64,
-    pub(crate) pos: u64,
+    inner: Arc<Inner>,
+    segments: Vec<Segment>,
+    len: u64,
+    pos: u64,
     /// Fetched bytes from `have_at` on, not yet read.
-    pub(crate) have: Bytes,
-    pub(crate) have_at: u64,
+    have: Bytes,
+    have_at: u64,
     /// The next chunk, fetched ahead: where it starts and the task.
-    pub(crate) ahead: Option<(u64, JoinHandle<io::Result<Bytes>>)>,
+    ahead: Option<(u64, JoinHandle<io::Result<Bytes>>)>,
 }
 
 impl S3Download {
+    pub(crate) fn new(inner: Arc<Inner>, segments: Vec<Segment>, len: u64, pos: u64) -> Self {
+        S3Download {
+            inner,
+            segments,
+            len,
+            pos: pos.min(len),
+            have: Bytes::new(),
+            have_at: 0,
+            ahead: None,
+        }
+    }
+
     /// Starts fetching the chunk at `pos`: up to [`CHUNK`] bytes of the segment holding it.
     fn fetch(&self, pos: u64) -> Option<(u64, JoinHandle<io::Result<Bytes>>)> {
         if pos >= self.len {
