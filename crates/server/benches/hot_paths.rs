@@ -7,6 +7,7 @@
 //! - zip framing (CRC-32 and records) per MiB
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use logarchive_ftp::server::Storage;
 use logarchive_server::catalog::{Catalog, Entry, NameQuery};
 use logarchive_server::web::archive::ArchivePath;
 use logarchive_server::web::view::{level_of, read_page, At, LineCache};
@@ -14,7 +15,8 @@ use logarchive_server::web::zip::ZipWriter;
 use std::io::Write;
 
 fn viewer(c: &mut Criterion) {
-    let mut t = tempfile::NamedTempFile::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = std::fs::File::create(dir.path().join("app.log")).unwrap();
     let line = "2024-07-23 10:00:00.000 INFO [http] req=0000abcd GET /api/orders 200 (12 ms)\n";
     let mut written = 0;
     while written < 64 << 20 {
@@ -22,16 +24,22 @@ fn viewer(c: &mut Criterion) {
         written += line.len();
     }
     t.flush().unwrap();
-    let f = std::fs::File::open(t.path()).unwrap();
+    // Opened as the web opens it: through the store.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = logarchive_ftp::server::LocalStorage::open(dir.path()).unwrap();
+    let path =
+        logarchive_ftp::server::VirtualPath::parse(std::path::Path::new("/app.log")).unwrap();
+    let f = rt.block_on(store.open_reader(&path)).unwrap();
+    let f = &*f;
     let lines = LineCache::default();
     let mut g = c.benchmark_group("viewer");
     g.bench_function("end of 64 MiB (line count remembered)", |b| {
-        b.iter(|| read_page(&f, &lines, At::End).unwrap())
+        b.iter(|| read_page(f, &lines, At::End).unwrap())
     });
     g.bench_function("offset in the middle of 64 MiB", |b| {
         b.iter(|| {
             read_page(
-                &f,
+                f,
                 &lines,
                 At::Offset {
                     offset: 32 << 20,
@@ -44,7 +52,7 @@ fn viewer(c: &mut Criterion) {
     g.bench_function("end of 64 MiB, counting lines afresh", |b| {
         b.iter_batched(
             LineCache::default,
-            |fresh| read_page(&f, &fresh, At::End).unwrap(),
+            |fresh| read_page(f, &fresh, At::End).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -4,15 +4,22 @@
 //! answered from it, never by walking the disk per request.
 
 use logarchive_ftp::names::{is_temp_name, SCRATCH_DIR};
-use logarchive_ftp::server::FtpEvent;
+use logarchive_ftp::server::{FtpEvent, Kind, Meta};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]
-#[error("catalog: {0}")]
-pub struct CatalogError(#[from] rusqlite::Error);
+pub enum CatalogError {
+    /// The database failed.
+    #[error("catalog: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The archive could not be listed (reconcile).
+    #[error("catalog: listing the archive: {0}")]
+    Archive(std::io::Error),
+}
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
@@ -103,11 +110,70 @@ fn now_ms() -> i64 {
 }
 
 fn mtime_ms(m: &std::fs::Metadata) -> i64 {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+    time_ms(m.modified().ok())
+}
+
+fn time_ms(t: Option<SystemTime>) -> i64 {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// What the catalog asks of the archive's files (the store, or a plain folder in tests).
+/// Blocking: the catalog's writer thread calls it.
+pub trait ArchiveView {
+    /// Kind, size and time of `path` (`/agent01/Logs/a.log`); `None` if there is nothing.
+    fn stat(&self, path: &str) -> Option<Meta>;
+    /// Every regular file: path → (size, modification in ms since the epoch).
+    fn files(&self) -> std::io::Result<HashMap<String, (u64, i64)>>;
+}
+
+impl ArchiveView for Path {
+    fn stat(&self, path: &str) -> Option<Meta> {
+        let m = std::fs::symlink_metadata(self.join(path.trim_start_matches('/'))).ok()?;
+        let kind = if m.is_dir() {
+            Kind::Dir
+        } else if m.is_file() {
+            Kind::File
+        } else {
+            return None;
+        };
+        Some(Meta::new(kind, m.len(), m.modified().ok()))
+    }
+
+    fn files(&self) -> std::io::Result<HashMap<String, (u64, i64)>> {
+        let mut out = HashMap::new();
+        let mut stack = vec![self.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(ft) = e.file_type() else { continue };
+                let p = e.path();
+                if ft.is_dir() {
+                    stack.push(p);
+                } else if ft.is_file() {
+                    let Some(rel) = p.strip_prefix(self).ok().and_then(|r| r.to_str()) else {
+                        continue;
+                    };
+                    if let Ok(m) = e.metadata() {
+                        out.insert(format!("/{rel}"), (m.len(), mtime_ms(&m)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ArchiveView for std::path::PathBuf {
+    fn stat(&self, path: &str) -> Option<Meta> {
+        self.as_path().stat(path)
+    }
+    fn files(&self) -> std::io::Result<HashMap<String, (u64, i64)>> {
+        self.as_path().files()
+    }
 }
 
 /// The catalog database. One connection writes (the event follower's thread, see
@@ -730,17 +796,20 @@ impl Catalog {
         Ok(rows)
     }
 
-    /// Applies one FTP event. `archive_root` is the archive folder (for sizes and times).
-    pub fn apply(&self, event: &FtpEvent, archive_root: &Path) -> Result<()> {
-        self.apply_all(std::slice::from_ref(event), archive_root)
+    /// Applies one FTP event. `archive` gives the files' times and kinds.
+    pub fn apply(&self, event: &FtpEvent, archive: &(impl ArchiveView + ?Sized)) -> Result<()> {
+        self.apply_all(std::slice::from_ref(event), archive)
     }
 
     /// Applies FTP events in order. Runs of completed uploads go in together
     /// ([`Catalog::upsert_all`]); anything else first flushes the run before it, so the order
     /// holds (an upload, then its deletion, ends deleted).
-    pub fn apply_all(&self, events: &[FtpEvent], archive_root: &Path) -> Result<()> {
-        let stat =
-            |p: &str| std::fs::symlink_metadata(archive_root.join(p.trim_start_matches('/'))).ok();
+    pub fn apply_all(
+        &self,
+        events: &[FtpEvent],
+        archive: &(impl ArchiveView + ?Sized),
+    ) -> Result<()> {
+        let stat = |p: &str| archive.stat(p);
         let mut run: Vec<Entry> = Vec::new();
         for event in events {
             match event {
@@ -759,7 +828,7 @@ impl Catalog {
                     ..
                 } if catalogued(path) => {
                     let now = now_ms();
-                    let modified_ms = stat(path).map_or(now, |m| mtime_ms(&m));
+                    let modified_ms = stat(path).map_or(now, |m| time_ms(m.modified));
                     let appended = matches!(event, FtpEvent::Appended { .. });
                     // archived_ms only counts for a new row: an update keeps the first.
                     run.push(Entry {
@@ -792,7 +861,7 @@ impl Catalog {
                                 agent: agent_of(to).to_string(),
                                 size: *size,
                                 sha256: sha256.clone(),
-                                modified_ms: mtime_ms(&m),
+                                modified_ms: time_ms(m.modified),
                                 archived_ms: now_ms(),
                                 appended_ms: None,
                             }),
@@ -821,35 +890,11 @@ impl Catalog {
         self.upsert_all(&run)
     }
 
-    /// Makes the catalog match the archive folder: files copied in by hand appear (hashed later,
-    /// on demand), vanished ones go, changed sizes are updated. Returns (added, removed, updated).
-    pub fn reconcile(&self, archive_root: &Path) -> Result<(u64, u64, u64)> {
-        let mut on_disk: std::collections::HashMap<String, (u64, i64)> =
-            std::collections::HashMap::new();
-        let mut stack = vec![archive_root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let Ok(ft) = e.file_type() else { continue };
-                let p = e.path();
-                if ft.is_dir() {
-                    stack.push(p);
-                } else if ft.is_file() {
-                    let Ok(rel) = p.strip_prefix(archive_root) else {
-                        continue;
-                    };
-                    let Some(rel) = rel.to_str() else { continue };
-                    let path = format!("/{rel}");
-                    if catalogued(&path) {
-                        if let Ok(m) = e.metadata() {
-                            on_disk.insert(path, (m.len(), mtime_ms(&m)));
-                        }
-                    }
-                }
-            }
-        }
+    /// Makes the catalog match the archive: files copied in by hand appear (hashed later, on
+    /// demand), vanished ones go, changed sizes are updated. Returns (added, removed, updated).
+    pub fn reconcile(&self, archive: &(impl ArchiveView + ?Sized)) -> Result<(u64, u64, u64)> {
+        let mut on_disk = archive.files().map_err(CatalogError::Archive)?;
+        on_disk.retain(|path, _| catalogued(path));
         let known: Vec<(String, u64)> = {
             let conn = self.lock();
             let mut st = conn.prepare("SELECT path, size FROM files")?;

@@ -36,6 +36,9 @@ pub fn check(settings: &ServerSettings) -> Vec<String> {
             problems.push(e);
         }
     }
+    if let Some(p) = crate::store::check(settings) {
+        problems.push(p);
+    }
     for (key, addr) in [
         ("ftp_listen", settings.ftp_listen),
         ("web_listen", settings.web_listen),

@@ -24,6 +24,83 @@ pub struct ServerConfigFile {
     #[serde(default)]
     /// `[web]`: limits of the web interface.
     pub web: crate::web::WebConfig,
+    /// `[storage]`: where the archive's files live.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// Which store holds the archive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A folder: `DATA/archive/`.
+    #[default]
+    Local,
+    /// An S3-compatible object store (AWS S3, MinIO, Ceph RGW, Garage, SeaweedFS).
+    S3,
+}
+
+/// `[storage]` (DESIGN.md, "Scale-out"). Credentials never come from this file: from
+/// `credentials_file` or the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `"local"` (default) or `"s3"`.
+    pub backend: StorageBackend,
+    /// The S3 service's URL, e.g. `http://127.0.0.1:8333`; omit for AWS.
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` by default; any value for most other stores).
+    pub region: String,
+    /// The bucket (must exist).
+    pub bucket: Option<String>,
+    /// A key prefix inside the bucket.
+    pub prefix: String,
+    /// Path-style requests (MinIO, SeaweedFS, Garage, Ceph); `false` for AWS's virtual hosts.
+    pub path_style: bool,
+    /// A file of `AWS_ACCESS_KEY_ID=` / `AWS_SECRET_ACCESS_KEY=` lines; else the environment.
+    pub credentials_file: Option<PathBuf>,
+    /// When a quiet file is rewritten as seekable zstd: a duration or `"never"`. Not applied
+    /// yet: files are stored as they arrived.
+    pub compress_after: CompressAfter,
+    /// Replaced or orphaned objects are deleted this long after (readers in flight finish).
+    #[serde(with = "humantime_serde")]
+    pub gc_grace: Duration,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: StorageBackend::Local,
+            endpoint: None,
+            region: "us-east-1".into(),
+            bucket: None,
+            prefix: String::new(),
+            path_style: true,
+            credentials_file: None,
+            compress_after: CompressAfter(Some(Duration::from_secs(3600))),
+            gc_grace: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `compress_after`: a duration (`"1h"`) or `"never"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressAfter(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for CompressAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "never" {
+            return Ok(CompressAfter(None));
+        }
+        humantime_serde::re::humantime::parse_duration(s.trim())
+            .map(|t| CompressAfter(Some(t)))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "compress_after {s:?}: {e} (a duration like \"1h\", or \"never\")"
+                ))
+            })
+    }
 }
 
 /// `[ftp]`: tuning of the FTP service.
@@ -113,6 +190,7 @@ pub struct ServerSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub ftp: FtpSection,
     pub web: crate::web::WebConfig,
+    pub storage: StorageSection,
 }
 
 impl ServerSettings {
@@ -148,6 +226,7 @@ impl ServerSettings {
             tls,
             ftp: file.ftp,
             web: file.web.at_least_one(),
+            storage: file.storage,
         })
     }
 
@@ -157,6 +236,11 @@ impl ServerSettings {
 
     pub fn archive_dir(&self) -> PathBuf {
         self.data.join("archive")
+    }
+
+    /// The S3 back-end's metadata (tree, segments, hash states): `DATA/store.db`.
+    pub fn store_db(&self) -> PathBuf {
+        self.data.join("store.db")
     }
 
     /// The FTP library's configuration for these settings.

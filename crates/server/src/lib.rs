@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod store;
 pub mod users;
 pub mod web;
 
@@ -33,6 +34,8 @@ pub enum ServerError {
     Tls(String),
     #[error("cannot start the catalog writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("cannot create data folder {path}: {source}")]
     Data {
         path: std::path::PathBuf,
@@ -53,6 +56,15 @@ pub struct Running {
     users_watch: tokio::task::JoinHandle<()>,
     /// Set when this start created the first admin account: its password, shown once.
     pub initial_admin_password: Option<String>,
+    /// The archive's store (`[storage]`).
+    pub store: Arc<dyn logarchive_ftp::server::Storage>,
+}
+
+impl Running {
+    /// The store as the catalog sees it (call inside the runtime; use from a blocking thread).
+    pub fn store_view(&self) -> store::StoreView {
+        store::StoreView::new(Arc::clone(&self.store))
+    }
 }
 
 /// Creates the data folder, makes the first admin account if there is none, and starts the
@@ -91,7 +103,9 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     };
     let ftp_config = settings.ftp_config()?;
     let web_connections = fit_open_files_limit(&ftp_config, &settings.web);
-    let ftp = Arc::new(ftp::start(ftp_config, Arc::clone(&users) as _).await?);
+    let store = store::open(settings)?;
+    let ftp =
+        Arc::new(ftp::start_with(ftp_config, Arc::clone(&users) as _, Arc::clone(&store)).await?);
     // Hand edits of the users file apply within a second (and at once to a login: the file is
     // checked before every password check).
     let users_watch = users.watch(USERS_POLL);
@@ -99,20 +113,16 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     follow_events(
         &ftp,
         Arc::clone(&catalog),
-        settings.archive_dir(),
+        store::StoreView::new(Arc::clone(&store)),
         Arc::clone(&metrics),
     )
     .map_err(ServerError::Thread)?;
-    let archive = web::archive::Archive::open(&settings.archive_dir()).map_err(|source| {
-        ServerError::Data {
-            path: settings.archive_dir(),
-            source,
-        }
-    })?;
     let state = Arc::new(web::WebState {
         catalog: Arc::clone(&catalog),
-        archive: Arc::new(archive),
-        archive_root: settings.archive_dir(),
+        archive: Arc::new(web::archive::Archive::new(Arc::clone(&store))),
+        // The free space shown is the archive folder's disk's; an object store has none.
+        archive_root: (settings.storage.backend == config::StorageBackend::Local)
+            .then(|| settings.archive_dir()),
         users: Arc::clone(&users),
         ftp: Arc::clone(&ftp),
         auth: web::auth::Auth::new(
@@ -151,6 +161,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         users,
         users_watch,
         initial_admin_password,
+        store,
     })
 }
 
@@ -207,7 +218,7 @@ impl Running {
 fn follow_events(
     ftp: &ServerHandle,
     catalog: Arc<catalog::Catalog>,
-    archive: std::path::PathBuf,
+    archive: store::StoreView,
     metrics: Arc<web::metrics::Metrics>,
 ) -> std::io::Result<()> {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};

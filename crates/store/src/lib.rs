@@ -19,5 +19,5 @@ pub mod vpath;
 
 pub use fsops::HomeDir;
 pub use local::{LocalStats, LocalStorage};
-pub use store::{Download, Kind, Meta, Storage, Upload, WriteMode};
+pub use store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
 pub use vpath::VirtualPath;

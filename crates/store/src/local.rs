@@ -5,7 +5,7 @@
 
 use super::fsops::HomeDir;
 use super::hash_cache::{FileVersion, HashCache};
-use super::store::{Download, Kind, Meta, Storage, Upload, WriteMode};
+use super::store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
 use super::vpath::VirtualPath;
 use crate::sha::Sha256State;
 use async_trait::async_trait;
@@ -167,6 +167,27 @@ impl Download for LocalDownload {
     }
 }
 
+struct LocalReader {
+    file: File,
+    meta: std::fs::Metadata,
+}
+
+impl Reader for LocalReader {
+    fn len(&self) -> u64 {
+        self.meta.len()
+    }
+    fn modified(&self) -> Option<SystemTime> {
+        self.meta.modified().ok()
+    }
+    fn identity(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.meta.ino() ^ self.meta.dev().rotate_left(32)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+}
+
 #[async_trait]
 impl Storage for LocalStorage {
     async fn stat(&self, path: &VirtualPath) -> io::Result<Meta> {
@@ -323,6 +344,28 @@ impl Storage for LocalStorage {
                 upload.file.seek(io::SeekFrom::Start(offset))?;
             }
             Ok(Box::new(upload) as Box<dyn Upload>)
+        })
+        .await
+    }
+
+    async fn open_reader(&self, path: &VirtualPath) -> io::Result<Box<dyn Reader>> {
+        let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
+        inline(move || {
+            // O_NONBLOCK: a FIFO planted in the archive cannot hang the open.
+            let file =
+                i.root
+                    .open_at(&rel, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK, 0)?;
+            let meta = file.metadata()?;
+            if meta.is_dir() {
+                return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
+            }
+            if !meta.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "not a regular file",
+                ));
+            }
+            Ok(Box::new(LocalReader { file, meta }) as Box<dyn Reader>)
         })
         .await
     }

@@ -121,6 +121,26 @@ pub trait Download: Send {
     }
 }
 
+/// A file opened for reading at any offset (the web's viewer, search, ranged downloads, zips):
+/// what it was when opened, and reads anywhere in it. Its methods block: call them on a
+/// blocking thread.
+pub trait Reader: Send + Sync {
+    /// The file's size when opened.
+    fn len(&self) -> u64;
+    /// Whether the file was empty when opened.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Its last modification when opened.
+    fn modified(&self) -> Option<SystemTime>;
+    /// Which file this is: another file later put at the same name has another identity (a
+    /// follower uses it to notice a replaced file).
+    fn identity(&self) -> u64;
+    /// Reads bytes at `offset` into `buf`; 0 at the end. (A local file that grew since it was
+    /// opened may return bytes past [`Reader::len`]; a store that snapshots does not.)
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
 /// The store the FTP service reads and writes through. Paths are already confined to the account's home ([`VirtualPath`]); a file descriptor is only an optimisation (`Download::fd` for sendfile).
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
@@ -141,6 +161,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()>;
     /// Opens a file for reading from `offset`.
     async fn read(&self, path: &VirtualPath, offset: u64) -> io::Result<Box<dyn Download>>;
+    /// Opens a file for reading at any offset; a folder is `IsADirectory`.
+    async fn open_reader(&self, path: &VirtualPath) -> io::Result<Box<dyn Reader>>;
     /// Opens a file for writing as `mode` says (the checks of the mode are the store's).
     async fn write(&self, path: &VirtualPath, mode: WriteMode) -> io::Result<Box<dyn Upload>>;
     /// The SHA-256 state of a file's whole content: remembered, or read.

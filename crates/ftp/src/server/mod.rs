@@ -38,7 +38,7 @@ pub use events::FtpEvent;
 pub use lockout::{Attempt, Lockout};
 pub use logarchive_store::VirtualPath;
 pub(crate) use logarchive_store::{store, vpath};
-pub use logarchive_store::{Download, Kind, Meta, Storage, Upload, WriteMode};
+pub use logarchive_store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
 pub use logarchive_store::{HomeDir, LocalStorage};
 pub use sessions::SessionInfo;
 pub use tls::{

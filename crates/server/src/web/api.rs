@@ -132,7 +132,7 @@ async fn metrics(State(st): S) -> Response {
         .iter()
         .filter(|s| s.transfer_path.is_some())
         .count();
-    let disk = dashboard::disk(&st.archive_root);
+    let disk = st.archive_root.as_deref().and_then(dashboard::disk);
     let counters = [
         (
             "logarchive_web_password_checks_total",
@@ -206,7 +206,7 @@ pub(super) async fn dashboard_data(st: &Arc<WebState>) -> Result<Dashboard, WebE
             files: agents.iter().map(|a| a.archive.files).sum(),
             bytes: agents.iter().map(|a| a.archive.bytes).sum(),
             agents,
-            disk: dashboard::disk(&st2.archive_root),
+            disk: st2.archive_root.as_deref().and_then(dashboard::disk),
             daily_bytes: st2.catalog.daily_bytes(since)?,
         })
     })
@@ -270,7 +270,7 @@ pub(super) async fn listing(st: &Arc<WebState>, p: &ArchivePath) -> Result<Listi
         ))
     })
     .await??;
-    if dirs.is_empty() && files.is_empty() && !p.is_root() && !st.archive.is_dir(p) {
+    if dirs.is_empty() && files.is_empty() && !p.is_root() && !st.archive.is_dir(p).await {
         return Err(WebError::NotFound);
     }
     Ok(Listing {
@@ -505,11 +505,11 @@ pub(super) async fn read_page(
     p: &ArchivePath,
     at: At,
 ) -> Result<Page, WebError> {
-    let open = st.archive.open_file(p)?;
+    let open = st.archive.open_file(p).await?;
     let st = Arc::clone(st);
     let path = p.display();
     tokio::task::spawn_blocking(move || {
-        let mut page = view::read_page(&open.file, &st.lines, at)?;
+        let mut page = view::read_page(open.reader(), &st.lines, at)?;
         page.local_names = st.catalog.aliases(&path)?;
         Ok(page)
     })
@@ -547,10 +547,9 @@ async fn follow(
     Path(path): Path<String>,
     Query(f): Query<FollowParams>,
 ) -> Result<Response, WebError> {
-    use std::os::unix::fs::MetadataExt;
     let p = ArchivePath::parse(&path)?;
-    let first = st.archive.open_file(&p)?;
-    let ino = first.meta.ino();
+    let first = st.archive.open_file(&p).await?;
+    let identity = first.identity();
     let display = p.display();
     let mut events = st.ftp.subscribe();
     let st2 = Arc::clone(&st);
@@ -559,11 +558,12 @@ async fn follow(
         let mut offset = f.offset;
         loop {
             // Whatever is there beyond `offset`, in whole lines.
-            let opened = st2.archive.open_file(&p);
+            let opened = st2.archive.open_file(&p).await;
             let (file, size, same) = match opened {
                 Ok(o) => {
-                    let size = o.meta.len();
-                    (Some(o.file), size, o.meta.ino() == ino)
+                    let size = o.len();
+                    let same = o.identity() == identity;
+                    (Some(o), size, same)
                 }
                 Err(_) => (None, 0, false),
             };
@@ -576,7 +576,6 @@ async fn follow(
             if let Some(file) = file.filter(|_| size > offset) {
                 let from = offset;
                 let chunk = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
                     let mut buf = vec![0u8; (size - from).min(FOLLOW_CHUNK) as usize];
                     let n = file.read_at(&mut buf, from).unwrap_or(0);
                     buf.truncate(n);
@@ -661,7 +660,7 @@ pub(super) async fn download(
     headers: &HeaderMap,
     inline: bool,
 ) -> Result<Response, WebError> {
-    if p.is_root() || st.archive.is_dir(&p) {
+    if p.is_root() || st.archive.is_dir(&p).await {
         let permit = st.workers.transfer()?;
         let (archive, catalog) = (Arc::clone(&st.archive), Arc::clone(&st.catalog));
         return tokio::task::spawn_blocking(move || {
@@ -669,7 +668,7 @@ pub(super) async fn download(
         })
         .await?;
     }
-    let open = st.archive.open_file(&p)?;
+    let open = st.archive.open_file(&p).await?;
     download::file_response(open, p.name(), headers, inline, &st.workers)
 }
 

@@ -2,15 +2,17 @@
 //!
 //! Every path from a request is hostile. It is split into components and refused outright if any
 //! is `.`, `..`, or holds a NUL or a control character; names the catalog hides (temporary
-//! uploads, agents' `.logarchive` folders) are "not found". Files are then opened beneath the
-//! archive's directory descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so not
-//! even a symlink planted inside the archive leads out of it.
+//! uploads, agents' `.logarchive` folders) are "not found". Files are then opened through the
+//! store the FTP service writes: a folder opens them beneath its directory descriptor with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so not even a symlink planted inside the
+//! archive leads out of it; an object store has no other paths to reach.
 
 use super::error::WebError;
 use logarchive_ftp::names::{is_temp_name, SCRATCH_DIR};
-use logarchive_ftp::server::HomeDir;
-use std::fs::File;
+use logarchive_ftp::server::{Reader, Storage, VirtualPath};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// A validated archive path: `/` or `/agent01/Logs/a.txt` (no trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,83 +146,131 @@ pub fn encode_component(s: &str) -> String {
     out
 }
 
-/// The archive folder, held open.
+/// The archive, through the store the FTP service writes (a folder, or an object store).
 pub struct Archive {
-    dir: HomeDir,
+    store: Arc<dyn Storage>,
+    /// The server's runtime: calls from blocking threads (search, zip) wait on it.
+    rt: tokio::runtime::Handle,
 }
 
-/// An open file of the archive and what it was when opened.
+/// An open file of the archive: what it was when opened, readable at any offset (blocking: on
+/// a worker or blocking thread).
 pub struct OpenFile {
-    pub file: File,
-    pub meta: std::fs::Metadata,
+    reader: Box<dyn Reader>,
+}
+
+impl OpenFile {
+    /// Its size when opened.
+    pub fn len(&self) -> u64 {
+        self.reader.len()
+    }
+
+    /// Whether it was empty when opened.
+    pub fn is_empty(&self) -> bool {
+        self.reader.is_empty()
+    }
+
+    /// Its last change when opened.
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.reader.modified()
+    }
+
+    /// Which file it is (a file later put at the same name is another).
+    pub fn identity(&self) -> u64 {
+        self.reader.identity()
+    }
+
+    /// Reads at `offset`; 0 at the end.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.reader.read_at(buf, offset)
+    }
+
+    /// The store's reader.
+    pub fn reader(&self) -> &dyn Reader {
+        &*self.reader
+    }
+}
+
+fn vpath(p: &ArchivePath) -> Result<VirtualPath, WebError> {
+    VirtualPath::parse(&Path::new("/").join(p.rel())).map_err(|_| WebError::NotFound)
 }
 
 impl Archive {
-    pub fn open(root: &Path) -> std::io::Result<Archive> {
-        Ok(Archive {
-            dir: HomeDir::open(root)?,
-        })
+    /// Must be called inside the server's runtime.
+    pub fn new(store: Arc<dyn Storage>) -> Archive {
+        Archive {
+            store,
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The store itself.
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
     }
 
     /// Opens a regular file for reading; anything else (a folder, a symlink, nothing) is 404.
-    pub fn open_file(&self, p: &ArchivePath) -> Result<OpenFile, WebError> {
+    pub async fn open_file(&self, p: &ArchivePath) -> Result<OpenFile, WebError> {
         if p.is_root() {
             return Err(WebError::NotFound);
         }
-        let file = self
-            .dir
-            .open_at(
-                p.rel(),
-                libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
-                0,
-            )
+        let reader = self
+            .store
+            .open_reader(&vpath(p)?)
+            .await
             .map_err(not_found_or_internal)?;
-        let meta = file.metadata().map_err(not_found_or_internal)?;
-        if !meta.is_file() {
-            return Err(WebError::NotFound);
-        }
-        Ok(OpenFile { file, meta })
+        Ok(OpenFile { reader })
+    }
+
+    /// [`Archive::open_file`] from a blocking thread (never from async code).
+    pub fn open_file_blocking(&self, p: &ArchivePath) -> Result<OpenFile, WebError> {
+        self.rt.block_on(self.open_file(p))
     }
 
     /// Whether `p` is a folder of the archive (the root is).
-    pub fn is_dir(&self, p: &ArchivePath) -> bool {
-        self.dir.stat(p.rel()).is_ok_and(|m| m.is_dir())
+    pub async fn is_dir(&self, p: &ArchivePath) -> bool {
+        match vpath(p) {
+            Ok(v) => self.store.stat(&v).await.is_ok_and(|m| m.is_dir()),
+            Err(_) => false,
+        }
     }
 
-    /// Reads a small file (at most `max` bytes), e.g. an agent's status document.
-    pub fn read_small(&self, rel: &Path, max: u64) -> Option<Vec<u8>> {
-        self.read_small_with_time(rel, max).map(|(b, _)| b)
-    }
-
-    /// [`Archive::read_small`] with the file's modification time (ms since the epoch): when
-    /// the server last wrote it, whatever its contents claim.
+    /// Reads a small file (at most `max` bytes), e.g. an agent's status document, with its
+    /// modification time (ms since the epoch): when the server last wrote it, whatever its
+    /// contents claim. From a blocking thread.
     pub fn read_small_with_time(&self, rel: &Path, max: u64) -> Option<(Vec<u8>, i64)> {
-        use std::io::Read;
-        let f = self
-            .dir
-            .open_at(rel, libc::O_RDONLY | libc::O_NONBLOCK, 0)
-            .ok()?;
-        let meta = f.metadata().ok()?;
-        if !meta.is_file() || meta.len() > max {
+        let v = VirtualPath::parse(&Path::new("/").join(rel)).ok()?;
+        let f = self.rt.block_on(self.store.open_reader(&v)).ok()?;
+        if f.len() > max {
             return None;
         }
-        let mtime = meta
+        let mtime = f
             .modified()
-            .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        f.take(max).read_to_end(&mut buf).ok()?;
+        let mut buf = vec![0u8; f.len() as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return None,
+            }
+        }
+        buf.truncate(got);
         Some((buf, mtime))
     }
 }
 
 fn not_found_or_internal(e: std::io::Error) -> WebError {
-    // Missing, not a folder on the way, a symlink refused, or a path leaving the archive: all
-    // look the same from outside.
+    // Missing, a folder, not a folder on the way, a symlink refused, or a path leaving the
+    // archive: all look the same from outside.
     let gone = matches!(
         e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::IsADirectory
+            | std::io::ErrorKind::NotADirectory
     ) || matches!(
         e.raw_os_error(),
         Some(libc::ENOTDIR | libc::ELOOP | libc::EXDEV | libc::ENAMETOOLONG)

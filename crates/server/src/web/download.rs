@@ -12,7 +12,6 @@ use crate::catalog::Catalog;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -32,7 +31,7 @@ fn body_from(rx: mpsc::Receiver<Chunk>) -> Body {
 /// the client still wants more. `Ok(false)`: the client went away. A file that shrank under us
 /// is an error: the body ends early rather than being padded.
 fn read_chunks(
-    file: &std::fs::File,
+    file: &OpenFile,
     start: u64,
     len: u64,
     mut each: impl FnMut(Vec<u8>) -> bool,
@@ -63,7 +62,7 @@ fn read_chunks(
 
 /// Reads `[start, start + len)` of `file` on a worker thread, which holds `permit`.
 fn stream_range(
-    file: std::fs::File,
+    file: OpenFile,
     start: u64,
     len: u64,
     permit: TransferPermit,
@@ -101,13 +100,17 @@ pub fn content_disposition(name: &str) -> HeaderValue {
 }
 
 /// A strong validator from the file's identity, size and modification time.
-fn etag(m: &std::fs::Metadata) -> String {
+fn etag(f: &OpenFile) -> String {
+    let t = f
+        .modified()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
     format!(
         "\"{:x}-{:x}-{:x}.{:x}\"",
-        m.ino(),
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec()
+        f.identity(),
+        f.len(),
+        t.as_secs(),
+        t.subsec_nanos()
     )
 }
 
@@ -157,8 +160,8 @@ pub fn file_response(
     inline: bool,
     workers: &workers::Workers,
 ) -> Result<Response, WebError> {
-    let size = open.meta.len();
-    let tag = etag(&open.meta);
+    let size = open.len();
+    let tag = etag(&open);
     let none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
@@ -201,11 +204,11 @@ pub fn file_response(
                 format!("bytes {start}-{}/{size}", start + len - 1),
             )
             .header(header::CONTENT_LENGTH, len)
-            .body(stream_range(open.file, start, len, workers.transfer()?)?),
+            .body(stream_range(open, start, len, workers.transfer()?)?),
         Ok(None) => builder
             .status(StatusCode::OK)
             .header(header::CONTENT_LENGTH, size)
-            .body(stream_range(open.file, 0, size, workers.transfer()?)?),
+            .body(stream_range(open, 0, size, workers.transfer()?)?),
     };
     r.map_err(|e| WebError::Internal(format!("building a response: {e}")))
 }
@@ -267,7 +270,7 @@ pub fn zip_response(
                     continue;
                 };
                 // A file that vanished since the catalog listed it is left out.
-                let Ok(open) = archive.open_file(&p) else {
+                let Ok(open) = archive.open_file_blocking(&p) else {
                     continue;
                 };
                 let name = format!("{zip_base}{}", &f.path[strip.min(f.path.len())..]);
@@ -276,8 +279,8 @@ pub fn zip_response(
                     return;
                 }
                 // Exactly the size seen at open: a log growing meanwhile is cut there.
-                let size = open.meta.len();
-                let sent = read_chunks(&open.file, 0, size, |buf| {
+                let size = open.len();
+                let sent = read_chunks(&open, 0, size, |buf| {
                     entry.update(&buf);
                     send(buf)
                 });

@@ -127,7 +127,8 @@ impl WebConfig {
 pub struct WebState {
     pub catalog: Arc<Catalog>,
     pub archive: Arc<Archive>,
-    pub archive_root: PathBuf,
+    /// The archive folder on a local store (for its disk's free space).
+    pub archive_root: Option<PathBuf>,
     pub users: Arc<UserDb>,
     pub ftp: Arc<ServerHandle>,
     pub auth: Auth,

@@ -376,7 +376,7 @@ async fn browse_page(
 ) -> PageResult {
     let p = ArchivePath::parse(&path)?;
     // A file's address in the browser opens it.
-    if !p.is_root() && !st.archive.is_dir(&p) && st.archive.open_file(&p).is_ok() {
+    if !p.is_root() && !st.archive.is_dir(&p).await && st.archive.open_file(&p).await.is_ok() {
         return Ok(Redirect::to(&format!("/view{}", p.url())).into_response());
     }
     browse(c, st, p, q.0).await
@@ -568,7 +568,7 @@ async fn view_page(
     Query(v): Query<ViewParams>,
 ) -> PageResult {
     let p = ArchivePath::parse(&path)?;
-    if st.archive.is_dir(&p) {
+    if st.archive.is_dir(&p).await {
         return Ok(Redirect::to(&format!("/browse{}", p.url())).into_response());
     }
     let at = v.at();

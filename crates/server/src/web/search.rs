@@ -284,7 +284,7 @@ fn worker(
         let Ok(path) = ArchivePath::parse(&entry.path) else {
             continue;
         };
-        let Ok(open) = archive.open_file(&path) else {
+        let Ok(open) = archive.open_file_blocking(&path) else {
             continue;
         };
         let mut sink = HitSink {
@@ -300,7 +300,8 @@ fn worker(
         let reader = Checked {
             s,
             tx,
-            file: &open.file,
+            file: &open,
+            pos: 0,
         };
         let _ = searcher.search_reader(matcher, reader, &mut sink);
         sink.flush();
@@ -313,7 +314,8 @@ fn worker(
 struct Checked<'a> {
     s: &'a Shared,
     tx: &'a mpsc::Sender<Event>,
-    file: &'a std::fs::File,
+    file: &'a super::archive::OpenFile,
+    pos: u64,
 }
 
 impl std::io::Read for Checked<'_> {
@@ -325,7 +327,9 @@ impl std::io::Read for Checked<'_> {
         if !self.s.go_on() {
             return Err(std::io::Error::other("the search stopped"));
         }
-        let n = std::io::Read::read(&mut self.file, buf)?;
+        // Also what was appended since the file was opened (where the store shows it).
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
         self.s.bytes_searched.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -453,7 +457,12 @@ mod tests {
                 appended_ms: None,
             });
         }
-        let archive = Arc::new(Archive::open(d.path()).unwrap());
+        // The archive reads through the store, which waits on a runtime (one for all tests).
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let rt = RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap());
+        let _in = rt.enter();
+        let store = logarchive_ftp::server::LocalStorage::open(d.path()).unwrap();
+        let archive = Arc::new(Archive::new(Arc::new(store)));
         (d, archive, entries)
     }
 

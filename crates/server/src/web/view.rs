@@ -2,9 +2,8 @@
 //! positioned read of at most [`PAGE`] bytes (plus a line count when asked for a line number).
 
 use super::error::WebError;
+use logarchive_ftp::server::Reader;
 use serde::Serialize;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 /// Bytes per page.
 pub const PAGE: u64 = 64 * 1024;
@@ -18,24 +17,18 @@ const LINE_CACHE_FILES: usize = 4096;
 /// end while it grows) counts only what is new instead of the whole file every time.
 #[derive(Default)]
 pub struct LineCache {
-    known: std::sync::Mutex<std::collections::HashMap<(u64, u64), (u64, u64)>>,
+    known: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
 }
 
 impl LineCache {
-    /// Lines before `offset` (a line start) of the file `m` describes, counting at most
-    /// [`COUNT_LINES_UP_TO`] bytes.
-    fn lines_before(
-        &self,
-        f: &File,
-        m: &std::fs::Metadata,
-        offset: u64,
-    ) -> Result<Option<u64>, WebError> {
-        use std::os::unix::fs::MetadataExt;
-        let key = (m.dev(), m.ino());
+    /// Lines before `offset` (a line start) of `f`, counting at most [`COUNT_LINES_UP_TO`]
+    /// bytes.
+    fn lines_before(&self, f: &dyn Reader, offset: u64) -> Result<Option<u64>, WebError> {
+        let key = f.identity();
         let mut map = self.known.lock().unwrap_or_else(|p| p.into_inner());
         // The nearest known point at or before `offset` (a shrunk file forgets its count).
         let (from, lines) = match map.get(&key) {
-            Some(&(at, n)) if at <= offset && at <= m.len() => (at, n),
+            Some(&(at, n)) if at <= offset && at <= f.len() => (at, n),
             _ => (0, 0),
         };
         if offset - from > COUNT_LINES_UP_TO {
@@ -92,7 +85,7 @@ pub const CONTEXT_LINES: usize = 20;
 /// Bytes looked at for those lines (long lines give fewer).
 const CONTEXT_BYTES: u64 = 16 * 1024;
 
-fn read_at(f: &File, offset: u64, len: u64) -> Result<Vec<u8>, WebError> {
+fn read_at(f: &dyn Reader, offset: u64, len: u64) -> Result<Vec<u8>, WebError> {
     let mut buf = vec![0u8; len as usize];
     let mut got = 0;
     while got < buf.len() {
@@ -108,7 +101,7 @@ fn read_at(f: &File, offset: u64, len: u64) -> Result<Vec<u8>, WebError> {
 }
 
 /// Newlines in `[from, end)`, counted in 1 MiB reads.
-fn count_lines(f: &File, from: u64, end: u64) -> Result<u64, WebError> {
+fn count_lines(f: &dyn Reader, from: u64, end: u64) -> Result<u64, WebError> {
     let mut n = 0;
     let mut pos = from;
     while pos < end {
@@ -124,7 +117,7 @@ fn count_lines(f: &File, from: u64, end: u64) -> Result<u64, WebError> {
 
 /// The start of the line containing `offset`: the byte after the previous newline, looked for
 /// at most a page back (a longer line starts mid-way).
-fn line_start(f: &File, offset: u64) -> Result<u64, WebError> {
+fn line_start(f: &dyn Reader, offset: u64) -> Result<u64, WebError> {
     if offset == 0 {
         return Ok(0);
     }
@@ -138,7 +131,7 @@ fn line_start(f: &File, offset: u64) -> Result<u64, WebError> {
 }
 
 /// The offset where line `line` (1-based) starts, or the file's size if it has fewer lines.
-fn offset_of_line(f: &File, size: u64, line: u64) -> Result<u64, WebError> {
+fn offset_of_line(f: &dyn Reader, size: u64, line: u64) -> Result<u64, WebError> {
     if line <= 1 {
         return Ok(0);
     }
@@ -161,11 +154,8 @@ fn offset_of_line(f: &File, size: u64, line: u64) -> Result<u64, WebError> {
 }
 
 /// Reads the page at `at`. Blocking: call from `spawn_blocking`.
-pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> {
-    let meta = f
-        .metadata()
-        .map_err(|e| WebError::Internal(format!("reading a log: {e}")))?;
-    let size = meta.len();
+pub fn read_page(f: &dyn Reader, lines: &LineCache, at: At) -> Result<Page, WebError> {
+    let size = f.len();
     let (start, mut first_line) = match at {
         At::End => {
             // The first line that starts within the last page (the end of one line longer
@@ -183,7 +173,7 @@ pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> 
                     None => from,
                 }
             };
-            (s, lines.lines_before(f, &meta, s)?.map(|n| n + 1))
+            (s, lines.lines_before(f, s)?.map(|n| n + 1))
         }
         At::Offset { offset, line } => {
             let offset = offset.min(size);
@@ -193,7 +183,7 @@ pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> 
                 s,
                 match known {
                     Some(l) => Some(l),
-                    None => lines.lines_before(f, &meta, s)?.map(|n| n + 1),
+                    None => lines.lines_before(f, s)?.map(|n| n + 1),
                 },
             )
         }
@@ -220,7 +210,7 @@ pub fn read_page(f: &File, lines: &LineCache, at: At) -> Result<Page, WebError> 
             let known = if s == offset { line } else { None };
             let first = match known.and_then(|l| l.checked_sub(above)) {
                 Some(l) => Some(l),
-                None => lines.lines_before(f, &meta, start)?.map(|n| n + 1),
+                None => lines.lines_before(f, start)?.map(|n| n + 1),
             };
             (start, first)
         }
@@ -337,10 +327,34 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn file(content: &[u8]) -> (tempfile::NamedTempFile, File) {
+    /// A file as the store's local back-end opens it.
+    struct FileReader(std::fs::File, std::fs::Metadata);
+
+    impl Reader for FileReader {
+        fn len(&self) -> u64 {
+            self.1.len()
+        }
+        fn modified(&self) -> Option<std::time::SystemTime> {
+            self.1.modified().ok()
+        }
+        fn identity(&self) -> u64 {
+            std::os::unix::fs::MetadataExt::ino(&self.1)
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+        }
+    }
+
+    fn open(path: &std::path::Path) -> FileReader {
+        let f = std::fs::File::open(path).unwrap();
+        let m = f.metadata().unwrap();
+        FileReader(f, m)
+    }
+
+    fn file(content: &[u8]) -> (tempfile::NamedTempFile, FileReader) {
         let mut t = tempfile::NamedTempFile::new().unwrap();
         t.write_all(content).unwrap();
-        let f = File::open(t.path()).unwrap();
+        let f = open(t.path());
         (t, f)
     }
 
@@ -476,7 +490,7 @@ mod tests {
                 writeln!(t, "line {n} of round {round}").unwrap();
             }
             t.flush().unwrap();
-            let f = File::open(t.path()).unwrap();
+            let f = open(t.path());
             let p = read_page(&f, &lc, At::End).unwrap();
             let first: u64 = p.text[5..].split(' ').next().unwrap().parse().unwrap();
             assert_eq!(p.first_line, Some(first), "round {round}");

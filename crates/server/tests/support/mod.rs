@@ -18,6 +18,21 @@ pub struct Server {
 
 pub const PASSWORD: &str = "a long test password";
 
+/// Where a test server keeps the archive: the suites that say so run on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `DATA/archive/`.
+    Local,
+    /// A real SeaweedFS (one per test binary), under a prefix of the test's own.
+    S3,
+}
+
+pub fn seaweed() -> &'static logarchive_store::s3::seaweed::SeaweedFs {
+    static WEED: std::sync::OnceLock<logarchive_store::s3::seaweed::SeaweedFs> =
+        std::sync::OnceLock::new();
+    WEED.get_or_init(|| logarchive_store::s3::seaweed::SeaweedFs::start().expect("SeaweedFS"))
+}
+
 impl Server {
     /// Starts on a fresh data folder; `prepare` may put files in the archive first (they are
     /// reconciled into the catalog at start).
@@ -56,6 +71,37 @@ impl Server {
         })
         .await;
         srv
+    }
+
+    /// An empty archive on `backend` (`[storage]` as an operator would write it: the key in a
+    /// credentials file, never in the config).
+    pub async fn start_on(backend: Backend) -> Server {
+        Server::start_with(
+            |_| {},
+            |c| {
+                if backend == Backend::S3 {
+                    let weed = seaweed();
+                    let creds = weed.credentials();
+                    let file = c.data.join("s3.env");
+                    std::fs::write(
+                        &file,
+                        format!(
+                            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+                            creds.access_key_id,
+                            creds.secret()
+                        ),
+                    )
+                    .unwrap();
+                    c.storage.backend = logarchive_server::config::StorageBackend::S3;
+                    c.storage.endpoint = Some(weed.endpoint.clone());
+                    c.storage.bucket = Some(weed.bucket.clone());
+                    c.storage.prefix = format!("srv{:016x}", rand_u64());
+                    c.storage.credentials_file = Some(file);
+                    c.storage.gc_grace = Duration::from_secs(1);
+                }
+            },
+        )
+        .await
     }
 
     pub async fn start(prepare: impl FnOnce(&Path)) -> Server {
@@ -211,4 +257,11 @@ impl Web {
 pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
 }

@@ -19,7 +19,7 @@ mod transfer;
 pub use credentials::{Credentials, CredentialsError};
 
 use crate::sha::Sha256State;
-use crate::store::{Download, Meta, Storage, Upload, WriteMode};
+use crate::store::{Download, Meta, Reader, Storage, Upload, WriteMode};
 use crate::vpath::VirtualPath;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -249,6 +249,56 @@ impl Inner {
     }
 }
 
+/// The S3 client for a configuration (nothing sent yet).
+fn client(config: &S3Config) -> io::Result<AmazonS3> {
+    let mut b = AmazonS3Builder::new()
+        .with_region(&config.region)
+        .with_bucket_name(&config.bucket)
+        .with_access_key_id(&config.credentials.access_key_id)
+        .with_secret_access_key(config.credentials.secret())
+        .with_virtual_hosted_style_request(!config.path_style)
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+            ..RetryConfig::default()
+        })
+        .with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(60))
+                .with_allow_http(true),
+        );
+    if let Some(token) = &config.credentials.session_token {
+        b = b.with_token(token);
+    }
+    if let Some(e) = &config.endpoint {
+        b = b.with_endpoint(e);
+    }
+    b.build()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// `prefix` as keys start with it: `""` or `"p/"`.
+fn key_prefix(prefix: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    }
+}
+
+/// Whether the bucket answers to these credentials: one listing under the prefix, nothing
+/// written (for `logarchive server --check`).
+pub async fn probe(config: &S3Config) -> io::Result<()> {
+    let store = client(config)?;
+    let prefix = key_prefix(&config.prefix);
+    let at = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+    store
+        .list_with_delimiter(at.as_ref())
+        .await
+        .map(|_| ())
+        .map_err(store_error)
+}
+
 /// The archive in an S3 bucket (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -261,36 +311,8 @@ impl S3Storage {
     pub fn open(config: S3Config) -> io::Result<S3Storage> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("the S3 back-end must be opened in a tokio runtime"))?;
-        let mut b = AmazonS3Builder::new()
-            .with_region(&config.region)
-            .with_bucket_name(&config.bucket)
-            .with_access_key_id(&config.credentials.access_key_id)
-            .with_secret_access_key(config.credentials.secret())
-            .with_virtual_hosted_style_request(!config.path_style)
-            .with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(20),
-                ..RetryConfig::default()
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(60))
-                    .with_allow_http(true),
-            );
-        if let Some(token) = &config.credentials.session_token {
-            b = b.with_token(token);
-        }
-        if let Some(e) = &config.endpoint {
-            b = b.with_endpoint(e);
-        }
-        let store = b
-            .build()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let prefix = match config.prefix.trim_matches('/') {
-            "" => String::new(),
-            p => format!("{p}/"),
-        };
+        let store = client(&config)?;
+        let prefix = key_prefix(&config.prefix);
         let inner = Arc::new(Inner {
             store,
             prefix,
@@ -421,6 +443,21 @@ impl Storage for S3Storage {
             id,
             offset,
             prefix,
+        )))
+    }
+
+    async fn open_reader(&self, path: &VirtualPath) -> io::Result<Box<dyn Reader>> {
+        let n = self.inner.meta.lookup(path)?;
+        if n.dir {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
+        }
+        let segments = self.inner.meta.segments(n.id)?;
+        Ok(Box::new(transfer::S3Reader::new(
+            Arc::clone(&self.inner),
+            segments,
+            n.size,
+            n.meta().modified,
+            n.id,
         )))
     }
 

@@ -284,3 +284,102 @@ impl Drop for S3Download {
         }
     }
 }
+
+/// Bytes fetched at least per ranged GET of a [`S3Reader`] (a viewer's page or a search's
+/// chunk then costs one request, not several).
+const READ_AHEAD: u64 = 256 << 10;
+
+/// A file opened for reads at any offset: its segments as they were when opened (objects are
+/// immutable and outlive a grace period, so the bytes stay readable), and the last range
+/// fetched.
+pub(crate) struct S3Reader {
+    inner: Arc<Inner>,
+    segments: Vec<Segment>,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    id: i64,
+    last: std::sync::Mutex<Option<(u64, Bytes)>>,
+}
+
+impl S3Reader {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        segments: Vec<Segment>,
+        len: u64,
+        modified: Option<std::time::SystemTime>,
+        id: i64,
+    ) -> Self {
+        S3Reader {
+            inner,
+            segments,
+            len,
+            modified,
+            id,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl crate::store::Reader for S3Reader {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
+    }
+
+    fn identity(&self) -> u64 {
+        self.id as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = match last.as_ref() {
+            Some((at, b)) if *at <= offset && offset < at + b.len() as u64 => {
+                b.slice((offset - at) as usize..)
+            }
+            _ => {
+                let seg = self
+                    .segments
+                    .iter()
+                    .rev()
+                    .find(|s| s.start <= offset && offset < s.start + s.len)
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "no segment holds this part of the file",
+                        )
+                    })?;
+                let from = offset - seg.start;
+                let to = (from + (buf.len() as u64).max(READ_AHEAD))
+                    .min(seg.len)
+                    .min(self.len - seg.start);
+                let (inner, key) = (Arc::clone(&self.inner), seg.key.clone());
+                let bytes = self
+                    .inner
+                    .rt
+                    .block_on(
+                        self.inner
+                            .rt
+                            .spawn(async move { inner.get_range(&key, from..to).await }),
+                    )
+                    .map_err(io::Error::other)??;
+                if bytes.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "an object of this file is shorter than recorded",
+                    ));
+                }
+                *last = Some((offset, bytes.clone()));
+                bytes
+            }
+        };
+        let n = buf.len().min(cached.len());
+        buf[..n].copy_from_slice(&cached[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,150 @@
+//! The archive's store as the server opens it from `[storage]` (a folder, or an S3 bucket with
+//! its metadata in `DATA/store.db`), and as the catalog's writer thread sees it
+//! ([`StoreView`]: blocking stat and listing through the store, never around it).
+
+use crate::catalog::ArchiveView;
+use crate::config::{ServerSettings, StorageBackend};
+use logarchive_ftp::server::{LocalStorage, Meta, Storage, VirtualPath};
+use logarchive_store::s3::{Credentials, S3Config, S3Storage};
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("archive folder {path}: {source}")]
+    Local {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("[storage] backend = \"s3\" needs a bucket")]
+    NoBucket,
+    #[error("[storage]: {0}")]
+    Credentials(#[from] logarchive_store::s3::CredentialsError),
+    #[error("[storage] S3 bucket {bucket}: {source}")]
+    S3 { bucket: String, source: io::Error },
+}
+
+/// The store `[storage]` names. Call inside the server's runtime (an S3 store sends its
+/// requests there).
+pub fn open(settings: &ServerSettings) -> Result<Arc<dyn Storage>, StoreError> {
+    let st = &settings.storage;
+    match st.backend {
+        StorageBackend::Local => {
+            let path = settings.archive_dir();
+            let local = LocalStorage::open(&path).map_err(|source| StoreError::Local {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Arc::new(local))
+        }
+        StorageBackend::S3 => {
+            let c = s3_config(settings)?;
+            let bucket = c.bucket.clone();
+            let s3 = S3Storage::open(c).map_err(|source| StoreError::S3 { bucket, source })?;
+            Ok(Arc::new(s3))
+        }
+    }
+}
+
+fn s3_config(settings: &ServerSettings) -> Result<S3Config, StoreError> {
+    let st = &settings.storage;
+    let bucket = st.bucket.clone().ok_or(StoreError::NoBucket)?;
+    let credentials = Credentials::load(st.credentials_file.as_deref())?;
+    let mut c = S3Config::new(
+        st.endpoint.clone(),
+        bucket,
+        credentials,
+        settings.store_db(),
+    );
+    c.region = st.region.clone();
+    c.prefix = st.prefix.clone();
+    c.path_style = st.path_style;
+    c.gc_grace = st.gc_grace;
+    Ok(c)
+}
+
+/// For `--check`: whether the store `[storage]` names can be used, changing nothing (an S3
+/// bucket is listed, not written). `None`: fine.
+pub fn check(settings: &ServerSettings) -> Option<String> {
+    if settings.storage.backend != StorageBackend::S3 {
+        return None;
+    }
+    let c = match s3_config(settings) {
+        Ok(c) => c,
+        Err(e) => return Some(e.to_string()),
+    };
+    // A runtime of its own, on a thread of its own: --check may run inside another.
+    let probed = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(logarchive_store::s3::probe(&c))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the check panicked")))
+    });
+    probed.err().map(|e| {
+        format!(
+            "[storage] bucket {} at {}: {e}",
+            c.bucket,
+            c.endpoint.as_deref().unwrap_or("AWS")
+        )
+    })
+}
+
+/// The store seen from a blocking thread (the catalog's writer).
+pub struct StoreView {
+    store: Arc<dyn Storage>,
+    rt: tokio::runtime::Handle,
+}
+
+impl StoreView {
+    /// Must be called inside the server's runtime.
+    pub fn new(store: Arc<dyn Storage>) -> StoreView {
+        StoreView {
+            store,
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+fn vpath(path: &str) -> Option<VirtualPath> {
+    VirtualPath::parse(Path::new(path)).ok()
+}
+
+impl ArchiveView for StoreView {
+    fn stat(&self, path: &str) -> Option<Meta> {
+        let v = vpath(path)?;
+        self.rt.block_on(self.store.stat(&v)).ok()
+    }
+
+    fn files(&self) -> io::Result<HashMap<String, (u64, i64)>> {
+        let mut out = HashMap::new();
+        let mut stack = vec![VirtualPath::default()];
+        while let Some(dir) = stack.pop() {
+            let entries = match self.rt.block_on(self.store.list(&dir)) {
+                Ok(e) => e,
+                // A folder removed while we walk: nothing to list.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_root() => continue,
+                Err(e) => return Err(e),
+            };
+            for (name, m) in entries {
+                let p = dir.child(&name);
+                if m.is_dir() {
+                    stack.push(p);
+                } else {
+                    let ms = m
+                        .modified
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_millis() as i64);
+                    out.insert(p.display(), (m.size, ms));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
