@@ -103,7 +103,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     };
     let ftp_config = settings.ftp_config()?;
     let web_connections = fit_open_files_limit(&ftp_config, &settings.web);
-    let store = store::open(settings)?;
+    let (store, s3) = store::open(settings)?;
     let ftp =
         Arc::new(ftp::start_with(ftp_config, Arc::clone(&users) as _, Arc::clone(&store)).await?);
     // Hand edits of the users file apply within a second (and at once to a login: the file is
@@ -120,6 +120,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let state = Arc::new(web::WebState {
         catalog: Arc::clone(&catalog),
         archive: Arc::new(web::archive::Archive::new(Arc::clone(&store))),
+        s3,
         // The free space shown is the archive folder's disk's; an object store has none.
         archive_root: (settings.storage.backend == config::StorageBackend::Local)
             .then(|| settings.archive_dir()),

@@ -27,9 +27,11 @@ pub enum StoreError {
     S3 { bucket: String, source: io::Error },
 }
 
-/// The store `[storage]` names. Call inside the server's runtime (an S3 store sends its
-/// requests there).
-pub fn open(settings: &ServerSettings) -> Result<Arc<dyn Storage>, StoreError> {
+/// The store `[storage]` names, and the S3 back-end itself when it is one (for its request
+/// counters). Call inside the server's runtime (an S3 store sends its requests there).
+pub fn open(
+    settings: &ServerSettings,
+) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
     let st = &settings.storage;
     match st.backend {
         StorageBackend::Local => {
@@ -38,13 +40,13 @@ pub fn open(settings: &ServerSettings) -> Result<Arc<dyn Storage>, StoreError> {
                 path: path.clone(),
                 source,
             })?;
-            Ok(Arc::new(local))
+            Ok((Arc::new(local), None))
         }
         StorageBackend::S3 => {
             let c = s3_config(settings)?;
             let bucket = c.bucket.clone();
             let s3 = S3Storage::open(c).map_err(|source| StoreError::S3 { bucket, source })?;
-            Ok(Arc::new(s3))
+            Ok((Arc::new(s3.clone()), Some(s3)))
         }
     }
 }

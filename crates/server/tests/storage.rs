@@ -143,6 +143,17 @@ async fn web_on(backend: Backend) {
     }
     assert!(got.contains("event: append"), "{got}");
 
+    // /metrics counts the object store's requests (and has nothing to count on a folder).
+    let (_, m) = Web::new(&s.base).text("/metrics").await;
+    let puts = m
+        .lines()
+        .find_map(|l| l.strip_prefix("logarchive_store_puts_total "))
+        .map(|v| v.parse::<u64>().unwrap());
+    match backend {
+        Backend::S3 => assert!(puts.is_some_and(|n| n >= 2), "{m}"),
+        Backend::Local => assert_eq!(puts, None),
+    }
+
     // The store is the only source: a catalog rebuilt from nothing finds the file again.
     if backend == Backend::S3 {
         assert!(

@@ -133,7 +133,7 @@ async fn metrics(State(st): S) -> Response {
         .filter(|s| s.transfer_path.is_some())
         .count();
     let disk = st.archive_root.as_deref().and_then(dashboard::disk);
-    let counters = [
+    let mut counters = vec![
         (
             "logarchive_web_password_checks_total",
             "argon2 password verifications for web logins and API basic auth.",
@@ -145,6 +145,36 @@ async fn metrics(State(st): S) -> Response {
             st.users.password_checks_run(),
         ),
     ];
+    if let Some(s3) = &st.s3 {
+        let n = s3.stats();
+        counters.extend([
+            (
+                "logarchive_store_puts_total",
+                "PUT requests to the object store.",
+                n.puts(),
+            ),
+            (
+                "logarchive_store_gets_total",
+                "GET requests to the object store.",
+                n.gets(),
+            ),
+            (
+                "logarchive_store_deletes_total",
+                "DELETE requests to the object store.",
+                n.deletes(),
+            ),
+            (
+                "logarchive_store_errors_total",
+                "Object store requests that failed after retries.",
+                n.errors(),
+            ),
+            (
+                "logarchive_store_request_microseconds_total",
+                "Time spent waiting for the object store, all requests together.",
+                (n.busy_seconds() * 1e6) as u64,
+            ),
+        ]);
+    }
     let body = st.metrics.render(
         &counters,
         &[

@@ -127,6 +127,8 @@ impl WebConfig {
 pub struct WebState {
     pub catalog: Arc<Catalog>,
     pub archive: Arc<Archive>,
+    /// The S3 back-end, when the archive is on one (its request counters for `/metrics`).
+    pub s3: Option<logarchive_store::s3::S3Storage>,
     /// The archive folder on a local store (for its disk's free space).
     pub archive_root: Option<PathBuf>,
     pub users: Arc<UserDb>,

@@ -238,10 +238,10 @@ impl MetaDb {
             if at < n.size {
                 truncate(tx, n.id, at)?;
                 let sha = prefix.as_ref().map(|h| h.to_bytes().to_vec());
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE node SET size = ?2, sha = ?3, mtime_ms = ?4 WHERE id = ?1",
-                    params![n.id, at as i64, sha, now_ms()],
                 )
+                .and_then(|mut st| st.execute(params![n.id, at as i64, sha, now_ms()]))
                 .map_err(db_error)?;
             }
             Ok((n.id, prefix))
@@ -291,18 +291,15 @@ impl MetaDb {
                 }
                 Some(_) => {}
             }
-            tx.execute(
-                "INSERT INTO segment(node, start, len, key) VALUES (?1, ?2, ?3, ?4)",
-                params![id, start as i64, len as i64, key],
-            )
-            .map_err(db_error)?;
-            tx.execute("DELETE FROM garbage WHERE key = ?1", [key])
+            tx.prepare_cached("INSERT INTO segment(node, start, len, key) VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut st| st.execute(params![id, start as i64, len as i64, key]))
                 .map_err(db_error)?;
-            tx.execute(
-                "UPDATE node SET size = ?2, sha = NULL, mtime_ms = ?3 WHERE id = ?1",
-                params![id, (start + len) as i64, now_ms()],
-            )
-            .map_err(db_error)?;
+            tx.prepare_cached("DELETE FROM garbage WHERE key = ?1")
+                .and_then(|mut st| st.execute([key]))
+                .map_err(db_error)?;
+            tx.prepare_cached("UPDATE node SET size = ?2, sha = NULL, mtime_ms = ?3 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![id, (start + len) as i64, now_ms()]))
+                .map_err(db_error)?;
             Ok(())
         })
     }
@@ -314,11 +311,9 @@ impl MetaDb {
             let sha = hash
                 .filter(|h| h.len() == n.size)
                 .map(|h| h.to_bytes().to_vec());
-            tx.execute(
-                "UPDATE node SET sha = ?2, mtime_ms = ?3 WHERE id = ?1",
-                params![id, sha, now_ms()],
-            )
-            .map_err(db_error)?;
+            tx.prepare_cached("UPDATE node SET sha = ?2, mtime_ms = ?3 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![id, sha, now_ms()]))
+                .map_err(db_error)?;
             node_by_id(tx, id)
         })
     }
@@ -367,7 +362,8 @@ impl MetaDb {
                     "the folder is not empty",
                 ));
             }
-            tx.execute("DELETE FROM node WHERE id = ?1", [n.id])
+            tx.prepare_cached("DELETE FROM node WHERE id = ?1")
+                .and_then(|mut st| st.execute([n.id]))
                 .map_err(db_error)?;
             Ok(())
         })
@@ -399,11 +395,9 @@ impl MetaDb {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            tx.execute(
-                "UPDATE node SET parent = ?2, name = ?3 WHERE id = ?1",
-                params![n.id, parent, name],
-            )
-            .map_err(db_error)?;
+            tx.prepare_cached("UPDATE node SET parent = ?2, name = ?3 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![n.id, parent, name]))
+                .map_err(db_error)?;
             node_by_id(tx, n.id)
         })
     }
@@ -418,11 +412,9 @@ impl MetaDb {
             if n.dir {
                 return Err(not_a_file());
             }
-            tx.execute(
-                "UPDATE node SET mtime_ms = ?2 WHERE id = ?1",
-                params![n.id, ms],
-            )
-            .map_err(db_error)?;
+            tx.prepare_cached("UPDATE node SET mtime_ms = ?2 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![n.id, ms]))
+                .map_err(db_error)?;
             Ok(())
         })
     }
@@ -502,10 +494,8 @@ fn parent_of<'p>(c: &Connection, path: &'p VirtualPath) -> io::Result<(i64, &'p 
 
 fn insert(c: &Connection, parent: i64, name: &str, dir: bool) -> io::Result<i64> {
     let sha = (!dir).then(|| Sha256State::new().to_bytes().to_vec());
-    match c.execute(
-        "INSERT INTO node(parent, name, dir, size, mtime_ms, sha) VALUES (?1, ?2, ?3, 0, ?4, ?5)",
-        params![parent, name, dir, now_ms(), sha],
-    ) {
+    match c.prepare_cached("INSERT INTO node(parent, name, dir, size, mtime_ms, sha) VALUES (?1, ?2, ?3, 0, ?4, ?5)")
+        .and_then(|mut st| st.execute(params![parent, name, dir, now_ms(), sha])) {
         Ok(_) => Ok(c.last_insert_rowid()),
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
@@ -520,28 +510,25 @@ fn insert(c: &Connection, parent: i64, name: &str, dir: bool) -> io::Result<i64>
 /// keeps its object and covers less of it.
 fn truncate(c: &Connection, id: i64, at: u64) -> io::Result<()> {
     let now = now_ms();
-    c.execute(
+    c.prepare_cached(
         "INSERT OR REPLACE INTO garbage(key, since_ms)
          SELECT key, ?3 FROM segment WHERE node = ?1 AND start >= ?2",
-        params![id, at as i64, now],
     )
+    .and_then(|mut st| st.execute(params![id, at as i64, now]))
     .map_err(db_error)?;
-    c.execute(
-        "DELETE FROM segment WHERE node = ?1 AND start >= ?2",
-        params![id, at as i64],
-    )
-    .map_err(db_error)?;
-    c.execute(
-        "UPDATE segment SET len = ?2 - start WHERE node = ?1 AND start + len > ?2",
-        params![id, at as i64],
-    )
-    .map_err(db_error)?;
+    c.prepare_cached("DELETE FROM segment WHERE node = ?1 AND start >= ?2")
+        .and_then(|mut st| st.execute(params![id, at as i64]))
+        .map_err(db_error)?;
+    c.prepare_cached("UPDATE segment SET len = ?2 - start WHERE node = ?1 AND start + len > ?2")
+        .and_then(|mut st| st.execute(params![id, at as i64]))
+        .map_err(db_error)?;
     Ok(())
 }
 
 fn drop_file(c: &Connection, id: i64) -> io::Result<()> {
     truncate(c, id, 0)?;
-    c.execute("DELETE FROM node WHERE id = ?1", [id])
+    c.prepare_cached("DELETE FROM node WHERE id = ?1")
+        .and_then(|mut st| st.execute([id]))
         .map_err(db_error)?;
     Ok(())
 }
