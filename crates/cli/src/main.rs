@@ -50,6 +50,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Certificates for FTPS and HTTPS: `tls init` makes a private CA and a server certificate.
     Tls(cmd::tls::TlsArgs),
+    /// The archive for operators: `fsck [--full]` checks it, `du` counts it per agent.
+    Archive(cmd::archive::ArchiveArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Tls(args) => cmd::tls::run(args),
+        Command::Archive(args) => cmd::archive::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! The server SIGKILLed at random moments while an agent synchronises into S3 (a real
 //! SeaweedFS, `weed mini`): afterwards every file is in the bucket once with the source's
-//! SHA-256, no temporary name is left, and the objects the kills orphaned are collected.
+//! SHA-256, no temporary name is left, and the objects the kills orphaned are collected;
+//! `archive fsck --full` and `du` agree, and fsck names an object lost or stray behind the
+//! server's back.
 
 use logarchive_ftp::client::{Client, ClientConfig, EntryKind};
 use logarchive_store::s3::seaweed::SeaweedFs;
@@ -160,5 +162,85 @@ fn the_server_killed_mid_upload_to_s3_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // `archive fsck --full` agrees, beside the running server; `du` counts the agent's files.
+    let archive = |args: &[&str]| {
+        let out = bin()
+            .arg("archive")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = archive(&["fsck", "--full"]);
+    assert!(ok, "fsck --full failed:\n{out}{err}");
+    assert!(
+        out.contains(&format!("fsck: {FILES} files"))
+            && out.contains(&format!("{FILES} read back and hashed")),
+        "{out}"
+    );
+    let (ok, out, _) = archive(&["du"]);
+    assert!(ok);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("agent01"))
+        .expect("agent01 in du");
+    assert!(
+        line.split_whitespace().nth(1) == Some(&FILES.to_string()),
+        "{out}"
+    );
+
+    // A lost object and a stray one, made behind the server's back with curl (SigV4): fsck
+    // names both and fails.
+    let key: String = {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select key from segment order by key limit 1').fetchone()[0])")
+            .arg(data.join("store.db"))
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let curl = |method: &str, path: &str| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sf", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .arg(format!("{}:{}", creds.access_key_id, creds.secret()))
+            .args(if method == "PUT" {
+                &[][..]
+            } else {
+                &["-X", "DELETE"][..]
+            });
+        if method == "PUT" {
+            // An upload of a file (curl signs its body; `--data-binary` it does not).
+            let stray = d.path().join("stray");
+            std::fs::write(&stray, "stray bytes").unwrap();
+            c.arg("-T").arg(stray);
+        }
+        let status = c
+            .arg(format!("{}/{}/faults/{path}", weed.endpoint, weed.bucket))
+            .status()
+            .expect("curl");
+        assert!(status.success(), "curl {method} {path}: {status}");
+    };
+    curl("DELETE", &key);
+    curl("PUT", "objects/stray0000");
+    let (ok, out, _) = archive(&["fsck"]);
+    assert!(!ok, "fsck passed a damaged archive:\n{out}");
+    assert!(
+        out.contains(&format!("object {key} is missing")),
+        "the lost object is not named:\n{out}"
+    );
+    assert!(
+        out.contains("object objects/stray0000: no file names it"),
+        "the stray object is not named:\n{out}"
+    );
     drop(server);
 }

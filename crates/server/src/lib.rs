@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod maintenance;
 pub mod store;
 pub mod users;
 pub mod web;
@@ -36,6 +37,8 @@ pub enum ServerError {
     Thread(std::io::Error),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("the archive: {0}")]
+    Maintenance(String),
     #[error("cannot create data folder {path}: {source}")]
     Data {
         path: std::path::PathBuf,

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod archive;
 pub mod demo;
 pub mod ftp;
 pub mod server;

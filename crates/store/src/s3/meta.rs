@@ -453,6 +453,75 @@ impl MetaDb {
     }
 }
 
+impl MetaDb {
+    /// Every segment with its file's path: (path, key, len).
+    pub fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>> {
+        let c = self.conn();
+        let mut names = std::collections::HashMap::new();
+        {
+            let mut st = c
+                .prepare("SELECT id, parent, name FROM node")
+                .map_err(db_error)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
+                    ))
+                })
+                .map_err(db_error)?;
+            for row in rows {
+                let (id, pn) = row.map_err(db_error)?;
+                names.insert(id, pn);
+            }
+        }
+        let path_of = |mut id: i64| {
+            let mut parts = Vec::new();
+            // Bounded by the number of rows: a corrupt cycle cannot loop forever.
+            for _ in 0..=names.len() {
+                if id == ROOT {
+                    break;
+                }
+                match names.get(&id) {
+                    Some((parent, name)) => {
+                        parts.push(name.as_str());
+                        id = *parent;
+                    }
+                    None => break,
+                }
+            }
+            parts.reverse();
+            format!("/{}", parts.join("/"))
+        };
+        let mut st = c
+            .prepare("SELECT node, key, len FROM segment")
+            .map_err(db_error)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (node, key, len) = row.map_err(db_error)?;
+            out.push((path_of(node), key, len));
+        }
+        Ok(out)
+    }
+
+    /// Every key waiting for collection.
+    pub fn all_garbage(&self) -> io::Result<std::collections::HashSet<String>> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT key FROM garbage").map_err(db_error)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+}
+
 fn lookup(c: &Connection, parts: &[String]) -> io::Result<Node> {
     let mut st = c
         .prepare_cached(&format!(

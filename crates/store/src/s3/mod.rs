@@ -307,6 +307,23 @@ pub async fn probe(config: &S3Config) -> io::Result<()> {
         .map_err(store_error)
 }
 
+/// What [`S3Storage::check_objects`] found: the bucket against the metadata.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectCheck {
+    /// Objects under the prefix.
+    pub objects: u64,
+    /// Their bytes.
+    pub object_bytes: u64,
+    /// Segments recorded by the metadata.
+    pub segments: u64,
+    /// Segments whose object is missing or shorter than recorded: (file path, key).
+    pub missing: Vec<(String, String)>,
+    /// Objects under the prefix that no segment and no pending collection names (a crash
+    /// before the collector knew them, or another program's).
+    pub orphans: Vec<String>,
+}
+
 /// The archive in an S3 bucket (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -347,6 +364,66 @@ impl S3Storage {
             .spawn(async move { inner.collect_garbage().await })
             .await
             .map_err(io::Error::other)?
+    }
+
+    /// Lists the bucket under the prefix and compares it with the metadata: objects missing
+    /// or short, and objects nothing names. Reads only.
+    pub async fn check_objects(&self) -> io::Result<ObjectCheck> {
+        use futures_util::TryStreamExt;
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .rt
+            .spawn(async move {
+                let base = format!("{}objects", inner.prefix);
+                let listed: Vec<object_store::ObjectMeta> = inner
+                    .store
+                    .list(Some(&ObjectPath::from(base.as_str())))
+                    .try_collect()
+                    .await
+                    .map_err(store_error)?;
+                let mut sizes = std::collections::HashMap::new();
+                let mut check = ObjectCheck::default();
+                for o in &listed {
+                    let key = o
+                        .location
+                        .as_ref()
+                        .strip_prefix(inner.prefix.as_str())
+                        .unwrap_or(o.location.as_ref())
+                        .to_string();
+                    check.objects += 1;
+                    check.object_bytes += o.size;
+                    sizes.insert(key, o.size);
+                }
+                let segments = inner.meta.all_segments()?;
+                let garbage = inner.meta.all_garbage()?;
+                let mut named = HashSet::new();
+                for (path, key, len) in segments {
+                    check.segments += 1;
+                    if sizes.get(&key).is_none_or(|s| *s < len) {
+                        check.missing.push((path, key.clone()));
+                    }
+                    named.insert(key);
+                }
+                check.orphans = sizes
+                    .into_keys()
+                    .filter(|k| {
+                        !named.contains(k) && !garbage.contains(k) && !inner.live().contains(k)
+                    })
+                    .collect();
+                check.orphans.sort();
+                Ok(check)
+            })
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Bytes the bucket holds for each file (its segments), by path.
+    pub fn stored_bytes(&self) -> io::Result<std::collections::HashMap<String, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for (path, _, len) in self.inner.meta.all_segments()? {
+            *out.entry(path).or_default() += len;
+        }
+        Ok(out)
     }
 
     /// Runs a blocking job on the current runtime's blocking pool.

@@ -1,0 +1,133 @@
+//! `logarchive archive --config server.toml fsck [--full] | du`: the archive checked and counted
+//! for an operator; both only read, so they may run beside the server.
+
+use anyhow::{Context, Result};
+use bytesize::ByteSize;
+use clap::{Args, Subcommand};
+use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ArchiveArgs {
+    /// The server's configuration file (its `data` and `[storage]`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data folder [default: the config's, else ./logarchive-data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ArchiveCommand,
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Check the store against its metadata and the catalog (exit 1 on any problem).
+    Fsck {
+        /// Also read every file back and compare its SHA-256 with what was recorded.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Logical and stored bytes per agent.
+    Du,
+}
+
+pub fn run(args: ArchiveArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => ServerConfigFile::load(p)?,
+        None => ServerConfigFile::default(),
+    };
+    let settings = ServerSettings::resolve(
+        file,
+        Overrides {
+            data: args.data,
+            ..Default::default()
+        },
+    )?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match args.command {
+        ArchiveCommand::Fsck { full } => {
+            let bar = progress_bar(full);
+            let b = bar.clone();
+            let report = rt.block_on(logarchive_server::maintenance::fsck(
+                &settings,
+                full,
+                move |done, total| {
+                    b.set_length(total);
+                    b.set_position(done);
+                },
+            ))?;
+            bar.finish_and_clear();
+            for p in &report.problems {
+                println!("{p}");
+            }
+            println!(
+                "fsck: {} files, {}{}",
+                report.files,
+                ByteSize(report.bytes),
+                if full {
+                    format!(", {} read back and hashed", report.hashed)
+                } else {
+                    String::new()
+                }
+            );
+            let n = report.problems.len();
+            if n > 0 {
+                anyhow::bail!("{n} {}", if n == 1 { "problem" } else { "problems" });
+            }
+            println!("ok");
+            Ok(())
+        }
+        ArchiveCommand::Du => {
+            let usage = rt.block_on(logarchive_server::maintenance::du(&settings))?;
+            println!(
+                "{:<24} {:>10} {:>12} {:>12} {:>7}",
+                "agent", "files", "logical", "stored", "ratio"
+            );
+            let (mut files, mut logical, mut stored) = (0, 0, 0);
+            let ratio = |l: u64, s: u64| {
+                if s == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", l as f64 / s as f64)
+                }
+            };
+            for u in &usage {
+                println!(
+                    "{:<24} {:>10} {:>12} {:>12} {:>7}",
+                    u.agent,
+                    u.files,
+                    ByteSize(u.logical).to_string(),
+                    ByteSize(u.stored).to_string(),
+                    ratio(u.logical, u.stored)
+                );
+                files += u.files;
+                logical += u.logical;
+                stored += u.stored;
+            }
+            println!(
+                "{:<24} {:>10} {:>12} {:>12} {:>7}",
+                "total",
+                files,
+                ByteSize(logical).to_string(),
+                ByteSize(stored).to_string(),
+                ratio(logical, stored)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A bar on a terminal for `--full` (bytes read back); hidden otherwise.
+fn progress_bar(full: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !full || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
