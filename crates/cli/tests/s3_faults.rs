@@ -203,7 +203,7 @@ fn the_server_killed_mid_upload_to_s3_loses_nothing() {
     let key: String = {
         let out = std::process::Command::new("python3")
             .arg("-c")
-            .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select key from segment order by key limit 1').fetchone()[0])")
+            .arg("import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select key from segment where length(key) > 0 order by key limit 1').fetchone()[0])")
             .arg(data.join("store.db"))
             .output()
             .expect("python3");

@@ -492,3 +492,76 @@ async fn s3_a_slow_upload_outlives_the_grace_period() {
         "a segment of the slow upload was collected"
     );
 }
+
+/// S3: small files wait inline and are packed many to an object: 40 files of 10 KB cost a PUT
+/// or two, not 40, and read back whole before and after; a shared object is deleted only when
+/// the last file in it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_small_files_share_objects() {
+    let b = backends().pop().unwrap();
+    let s3 = b.s3.clone().unwrap();
+    let s = &b.store;
+    let puts = s3.stats().puts();
+    for i in 0..40u8 {
+        upload(
+            s,
+            &format!("/small{i}.log"),
+            WriteMode::CreateNew,
+            bytes(10_000, i),
+            4096,
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..40u8 {
+        assert!(
+            read_all(s, &format!("/small{i}.log"), 0).await.unwrap() == bytes(10_000, i),
+            "small{i} before packing"
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s3.inline_bytes().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "never packed");
+        s3.pack_now().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let packed_puts = s3.stats().puts() - puts;
+    assert!(packed_puts <= 2, "40 small files took {packed_puts} PUTs");
+    for i in 0..40u8 {
+        let p = format!("/small{i}.log");
+        assert!(
+            read_all(s, &p, 0).await.unwrap() == bytes(10_000, i),
+            "{p} after packing"
+        );
+        assert_eq!(
+            read_all(s, &p, 9_990).await.unwrap(),
+            bytes(10_000, i)[9_990..],
+            "{p}: a range of a packed file"
+        );
+    }
+    // All but the first and the last removed: the shared object(s) stay.
+    let deletes = s3.stats().deletes();
+    for i in 1..39u8 {
+        s.remove_file(&p(&format!("/small{i}.log"))).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    s3.collect_garbage().await.unwrap();
+    assert_eq!(
+        s3.stats().deletes(),
+        deletes,
+        "a shared object went while in use"
+    );
+    assert!(read_all(s, "/small0.log", 0).await.unwrap() == bytes(10_000, 0));
+    assert!(read_all(s, "/small39.log", 0).await.unwrap() == bytes(10_000, 39));
+    s.remove_file(&p("/small0.log")).await.unwrap();
+    s.remove_file(&p("/small39.log")).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s3.stats().deletes() == deletes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the emptied object was never collected"
+        );
+        s3.collect_garbage().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -36,8 +36,13 @@ CREATE TABLE IF NOT EXISTS segment(
     node INTEGER NOT NULL,
     start INTEGER NOT NULL,
     len INTEGER NOT NULL,
+    -- The object holding the bytes ('' while they are inline, in `data`), from byte `off`.
     key TEXT NOT NULL,
+    off INTEGER NOT NULL DEFAULT 0,
+    data BLOB,
+    made_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(node, start)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS segment_key ON segment(key);
 CREATE TABLE IF NOT EXISTS garbage(
     key TEXT PRIMARY KEY,
     since_ms INTEGER NOT NULL) WITHOUT ROWID;
@@ -61,13 +66,19 @@ impl Node {
     }
 }
 
-/// A byte range of a file, held by one object from its first byte on.
+/// A byte range of a file: `len` bytes of the object `key` from byte `off`, or inline (small
+/// uploads and appends wait in the metadata until the packer puts many into one object).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {
     pub start: u64,
     pub len: u64,
     pub key: String,
+    pub off: u64,
+    pub data: Option<bytes::Bytes>,
 }
+
+/// An inline segment the packer takes: (node, start, len, bytes).
+pub(crate) type Inline = (i64, u64, u64, Vec<u8>);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -251,7 +262,9 @@ impl MetaDb {
     pub fn segments(&self, id: i64) -> io::Result<Vec<Segment>> {
         let c = self.conn();
         let mut st = c
-            .prepare_cached("SELECT start, len, key FROM segment WHERE node = ?1 ORDER BY start")
+            .prepare_cached(
+                "SELECT start, len, key, off, data FROM segment WHERE node = ?1 ORDER BY start",
+            )
             .map_err(db_error)?;
         let rows = st
             .query_map([id], |r| {
@@ -259,6 +272,8 @@ impl MetaDb {
                     start: r.get::<_, i64>(0)? as u64,
                     len: r.get::<_, i64>(1)? as u64,
                     key: r.get(2)?,
+                    off: r.get::<_, i64>(3)? as u64,
+                    data: r.get::<_, Option<Vec<u8>>>(4)?.map(bytes::Bytes::from),
                 })
             })
             .map_err(db_error)?;
@@ -275,32 +290,108 @@ impl MetaDb {
             .map_err(db_error)
     }
 
+    /// The file's bytes `start..` are `data`, kept inline until packed; the file is that long.
+    pub fn add_inline(&self, id: i64, start: u64, data: &[u8]) -> io::Result<()> {
+        self.write(|tx| {
+            check_size(tx, id, start)?;
+            tx.prepare_cached(
+                "INSERT INTO segment(node, start, len, key, off, data, made_ms) \
+                 VALUES (?1, ?2, ?3, '', 0, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id, start as i64, data.len() as i64, data, now_ms()])
+            })
+            .map_err(db_error)?;
+            grow(tx, id, start + data.len() as u64)
+        })
+    }
+
+    /// Bytes waiting inline.
+    pub fn inline_bytes(&self) -> io::Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT coalesce(sum(len), 0) FROM segment WHERE key = ''",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_error)
+    }
+
+    /// Inline segments for the packer: all of them up to `max_bytes` once the oldest was made
+    /// before `before_ms` or they add up to `max_bytes`; else none.
+    pub fn inline_batch(&self, before_ms: i64, max_bytes: u64) -> io::Result<Vec<Inline>> {
+        let c = self.conn();
+        let (oldest, total): (Option<i64>, i64) = c
+            .query_row(
+                "SELECT min(made_ms), coalesce(sum(len), 0) FROM segment WHERE key = ''",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db_error)?;
+        if oldest.is_none_or(|t| t >= before_ms) && (total as u64) < max_bytes {
+            return Ok(Vec::new());
+        }
+        let mut st = c
+            .prepare_cached(
+                "SELECT node, start, len, data FROM segment WHERE key = '' ORDER BY made_ms, node, start",
+            )
+            .map_err(db_error)?;
+        let mut rows = st.query([]).map_err(db_error)?;
+        let (mut out, mut bytes) = (Vec::new(), 0u64);
+        while let Some(r) = rows.next().map_err(db_error)? {
+            let len = r.get::<_, i64>(2).map_err(db_error)? as u64;
+            if !out.is_empty() && bytes + len > max_bytes {
+                break;
+            }
+            let data: Vec<u8> = r.get(3).map_err(db_error)?;
+            out.push((
+                r.get(0).map_err(db_error)?,
+                r.get::<_, i64>(1).map_err(db_error)? as u64,
+                len,
+                data,
+            ));
+            bytes += len;
+        }
+        Ok(out)
+    }
+
+    /// The object `key` holds `packed` back to back: each segment that is still inline and
+    /// unchanged now points into it. Returns how many did; none: the object is garbage.
+    pub fn packed(&self, key: &str, packed: &[(i64, u64, u64, u64)]) -> io::Result<usize> {
+        self.write(|tx| {
+            let mut n = 0;
+            for (node, start, len, off) in packed {
+                n += tx
+                    .prepare_cached(
+                        "UPDATE segment SET key = ?4, off = ?5, data = NULL \
+                         WHERE node = ?1 AND start = ?2 AND len = ?3 AND key = ''",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![node, *start as i64, *len as i64, key, *off as i64])
+                    })
+                    .map_err(db_error)?;
+            }
+            if n > 0 {
+                tx.prepare_cached("DELETE FROM garbage WHERE key = ?1")
+                    .and_then(|mut st| st.execute([key]))
+                    .map_err(db_error)?;
+            }
+            Ok(n)
+        })
+    }
+
     /// The object `key` now holds the file's bytes `start..start + len`; the file is that long.
     pub fn add_segment(&self, id: i64, start: u64, len: u64, key: &str) -> io::Result<()> {
         self.write(|tx| {
-            let size: Option<i64> = tx
-                .query_row("SELECT size FROM node WHERE id = ?1", [id], |r| r.get(0))
-                .optional()
-                .map_err(db_error)?;
-            match size {
-                None => return Err(not_found()), // removed meanwhile: the object stays garbage
-                Some(s) if s as u64 != start => {
-                    return Err(io::Error::other(format!(
-                        "the file changed during the upload (size {s}, segment at {start})"
-                    )))
-                }
-                Some(_) => {}
-            }
+            check_size(tx, id, start)?;
             tx.prepare_cached("INSERT INTO segment(node, start, len, key) VALUES (?1, ?2, ?3, ?4)")
                 .and_then(|mut st| st.execute(params![id, start as i64, len as i64, key]))
                 .map_err(db_error)?;
             tx.prepare_cached("DELETE FROM garbage WHERE key = ?1")
                 .and_then(|mut st| st.execute([key]))
                 .map_err(db_error)?;
-            tx.prepare_cached("UPDATE node SET size = ?2, sha = NULL, mtime_ms = ?3 WHERE id = ?1")
-                .and_then(|mut st| st.execute(params![id, (start + len) as i64, now_ms()]))
-                .map_err(db_error)?;
-            Ok(())
+            grow(tx, id, start + len)
         })
     }
 
@@ -454,26 +545,23 @@ impl MetaDb {
 }
 
 impl MetaDb {
-    /// Every segment with its file's path: (path, key, len).
-    pub fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>> {
-        let c = self.conn();
+    /// Every file's path by row.
+    fn paths(c: &Connection) -> io::Result<std::collections::HashMap<i64, String>> {
         let mut names = std::collections::HashMap::new();
-        {
-            let mut st = c
-                .prepare("SELECT id, parent, name FROM node")
-                .map_err(db_error)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
-                    ))
-                })
-                .map_err(db_error)?;
-            for row in rows {
-                let (id, pn) = row.map_err(db_error)?;
-                names.insert(id, pn);
-            }
+        let mut st = c
+            .prepare("SELECT id, parent, name FROM node")
+            .map_err(db_error)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
+                ))
+            })
+            .map_err(db_error)?;
+        for row in rows {
+            let (id, pn) = row.map_err(db_error)?;
+            names.insert(id, pn);
         }
         let path_of = |mut id: i64| {
             let mut parts = Vec::new();
@@ -493,8 +581,17 @@ impl MetaDb {
             parts.reverse();
             format!("/{}", parts.join("/"))
         };
+        Ok(names.keys().map(|id| (*id, path_of(*id))).collect())
+    }
+
+    /// Every segment in an object with its file's path: (path, key, bytes the object must
+    /// have).
+    pub fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>> {
+        let c = self.conn();
+        let paths = Self::paths(&c)?;
+        // Inline segments have no object; a packed one needs its object to reach off + len.
         let mut st = c
-            .prepare("SELECT node, key, len FROM segment")
+            .prepare("SELECT node, key, off + len FROM segment WHERE key != ''")
             .map_err(db_error)?;
         let rows = st
             .query_map([], |r| {
@@ -507,8 +604,31 @@ impl MetaDb {
             .map_err(db_error)?;
         let mut out = Vec::new();
         for row in rows {
-            let (node, key, len) = row.map_err(db_error)?;
-            out.push((path_of(node), key, len));
+            let (node, key, need) = row.map_err(db_error)?;
+            let path = paths.get(&node).cloned().unwrap_or_default();
+            out.push((path, key, need));
+        }
+        Ok(out)
+    }
+
+    /// Bytes held for each file (in objects and inline), by path.
+    pub fn stored_by_path(&self) -> io::Result<std::collections::HashMap<String, u64>> {
+        let c = self.conn();
+        let paths = Self::paths(&c)?;
+        let mut st = c
+            .prepare("SELECT node, sum(len) FROM segment GROUP BY node")
+            .map_err(db_error)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(db_error)?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (node, n) = row.map_err(db_error)?;
+            if let Some(p) = paths.get(&node) {
+                out.insert(p.clone(), n);
+            }
         }
         Ok(out)
     }
@@ -575,13 +695,37 @@ fn insert(c: &Connection, parent: i64, name: &str, dir: bool) -> io::Result<i64>
     }
 }
 
-/// Cuts a file to `at` bytes: whole segments past it become garbage, one that straddles it
-/// keeps its object and covers less of it.
+/// A segment may start at `start` only if the file is that long (the upload's view holds).
+fn check_size(c: &Connection, id: i64, start: u64) -> io::Result<()> {
+    let size: Option<i64> = c
+        .query_row("SELECT size FROM node WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
+        .map_err(db_error)?;
+    match size {
+        None => Err(not_found()), // removed meanwhile: a PUT object stays garbage
+        Some(s) if s as u64 != start => Err(io::Error::other(format!(
+            "the file changed during the upload (size {s}, segment at {start})"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+fn grow(c: &Connection, id: i64, size: u64) -> io::Result<()> {
+    c.prepare_cached("UPDATE node SET size = ?2, sha = NULL, mtime_ms = ?3 WHERE id = ?1")
+        .and_then(|mut st| st.execute(params![id, size as i64, now_ms()]))
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Cuts a file to `at` bytes: whole segments past it go, one that straddles it keeps its
+/// object and covers less of it. An object becomes garbage when no segment names it any more
+/// (a packed object holds many files' segments).
 fn truncate(c: &Connection, id: i64, at: u64) -> io::Result<()> {
     let now = now_ms();
     c.prepare_cached(
         "INSERT OR REPLACE INTO garbage(key, since_ms)
-         SELECT key, ?3 FROM segment WHERE node = ?1 AND start >= ?2",
+         SELECT DISTINCT s.key, ?3 FROM segment s WHERE s.node = ?1 AND s.start >= ?2 AND s.key != ''
+         AND NOT EXISTS (SELECT 1 FROM segment o WHERE o.key = s.key AND (o.node != ?1 OR o.start < ?2))",
     )
     .and_then(|mut st| st.execute(params![id, at as i64, now]))
     .map_err(db_error)?;

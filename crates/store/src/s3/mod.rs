@@ -58,6 +58,9 @@ pub struct S3Config {
     pub gc_grace: Duration,
     /// The metadata database (SQLite), e.g. `DATA/store.db`.
     pub metadata: PathBuf,
+    /// Small uploads and appends wait inline at most this long for others to share an object
+    /// with (longer: fewer objects, more bytes in the metadata meanwhile).
+    pub pack_after: Duration,
 }
 
 impl S3Config {
@@ -78,6 +81,7 @@ impl S3Config {
             credentials,
             gc_grace: Duration::from_secs(600),
             metadata,
+            pack_after: PACK_AFTER,
         }
     }
 }
@@ -124,9 +128,11 @@ pub(crate) struct Inner {
     /// (a session's runtime, a blocking thread) asked for it.
     pub(crate) rt: tokio::runtime::Handle,
     grace: Duration,
+    pack_after: Duration,
     stats: S3Stats,
     /// Keys of PUTs under way or not yet recorded (see [`LiveKey`]).
     live: Mutex<HashSet<String>>,
+    packing: tokio::sync::Mutex<()>,
 }
 
 /// A key the collector must not delete although it is listed as garbage: its PUT is under way,
@@ -222,6 +228,35 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
+    }
+
+    /// Packs inline segments (small uploads and appends) into shared objects of up to a
+    /// segment's size, once the oldest has waited [`PACK_AFTER`] or they fill one. Returns
+    /// how many segments now live in objects.
+    async fn pack(self: &Arc<Self>) -> io::Result<usize> {
+        // One packer at a time (the background one and `pack_now`): two would PUT the same
+        // segments twice.
+        let _one = self.packing.lock().await;
+        let mut done = 0;
+        // Bounded per call: segments that change while being packed are taken next time.
+        for _ in 0..64 {
+            let before = meta::now_ms() - self.pack_after.as_millis() as i64;
+            let batch = self.meta.inline_batch(before, transfer::SEGMENT as u64)?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut body = Vec::with_capacity(batch.iter().map(|b| b.2 as usize).sum());
+            let mut placed = Vec::with_capacity(batch.len());
+            for (node, start, len, data) in &batch {
+                placed.push((*node, *start, *len, body.len() as u64));
+                body.extend_from_slice(&data[..(*len as usize).min(data.len())]);
+            }
+            let key = LiveKey::new(self, self.new_key());
+            self.meta.pending(&key.key)?;
+            self.put_object(&key.key, Bytes::from(body)).await?;
+            done += self.meta.packed(&key.key, &placed)?;
+        }
+        Ok(done)
     }
 
     /// Deletes the objects whose grace period is over, but those of uploads still under way.
@@ -344,8 +379,10 @@ impl S3Storage {
             meta: MetaDb::open(&config.metadata)?,
             rt: rt.clone(),
             grace: config.gc_grace,
+            pack_after: config.pack_after,
             stats: S3Stats::default(),
             live: Mutex::new(HashSet::new()),
+            packing: tokio::sync::Mutex::new(()),
         });
         rt.spawn(collect_now_and_then(Arc::downgrade(&inner)));
         Ok(S3Storage { inner })
@@ -354,6 +391,22 @@ impl S3Storage {
     /// Request counters.
     pub fn stats(&self) -> &S3Stats {
         &self.inner.stats
+    }
+
+    /// Bytes waiting inline for the packer.
+    pub fn inline_bytes(&self) -> io::Result<u64> {
+        self.inner.meta.inline_bytes()
+    }
+
+    /// Packs the inline segments that are due now (the packer also runs by itself, every
+    /// second). Returns how many segments were packed.
+    pub async fn pack_now(&self) -> io::Result<usize> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .rt
+            .spawn(async move { inner.pack().await })
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Deletes the objects whose grace period is over now (the collector also runs by itself).
@@ -419,11 +472,7 @@ impl S3Storage {
 
     /// Bytes the bucket holds for each file (its segments), by path.
     pub fn stored_bytes(&self) -> io::Result<std::collections::HashMap<String, u64>> {
-        let mut out = std::collections::HashMap::new();
-        for (path, _, len) in self.inner.meta.all_segments()? {
-            *out.entry(path).or_default() += len;
-        }
-        Ok(out)
+        self.inner.meta.stored_by_path()
     }
 
     /// Runs a blocking job on the current runtime's blocking pool.
@@ -438,18 +487,29 @@ impl S3Storage {
     }
 }
 
-/// The collector: at the start, then every grace period / 4 (at least 1 s, at most 5 min).
+/// By default, inline bytes wait at most this long for others to share an object with.
+pub const PACK_AFTER: Duration = Duration::from_secs(5);
+
+/// The packer, every second, and the collector: at the start, then every grace period / 4 (at
+/// least 1 s, at most 5 min).
 async fn collect_now_and_then(inner: Weak<Inner>) {
+    let mut next_collect = tokio::time::Instant::now();
     loop {
         let Some(i) = inner.upgrade() else { return };
-        if let Err(e) = i.collect_garbage().await {
-            // The store unreachable shows in the request error counter and in failed uploads;
-            // the collector simply tries again later.
-            tracing::debug!("object store garbage collection: {e}");
+        // The store unreachable shows in the request error counter and in failed uploads;
+        // both simply try again later.
+        if let Err(e) = i.pack().await {
+            tracing::debug!("object store packing: {e}");
         }
-        let every = (i.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        if tokio::time::Instant::now() >= next_collect {
+            if let Err(e) = i.collect_garbage().await {
+                tracing::debug!("object store garbage collection: {e}");
+            }
+            next_collect = tokio::time::Instant::now()
+                + (i.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        }
         drop(i);
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

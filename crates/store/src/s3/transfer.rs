@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 
 /// Bytes per segment object of an upload.
 pub(crate) const SEGMENT: usize = 8 << 20;
+/// An upload's tail up to this size is kept inline (in the metadata) until packed.
+pub(crate) const INLINE_MAX: usize = 1 << 20;
 /// Segment PUTs of one upload running at once.
 const IN_FLIGHT: usize = 2;
 /// Bytes per ranged GET of a download.
@@ -131,9 +133,19 @@ impl S3Upload {
     fn end(mut self, hash: Option<Sha256State>) -> io::Result<Meta> {
         let stored = match self.failed.take() {
             Some(e) => Err(e),
-            None => self.put_buffer(),
-        }
-        .and_then(|()| self.settle_all());
+            // What is left after the last whole segment: a small tail (most files, every
+            // append of a busy log) waits inline for the packer instead of costing a PUT.
+            None if self.buf.len() <= INLINE_MAX => self.settle_all().and_then(|()| {
+                if self.buf.is_empty() {
+                    return Ok(());
+                }
+                let data = std::mem::take(&mut self.buf);
+                self.inner.meta.add_inline(self.id, self.at, &data)?;
+                self.at += data.len() as u64;
+                Ok(())
+            }),
+            None => self.put_buffer().and_then(|()| self.settle_all()),
+        };
         let node = self.inner.meta.finish(self.id, hash.as_ref())?;
         stored.map(|()| node.meta())
     }
@@ -211,7 +223,8 @@ impl S3Download {
         }
     }
 
-    /// Starts fetching the chunk at `pos`: up to [`CHUNK`] bytes of the segment holding it.
+    /// Starts fetching the chunk at `pos`: up to [`CHUNK`] bytes of the segment holding it
+    /// (at once, for an inline segment).
     fn fetch(&self, pos: u64) -> Option<(u64, JoinHandle<io::Result<Bytes>>)> {
         if pos >= self.len {
             return None;
@@ -228,8 +241,24 @@ impl S3Download {
         let task = self
             .inner
             .rt
-            .spawn(async move { inner.get_range(&seg.key, from..to).await });
+            .spawn(async move { range_of(&inner, &seg, from..to).await });
         Some((pos, task))
+    }
+}
+
+/// Bytes `range` (relative to the segment's start) of a segment: from its inline data, or a
+/// ranged GET of its object.
+async fn range_of(inner: &Inner, seg: &Segment, range: std::ops::Range<u64>) -> io::Result<Bytes> {
+    match &seg.data {
+        Some(d) => {
+            let end = (range.end as usize).min(d.len());
+            Ok(d.slice((range.start as usize).min(end)..end))
+        }
+        None => {
+            inner
+                .get_range(&seg.key, seg.off + range.start..seg.off + range.end)
+                .await
+        }
     }
 }
 
@@ -358,16 +387,23 @@ impl crate::store::Reader for S3Reader {
                 let to = (from + (buf.len() as u64).max(READ_AHEAD))
                     .min(seg.len)
                     .min(self.len - seg.start);
-                let (inner, key) = (Arc::clone(&self.inner), seg.key.clone());
-                let bytes = self
-                    .inner
-                    .rt
-                    .block_on(
+                let bytes = match &seg.data {
+                    Some(_) => self
+                        .inner
+                        .rt
+                        .block_on(range_of(&self.inner, seg, from..to))?,
+                    None => {
+                        let (inner, seg) = (Arc::clone(&self.inner), seg.clone());
                         self.inner
                             .rt
-                            .spawn(async move { inner.get_range(&key, from..to).await }),
-                    )
-                    .map_err(io::Error::other)??;
+                            .block_on(
+                                self.inner
+                                    .rt
+                                    .spawn(async move { range_of(&inner, &seg, from..to).await }),
+                            )
+                            .map_err(io::Error::other)??
+                    }
+                };
                 if bytes.is_empty() {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
