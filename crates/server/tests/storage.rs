@@ -149,10 +149,14 @@ async fn web_on(backend: Backend) {
         .lines()
         .find_map(|l| l.strip_prefix("logarchive_store_puts_total "))
         .map(|v| v.parse::<u64>().unwrap());
+    let inline = m
+        .lines()
+        .find_map(|l| l.strip_prefix("logarchive_store_inline_bytes "))
+        .map(|v| v.parse::<f64>().unwrap());
     match backend {
         // (Small uploads wait inline for the packer: the count may still be 0.)
-        Backend::S3 => assert!(puts.is_some(), "{m}"),
-        Backend::Local => assert_eq!(puts, None),
+        Backend::S3 => assert!(puts.is_some() && inline.is_some(), "{m}"),
+        Backend::Local => assert_eq!((puts, inline), (None, None)),
     }
 
     // The store is the only source: a catalog rebuilt from nothing finds the file again.

@@ -175,6 +175,15 @@ async fn metrics(State(st): S) -> Response {
             ),
         ]);
     }
+    // Bytes of small uploads and appends waiting for the packer: grows while the object store
+    // is out of reach, and should come back to near 0 within seconds otherwise.
+    let inline = st.s3.as_ref().map(|s3| {
+        (
+            "logarchive_store_inline_bytes",
+            "Bytes of small uploads and appends waiting in the metadata to be packed into an object.",
+            s3.inline_bytes().unwrap_or(0) as f64,
+        )
+    });
     let body = st.metrics.render(
         &counters,
         &[
@@ -198,7 +207,10 @@ async fn metrics(State(st): S) -> Response {
                 "Free bytes on the archive's file system.",
                 disk.map_or(0.0, |d| d.free_bytes as f64),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(inline)
+        .collect::<Vec<_>>(),
     );
     (
         [(
