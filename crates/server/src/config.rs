@@ -194,6 +194,15 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
+    /// The settings from the config file (if given) and the flags.
+    pub fn load(config: Option<&Path>, flags: Overrides) -> Result<Self, ConfigError> {
+        let file = match config {
+            Some(p) => ServerConfigFile::load(p)?,
+            None => ServerConfigFile::default(),
+        };
+        Self::resolve(file, flags)
+    }
+
     pub fn resolve(file: ServerConfigFile, flags: Overrides) -> Result<Self, ConfigError> {
         let parse = |s: &str| {
             s.parse::<SocketAddr>()
@@ -338,5 +347,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("search_timout"), "{e}");
+    }
+
+    #[test]
+    fn the_storage_section_as_design_md_writes_it() {
+        let file: ServerConfigFile = toml::from_str(
+            "[storage]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:8333\"\nregion = \"eu-west-1\"\n\
+             bucket = \"logarchive\"\nprefix = \"a/\"\npath_style = false\n\
+             credentials_file = \"/etc/logarchive/s3.env\"\ncompress_after = \"never\"\ngc_grace = \"2m\"\n",
+        )
+        .unwrap();
+        let st = ServerSettings::resolve(file, Overrides::default())
+            .unwrap()
+            .storage;
+        assert_eq!(st.backend, StorageBackend::S3);
+        assert_eq!(st.bucket.as_deref(), Some("logarchive"));
+        assert_eq!((st.region.as_str(), st.path_style), ("eu-west-1", false));
+        assert_eq!(st.compress_after, CompressAfter(None));
+        assert_eq!(st.gc_grace, Duration::from_secs(120));
+        let d = ServerConfigFile::default().storage;
+        assert_eq!(d.backend, StorageBackend::Local);
+        assert_eq!(
+            d.compress_after,
+            CompressAfter(Some(Duration::from_secs(3600)))
+        );
+        for (bad, named) in [
+            ("[storage]\ncompress_after = \"soon\"", "compress_after"),
+            ("[storage]\nbackend = \"ftp\"", "ftp"),
+            ("[storage]\naccess_key = \"AKID\"", "access_key"),
+        ] {
+            let e = toml::from_str::<ServerConfigFile>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `logarchive archive fsck` and `du`: the whole archive checked and counted for an operator.
-//! Both only read, so they are safe while the server runs (an S3 store's collector may delete
-//! what is due meanwhile, as the server's own does).
+//! Both only read (an S3 store is opened without a packer or collector of its own), so they
+//! are safe while the server runs.
 //!
 //! `fsck`: on S3, the bucket against the metadata (objects missing or short, objects nothing
 //! names); then the catalog against the store (files missing on either side, sizes that
@@ -37,7 +37,7 @@ pub async fn fsck(
     full: bool,
     progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<FsckReport, ServerError> {
-    let (store, s3) = crate::store::open(settings)?;
+    let (store, s3) = crate::store::inspect(settings)?;
     let mut report = FsckReport::default();
     if let Some(s3) = &s3 {
         let c = s3.check_objects().await.map_err(store_failed)?;
@@ -174,7 +174,7 @@ pub struct Usage {
 
 /// Logical and stored bytes per agent (the first folder of a path).
 pub async fn du(settings: &ServerSettings) -> Result<Vec<Usage>, ServerError> {
-    let (store, s3) = crate::store::open(settings)?;
+    let (store, s3) = crate::store::inspect(settings)?;
     let view = StoreView::new(store);
     let archive = settings.archive_dir();
     tokio::task::spawn_blocking(move || {

@@ -32,6 +32,21 @@ pub enum StoreError {
 pub fn open(
     settings: &ServerSettings,
 ) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
+    open_as(settings, S3Storage::open)
+}
+
+/// [`open`] to look beside a running server (`archive fsck`, `du`): an S3 store starts no
+/// packer and no collector of its own.
+pub fn inspect(
+    settings: &ServerSettings,
+) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
+    open_as(settings, S3Storage::inspect)
+}
+
+fn open_as(
+    settings: &ServerSettings,
+    open_s3: fn(S3Config) -> io::Result<S3Storage>,
+) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
     let st = &settings.storage;
     match st.backend {
         StorageBackend::Local => {
@@ -45,7 +60,7 @@ pub fn open(
         StorageBackend::S3 => {
             let c = s3_config(settings)?;
             let bucket = c.bucket.clone();
-            let s3 = S3Storage::open(c).map_err(|source| StoreError::S3 { bucket, source })?;
+            let s3 = open_s3(c).map_err(|source| StoreError::S3 { bucket, source })?;
             Ok((Arc::new(s3.clone()), Some(s3)))
         }
     }

@@ -196,20 +196,11 @@ async fn the_web_reads_the_archive_on_s3() {
 /// before the server starts, and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_what_is_wrong_with_the_bucket() {
-    use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings, StorageBackend};
+    use logarchive_server::config::{ServerSettings, StorageBackend};
     let weed = seaweed();
     let data = tempfile::tempdir().unwrap();
     let settings = |f: &dyn Fn(&mut ServerSettings)| {
-        let mut s = ServerSettings::resolve(
-            ServerConfigFile::default(),
-            Overrides {
-                data: Some(data.path().to_path_buf()),
-                ftp_listen: Some("127.0.0.1:0".parse().unwrap()),
-                web_listen: Some("127.0.0.1:0".parse().unwrap()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut s = settings(data.path());
         s.storage.backend = StorageBackend::S3;
         s.storage.endpoint = Some(weed.endpoint.clone());
         s.storage.bucket = Some(weed.bucket.clone());

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
 use clap::{Args, Subcommand};
-use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use logarchive_server::config::{Overrides, ServerSettings};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -32,12 +32,8 @@ enum ArchiveCommand {
 }
 
 pub fn run(args: ArchiveArgs) -> Result<()> {
-    let file = match &args.config {
-        Some(p) => ServerConfigFile::load(p)?,
-        None => ServerConfigFile::default(),
-    };
-    let settings = ServerSettings::resolve(
-        file,
+    let settings = ServerSettings::load(
+        args.config.as_deref(),
         Overrides {
             data: args.data,
             ..Default::default()

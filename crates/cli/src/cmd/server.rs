@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
+use logarchive_server::config::{Overrides, ServerSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,12 +37,8 @@ pub fn run(args: ServerArgs) -> Result<()> {
     // is for the server's user alone: archived logs are often more sensitive than the machine's
     // own, and other local users have no business reading them.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let file = match &args.config {
-        Some(p) => ServerConfigFile::load(p)?,
-        None => ServerConfigFile::default(),
-    };
-    let settings = ServerSettings::resolve(
-        file,
+    let settings = ServerSettings::load(
+        args.config.as_deref(),
         Overrides {
             data: args.data,
             ftp_listen: args.ftp_listen,

@@ -152,6 +152,22 @@ pub enum Backend {
     S3,
 }
 
+/// A server over an S3 store under `prefix` of `weed`, its metadata in `dir`.
+async fn serve_s3(
+    cfg: FtpServerConfig,
+    users: &Arc<TestAccounts>,
+    weed: &SeaweedFs,
+    prefix: &str,
+    dir: &Path,
+) -> (ServerHandle, Arc<dyn Storage>) {
+    let store: Arc<dyn Storage> =
+        Arc::new(S3Storage::open(weed.config(prefix, dir.join("store.db"))).expect("S3 back-end"));
+    let h = server::start_with(cfg, Arc::clone(users) as _, Arc::clone(&store))
+        .await
+        .expect("server starts");
+    (h, store)
+}
+
 fn seaweed() -> &'static SeaweedFs {
     static WEED: std::sync::OnceLock<SeaweedFs> = std::sync::OnceLock::new();
     WEED.get_or_init(|| SeaweedFs::start().expect("SeaweedFS for the S3 back-end"))
@@ -203,24 +219,10 @@ impl TestServer {
     /// A server on an S3 store of the test's own (one it may stop).
     pub async fn start_on_store(weed: &SeaweedFs) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Storage> = Arc::new(
-            S3Storage::open(weed.config("own/", dir.path().join("store.db"))).expect("S3"),
-        );
         let users = Arc::new(TestAccounts::new());
         let cfg = FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("archive"));
-        let handle = server::start_with(cfg, Arc::clone(&users) as _, Arc::clone(&store))
-            .await
-            .expect("server starts");
-        let events = handle.subscribe();
-        TestServer {
-            dir,
-            handle,
-            users,
-            events,
-            cert: None,
-            backend: Backend::S3,
-            store,
-        }
+        let (handle, store) = serve_s3(cfg, &users, weed, "own/", dir.path()).await;
+        Self::assemble(dir, users, handle, store, Backend::S3)
     }
 
     async fn start_over(
@@ -250,15 +252,19 @@ impl TestServer {
                     std::fs::write(&prefix_file, &p).expect("prefix file");
                     p
                 });
-                let config = seaweed().config(&prefix, dir.path().join("store.db"));
-                let store: Arc<dyn Storage> =
-                    Arc::new(S3Storage::open(config).expect("S3 back-end"));
-                let h = server::start_with(cfg, Arc::clone(&users) as _, Arc::clone(&store))
-                    .await
-                    .expect("server starts");
-                (h, store)
+                serve_s3(cfg, &users, seaweed(), &prefix, dir.path()).await
             }
         };
+        Self::assemble(dir, users, handle, store, backend)
+    }
+
+    fn assemble(
+        dir: tempfile::TempDir,
+        users: Arc<TestAccounts>,
+        handle: ServerHandle,
+        store: Arc<dyn Storage>,
+        backend: Backend,
+    ) -> Self {
         let events = handle.subscribe();
         TestServer {
             dir,

@@ -171,7 +171,7 @@ async fn metrics(State(st): S) -> Response {
             (
                 "logarchive_store_request_microseconds_total",
                 "Time spent waiting for the object store, all requests together.",
-                (n.busy_seconds() * 1e6) as u64,
+                n.busy_micros(),
             ),
         ]);
     }
@@ -397,14 +397,13 @@ impl SearchParams {
     }
 
     pub fn name_query(&self, limit: usize) -> Result<NameQuery, WebError> {
-        let t = bound;
         Ok(NameQuery {
             name: opt(&self.q).unwrap_or("").to_string(),
             agent: opt(&self.agent).map(str::to_string),
-            modified_from_ms: t(&self.from, false)?,
-            modified_to_ms: t(&self.to, true)?,
-            archived_from_ms: t(&self.archived_from, false)?,
-            archived_to_ms: t(&self.archived_to, true)?,
+            modified_from_ms: bound(&self.from, false)?,
+            modified_to_ms: bound(&self.to, true)?,
+            archived_from_ms: bound(&self.archived_from, false)?,
+            archived_to_ms: bound(&self.archived_to, true)?,
             limit,
         })
     }

@@ -18,6 +18,20 @@ pub struct Server {
 
 pub const PASSWORD: &str = "a long test password";
 
+/// The defaults over `data`, listening on OS-chosen loopback ports.
+pub fn settings(data: &Path) -> ServerSettings {
+    ServerSettings::resolve(
+        ServerConfigFile::default(),
+        Overrides {
+            data: Some(data.to_path_buf()),
+            ftp_listen: Some("127.0.0.1:0".parse().unwrap()),
+            web_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Where a test server keeps the archive: the suites that say so run on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -44,16 +58,7 @@ impl Server {
         let archive = data.path().join("archive");
         std::fs::create_dir_all(&archive).unwrap();
         prepare(&archive);
-        let mut s = ServerSettings::resolve(
-            ServerConfigFile::default(),
-            Overrides {
-                data: Some(data.path().to_path_buf()),
-                ftp_listen: Some("127.0.0.1:0".parse().unwrap()),
-                web_listen: Some("127.0.0.1:0".parse().unwrap()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut s = settings(data.path());
         tune(&mut s);
         let running = logarchive_server::start(&s).await.unwrap();
         let admin_password = running.initial_admin_password.clone().unwrap();

@@ -52,9 +52,9 @@ pub struct S3Config {
     pub path_style: bool,
     /// The access key.
     pub credentials: Credentials,
-    /// Objects replaced, removed or left by a killed upload are deleted this long after. Keep
-    /// it well above the longest request (a PUT gives up after ~80 s of retries), or a PUT of a
-    /// killed upload could land after its key was collected.
+    /// Objects replaced, removed or left by a killed upload are deleted this long after, so a
+    /// reader that opened a file before finishes (objects of uploads still under way are never
+    /// deleted, whatever their age).
     pub gc_grace: Duration,
     /// The metadata database (SQLite), e.g. `DATA/store.db`.
     pub metadata: PathBuf,
@@ -114,9 +114,9 @@ impl S3Stats {
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
-    /// Seconds spent waiting for the store, all requests together.
-    pub fn busy_seconds(&self) -> f64 {
-        self.busy_us.load(Ordering::Relaxed) as f64 / 1e6
+    /// Microseconds spent waiting for the store, all requests together.
+    pub fn busy_micros(&self) -> u64 {
+        self.busy_us.load(Ordering::Relaxed)
     }
 }
 
@@ -366,9 +366,19 @@ pub struct S3Storage {
 }
 
 impl S3Storage {
-    /// Opens the bucket and the metadata database, and starts the garbage collector. Must be
-    /// called inside a tokio runtime, which then carries every request.
+    /// Opens the bucket and the metadata database, and starts the packer and the garbage
+    /// collector. Must be called inside a tokio runtime, which then carries every request.
     pub fn open(config: S3Config) -> io::Result<S3Storage> {
+        let s = Self::inspect(config)?;
+        s.inner
+            .rt
+            .spawn(collect_now_and_then(Arc::downgrade(&s.inner)));
+        Ok(s)
+    }
+
+    /// Opens the bucket and the metadata database to look, beside a server that has them
+    /// open: no packer, no collector (`archive fsck`, `du`). Inside a tokio runtime.
+    pub fn inspect(config: S3Config) -> io::Result<S3Storage> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("the S3 back-end must be opened in a tokio runtime"))?;
         let store = client(&config)?;
@@ -384,7 +394,6 @@ impl S3Storage {
             live: Mutex::new(HashSet::new()),
             packing: tokio::sync::Mutex::new(()),
         });
-        rt.spawn(collect_now_and_then(Arc::downgrade(&inner)));
         Ok(S3Storage { inner })
     }
 
@@ -427,6 +436,11 @@ impl S3Storage {
         self.inner
             .rt
             .spawn(async move {
+                // The metadata is read before and after the listing, so that a server working
+                // meanwhile can make neither a false "missing" (a segment recorded after the
+                // listing) nor a false orphan (garbage collected after the listing).
+                let (segments, garbage_before) =
+                    (inner.meta.all_segments()?, inner.meta.all_garbage()?);
                 let base = format!("{}objects", inner.prefix);
                 let listed: Vec<object_store::ObjectMeta> = inner
                     .store
@@ -447,21 +461,23 @@ impl S3Storage {
                     check.object_bytes += o.size;
                     sizes.insert(key, o.size);
                 }
-                let segments = inner.meta.all_segments()?;
-                let garbage = inner.meta.all_garbage()?;
-                let mut named = HashSet::new();
                 for (path, key, len) in segments {
                     check.segments += 1;
                     if sizes.get(&key).is_none_or(|s| *s < len) {
-                        check.missing.push((path, key.clone()));
+                        check.missing.push((path, key));
                     }
-                    named.insert(key);
                 }
+                let named: HashSet<String> = inner
+                    .meta
+                    .all_segments()?
+                    .into_iter()
+                    .map(|(_, key, _)| key)
+                    .chain(garbage_before)
+                    .chain(inner.meta.all_garbage()?)
+                    .collect();
                 check.orphans = sizes
                     .into_keys()
-                    .filter(|k| {
-                        !named.contains(k) && !garbage.contains(k) && !inner.live().contains(k)
-                    })
+                    .filter(|k| !named.contains(k) && !inner.live().contains(k))
                     .collect();
                 check.orphans.sort();
                 Ok(check)

@@ -203,9 +203,8 @@ pub(crate) struct S3Download {
     segments: Vec<Segment>,
     len: u64,
     pos: u64,
-    /// Fetched bytes from `have_at` on, not yet read.
+    /// Fetched bytes from `pos` on, not yet read.
     have: Bytes,
-    have_at: u64,
     /// The next chunk, fetched ahead: where it starts and the task.
     ahead: Option<(u64, JoinHandle<io::Result<Bytes>>)>,
 }
@@ -218,7 +217,6 @@ impl S3Download {
             len,
             pos: pos.min(len),
             have: Bytes::new(),
-            have_at: 0,
             ahead: None,
         }
     }
@@ -229,12 +227,7 @@ impl S3Download {
         if pos >= self.len {
             return None;
         }
-        let seg = self
-            .segments
-            .iter()
-            .rev()
-            .find(|s| s.start <= pos && pos < s.start + s.len)?
-            .clone();
+        let seg = segment_at(&self.segments, pos)?.clone();
         let from = pos - seg.start;
         let to = (from + CHUNK).min(seg.len).min(self.len - seg.start);
         let inner = Arc::clone(&self.inner);
@@ -246,14 +239,26 @@ impl S3Download {
     }
 }
 
+/// The segment holding byte `pos` of the file (segments are in file order, each starting where
+/// the one before ends): a binary search, so a busy log of thousands of appends reads fast.
+fn segment_at(segments: &[Segment], pos: u64) -> Option<&Segment> {
+    let i = segments.partition_point(|s| s.start + s.len <= pos);
+    segments.get(i).filter(|s| s.start <= pos)
+}
+
+/// Bytes `range` (relative to the segment's start) of an inline segment; `None` for one in an
+/// object.
+fn inline_range(seg: &Segment, range: &std::ops::Range<u64>) -> Option<Bytes> {
+    let d = seg.data.as_ref()?;
+    let end = (range.end as usize).min(d.len());
+    Some(d.slice((range.start as usize).min(end)..end))
+}
+
 /// Bytes `range` (relative to the segment's start) of a segment: from its inline data, or a
 /// ranged GET of its object.
 async fn range_of(inner: &Inner, seg: &Segment, range: std::ops::Range<u64>) -> io::Result<Bytes> {
-    match &seg.data {
-        Some(d) => {
-            let end = (range.end as usize).min(d.len());
-            Ok(d.slice((range.start as usize).min(end)..end))
-        }
+    match inline_range(seg, &range) {
+        Some(b) => Ok(b),
         None => {
             inner
                 .get_range(&seg.key, seg.off + range.start..seg.off + range.end)
@@ -293,7 +298,6 @@ impl Download for S3Download {
                     "an object of this file is shorter than recorded",
                 ));
             }
-            self.have_at = at;
             self.have = bytes;
             self.ahead = self.fetch(at + self.have.len() as u64);
         }
@@ -301,7 +305,6 @@ impl Download for S3Download {
         buf[..n].copy_from_slice(&self.have[..n]);
         self.have = self.have.slice(n..);
         self.pos += n as u64;
-        self.have_at += n as u64;
         Ok(n)
     }
 }
@@ -372,26 +375,18 @@ impl crate::store::Reader for S3Reader {
                 b.slice((offset - at) as usize..)
             }
             _ => {
-                let seg = self
-                    .segments
-                    .iter()
-                    .rev()
-                    .find(|s| s.start <= offset && offset < s.start + s.len)
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "no segment holds this part of the file",
-                        )
-                    })?;
+                let seg = segment_at(&self.segments, offset).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "no segment holds this part of the file",
+                    )
+                })?;
                 let from = offset - seg.start;
                 let to = (from + (buf.len() as u64).max(READ_AHEAD))
                     .min(seg.len)
                     .min(self.len - seg.start);
-                let bytes = match &seg.data {
-                    Some(_) => self
-                        .inner
-                        .rt
-                        .block_on(range_of(&self.inner, seg, from..to))?,
+                let bytes = match inline_range(seg, &(from..to)) {
+                    Some(b) => b,
                     None => {
                         let (inner, seg) = (Arc::clone(&self.inner), seg.clone());
                         self.inner
