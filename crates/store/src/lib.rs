@@ -13,6 +13,7 @@ mod hash_cache;
 pub mod local;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod seekable;
 pub mod sha;
 pub mod store;
 pub mod vpath;
