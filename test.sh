@@ -31,6 +31,8 @@ command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need_apt+=(logr
 # Real FTP clients for the interop suite (crates/cli/tests/interop.rs).
 for c in lftp rclone wget; do command -v $c >/dev/null || need_apt+=($c); done
 command -v ncftpput >/dev/null || need_apt+=(ncftp)
+# The operator's reader of files compressed at rest (crates/store/tests/compression.rs).
+command -v zstd >/dev/null || need_apt+=(zstd)
 # Network namespaces for the partition suite (crates/cli/tests/network_faults.rs) and the
 # README's deployment steps (crates/cli/tests/readme_deploy.rs), which also use openssl,
 # useradd (passwd) and unshare, setpriv, runuser (util-linux).

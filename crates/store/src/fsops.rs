@@ -111,6 +111,13 @@ impl HomeDir {
         Ok((dir, cstr(Path::new(name))?))
     }
 
+    /// Flushes the folder holding `rel` to disk (after a rename into it).
+    pub fn sync_parent(&self, rel: &Path) -> io::Result<()> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.open_at(parent, libc::O_RDONLY | libc::O_DIRECTORY, 0)?
+            .sync_all()
+    }
+
     /// Makes a folder (one level) below the root.
     pub fn mkdir(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;

@@ -11,6 +11,7 @@
 mod fsops;
 mod hash_cache;
 pub mod local;
+mod local_pack;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod seekable;
@@ -20,5 +21,6 @@ pub mod vpath;
 
 pub use fsops::HomeDir;
 pub use local::{LocalStats, LocalStorage};
+pub use local_pack::PackReport;
 pub use store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
 pub use vpath::VirtualPath;

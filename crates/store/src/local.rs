@@ -5,6 +5,7 @@
 
 use super::fsops::HomeDir;
 use super::hash_cache::{FileVersion, HashCache};
+use super::local_pack::{self as pack, Found, PackReport, Writers, Writing};
 use super::store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
 use super::vpath::VirtualPath;
 use crate::sha::Sha256State;
@@ -37,10 +38,11 @@ impl LocalStats {
 }
 
 #[derive(Debug)]
-struct Inner {
-    root: HomeDir,
-    hashes: HashCache,
+pub(crate) struct Inner {
+    pub(crate) root: HomeDir,
+    pub(crate) hashes: HashCache,
     stats: LocalStats,
+    pub(crate) writers: Writers,
 }
 
 /// A folder as the store (cheap to clone).
@@ -49,7 +51,7 @@ pub struct LocalStorage {
     inner: Arc<Inner>,
 }
 
-fn meta(m: &std::fs::Metadata) -> Meta {
+pub(crate) fn meta(m: &std::fs::Metadata) -> Meta {
     let kind = if m.is_dir() { Kind::Dir } else { Kind::File };
     Meta::new(kind, m.len(), m.modified().ok())
 }
@@ -84,6 +86,7 @@ impl LocalStorage {
                 root: HomeDir::open(root)?,
                 hashes: HashCache::default(),
                 stats: LocalStats::default(),
+                writers: Writers::default(),
             }),
         })
     }
@@ -96,10 +99,32 @@ impl LocalStorage {
     fn rel(path: &VirtualPath) -> PathBuf {
         path.relative()
     }
+
+    /// Compresses every file under `dir` unchanged for `quiet` into seekable zstd (`a.log` →
+    /// `a.log.zst`, shown as `a.log` with its bytes, size, time and SHA-256 as before). Files
+    /// being written, smaller than 4 KiB or compressed already (by their name) stay as they
+    /// are; so does what `skip` names. Blocking: call it on a blocking thread.
+    pub fn compress_quiet(
+        &self,
+        dir: &VirtualPath,
+        quiet: std::time::Duration,
+        skip: &dyn Fn(&Path) -> bool,
+    ) -> io::Result<PackReport> {
+        let mut report = PackReport::default();
+        pack::compress_tree(&self.inner, &Self::rel(dir), quiet, skip, &mut report)?;
+        Ok(report)
+    }
+
+    /// Bytes the archive takes on disk under `dir` (compressed files as compressed), and the
+    /// bytes its files hold. Blocking.
+    pub fn stored_bytes(&self, dir: &VirtualPath) -> io::Result<(u64, u64)> {
+        pack::sizes(&self.inner.root, &Self::rel(dir))
+    }
 }
 
 struct LocalUpload {
     inner: Arc<Inner>,
+    _writing: Writing,
     rel: PathBuf,
     file: File,
     offset: u64,
@@ -192,30 +217,35 @@ impl Reader for LocalReader {
 impl Storage for LocalStorage {
     async fn stat(&self, path: &VirtualPath) -> io::Result<Meta> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
-        inline(move || Ok(meta(&i.root.stat(&rel)?))).await
+        inline(move || Ok(pack::find(&i.root, &rel, libc::O_PATH)?.meta())).await
     }
 
     async fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Meta)>> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(dir));
-        blocking(move || {
-            Ok(i.root
-                .list(&rel)?
-                .into_iter()
-                .filter_map(|(name, m)| Some((name.into_string().ok()?, meta(&m))))
-                .collect())
-        })
-        .await
+        blocking(move || pack::list(&i.root, &rel)).await
     }
 
     async fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
-        inline(move || i.root.mkdir(&rel)).await
+        inline(move || {
+            if pack::packed_exists(&i.root, &rel) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file has that name",
+                ));
+            }
+            i.root.mkdir(&rel)
+        })
+        .await
     }
 
     async fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         inline(move || {
-            i.root.remove(&rel, false)?;
+            match pack::find(&i.root, &rel, libc::O_PATH)? {
+                Found::Raw(..) => i.root.remove(&rel, false)?,
+                Found::Packed(..) => i.root.remove(&pack::packed_path(&rel), false)?,
+            }
             i.hashes.forget(&rel);
             Ok(())
         })
@@ -235,15 +265,43 @@ impl Storage for LocalStorage {
     ) -> io::Result<Meta> {
         let (i, f, t) = (Arc::clone(&self.inner), Self::rel(from), Self::rel(to));
         inline(move || {
-            i.root.rename(&f, &t, replace)?;
-            let m = i.root.stat(&t)?;
-            if m.is_file() {
-                i.hashes.rename(&f, &t, FileVersion::of(&m));
-            } else {
-                // A folder moved: the states of the files in it are keyed by their old paths.
-                i.hashes.forget_under(&f);
+            let _from = Writers::enter(&i, &f);
+            let _to = Writers::enter(&i, &t);
+            let taken = || io::Error::new(io::ErrorKind::AlreadyExists, "the name is taken");
+            match pack::find(&i.root, &f, libc::O_PATH)? {
+                Found::Raw(..) => {
+                    let twin = pack::packed_exists(&i.root, &t);
+                    if twin && !replace {
+                        return Err(taken());
+                    }
+                    i.root.rename(&f, &t, replace)?;
+                    if twin {
+                        // Replaced: the compressed form of the old target goes with it.
+                        i.root.remove(&pack::packed_path(&t), false)?;
+                    }
+                }
+                Found::Packed(..) => {
+                    match i.root.stat(&t) {
+                        Ok(_) if !replace => return Err(taken()),
+                        Ok(m) if m.is_dir() => return Err(taken()),
+                        Ok(_) => i.root.remove(&t, false)?,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                    i.root
+                        .rename(&pack::packed_path(&f), &pack::packed_path(&t), replace)?;
+                }
             }
-            Ok(meta(&m))
+            let found = pack::find(&i.root, &t, libc::O_PATH)?;
+            match &found {
+                Found::Raw(_, m) if m.is_file() => i.hashes.rename(&f, &t, FileVersion::of(m)),
+                Found::Raw(..) => {
+                    // A folder moved: the states of the files in it are keyed by their old paths.
+                    i.hashes.forget_under(&f);
+                }
+                Found::Packed(..) => i.hashes.forget(&f),
+            }
+            Ok(found.meta())
         })
         .await
     }
@@ -251,7 +309,19 @@ impl Storage for LocalStorage {
     async fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         inline(move || {
-            let f = i.root.open_at(&rel, libc::O_WRONLY, 0)?;
+            let f = match i.root.open_at(&rel, libc::O_WRONLY, 0) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !pack::packed_exists(&i.root, &rel) {
+                        return Err(e);
+                    }
+                    // Compressed: its time is the compressed file's.
+                    let z = i
+                        .root
+                        .open_at(&pack::packed_path(&rel), libc::O_WRONLY, 0)?;
+                    return z.set_modified(time);
+                }
+                other => other?,
+            };
             let before = f.metadata()?;
             if !before.is_file() {
                 return Err(not_a_file());
@@ -270,8 +340,14 @@ impl Storage for LocalStorage {
     async fn read(&self, path: &VirtualPath, offset: u64) -> io::Result<Box<dyn Download>> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         inline(move || {
-            let file = i.root.open_at(&rel, libc::O_RDONLY, 0)?;
-            let m = file.metadata()?;
+            let (file, m) = match pack::find(&i.root, &rel, libc::O_RDONLY)? {
+                Found::Raw(f, m) => (f, m),
+                Found::Packed(f, m, _) => {
+                    let reader = pack::seekable(f, &m)?;
+                    let pos = offset.min(reader.index().len());
+                    return Ok(Box::new(pack::PackedDownload { reader, pos }) as Box<dyn Download>);
+                }
+            };
             if !m.is_file() {
                 return Err(not_a_file());
             }
@@ -287,6 +363,22 @@ impl Storage for LocalStorage {
     async fn write(&self, path: &VirtualPath, mode: WriteMode) -> io::Result<Box<dyn Upload>> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         inline(move || {
+            // Claimed before anything is looked at: no compression swaps the file meanwhile.
+            let writing = Writers::enter(&i, &rel);
+            if pack::packed_exists(&i.root, &rel) {
+                if mode == WriteMode::CreateNew {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "the file exists",
+                    ));
+                }
+                if let Found::Packed(f, m, _) = pack::find(&i.root, &rel, libc::O_RDONLY)? {
+                    // A compressed file grows again: it becomes a plain file first.
+                    let sha = pack::rehydrate(&i.root, &rel, f, &m)?;
+                    let now = i.root.stat(&rel)?;
+                    i.hashes.record(&rel, sha, FileVersion::of(&now));
+                }
+            }
             let (file, offset, prefix) = match mode {
                 WriteMode::CreateNew => {
                     let f = i.root.open_at(
@@ -334,6 +426,7 @@ impl Storage for LocalStorage {
             };
             let mut upload = LocalUpload {
                 inner: Arc::clone(&i),
+                _writing: writing,
                 rel,
                 file,
                 offset,
@@ -352,10 +445,14 @@ impl Storage for LocalStorage {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         inline(move || {
             // O_NONBLOCK: a FIFO planted in the archive cannot hang the open.
-            let file =
-                i.root
-                    .open_at(&rel, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK, 0)?;
-            let meta = file.metadata()?;
+            let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
+            let (file, meta) = match pack::find(&i.root, &rel, flags)? {
+                Found::Raw(f, m) => (f, m),
+                Found::Packed(f, m, _) => {
+                    let reader = pack::seekable(f, &m)?;
+                    return Ok(Box::new(pack::PackedReader { reader, meta: m }) as Box<dyn Reader>);
+                }
+            };
             if meta.is_dir() {
                 return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
             }
@@ -373,8 +470,10 @@ impl Storage for LocalStorage {
     async fn known_sha256(&self, path: &VirtualPath) -> Option<Sha256State> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         inline(move || {
-            let m = i.root.stat(&rel)?;
-            Ok(i.hashes.state(&rel, FileVersion::of(&m)))
+            Ok(match pack::find(&i.root, &rel, libc::O_PATH)? {
+                Found::Raw(_, m) => i.hashes.state(&rel, FileVersion::of(&m)),
+                Found::Packed(_, _, sha) => Some(sha),
+            })
         })
         .await
         .ok()
@@ -384,8 +483,10 @@ impl Storage for LocalStorage {
     async fn sha256(&self, path: &VirtualPath) -> io::Result<Sha256State> {
         let (i, rel) = (Arc::clone(&self.inner), Self::rel(path));
         blocking(move || {
-            let f = i.root.open_at(&rel, libc::O_RDONLY, 0)?;
-            let m = f.metadata()?;
+            let (f, m) = match pack::find(&i.root, &rel, libc::O_RDONLY)? {
+                Found::Raw(f, m) => (f, m),
+                Found::Packed(_, _, sha) => return Ok(sha),
+            };
             if !m.is_file() {
                 return Err(not_a_file());
             }
