@@ -61,6 +61,8 @@ pub struct Running {
     pub initial_admin_password: Option<String>,
     /// The archive's store (`[storage]`).
     pub store: Arc<dyn logarchive_ftp::server::Storage>,
+    /// Compresses quiet files (`[storage] compress_after`); ends with the server.
+    compactor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -106,7 +108,11 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     };
     let ftp_config = settings.ftp_config()?;
     let web_connections = fit_open_files_limit(&ftp_config, &settings.web);
-    let (store, s3) = store::open(settings)?;
+    let store::Opened { store, s3, local } = store::open(settings)?;
+    let compactor = match (local, settings.storage.compress_after.0) {
+        (Some(local), Some(quiet)) => Some(store::spawn_compactor(local, quiet)),
+        _ => None,
+    };
     let ftp =
         Arc::new(ftp::start_with(ftp_config, Arc::clone(&users) as _, Arc::clone(&store)).await?);
     // Hand edits of the users file apply within a second (and at once to a login: the file is
@@ -166,6 +172,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         users_watch,
         initial_admin_password,
         store,
+        compactor,
     })
 }
 
@@ -211,6 +218,9 @@ impl Running {
         }
         let report = self.ftp.shutdown().await;
         self.users_watch.abort();
+        if let Some(c) = self.compactor {
+            c.abort();
+        }
         report
     }
 }

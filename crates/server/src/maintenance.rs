@@ -37,7 +37,7 @@ pub async fn fsck(
     full: bool,
     progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<FsckReport, ServerError> {
-    let (store, s3) = crate::store::inspect(settings)?;
+    let crate::store::Opened { store, s3, .. } = crate::store::inspect(settings)?;
     let mut report = FsckReport::default();
     if let Some(s3) = &s3 {
         let c = s3.check_objects().await.map_err(store_failed)?;
@@ -174,7 +174,7 @@ pub struct Usage {
 
 /// Logical and stored bytes per agent (the first folder of a path).
 pub async fn du(settings: &ServerSettings) -> Result<Vec<Usage>, ServerError> {
-    let (store, s3) = crate::store::inspect(settings)?;
+    let crate::store::Opened { store, s3, .. } = crate::store::inspect(settings)?;
     let view = StoreView::new(store);
     let archive = settings.archive_dir();
     tokio::task::spawn_blocking(move || {
@@ -186,7 +186,14 @@ pub async fn du(settings: &ServerSettings) -> Result<Vec<Usage>, ServerError> {
                 files
                     .keys()
                     .filter_map(|p| {
-                        let m = std::fs::symlink_metadata(archive.join(p.trim_start_matches('/')))
+                        let on_disk = archive.join(p.trim_start_matches('/'));
+                        // A compressed file is NAME.zst on disk.
+                        let m = std::fs::symlink_metadata(&on_disk)
+                            .or_else(|_| {
+                                let mut z = on_disk.into_os_string();
+                                z.push(".zst");
+                                std::fs::symlink_metadata(z)
+                            })
                             .ok()?;
                         Some((p.clone(), m.blocks() * 512))
                     })

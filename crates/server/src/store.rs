@@ -27,26 +27,32 @@ pub enum StoreError {
     S3 { bucket: String, source: io::Error },
 }
 
-/// The store `[storage]` names, and the S3 back-end itself when it is one (for its request
-/// counters). Call inside the server's runtime (an S3 store sends its requests there).
-pub fn open(
-    settings: &ServerSettings,
-) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
+/// An opened store: as the FTP service and the web see it, and the back-end itself.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub store: Arc<dyn Storage>,
+    /// The S3 back-end (its request counters, its object checks).
+    pub s3: Option<S3Storage>,
+    /// The local back-end (its compactor).
+    pub local: Option<LocalStorage>,
+}
+
+/// The store `[storage]` names. Call inside the server's runtime (an S3 store sends its
+/// requests there).
+pub fn open(settings: &ServerSettings) -> Result<Opened, StoreError> {
     open_as(settings, S3Storage::open)
 }
 
 /// [`open`] to look beside a running server (`archive fsck`, `du`): an S3 store starts no
 /// packer and no collector of its own.
-pub fn inspect(
-    settings: &ServerSettings,
-) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
+pub fn inspect(settings: &ServerSettings) -> Result<Opened, StoreError> {
     open_as(settings, S3Storage::inspect)
 }
 
 fn open_as(
     settings: &ServerSettings,
     open_s3: fn(S3Config) -> io::Result<S3Storage>,
-) -> Result<(Arc<dyn Storage>, Option<S3Storage>), StoreError> {
+) -> Result<Opened, StoreError> {
     let st = &settings.storage;
     match st.backend {
         StorageBackend::Local => {
@@ -55,15 +61,71 @@ fn open_as(
                 path: path.clone(),
                 source,
             })?;
-            Ok((Arc::new(local), None))
+            Ok(Opened {
+                store: Arc::new(local.clone()),
+                s3: None,
+                local: Some(local),
+            })
         }
         StorageBackend::S3 => {
             let c = s3_config(settings)?;
             let bucket = c.bucket.clone();
             let s3 = open_s3(c).map_err(|source| StoreError::S3 { bucket, source })?;
-            Ok((Arc::new(s3.clone()), Some(s3)))
+            Ok(Opened {
+                store: Arc::new(s3.clone()),
+                s3: Some(s3),
+                local: None,
+            })
         }
     }
+}
+
+/// Compresses quiet files in the background (`[storage] compress_after`): a pass over the
+/// archive on a blocking thread every quarter of `quiet` (at least a second, at most ten
+/// minutes apart). Temporary upload names and the accounts' scratch folders are left alone.
+pub fn spawn_compactor(local: LocalStorage, quiet: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    use std::time::Duration;
+    let every = (quiet / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let root = VirtualPath::default();
+        loop {
+            tick.tick().await;
+            let (l, r) = (local.clone(), root.clone());
+            let pass = tokio::task::spawn_blocking(move || l.compress_quiet(&r, quiet, &skip)).await;
+            match pass {
+                Ok(Ok(report)) => {
+                    if report.files > 0 {
+                        tracing::info!(
+                            files = report.files,
+                            raw_bytes = report.raw_bytes,
+                            stored_bytes = report.stored_bytes,
+                            "compressed quiet files"
+                        );
+                    }
+                    if report.skipped > 0 {
+                        tracing::warn!(
+                            "{} quiet files could not be compressed (they stay as they are): {}",
+                            report.skipped,
+                            report.errors.join("; ")
+                        );
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!("compressing quiet files: {e}; trying again later"),
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// What the compactor leaves alone: uploads in progress and the accounts' scratch folders.
+fn skip(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    logarchive_ftp::names::is_temp_name(name)
+        || path
+            .components()
+            .any(|c| c.as_os_str() == logarchive_ftp::names::SCRATCH_DIR)
 }
 
 fn s3_config(settings: &ServerSettings) -> Result<S3Config, StoreError> {

@@ -21,8 +21,17 @@ async fn json(w: &Web, path: &str) -> serde_json::Value {
     r.json().await.unwrap()
 }
 
-async fn web_on(backend: Backend) {
-    let s = Server::start_on(backend).await;
+/// The whole flow on `backend`; with `compressed`, the file is compressed at rest
+/// (`compress_after = "1s"`) before anything reads it, and grows again while followed.
+async fn web_on(backend: Backend, compressed: bool) {
+    let s = Server::start_on_tuned(backend, |c| {
+        c.storage.compress_after = logarchive_server::config::CompressAfter(if compressed {
+            Some(Duration::from_secs(1))
+        } else {
+            None
+        });
+    })
+    .await;
     s.add_user("agent01", Role::Agent);
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("a.log");
@@ -37,6 +46,28 @@ async fn web_on(backend: Backend) {
         s.running.catalog.get("/agent01/Logs/App/a.log").unwrap()
     })
     .await;
+    if compressed {
+        let zst = s.archive().join("agent01/Logs/App/a.log.zst");
+        s.eventually("the file compressed at rest", || zst.exists().then_some(()))
+            .await;
+        assert!(!s.archive().join("agent01/Logs/App/a.log").exists());
+    }
+    // FTP shows the original: size, SHA-256, listing, bytes.
+    assert_eq!(c.size("/Logs/App/a.log").await.unwrap(), first.len() as u64);
+    let mut want = logarchive_ftp::sha::Sha256State::new();
+    want.update(first.as_bytes());
+    assert_eq!(c.remote_sha256("/Logs/App/a.log").await.unwrap(), want.hex());
+    let listed = c.list("/Logs/App").await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let back = tmp.path().join("back.log");
+    c.download(
+        "/Logs/App/a.log",
+        &back,
+        logarchive_ftp::client::DownloadOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(std::fs::read(&back).unwrap() == first.as_bytes(), "RETR");
     let a = s.admin().await;
 
     // Browse: listed with its size.
@@ -142,6 +173,7 @@ async fn web_on(backend: Backend) {
         got.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(got.contains("event: append"), "{got}");
+    assert!(!got.contains("event: reset"), "{backend:?}: {got}");
 
     // /metrics counts the object store's requests (and has nothing to count on a folder).
     let (_, m) = Web::new(&s.base).text("/metrics").await;
@@ -184,12 +216,17 @@ async fn web_on(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_reads_the_archive_on_a_folder() {
-    web_on(Backend::Local).await
+    web_on(Backend::Local, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_reads_compressed_files_on_a_folder() {
+    web_on(Backend::Local, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_reads_the_archive_on_s3() {
-    web_on(Backend::S3).await
+    web_on(Backend::S3, false).await
 }
 
 /// `--check` tells a missing bucket, missing or wrong credentials, and an unreachable store

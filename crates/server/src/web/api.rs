@@ -589,8 +589,8 @@ async fn follow(
     Query(f): Query<FollowParams>,
 ) -> Result<Response, WebError> {
     let p = ArchivePath::parse(&path)?;
-    let first = st.archive.open_file(&p).await?;
-    let identity = first.identity();
+    let mut known = Arc::new(st.archive.open_file(&p).await?);
+    let mut identity = known.identity();
     let display = p.display();
     let mut events = st.ftp.subscribe();
     let st2 = Arc::clone(&st);
@@ -599,11 +599,25 @@ async fn follow(
         let mut offset = f.offset;
         loop {
             // Whatever is there beyond `offset`, in whole lines.
-            let opened = st2.archive.open_file(&p).await;
+            let opened = st2.archive.open_file(&p).await.map(Arc::new);
             let (file, size, same) = match opened {
                 Ok(o) => {
                     let size = o.len();
-                    let same = o.identity() == identity;
+                    let mut same = o.identity() == identity;
+                    if !same && size >= offset {
+                        // Compressed at rest, or made a plain file again to grow: another
+                        // file that holds the same bytes up to here is the same log.
+                        let (old, new) = (Arc::clone(&known), Arc::clone(&o));
+                        same = tokio::task::spawn_blocking(move || {
+                            same_bytes_before(&old, &new, offset)
+                        })
+                        .await
+                        .unwrap_or(false);
+                        if same {
+                            identity = o.identity();
+                            known = Arc::clone(&o);
+                        }
+                    }
                     (Some(o), size, same)
                 }
                 Err(_) => (None, 0, false),
@@ -686,6 +700,28 @@ async fn follow(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// Whether two opened files hold the same bytes just before `offset` (the last 4 KiB of what a
+/// follower has seen).
+fn same_bytes_before(
+    old: &super::archive::OpenFile,
+    new: &super::archive::OpenFile,
+    offset: u64,
+) -> bool {
+    let n = offset.min(4096) as usize;
+    let read = |f: &super::archive::OpenFile| {
+        let mut buf = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            match f.read_at(&mut buf[done..], offset - n as u64 + done as u64) {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => done += k,
+            }
+        }
+        Some(buf)
+    };
+    matches!((read(old), read(new)), (Some(a), Some(b)) if a == b)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

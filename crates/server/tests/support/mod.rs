@@ -81,6 +81,14 @@ impl Server {
     /// An empty archive on `backend` (`[storage]` as an operator would write it: the key in a
     /// credentials file, never in the config).
     pub async fn start_on(backend: Backend) -> Server {
+        Server::start_on_tuned(backend, |_| {}).await
+    }
+
+    /// [`Server::start_on`], with `tune` applied to the settings after.
+    pub async fn start_on_tuned(
+        backend: Backend,
+        tune: impl FnOnce(&mut ServerSettings),
+    ) -> Server {
         Server::start_with(
             |_| {},
             |c| {
@@ -104,6 +112,7 @@ impl Server {
                     c.storage.credentials_file = Some(file);
                     c.storage.gc_grace = Duration::from_secs(1);
                 }
+                tune(c);
             },
         )
         .await
