@@ -83,7 +83,10 @@ fn open_as(
 /// Compresses quiet files in the background (`[storage] compress_after`): a pass over the
 /// archive on a blocking thread every quarter of `quiet` (at least a second, at most ten
 /// minutes apart). Temporary upload names and the accounts' scratch folders are left alone.
-pub fn spawn_compactor(local: LocalStorage, quiet: std::time::Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_compactor(
+    local: LocalStorage,
+    quiet: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
     use std::time::Duration;
     let every = (quiet / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     tokio::spawn(async move {
@@ -93,7 +96,8 @@ pub fn spawn_compactor(local: LocalStorage, quiet: std::time::Duration) -> tokio
         loop {
             tick.tick().await;
             let (l, r) = (local.clone(), root.clone());
-            let pass = tokio::task::spawn_blocking(move || l.compress_quiet(&r, quiet, &skip)).await;
+            let pass =
+                tokio::task::spawn_blocking(move || l.compress_quiet(&r, quiet, &skip)).await;
             match pass {
                 Ok(Ok(report)) => {
                     if report.files > 0 {

@@ -56,7 +56,10 @@ async fn web_on(backend: Backend, compressed: bool) {
     assert_eq!(c.size("/Logs/App/a.log").await.unwrap(), first.len() as u64);
     let mut want = logarchive_ftp::sha::Sha256State::new();
     want.update(first.as_bytes());
-    assert_eq!(c.remote_sha256("/Logs/App/a.log").await.unwrap(), want.hex());
+    assert_eq!(
+        c.remote_sha256("/Logs/App/a.log").await.unwrap(),
+        want.hex()
+    );
     let listed = c.list("/Logs/App").await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     let back = tmp.path().join("back.log");

@@ -204,6 +204,9 @@ impl Reader for PackedReader {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.reader.read_at(buf, offset)
     }
+    fn seek_index(&self) -> Option<&seekable::Index> {
+        Some(self.reader.index())
+    }
 }
 
 /// Opens a compressed file for reading.

@@ -139,6 +139,11 @@ pub trait Reader: Send + Sync {
     /// Reads bytes at `offset` into `buf`; 0 at the end. (A local file that grew since it was
     /// opened may return bytes past [`Reader::len`]; a store that snapshots does not.)
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// The frames of a file stored compressed (seekable zstd), with their line counts and
+    /// token filters: a search reads only the frames that may hold what it looks for.
+    fn seek_index(&self) -> Option<&crate::seekable::Index> {
+        None
+    }
 }
 
 /// The store the FTP service reads and writes through. Paths are already confined to the account's home ([`VirtualPath`]); a file descriptor is only an optimisation (`Download::fd` for sendfile).

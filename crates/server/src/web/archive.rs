@@ -160,6 +160,11 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
+    /// The frames of a file stored compressed (for a search that skips frames).
+    pub fn seek_index(&self) -> Option<&logarchive_store::seekable::Index> {
+        self.reader.seek_index()
+    }
+
     /// Its size when opened.
     pub fn len(&self) -> u64 {
         self.reader.len()

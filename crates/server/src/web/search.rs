@@ -166,6 +166,11 @@ pub fn start(
         max: q.max_matches,
         context: q.context.min(MAX_CONTEXT),
         window: q.window,
+        grams: if q.regex {
+            Vec::new()
+        } else {
+            logarchive_store::seekable::grams(q.pattern.as_bytes())
+        },
     });
     let started = Instant::now();
     let mut helpers = Vec::new();
@@ -248,6 +253,9 @@ struct Shared {
     max: u64,
     context: usize,
     window: Option<(i64, i64)>,
+    /// The grams every line holding a literal pattern has (empty for a regex): frames of a
+    /// compressed file whose filters lack one are not read.
+    grams: Vec<u64>,
 }
 
 impl Shared {
@@ -287,24 +295,47 @@ fn worker(
         let Ok(open) = archive.open_file_blocking(&path) else {
             continue;
         };
-        let mut sink = HitSink {
-            s,
-            tx,
-            matcher,
-            entry,
-            before: Vec::new(),
-            pending: None,
+        // A compressed file: only the runs of frames that may hold the literal, each with the
+        // lines before it counted from the index. Else the whole file (and what was appended
+        // since it was opened, where the store shows it).
+        let parts: Vec<(u64, u64, u64)> = match open.seek_index() {
+            Some(index) if !s.grams.is_empty() => index
+                .candidates(&s.grams)
+                .into_iter()
+                .map(|run| {
+                    let (a, b) = (&index.frames[run.start], &index.frames[run.end - 1]);
+                    let end = b.raw_start + u64::from(b.raw_len);
+                    (a.raw_start, end, index.lines_before(run.start))
+                })
+                .collect(),
+            _ => vec![(0, u64::MAX, 0)],
         };
-        // Errors (a file that vanished mid-read, a line over MAX_LINE, the deadline) only
-        // end that file's search.
-        let reader = Checked {
-            s,
-            tx,
-            file: &open,
-            pos: 0,
-        };
-        let _ = searcher.search_reader(matcher, reader, &mut sink);
-        sink.flush();
+        for (start, end, lines_before) in parts {
+            if !s.go_on() {
+                break;
+            }
+            let mut sink = HitSink {
+                s,
+                tx,
+                matcher,
+                entry,
+                before: Vec::new(),
+                pending: None,
+                base_line: lines_before,
+                base_offset: start,
+            };
+            // Errors (a file that vanished mid-read, a line over MAX_LINE, the deadline) only
+            // end that file's search.
+            let reader = Checked {
+                s,
+                tx,
+                file: &open,
+                pos: start,
+                end,
+            };
+            let _ = searcher.search_reader(matcher, reader, &mut sink);
+            sink.flush();
+        }
         s.files_searched.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -316,6 +347,8 @@ struct Checked<'a> {
     tx: &'a mpsc::Sender<Event>,
     file: &'a super::archive::OpenFile,
     pos: u64,
+    /// Where to stop (`u64::MAX`: at the end, however far that has grown).
+    end: u64,
 }
 
 impl std::io::Read for Checked<'_> {
@@ -328,7 +361,10 @@ impl std::io::Read for Checked<'_> {
             return Err(std::io::Error::other("the search stopped"));
         }
         // Also what was appended since the file was opened (where the store shows it).
-        let n = self.file.read_at(buf, self.pos)?;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
         self.pos += n as u64;
         self.s.bytes_searched.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
@@ -344,6 +380,9 @@ struct HitSink<'a> {
     before: Vec<String>,
     /// The last match, waiting for the context after it.
     pending: Option<Hit>,
+    /// Lines and bytes before where this read started (a part of a compressed file).
+    base_line: u64,
+    base_offset: u64,
 }
 
 impl HitSink<'_> {
@@ -396,8 +435,8 @@ impl Sink for HitSink<'_> {
         }
         self.pending = Some(Hit {
             path: self.entry.path.clone(),
-            line: m.line_number().unwrap_or(0),
-            offset: m.absolute_byte_offset(),
+            line: m.line_number().unwrap_or(0) + self.base_line,
+            offset: m.absolute_byte_offset() + self.base_offset,
             matches: self.ranges(&text),
             text,
             time_ms,
@@ -513,6 +552,87 @@ mod tests {
             t.elapsed()
         );
         assert!(stats.bytes_searched < body.len() as u64, "{stats:?}");
+    }
+
+    fn hits(mut s: Running) -> (Vec<Hit>, SearchStats) {
+        let mut out = Vec::new();
+        while let Some(e) = s.events.blocking_recv() {
+            match e {
+                Event::Hit(h) => out.push(h),
+                Event::Done(_) => break,
+            }
+        }
+        (out, s.finished.join().unwrap())
+    }
+
+    /// A compressed file is searched frame by frame: a literal reads only the frames whose
+    /// filters may hold it, and its hits have the same line numbers and offsets as in the
+    /// plain file; a regex reads every frame.
+    #[test]
+    fn a_compressed_file_is_searched_only_where_the_literal_may_be() {
+        let body: String = (0..120_000u64)
+            .map(|i| {
+                format!(
+                    "2026-12-02 10:00:{:02} INFO trace={:016x} GET /items/{} 200\n",
+                    i % 60,
+                    (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    i % 1000
+                )
+            })
+            .collect();
+        let id = format!("{:016x}", 100_001u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (d, archive, files) = archive_of(&[("big.log".into(), &body)]);
+        let (plain, _) = hits(search(
+            Arc::clone(&archive),
+            files.clone(),
+            &id,
+            false,
+            Duration::from_secs(60),
+            1,
+        ));
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].line, 100_001);
+        let store = logarchive_ftp::server::LocalStorage::open(d.path()).unwrap();
+        let root = logarchive_ftp::server::VirtualPath::default();
+        let packed = store
+            .compress_quiet(&root, Duration::ZERO, &|_| false)
+            .unwrap();
+        assert_eq!(packed.files, 1);
+        assert!(d.path().join("agent01/big.log.zst").exists());
+
+        let (found, stats) = hits(search(
+            Arc::clone(&archive),
+            files.clone(),
+            &id.to_uppercase(),
+            false,
+            Duration::from_secs(60),
+            1,
+        ));
+        assert_eq!(found.len(), 1, "{stats:?}");
+        assert_eq!(
+            (found[0].line, found[0].offset),
+            (plain[0].line, plain[0].offset)
+        );
+        assert_eq!(found[0].text, plain[0].text);
+        assert!(
+            stats.bytes_searched * 4 < body.len() as u64,
+            "frames were read that cannot hold it: {stats:?}"
+        );
+        let (found, stats) = hits(search(
+            archive,
+            files,
+            &format!("trace={}", &id[..12]),
+            true,
+            Duration::from_secs(60),
+            1,
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, 100_001);
+        assert_eq!(
+            stats.bytes_searched,
+            body.len() as u64,
+            "a regex reads it all"
+        );
     }
 
     #[test]
