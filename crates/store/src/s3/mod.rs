@@ -461,20 +461,25 @@ impl S3Storage {
                     check.object_bytes += o.size;
                     sizes.insert(key, o.size);
                 }
+                let mut named: HashSet<String> = HashSet::new();
                 for (path, key, len) in segments {
                     check.segments += 1;
                     if sizes.get(&key).is_none_or(|s| *s < len) {
-                        check.missing.push((path, key));
+                        check.missing.push((path, key.clone()));
                     }
+                    // Named before the listing: an object that stopped being a segment during
+                    // it may be collected (garbage row and all) before the second read.
+                    named.insert(key);
                 }
-                let named: HashSet<String> = inner
-                    .meta
-                    .all_segments()?
-                    .into_iter()
-                    .map(|(_, key, _)| key)
-                    .chain(garbage_before)
-                    .chain(inner.meta.all_garbage()?)
-                    .collect();
+                named.extend(
+                    inner
+                        .meta
+                        .all_segments()?
+                        .into_iter()
+                        .map(|(_, key, _)| key)
+                        .chain(garbage_before)
+                        .chain(inner.meta.all_garbage()?),
+                );
                 check.orphans = sizes
                     .into_keys()
                     .filter(|k| !named.contains(k) && !inner.live().contains(k))
