@@ -96,6 +96,7 @@ pub fn spawn_compactor(
         loop {
             tick.tick().await;
             let (l, r) = (local.clone(), root.clone());
+            let started = std::time::Instant::now();
             let pass =
                 tokio::task::spawn_blocking(move || l.compress_quiet(&r, quiet, &skip)).await;
             match pass {
@@ -105,6 +106,7 @@ pub fn spawn_compactor(
                             files = report.files,
                             raw_bytes = report.raw_bytes,
                             stored_bytes = report.stored_bytes,
+                            seconds = started.elapsed().as_secs_f64(),
                             "compressed quiet files"
                         );
                     }
