@@ -204,8 +204,8 @@ impl Reader for PackedReader {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.reader.read_at(buf, offset)
     }
-    fn seek_index(&self) -> Option<&seekable::Index> {
-        Some(self.reader.index())
+    fn seek_index(&self) -> Option<&SeekableReader> {
+        Some(&self.reader)
     }
 }
 

@@ -8,7 +8,7 @@
 //! ```text
 //! [header: 0x184D2A5B "LGAZ" 1, length u64, SHA-256 state]     what the file is
 //! [data frame 0] [data frame 1] ...                               the bytes
-//! [index: 0x184D2A5C "LGAI" 1, per data frame: lines, flags, token filter]
+//! [index: 0x184D2A5C "LGAI" 1, per data frame: lines, flags, filter size; then the filters]
 //! [seek table: 0x184D2A5E, the zstd seekable format's footer]     where each frame is
 //! ```
 //!
@@ -47,10 +47,11 @@ pub const HEADER_BYTES: usize = 8 + HEADER_PAYLOAD;
 /// frame of a log with a trace id per line).
 pub const GRAM: usize = 5;
 const GRAM_SHIFT: usize = 8 * (GRAM - 1);
-/// Bloom filter bits before folding (2^18 = 32 KiB) and the fill a fold may reach.
+/// Bloom filter bits before folding (2^18 = 32 KiB) and the fill a fold may reach. One probe
+/// per gram: at the 1-2 bits per gram a filter can afford, a second probe makes it worse.
 const BLOOM_BITS_LOG2: u32 = 18;
 const BLOOM_MIN_BYTES_LOG2: u32 = 6;
-const FOLD_FILL: f64 = 0.3;
+const FOLD_FILL: f64 = 0.7;
 /// Frame flag: the frame ends inside a line (a line longer than [`FRAME`]).
 const CONTINUES: u8 = 1;
 
@@ -68,13 +69,13 @@ fn u32_at(b: &[u8], at: usize) -> io::Result<u32> {
         .ok_or_else(|| bad("cut short"))
 }
 
-/// A gram's two filter positions (splitmix64's finaliser spreads all four bytes over both).
-fn probes(gram: u64) -> (u32, u32) {
+/// A gram's filter position (splitmix64's finaliser spreads all its bytes over it).
+fn probe(gram: u64) -> u32 {
     let mut z = gram ^ 0x9E37_79B9_7F4A_7C15;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    (z as u32, (z >> 32) as u32)
+    (z >> 32) as u32
 }
 
 /// The grams a literal `needle` must have in a frame that holds it: its [`GRAM`]-byte windows,
@@ -122,10 +123,8 @@ impl Bloom {
             gram = (gram >> 8) | (u64::from(b.to_ascii_lowercase()) << GRAM_SHIFT);
             run += 1;
             if run >= GRAM {
-                let (a, c) = probes(gram);
-                for p in [a & mask, c & mask] {
-                    self.bits[(p >> 6) as usize] |= 1 << (p & 63);
-                }
+                let p = probe(gram) & mask;
+                self.bits[(p >> 6) as usize] |= 1 << (p & 63);
             }
         }
     }
@@ -154,10 +153,8 @@ impl Bloom {
 /// Whether a filter of `bytes` (a power of two) may hold `gram`.
 fn may_hold(filter: &[u8], gram: u64) -> bool {
     let mask = (filter.len() as u32 * 8).wrapping_sub(1);
-    let (a, c) = probes(gram);
-    [a & mask, c & mask]
-        .iter()
-        .all(|&p| filter[(p >> 3) as usize] & (1 << (p & 7)) != 0)
+    let p = probe(gram) & mask;
+    filter[(p >> 3) as usize] & (1 << (p & 7)) != 0
 }
 
 fn skippable(magic: u32, payload: &[u8]) -> Vec<u8> {
@@ -202,6 +199,7 @@ pub fn compress(
     out.write_all(&header)?;
     let mut table: Vec<(u32, u32)> = vec![(header.len() as u32, 0)];
     let mut index = b"LGAI\x01\0\0\0\0".to_vec();
+    let mut filters = Vec::new();
     let mut stored = header.len() as u64;
     let mut check = Sha256State::new();
     let mut bloom = Bloom::new();
@@ -250,7 +248,7 @@ pub fn compress(
         index.extend_from_slice(&lines.to_le_bytes());
         index.push(flags);
         index.push(log2);
-        index.extend_from_slice(&filter);
+        filters.extend_from_slice(&filter);
         frames += 1;
         buf.copy_within(cut..filled, 0);
         filled -= cut;
@@ -267,6 +265,7 @@ pub fn compress(
         ));
     }
     index[5..9].copy_from_slice(&frames.to_le_bytes());
+    index.extend_from_slice(&filters);
     let index = skippable(INDEX_MAGIC, &index);
     out.write_all(&index)?;
     stored += index.len() as u64;
@@ -346,6 +345,7 @@ pub struct Frame {
     /// Line ends in it.
     pub lines: u32,
     continues: bool,
+    /// Where its filter is in the filters.
     filter: Range<usize>,
 }
 
@@ -356,7 +356,9 @@ pub struct Index {
     pub sha: Sha256State,
     /// The data frames in order.
     pub frames: Vec<Frame>,
-    filters: Vec<u8>,
+    /// Where the filters are in the file, and their bytes; read only by a search.
+    filters_at: u64,
+    filters: std::sync::OnceLock<Vec<u8>>,
     /// Bytes of the compressed file.
     pub stored: u64,
 }
@@ -423,7 +425,12 @@ impl Index {
             return Err(bad("a seek table that does not add up"));
         }
         let (at, size) = index_at.ok_or_else(too_short)?;
-        let mut index = vec![0u8; size as usize];
+        // The frames' records only: the filters are read when a search wants them.
+        let records = 17 + 6 * frames.len() as u64;
+        if records > u64::from(size) {
+            return Err(too_short());
+        }
+        let mut index = vec![0u8; records as usize];
         read_exact_at(src, &mut index, at)?;
         if u32_at(&index, 0)? != INDEX_MAGIC
             || u64::from(u32_at(&index, 4)?) + 8 != u64::from(size)
@@ -432,27 +439,27 @@ impl Index {
         {
             return Err(bad("a broken index"));
         }
-        let mut pos = 17;
-        for f in &mut frames {
+        let mut filter_at = 0usize;
+        for (i, f) in frames.iter_mut().enumerate() {
+            let pos = 17 + 6 * i;
             f.lines = u32_at(&index, pos)?;
-            let flags = *index.get(pos + 4).ok_or_else(too_short)?;
-            let log2 = u32::from(*index.get(pos + 5).ok_or_else(too_short)?);
+            let flags = index[pos + 4];
+            let log2 = u32::from(index[pos + 5]);
             if !(BLOOM_MIN_BYTES_LOG2..=BLOOM_BITS_LOG2 - 3).contains(&log2) {
                 return Err(bad("a filter of another size"));
             }
             f.continues = flags & CONTINUES != 0;
-            pos += 6;
-            let end = pos + (1usize << log2);
-            if end > index.len() {
-                return Err(too_short());
-            }
-            f.filter = pos..end;
-            pos = end;
+            f.filter = filter_at..filter_at + (1usize << log2);
+            filter_at = f.filter.end;
+        }
+        if records + filter_at as u64 != u64::from(size) {
+            return Err(bad("filters that do not add up"));
         }
         Ok(Index {
             sha,
             frames,
-            filters: index,
+            filters_at: at + records,
+            filters: std::sync::OnceLock::new(),
             stored: len,
         })
     }
@@ -477,7 +484,17 @@ impl Index {
     /// The runs of frames (a run: frames joined by lines that cross from one into the next)
     /// whose filters may hold every one of `grams`: the only places a line holding the literal
     /// can be. Every run when `grams` is empty.
-    pub fn candidates(&self, grams: &[u64]) -> Vec<Range<usize>> {
+    pub fn candidates(&self, src: &dyn ReadAt, grams: &[u64]) -> io::Result<Vec<Range<usize>>> {
+        let filters: &[u8] = if grams.is_empty() {
+            &[]
+        } else if let Some(f) = self.filters.get() {
+            f
+        } else {
+            let len = self.frames.last().map_or(0, |f| f.filter.end);
+            let mut buf = vec![0u8; len];
+            read_exact_at(src, &mut buf, self.filters_at)?;
+            self.filters.get_or_init(|| buf)
+        };
         let mut out = Vec::new();
         let mut start = 0;
         for (i, f) in self.frames.iter().enumerate() {
@@ -489,13 +506,13 @@ impl Index {
             let hit = grams.iter().all(|&g| {
                 self.frames[run.clone()]
                     .iter()
-                    .any(|f| may_hold(&self.filters[f.filter.clone()], g))
+                    .any(|f| may_hold(&filters[f.filter.clone()], g))
             });
             if hit {
                 out.push(run);
             }
         }
-        out
+        Ok(out)
     }
 
     /// Lines before frame `i`.
@@ -537,6 +554,11 @@ impl SeekableReader {
     /// Its tables.
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// The runs of frames that may hold a literal of these `grams` ([`Index::candidates`]).
+    pub fn candidates(&self, grams: &[u64]) -> io::Result<Vec<Range<usize>>> {
+        self.index.candidates(&*self.src, grams)
     }
 
     /// The original bytes of frame `i`.
@@ -664,21 +686,22 @@ mod tests {
     fn the_filter_skips_frames_without_the_literal_and_keeps_those_with_it() {
         let data = log(60_000);
         let z = pack(&data);
-        let index = Index::read(&Bytes(z.clone()), z.len() as u64).unwrap();
+        let src = Bytes(z.clone());
+        let index = Index::read(&src, z.len() as u64).unwrap();
         let id = format!("req-{:016x}", id(45_000));
         let at = data
             .windows(id.len())
             .position(|w| w == id.as_bytes())
             .unwrap() as u64;
         let want = index.frame_at(at).unwrap();
-        let runs = index.candidates(&grams(id.to_uppercase().as_bytes()));
+        let runs = index
+            .candidates(&src, &grams(id.to_uppercase().as_bytes()))
+            .unwrap();
         assert_eq!(runs, vec![want..want + 1], "only the frame with it");
-        assert_eq!(
-            index.candidates(&grams(b" INFO ")).len(),
-            index.frames.len()
-        );
-        assert!(index.candidates(&grams(b"no such words here")).is_empty());
-        assert_eq!(index.candidates(&[]).len(), index.frames.len());
+        let count = |g: &[u64]| index.candidates(&src, g).unwrap().len();
+        assert_eq!(count(&grams(b" INFO ")), index.frames.len());
+        assert_eq!(count(&grams(b"no such words here")), 0);
+        assert_eq!(count(&[]), index.frames.len());
         let filters: usize = index.frames.iter().map(|f| f.filter.len()).sum();
         assert!(filters * 5 < z.len(), "{filters} of {}", z.len());
     }
@@ -688,9 +711,13 @@ mod tests {
         let mut data = vec![b'x'; FRAME * 2 + 10];
         data.extend_from_slice(b"needle\nand more\n");
         let z = pack(&data);
-        let index = Index::read(&Bytes(z.clone()), z.len() as u64).unwrap();
+        let src = Bytes(z.clone());
+        let index = Index::read(&src, z.len() as u64).unwrap();
         assert_eq!(index.frames.len(), 3);
-        assert_eq!(index.candidates(&grams(b"xxneedle")), vec![0..3]);
+        assert_eq!(
+            index.candidates(&src, &grams(b"xxneedle")).unwrap(),
+            vec![0..3]
+        );
         // A frame of few grams folds its filter to the least.
         assert_eq!(index.frames[0].filter.len(), 1 << BLOOM_MIN_BYTES_LOG2);
         assert_eq!(zstd::stream::decode_all(&z[..]).unwrap(), data);

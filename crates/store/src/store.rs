@@ -141,7 +141,7 @@ pub trait Reader: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// The frames of a file stored compressed (seekable zstd), with their line counts and
     /// token filters: a search reads only the frames that may hold what it looks for.
-    fn seek_index(&self) -> Option<&crate::seekable::Index> {
+    fn seek_index(&self) -> Option<&crate::seekable::SeekableReader> {
         None
     }
 }

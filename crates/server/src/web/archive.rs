@@ -161,7 +161,7 @@ pub struct OpenFile {
 
 impl OpenFile {
     /// The frames of a file stored compressed (for a search that skips frames).
-    pub fn seek_index(&self) -> Option<&logarchive_store::seekable::Index> {
+    pub fn seek_index(&self) -> Option<&logarchive_store::seekable::SeekableReader> {
         self.reader.seek_index()
     }
 

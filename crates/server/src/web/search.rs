@@ -299,15 +299,20 @@ fn worker(
         // lines before it counted from the index. Else the whole file (and what was appended
         // since it was opened, where the store shows it).
         let parts: Vec<(u64, u64, u64)> = match open.seek_index() {
-            Some(index) if !s.grams.is_empty() => index
-                .candidates(&s.grams)
-                .into_iter()
-                .map(|run| {
-                    let (a, b) = (&index.frames[run.start], &index.frames[run.end - 1]);
-                    let end = b.raw_start + u64::from(b.raw_len);
-                    (a.raw_start, end, index.lines_before(run.start))
-                })
-                .collect(),
+            Some(r) if !s.grams.is_empty() => {
+                let index = r.index();
+                // Filters that cannot be read: every frame is read instead.
+                let runs = r
+                    .candidates(&s.grams)
+                    .unwrap_or_else(|_| std::iter::once(0..index.frames.len()).collect());
+                runs.into_iter()
+                    .map(|run| {
+                        let (a, b) = (&index.frames[run.start], &index.frames[run.end - 1]);
+                        let end = b.raw_start + u64::from(b.raw_len);
+                        (a.raw_start, end, index.lines_before(run.start))
+                    })
+                    .collect()
+            }
             _ => vec![(0, u64::MAX, 0)],
         };
         for (start, end, lines_before) in parts {
