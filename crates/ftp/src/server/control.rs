@@ -220,7 +220,10 @@ impl Control {
                 Some(l) => Line::Got(l),
                 None => {
                     let wait = self.read_wait();
-                    tokio::select! {
+                    // Between commands: a graceful shutdown may close the session now (never
+                    // between a transfer's end and its reply).
+                    self.session.set_waiting(true);
+                    let got = tokio::select! {
                         r = tokio::time::timeout(wait, self.conn.read_line()) => match r {
                             Ok(Ok(l)) => l,
                             Ok(Err(e)) => {
@@ -241,7 +244,9 @@ impl Control {
                             let _ = self.conn.send(&Reply::new(421, "Session closed by the server")).await;
                             break;
                         }
-                    }
+                    };
+                    self.session.set_waiting(false);
+                    got
                 }
             };
             let line = match line {

@@ -542,8 +542,10 @@ async fn drain(shared: &Arc<Shared>, mut tasks: JoinSet<()>) -> ShutdownReport {
     let mut cut = 0;
     let before = shared.sessions.count();
     loop {
+        // Sessions waiting for a command close now; one in a command (a transfer and its
+        // final reply) when it has answered it.
         for s in shared.sessions.all() {
-            if s.transfer().is_none() {
+            if s.transfer().is_none() && s.is_waiting() {
                 s.close_control();
             }
         }
@@ -555,7 +557,7 @@ async fn drain(shared: &Arc<Shared>, mut tasks: JoinSet<()>) -> ShutdownReport {
                 .sessions
                 .all()
                 .iter()
-                .filter(|s| s.transfer().is_some())
+                .filter(|s| s.transfer().is_some() || !s.is_waiting())
                 .count();
             for s in shared.sessions.all() {
                 s.kill();

@@ -29,9 +29,21 @@ pub struct Session {
     control: Mutex<Option<OwnedFd>>,
     /// Set to abandon this session's transfers (shutdown past its grace period, or a kick).
     pub(crate) cancel: tokio::sync::watch::Sender<bool>,
+    /// Whether the session waits for its client's next command (no command, transfer or
+    /// reply under way): only then may a graceful shutdown close it.
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::SeqCst);
+    }
+
+    /// Whether the session is between commands, waiting for the client.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     pub fn user(&self) -> Option<String> {
         self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -118,6 +130,7 @@ impl Sessions {
             transfer: Mutex::new(None),
             control: Mutex::new(control),
             cancel: tokio::sync::watch::channel(false).0,
+            waiting: std::sync::atomic::AtomicBool::new(false),
         });
         self.lock().insert(id, Arc::clone(&s));
         s
