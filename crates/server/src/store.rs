@@ -80,12 +80,83 @@ fn open_as(
     }
 }
 
+/// Bytes the store holds per agent (compressed files as compressed), measured in the
+/// background: the dashboard shows them beside the bytes the files hold.
+#[derive(Debug, Default)]
+pub struct StoredBytes {
+    by_agent: std::sync::Mutex<HashMap<String, u64>>,
+    /// Wakes the measuring task early (a compaction pass changed the numbers).
+    changed: tokio::sync::Notify,
+}
+
+impl StoredBytes {
+    /// The bytes stored for `agent`'s files, once measured.
+    pub fn of(&self, agent: &str) -> Option<u64> {
+        self.lock().get(agent).copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.by_agent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Measures at the start, every [`MEASURE_EVERY`], and after a compaction pass (the
+    /// folder's compactor says so; an S3 store's count of compacted files is looked at every
+    /// second).
+    pub fn spawn_measuring(self: &Arc<Self>, store: Opened) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        let compacted = |s: &Opened| s.s3.as_ref().map_or(0, |s3| s3.stats().compacted());
+        tokio::spawn(async move {
+            loop {
+                let seen = compacted(&store);
+                let s = store.clone();
+                if let Ok(Ok(m)) = tokio::task::spawn_blocking(move || stored_by_agent(&s)).await {
+                    *me.lock() = m;
+                }
+                let next = tokio::time::Instant::now() + MEASURE_EVERY;
+                while tokio::time::Instant::now() < next && compacted(&store) == seen {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = me.changed.notified() => break,
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// How often the stored bytes per agent are measured (a walk of a folder archive, one query on
+/// S3).
+pub const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Bytes stored per agent (the first part of each path). Blocking.
+fn stored_by_agent(store: &Opened) -> io::Result<HashMap<String, u64>> {
+    let mut out = HashMap::new();
+    if let Some(s3) = &store.s3 {
+        for (path, bytes) in s3.stored_bytes()? {
+            let agent = path.trim_start_matches('/').split('/').next().unwrap_or("");
+            *out.entry(agent.to_string()).or_default() += bytes;
+        }
+    } else if let Some(local) = &store.local {
+        let root = VirtualPath::default();
+        let agents = tokio::runtime::Handle::current().block_on(local.list(&root))?;
+        for (name, meta) in agents {
+            if meta.is_dir() {
+                let dir = VirtualPath::parse(Path::new(&name))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                out.insert(name, local.stored_bytes(&dir)?.0);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Compresses quiet files in the background (`[storage] compress_after`): a pass over the
 /// archive on a blocking thread every quarter of `quiet` (at least a second, at most ten
 /// minutes apart). Temporary upload names and the accounts' scratch folders are left alone.
 pub fn spawn_compactor(
     local: LocalStorage,
     quiet: std::time::Duration,
+    stored: Arc<StoredBytes>,
 ) -> tokio::task::JoinHandle<()> {
     use std::time::Duration;
     let every = (quiet / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
@@ -102,6 +173,7 @@ pub fn spawn_compactor(
             match pass {
                 Ok(Ok(report)) => {
                     if report.files > 0 {
+                        stored.changed.notify_one();
                         tracing::info!(
                             files = report.files,
                             raw_bytes = report.raw_bytes,
@@ -146,6 +218,8 @@ fn s3_config(settings: &ServerSettings) -> Result<S3Config, StoreError> {
     );
     c.region = st.region.clone();
     c.prefix = st.prefix.clone();
+    c.compress_after = st.compress_after.0;
+    c.skip_compress = logarchive_ftp::names::is_temp_name;
     c.path_style = st.path_style;
     c.gc_grace = st.gc_grace;
     Ok(c)

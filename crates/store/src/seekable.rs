@@ -551,6 +551,15 @@ impl SeekableReader {
         })
     }
 
+    /// Reads a compressed file from `src` whose tables were read before.
+    pub fn with_index(src: Box<dyn ReadAt>, index: Arc<Index>) -> SeekableReader {
+        SeekableReader {
+            src,
+            index,
+            last: Mutex::new(None),
+        }
+    }
+
     /// Its tables.
     pub fn index(&self) -> &Arc<Index> {
         &self.index

@@ -1,6 +1,9 @@
-//! Compression at rest on the local back-end: a quiet file becomes `NAME.zst` (seekable zstd,
-//! readable by `zstd -d`) and the store still shows, reads, hashes and extends it as `NAME`.
+//! Compression at rest: on the local back-end a quiet file becomes `NAME.zst` (seekable zstd,
+//! readable by `zstd -d`), on S3 one seekable-zstd object in place of its segments (a real
+//! SeaweedFS); either store still shows, reads, hashes and extends it as `NAME`.
 
+use logarchive_store::s3::seaweed::SeaweedFs;
+use logarchive_store::s3::S3Storage;
 use logarchive_store::sha::Sha256State;
 use logarchive_store::{LocalStorage, Storage, Upload, VirtualPath, WriteMode};
 use std::io;
@@ -27,7 +30,7 @@ fn log(lines: usize, tag: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-async fn upload(store: &LocalStorage, path: &str, mode: WriteMode, data: &[u8]) -> io::Result<()> {
+async fn upload(store: &dyn Storage, path: &str, mode: WriteMode, data: &[u8]) -> io::Result<()> {
     let up = store.write(&p(path), mode).await?;
     let data = data.to_vec();
     tokio::task::spawn_blocking(move || {
@@ -43,7 +46,7 @@ async fn upload(store: &LocalStorage, path: &str, mode: WriteMode, data: &[u8]) 
     .unwrap()
 }
 
-async fn read_all(store: &LocalStorage, path: &str, offset: u64) -> Vec<u8> {
+async fn read_all(store: &dyn Storage, path: &str, offset: u64) -> Vec<u8> {
     let mut d = store.read(&p(path), offset).await.unwrap();
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -293,4 +296,136 @@ async fn files_being_written_or_changed_are_left_and_twins_resolve_to_the_raw_fi
     .await
     .unwrap();
     assert!(err.is_some(), "a damaged frame is an error");
+}
+
+fn weed() -> &'static SeaweedFs {
+    static WEED: std::sync::OnceLock<SeaweedFs> = std::sync::OnceLock::new();
+    WEED.get_or_init(|| SeaweedFs::start().expect("SeaweedFS"))
+}
+
+/// On S3 the segments of a quiet file (an upload's object, appends inline or packed with other
+/// files' bytes) become one compressed object; readers before and after, ranged reads, the
+/// hash, appends, a rewrite and the bucket's accounting all stay right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_quiet_file_becomes_one_compressed_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("z{}", std::process::id());
+    let s3 = S3Storage::open(weed().config(&prefix, dir.path().join("store.db"))).unwrap();
+    let store: &dyn Storage = &s3;
+    let data = log(60_000, "INFO");
+    let (head, rest) = data.split_at(3_000_000);
+    upload(store, "/app.log", WriteMode::CreateNew, head)
+        .await
+        .unwrap();
+    let mut at = head.len();
+    for part in rest.chunks(200_000) {
+        let mode = WriteMode::Append { at: at as u64 };
+        upload(store, "/app.log", mode, part).await.unwrap();
+        at += part.len();
+    }
+    s3.pack_now().await.unwrap();
+    let before = store.open_reader(&p("/app.log")).await.unwrap();
+    let stored_raw = s3.stored_bytes().unwrap()["/app.log"];
+
+    let report = s3.compact_now(Duration::ZERO).await.unwrap();
+    assert_eq!((report.files, report.failed), (1, 0), "{report:?}");
+    assert_eq!(report.raw_bytes, data.len() as u64);
+    let stored = s3.stored_bytes().unwrap()["/app.log"];
+    assert!(stored * 3 < stored_raw, "{stored} of {stored_raw}");
+    assert_eq!(
+        s3.compact_now(Duration::ZERO).await.unwrap().files,
+        0,
+        "done once"
+    );
+
+    let m = store.stat(&p("/app.log")).await.unwrap();
+    assert_eq!(m.size, data.len() as u64);
+    assert_eq!(read_all(store, "/app.log", 0).await, data);
+    assert_eq!(
+        read_all(store, "/app.log", 2_500_001).await,
+        &data[2_500_001..]
+    );
+    let mut buf = vec![0u8; 3000];
+    let r = store.open_reader(&p("/app.log")).await.unwrap();
+    let (r, before, got) = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        for at in [1_234_567u64, 4_000_000, 10] {
+            let n = r.read_at(&mut buf, at).unwrap();
+            got.push((at, buf[..n].to_vec()));
+            // The reader opened before the swap reads its old objects (a grace period long).
+            let n = before.read_at(&mut buf, at).unwrap();
+            got.push((at, buf[..n].to_vec()));
+        }
+        (r, before, got)
+    })
+    .await
+    .unwrap();
+    drop(before);
+    for (at, bytes) in got {
+        assert!(!bytes.is_empty());
+        assert_eq!(bytes, &data[at as usize..at as usize + bytes.len()]);
+    }
+    let id = format!("{:016x}", 40_001u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // (A reader's methods block: on a blocking thread.)
+    let runs = tokio::task::spawn_blocking(move || {
+        let index = r.seek_index().expect("one compressed object");
+        index.candidates(&logarchive_store::seekable::grams(id.as_bytes()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        store.sha256(&p("/app.log")).await.unwrap().hex(),
+        sha(&data)
+    );
+
+    // It grows again: the compressed object stays, the append follows it.
+    let more = log(300, "resumed");
+    let mode = WriteMode::Append {
+        at: data.len() as u64,
+    };
+    upload(store, "/app.log", mode, &more).await.unwrap();
+    let whole = [data.clone(), more].concat();
+    assert_eq!(read_all(store, "/app.log", 0).await, whole);
+    assert_eq!(
+        store.known_sha256(&p("/app.log")).await.unwrap().hex(),
+        sha(&whole)
+    );
+    let r = store.open_reader(&p("/app.log")).await.unwrap();
+    let single = tokio::task::spawn_blocking(move || r.seek_index().is_some())
+        .await
+        .unwrap();
+    assert!(!single, "a compressed object and an append after it");
+    assert_eq!(s3.compact_now(Duration::ZERO).await.unwrap().files, 1);
+    assert_eq!(read_all(store, "/app.log", 0).await, whole);
+
+    // A rewrite from inside the compressed bytes (REST + STOR) keeps what is before it.
+    let tail = b"rewritten tail\n";
+    upload(store, "/app.log", WriteMode::Replace { at: 1000 }, tail)
+        .await
+        .unwrap();
+    let cut = [&whole[..1000], &tail[..]].concat();
+    assert_eq!(read_all(store, "/app.log", 0).await, cut);
+
+    // The bucket holds exactly what the metadata names; the replaced objects go once their
+    // grace period (1 s here) is over.
+    let objects = s3.check_objects().await.unwrap().objects;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        s3.collect_garbage().await.unwrap();
+        let check = s3.check_objects().await.unwrap();
+        assert!(
+            check.missing.is_empty() && check.orphans.is_empty(),
+            "{check:?}"
+        );
+        if check.objects < objects {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replaced objects not collected within 30 s: {check:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

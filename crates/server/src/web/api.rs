@@ -173,6 +173,11 @@ async fn metrics(State(st): S) -> Response {
                 "Time spent waiting for the object store, all requests together.",
                 n.busy_micros(),
             ),
+            (
+                "logarchive_store_compacted_files_total",
+                "Files rewritten as one compressed object.",
+                n.compacted(),
+            ),
         ]);
     }
     // Bytes of small uploads and appends waiting for the packer: grows while the object store
@@ -229,6 +234,8 @@ pub struct Dashboard {
     pub disk: Option<Disk>,
     pub files: u64,
     pub bytes: u64,
+    /// Bytes the store takes for all of it (compressed files as compressed), as last measured.
+    pub stored_bytes: Option<u64>,
     /// (agent, day since 1970-01-01, bytes archived that day), last 14 days.
     pub daily_bytes: Vec<(String, i64, u64)>,
 }
@@ -242,11 +249,15 @@ pub(super) fn now_ms() -> i64 {
 pub(super) async fn dashboard_data(st: &Arc<WebState>) -> Result<Dashboard, WebError> {
     let st2 = Arc::clone(st);
     tokio::task::spawn_blocking(move || {
-        let agents = dashboard::agents(&st2.archive, &st2.catalog)?;
+        let agents = dashboard::agents(&st2.archive, &st2.catalog, &st2.stored)?;
         let since = (now_ms() / 86_400_000 - dashboard::CHART_DAYS + 1) * 86_400_000;
         Ok(Dashboard {
             files: agents.iter().map(|a| a.archive.files).sum(),
             bytes: agents.iter().map(|a| a.archive.bytes).sum(),
+            stored_bytes: agents
+                .iter()
+                .map(|a| a.stored_bytes)
+                .try_fold(0u64, |t, s| s.map(|s| t + s)),
             agents,
             disk: st2.archive_root.as_deref().and_then(dashboard::disk),
             daily_bytes: st2.catalog.daily_bytes(since)?,

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS segment(
     off INTEGER NOT NULL DEFAULT 0,
     data BLOB,
     made_ms INTEGER NOT NULL DEFAULT 0,
+    -- Set for a compressed object (seekable zstd of this many bytes): `off` and `len` are
+    -- then offsets in what it decompresses to.
+    zsize INTEGER,
     PRIMARY KEY(node, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS segment_key ON segment(key);
 CREATE TABLE IF NOT EXISTS garbage(
@@ -75,6 +78,8 @@ pub(crate) struct Segment {
     pub key: String,
     pub off: u64,
     pub data: Option<bytes::Bytes>,
+    /// The compressed object's size, for a segment in a compressed object.
+    pub zsize: Option<u64>,
 }
 
 /// An inline segment the packer takes: (node, start, len, bytes).
@@ -87,7 +92,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn db_error(e: rusqlite::Error) -> io::Error {
+pub(crate) fn db_error(e: rusqlite::Error) -> io::Error {
     io::Error::other(format!("object store metadata: {e}"))
 }
 
@@ -137,17 +142,26 @@ impl MetaDb {
         )
         .map_err(db_error)?;
         conn.execute_batch(SCHEMA).map_err(db_error)?;
+        // A database made before compression at rest: the column is added once.
+        let has_zsize = conn
+            .prepare("SELECT 1 FROM pragma_table_info('segment') WHERE name = 'zsize'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(db_error)?;
+        if !has_zsize {
+            conn.execute_batch("ALTER TABLE segment ADD COLUMN zsize INTEGER")
+                .map_err(db_error)?;
+        }
         Ok(MetaDb {
             conn: Mutex::new(conn),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` in one immediate transaction: all of it or nothing.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> io::Result<T>,
     ) -> io::Result<T> {
@@ -260,10 +274,18 @@ impl MetaDb {
     }
 
     pub fn segments(&self, id: i64) -> io::Result<Vec<Segment>> {
-        let c = self.conn();
+        Self::segments_in(&self.conn(), id)
+    }
+
+    /// A file's row.
+    pub fn node(&self, id: i64) -> io::Result<Node> {
+        node_by_id(&self.conn(), id)
+    }
+
+    pub(crate) fn segments_in(c: &Connection, id: i64) -> io::Result<Vec<Segment>> {
         let mut st = c
             .prepare_cached(
-                "SELECT start, len, key, off, data FROM segment WHERE node = ?1 ORDER BY start",
+                "SELECT start, len, key, off, data, zsize FROM segment WHERE node = ?1 ORDER BY start",
             )
             .map_err(db_error)?;
         let rows = st
@@ -274,6 +296,7 @@ impl MetaDb {
                     key: r.get(2)?,
                     off: r.get::<_, i64>(3)? as u64,
                     data: r.get::<_, Option<Vec<u8>>>(4)?.map(bytes::Bytes::from),
+                    zsize: r.get::<_, Option<i64>>(5)?.map(|z| z as u64),
                 })
             })
             .map_err(db_error)?;
@@ -591,7 +614,10 @@ impl MetaDb {
         let paths = Self::paths(&c)?;
         // Inline segments have no object; a packed one needs its object to reach off + len.
         let mut st = c
-            .prepare("SELECT node, key, off + len FROM segment WHERE key != ''")
+            .prepare(
+                "SELECT node, key, CASE WHEN zsize IS NULL THEN off + len ELSE zsize END \
+                 FROM segment WHERE key != ''",
+            )
             .map_err(db_error)?;
         let rows = st
             .query_map([], |r| {
@@ -616,7 +642,10 @@ impl MetaDb {
         let c = self.conn();
         let paths = Self::paths(&c)?;
         let mut st = c
-            .prepare("SELECT node, sum(len) FROM segment GROUP BY node")
+            .prepare(
+                "SELECT node, sum(CASE WHEN zsize IS NULL THEN len ELSE zsize END) \
+                 FROM segment GROUP BY node",
+            )
             .map_err(db_error)?;
         let rows = st
             .query_map([], |r| {

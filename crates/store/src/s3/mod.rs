@@ -10,12 +10,14 @@
 //! PUTs are not relied on (not every store honours them): keys are random and never reused,
 //! and the metadata database decides what exists.
 
+mod compact;
 mod credentials;
 mod meta;
 #[cfg(feature = "seaweedfs")]
 pub mod seaweed;
 mod transfer;
 
+pub use compact::CompactReport;
 pub use credentials::{Credentials, CredentialsError};
 
 use crate::sha::Sha256State;
@@ -61,11 +63,15 @@ pub struct S3Config {
     /// Small uploads and appends wait inline at most this long for others to share an object
     /// with (longer: fewer objects, more bytes in the metadata meanwhile).
     pub pack_after: Duration,
+    /// A file unchanged this long is rewritten as one seekable-zstd object; `None`: never.
+    pub compress_after: Option<Duration>,
+    /// Names of files never to compress (uploads in progress).
+    pub skip_compress: fn(&str) -> bool,
 }
 
 impl S3Config {
     /// A configuration with the defaults: region `us-east-1`, no prefix, path-style requests,
-    /// a 10-minute grace period.
+    /// a 10-minute grace period, no compression.
     pub fn new(
         endpoint: Option<String>,
         bucket: impl Into<String>,
@@ -82,6 +88,8 @@ impl S3Config {
             gc_grace: Duration::from_secs(600),
             metadata,
             pack_after: PACK_AFTER,
+            compress_after: None,
+            skip_compress: |_| false,
         }
     }
 }
@@ -95,6 +103,7 @@ pub struct S3Stats {
     errors: AtomicU64,
     /// Sum of request times, microseconds.
     busy_us: AtomicU64,
+    compacted: AtomicU64,
 }
 
 impl S3Stats {
@@ -118,6 +127,10 @@ impl S3Stats {
     pub fn busy_micros(&self) -> u64 {
         self.busy_us.load(Ordering::Relaxed)
     }
+    /// Files compressed into one object.
+    pub fn compacted(&self) -> u64 {
+        self.compacted.load(Ordering::Relaxed)
+    }
 }
 
 pub(crate) struct Inner {
@@ -133,6 +146,13 @@ pub(crate) struct Inner {
     /// Keys of PUTs under way or not yet recorded (see [`LiveKey`]).
     live: Mutex<HashSet<String>>,
     packing: tokio::sync::Mutex<()>,
+    compress_after: Option<Duration>,
+    skip_compress: fn(&str) -> bool,
+    /// One compaction pass at a time; files whose bytes did not verify (not tried again).
+    compacting: tokio::sync::Mutex<()>,
+    bad_compactions: Mutex<HashSet<i64>>,
+    /// Tables of compressed objects.
+    indexes: compact::Indexes,
 }
 
 /// A key the collector must not delete although it is listed as garbage: its PUT is under way,
@@ -393,6 +413,11 @@ impl S3Storage {
             stats: S3Stats::default(),
             live: Mutex::new(HashSet::new()),
             packing: tokio::sync::Mutex::new(()),
+            compress_after: config.compress_after,
+            skip_compress: config.skip_compress,
+            compacting: tokio::sync::Mutex::new(()),
+            bad_compactions: Mutex::new(HashSet::new()),
+            indexes: compact::Indexes::default(),
         });
         Ok(S3Storage { inner })
     }
@@ -405,6 +430,18 @@ impl S3Storage {
     /// Bytes waiting inline for the packer.
     pub fn inline_bytes(&self) -> io::Result<u64> {
         self.inner.meta.inline_bytes()
+    }
+
+    /// Compresses files unchanged for `quiet` into one seekable-zstd object each (at most 64
+    /// per call; the background pass does this by itself with `compress_after`).
+    pub async fn compact_now(&self, quiet: Duration) -> io::Result<compact::CompactReport> {
+        let inner = Arc::clone(&self.inner);
+        let skip = self.inner.skip_compress;
+        self.inner
+            .rt
+            .spawn(async move { inner.compact(quiet, skip).await })
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Packs the inline segments that are due now (the packer also runs by itself, every
@@ -515,6 +552,7 @@ pub const PACK_AFTER: Duration = Duration::from_secs(5);
 /// least 1 s, at most 5 min).
 async fn collect_now_and_then(inner: Weak<Inner>) {
     let mut next_collect = tokio::time::Instant::now();
+    let mut next_compact = tokio::time::Instant::now();
     loop {
         let Some(i) = inner.upgrade() else { return };
         // The store unreachable shows in the request error counter and in failed uploads;
@@ -528,6 +566,41 @@ async fn collect_now_and_then(inner: Weak<Inner>) {
             }
             next_collect = tokio::time::Instant::now()
                 + (i.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        }
+        if let Some(quiet) = i.compress_after {
+            if tokio::time::Instant::now() >= next_compact {
+                let started = std::time::Instant::now();
+                match i.compact(quiet, i.skip_compress).await {
+                    Ok(r) => {
+                        if r.files > 0 {
+                            tracing::info!(
+                                files = r.files,
+                                raw_bytes = r.raw_bytes,
+                                stored_bytes = r.stored_bytes,
+                                seconds = started.elapsed().as_secs_f64(),
+                                "compressed quiet files"
+                            );
+                        }
+                        if r.corrupt > 0 {
+                            tracing::warn!(
+                                "{} files do not give back their SHA-256 and stay uncompressed \
+                                 (run archive fsck --full): {}",
+                                r.corrupt,
+                                r.errors.join("; ")
+                            );
+                        } else if r.failed > 0 {
+                            tracing::debug!(
+                                "{} files not compressed yet: {}",
+                                r.failed,
+                                r.errors.join("; ")
+                            );
+                        }
+                    }
+                    Err(e) => tracing::debug!("object store compaction: {e}"),
+                }
+                next_compact = tokio::time::Instant::now()
+                    + (quiet / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+            }
         }
         drop(i);
         tokio::time::sleep(Duration::from_secs(1)).await;

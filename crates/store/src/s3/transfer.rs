@@ -6,8 +6,10 @@
 //! Both run on the engine's blocking threads and wait for the store on the runtime the
 //! back-end was opened on.
 
+use super::compact::packed_reader;
 use super::meta::Segment;
 use super::Inner;
+use crate::seekable::{self, SeekableReader};
 use crate::sha::Sha256State;
 use crate::store::{Download, Meta, Upload};
 use bytes::Bytes;
@@ -201,6 +203,8 @@ impl Upload for S3Upload {
 pub(crate) struct S3Download {
     inner: Arc<Inner>,
     segments: Vec<Segment>,
+    /// The compressed object being read, if any.
+    packed: Option<(String, Arc<SeekableReader>)>,
     len: u64,
     pos: u64,
     /// Fetched bytes from `pos` on, not yet read.
@@ -214,6 +218,7 @@ impl S3Download {
         S3Download {
             inner,
             segments,
+            packed: None,
             len,
             pos: pos.min(len),
             have: Bytes::new(),
@@ -223,13 +228,26 @@ impl S3Download {
 
     /// Starts fetching the chunk at `pos`: up to [`CHUNK`] bytes of the segment holding it
     /// (at once, for an inline segment).
-    fn fetch(&self, pos: u64) -> Option<(u64, JoinHandle<io::Result<Bytes>>)> {
+    fn fetch(&mut self, pos: u64) -> Option<(u64, JoinHandle<io::Result<Bytes>>)> {
         if pos >= self.len {
             return None;
         }
         let seg = segment_at(&self.segments, pos)?.clone();
         let from = pos - seg.start;
         let to = (from + CHUNK).min(seg.len).min(self.len - seg.start);
+        if seg.zsize.is_some() {
+            let reader = match &self.packed {
+                Some((k, r)) if *k == seg.key => Ok(Arc::clone(r)),
+                _ => packed_reader(&self.inner, &seg).map(Arc::new),
+            };
+            if let Ok(r) = &reader {
+                self.packed = Some((seg.key.clone(), Arc::clone(r)));
+            }
+            let task = self.inner.rt.spawn_blocking(move || {
+                read_packed(&*reader?, seg.off + from, (to - from) as usize)
+            });
+            return Some((pos, task));
+        }
         let inner = Arc::clone(&self.inner);
         let task = self
             .inner
@@ -237,6 +255,14 @@ impl S3Download {
             .spawn(async move { range_of(&inner, &seg, from..to).await });
         Some((pos, task))
     }
+}
+
+/// Up to `max` original bytes of a compressed object from `from` (at most a frame's worth).
+fn read_packed(r: &SeekableReader, from: u64, max: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; max.min(seekable::FRAME)];
+    let n = r.read_at(&mut buf, from)?;
+    buf.truncate(n);
+    Ok(Bytes::from(buf))
 }
 
 /// The segment holding byte `pos` of the file (segments are in file order, each starting where
@@ -327,6 +353,10 @@ const READ_AHEAD: u64 = 256 << 10;
 pub(crate) struct S3Reader {
     inner: Arc<Inner>,
     segments: Vec<Segment>,
+    /// The compressed object last read, if any.
+    packed: std::sync::Mutex<Option<(String, Arc<SeekableReader>)>>,
+    /// The whole file as one compressed object, for a search that skips frames.
+    whole: std::sync::OnceLock<Option<Arc<SeekableReader>>>,
     len: u64,
     modified: Option<std::time::SystemTime>,
     id: i64,
@@ -344,6 +374,8 @@ impl S3Reader {
         S3Reader {
             inner,
             segments,
+            packed: std::sync::Mutex::new(None),
+            whole: std::sync::OnceLock::new(),
             len,
             modified,
             id,
@@ -352,7 +384,33 @@ impl S3Reader {
     }
 }
 
+impl S3Reader {
+    /// The reader of `seg`'s compressed object (kept for the next read).
+    fn packed(&self, seg: &Segment) -> io::Result<Arc<SeekableReader>> {
+        let mut p = self.packed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, r)) = p.as_ref() {
+            if *k == seg.key {
+                return Ok(Arc::clone(r));
+            }
+        }
+        let r = Arc::new(packed_reader(&self.inner, seg)?);
+        *p = Some((seg.key.clone(), Arc::clone(&r)));
+        Ok(r)
+    }
+}
+
 impl crate::store::Reader for S3Reader {
+    fn seek_index(&self) -> Option<&SeekableReader> {
+        self.whole
+            .get_or_init(|| match self.segments.as_slice() {
+                [seg] if seg.zsize.is_some() && seg.off == 0 && seg.len == self.len => {
+                    packed_reader(&self.inner, seg).ok().map(Arc::new)
+                }
+                _ => None,
+            })
+            .as_deref()
+    }
+
     fn len(&self) -> u64 {
         self.len
     }
@@ -368,6 +426,12 @@ impl crate::store::Reader for S3Reader {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         if offset >= self.len || buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(seg) = segment_at(&self.segments, offset).filter(|s| s.zsize.is_some()) {
+            let from = offset - seg.start;
+            let max = (seg.len - from).min(self.len - offset);
+            let want = buf.len().min(usize::try_from(max).unwrap_or(usize::MAX));
+            return self.packed(seg)?.read_at(&mut buf[..want], seg.off + from);
         }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let cached = match last.as_ref() {
