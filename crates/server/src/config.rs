@@ -59,8 +59,7 @@ pub struct StorageSection {
     pub path_style: bool,
     /// A file of `AWS_ACCESS_KEY_ID=` / `AWS_SECRET_ACCESS_KEY=` lines; else the environment.
     pub credentials_file: Option<PathBuf>,
-    /// When a quiet file is rewritten as seekable zstd: a duration or `"never"`. Not applied
-    /// yet: files are stored as they arrived.
+    /// When a quiet file is rewritten as seekable zstd: a duration or `"never"`.
     pub compress_after: CompressAfter,
     /// Replaced or orphaned objects are deleted this long after (readers in flight finish).
     #[serde(with = "humantime_serde")]

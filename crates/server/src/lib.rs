@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod maintenance;
+pub mod migrate;
 pub mod store;
 pub mod users;
 pub mod web;
@@ -63,6 +64,8 @@ pub struct Running {
     pub store: Arc<dyn logarchive_ftp::server::Storage>,
     /// Compresses quiet files (`[storage] compress_after`); ends with the server.
     compactor: Option<tokio::task::JoinHandle<()>>,
+    /// Measures the bytes stored per agent; ends with the server.
+    measuring: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -108,9 +111,14 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     };
     let ftp_config = settings.ftp_config()?;
     let web_connections = fit_open_files_limit(&ftp_config, &settings.web);
-    let store::Opened { store, s3, local } = store::open(settings)?;
+    let opened = store::open(settings)?;
+    let stored = Arc::new(store::StoredBytes::default());
+    let measuring = stored.spawn_measuring(opened.clone());
+    let store::Opened { store, s3, local } = opened;
     let compactor = match (local, settings.storage.compress_after.0) {
-        (Some(local), Some(quiet)) => Some(store::spawn_compactor(local, quiet)),
+        (Some(local), Some(quiet)) => {
+            Some(store::spawn_compactor(local, quiet, Arc::clone(&stored)))
+        }
         _ => None,
     };
     let ftp =
@@ -130,6 +138,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         catalog: Arc::clone(&catalog),
         archive: Arc::new(web::archive::Archive::new(Arc::clone(&store))),
         s3,
+        stored,
         // The free space shown is the archive folder's disk's; an object store has none.
         archive_root: (settings.storage.backend == config::StorageBackend::Local)
             .then(|| settings.archive_dir()),
@@ -173,6 +182,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         initial_admin_password,
         store,
         compactor,
+        measuring,
     })
 }
 
@@ -221,6 +231,7 @@ impl Running {
         if let Some(c) = self.compactor {
             c.abort();
         }
+        self.measuring.abort();
         report
     }
 }

@@ -46,11 +46,36 @@ async fn web_on(backend: Backend, compressed: bool) {
         s.running.catalog.get("/agent01/Logs/App/a.log").unwrap()
     })
     .await;
-    if compressed {
+    if compressed && backend == Backend::Local {
         let zst = s.archive().join("agent01/Logs/App/a.log.zst");
         s.eventually("the file compressed at rest", || zst.exists().then_some(()))
             .await;
         assert!(!s.archive().join("agent01/Logs/App/a.log").exists());
+    }
+    if compressed {
+        let a = s.admin().await;
+        // The dashboard: logical and stored bytes, and the ratio (on S3 also the sign that the
+        // file is one compressed object now).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = json(&a, "/api/v1/agents").await;
+            let agent = &d["agents"].as_array().unwrap()[0];
+            let (bytes, stored) = (&agent["archive"]["bytes"], &agent["stored_bytes"]);
+            if stored
+                .as_u64()
+                .is_some_and(|st| st * 3 < bytes.as_u64().unwrap())
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not compressed within 30 s: {d}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, page) = a.text("/").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("×)</td>"),
+            "the ratio on the dashboard: {page}"
+        );
     }
     // FTP shows the original: size, SHA-256, listing, bytes.
     assert_eq!(c.size("/Logs/App/a.log").await.unwrap(), first.len() as u64);
@@ -230,6 +255,11 @@ async fn the_web_reads_compressed_files_on_a_folder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_reads_the_archive_on_s3() {
     web_on(Backend::S3, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_reads_compressed_files_on_s3() {
+    web_on(Backend::S3, true).await
 }
 
 /// `--check` tells a missing bucket, missing or wrong credentials, and an unreachable store

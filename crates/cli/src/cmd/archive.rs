@@ -1,5 +1,6 @@
-//! `logarchive archive --config server.toml fsck [--full] | du`: the archive checked and counted
-//! for an operator; both only read, so they may run beside the server.
+//! `logarchive archive --config server.toml fsck [--full] | du | migrate --to OTHER.toml`: the
+//! archive checked, counted and moved for an operator. `fsck` and `du` only read, so they may
+//! run beside the server; `migrate` writes the target (stop its server first).
 
 use anyhow::{Context, Result};
 use bytesize::ByteSize;
@@ -29,6 +30,17 @@ enum ArchiveCommand {
     },
     /// Logical and stored bytes per agent.
     Du,
+    /// Copy the archive into the store another configuration names (a folder into S3, and
+    /// back), each file verified by SHA-256; run again after an interruption, it goes on where
+    /// it stopped.
+    Migrate {
+        /// The target's configuration (its `[storage]`, and `data` for its metadata).
+        #[arg(long)]
+        to: PathBuf,
+        /// The target's data folder [default: the target config's `data`, else this one's].
+        #[arg(long)]
+        to_data: Option<PathBuf>,
+    },
 }
 
 pub fn run(args: ArchiveArgs) -> Result<()> {
@@ -39,6 +51,9 @@ pub fn run(args: ArchiveArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
+    if let ArchiveCommand::Migrate { to, to_data } = &args.command {
+        return migrate(&settings, to, to_data.clone());
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match args.command {
         ArchiveCommand::Fsck { full } => {
@@ -73,6 +88,7 @@ pub fn run(args: ArchiveArgs) -> Result<()> {
             println!("ok");
             Ok(())
         }
+        ArchiveCommand::Migrate { .. } => unreachable!("handled above"),
         ArchiveCommand::Du => {
             let usage = rt.block_on(logarchive_server::maintenance::du(&settings))?;
             println!(
@@ -111,6 +127,72 @@ pub fn run(args: ArchiveArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn migrate(from: &ServerSettings, to: &std::path::Path, to_data: Option<PathBuf>) -> Result<()> {
+    let file = logarchive_server::config::ServerConfigFile::load(to)?;
+    let data = to_data
+        .or_else(|| file.data.clone())
+        .unwrap_or(from.data.clone());
+    let target = ServerSettings::resolve(
+        file,
+        Overrides {
+            data: Some(data),
+            ..Default::default()
+        },
+    )?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let bar = progress_bar(true);
+    let (b, hidden) = (bar.clone(), bar.is_hidden());
+    let last_line = std::sync::Mutex::new(std::time::Instant::now());
+    let report = rt.block_on(logarchive_server::migrate::migrate(
+        from,
+        &target,
+        move |p| {
+            b.set_length(p.bytes_total);
+            b.set_position(p.bytes_done);
+            // Without a terminal: a line at most every second (and the last).
+            let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());
+            let first_or_last = p.files_done == 0 || p.files_done == p.files_total;
+            if hidden && (last.elapsed().as_secs() >= 1 || first_or_last) {
+                *last = std::time::Instant::now();
+                eprintln!(
+                    "migrate: {}/{} files, {}/{}",
+                    p.files_done,
+                    p.files_total,
+                    ByteSize(p.bytes_done),
+                    ByteSize(p.bytes_total)
+                );
+            }
+        },
+    ))?;
+    bar.finish_and_clear();
+    for p in &report.problems {
+        println!("{p}");
+    }
+    println!(
+        "migrate: {} files, {}: {} copied and verified, {} already there{}{}",
+        report.files,
+        ByteSize(report.bytes),
+        report.copied - report.unrecorded,
+        report.already,
+        if report.unrecorded > 0 {
+            format!(", {} copied without a recorded SHA-256", report.unrecorded)
+        } else {
+            String::new()
+        },
+        if report.accounts_copied {
+            "; accounts copied"
+        } else {
+            ""
+        }
+    );
+    let n = report.problems.len();
+    if n > 0 {
+        anyhow::bail!("{n} {} not migrated", if n == 1 { "file" } else { "files" });
+    }
+    println!("ok");
+    Ok(())
 }
 
 /// A bar on a terminal for `--full` (bytes read back); hidden otherwise.

@@ -6,6 +6,7 @@ use super::archive::Archive;
 use super::error::WebError;
 use super::time::format_day;
 use crate::catalog::{AgentTotals, Catalog};
+use crate::store::StoredBytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,6 +80,9 @@ pub struct AgentView {
     pub agent: String,
     /// What the archive holds for it.
     pub archive: AgentTotals,
+    /// Bytes the store takes for its files (compressed files as compressed; on S3 also
+    /// what waits inline), as last measured (every minute); `null` before the first measure.
+    pub stored_bytes: Option<u64>,
     /// Its last status document, if it published one that parses.
     pub status: Option<AgentStatus>,
 }
@@ -101,7 +105,11 @@ pub fn disk(root: &Path) -> Option<Disk> {
 /// Status documents are small; a bigger one is ignored rather than read.
 const MAX_STATUS_BYTES: u64 = 256 * 1024;
 
-pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, WebError> {
+pub fn agents(
+    archive: &Archive,
+    catalog: &Catalog,
+    stored: &StoredBytes,
+) -> Result<Vec<AgentView>, WebError> {
     let mut totals: BTreeMap<String, AgentTotals> = catalog
         .agent_totals()?
         .into_iter()
@@ -122,6 +130,7 @@ pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, We
         .into_iter()
         .map(|(agent, archive_totals)| AgentView {
             status: status_of(archive, &agent),
+            stored_bytes: stored.of(&agent),
             agent,
             archive: archive_totals,
         })
@@ -132,6 +141,7 @@ pub fn agents(archive: &Archive, catalog: &Catalog) -> Result<Vec<AgentView>, We
 pub fn agent(
     archive: &Archive,
     catalog: &Catalog,
+    stored: &StoredBytes,
     name: &str,
 ) -> Result<Option<AgentView>, WebError> {
     let totals = catalog.agent_totals_of(name)?;
@@ -146,6 +156,7 @@ pub fn agent(
     Ok(known.then(|| AgentView {
         agent: name.to_string(),
         archive: totals,
+        stored_bytes: stored.of(name),
         status,
     }))
 }

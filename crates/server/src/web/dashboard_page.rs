@@ -56,6 +56,8 @@ struct AgentRow {
     last_seen: When,
     files: u64,
     bytes: String,
+    /// Bytes the store takes, and the ratio.
+    stored: String,
     backlog: String,
     /// Worst lag of a file behind its writer.
     lag: String,
@@ -76,6 +78,7 @@ impl AgentRow {
             last_seen: When::of(now, s.updated_at_ms),
             files: a.archive.files,
             bytes: size(a.archive.bytes),
+            stored: stored(a.archive.bytes, a.stored_bytes),
             backlog: backlog(&s),
             behind: s.max_lag_seconds.is_some_and(|x| x >= 60),
             lag: lag(&s),
@@ -87,6 +90,15 @@ impl AgentRow {
                 .join("\n"),
             last_error: s.last_error.unwrap_or_default(),
         }
+    }
+}
+
+/// `"150 MB (8.0×)"`: what the store takes for `bytes` of files, and the compression ratio.
+fn stored(bytes: u64, stored: Option<u64>) -> String {
+    match stored {
+        None => "—".into(),
+        Some(s) if s > 0 && bytes > s => format!("{} ({:.1}×)", size(s), bytes as f64 / s as f64),
+        Some(s) => size(s),
     }
 }
 
@@ -132,6 +144,7 @@ struct DashboardPage {
     chart: Chart,
     files: u64,
     bytes: String,
+    stored: String,
     disk: String,
 }
 
@@ -157,6 +170,7 @@ pub(super) async fn dashboard(PageCaller(c): PageCaller, State(st): S) -> PageRe
         chart: dashboard::chart(&d.daily_bytes, now / 86_400_000),
         files: d.files,
         bytes: size(d.bytes),
+        stored: stored(d.bytes, d.stored_bytes),
         disk: d.disk.map_or("unknown".into(), |d| {
             format!("{} free of {}", size(d.free_bytes), size(d.total_bytes))
         }),
@@ -190,11 +204,12 @@ pub(super) async fn agent(
     Path(name): Path<String>,
 ) -> PageResult {
     let st2 = Arc::clone(&st);
-    let a =
-        tokio::task::spawn_blocking(move || dashboard::agent(&st2.archive, &st2.catalog, &name))
-            .await
-            .map_err(WebError::from)??
-            .ok_or(WebError::NotFound)?;
+    let a = tokio::task::spawn_blocking(move || {
+        dashboard::agent(&st2.archive, &st2.catalog, &st2.stored, &name)
+    })
+    .await
+    .map_err(WebError::from)??
+    .ok_or(WebError::NotFound)?;
     let now = api::now_ms();
     let s = a.status.clone().unwrap_or_default();
     let opt = |v: Option<u64>| v.map_or("—".to_string(), |v| v.to_string());
@@ -226,6 +241,11 @@ pub(super) async fn agent(
                 size(a.archive.bytes)
             ),
             id: "archived",
+        },
+        Fact {
+            label: "Stored (compressed)",
+            value: stored(a.archive.bytes, a.stored_bytes),
+            id: "stored",
         },
         Fact {
             label: "Backlog",
