@@ -6,8 +6,10 @@
 //! Invariant (what `fsck` checks): every object under the prefix is named by a segment row or
 //! a garbage row. A key enters `garbage` before its PUT starts and leaves it in the
 //! transaction that adds its segment; a segment's key returns to `garbage` in the transaction
-//! that drops the segment (remove, replace, truncate), and is deleted from the store only a
-//! grace period later, so a reader that listed it still finds it. Keys are never reused.
+//! that drops the segment (remove, replace, truncate, compaction), and is deleted from the
+//! store only a grace period later, so a reader that listed it still finds it; its row stays
+//! until a second delete at least a minute after the first (a PUT a killed server had sent may
+//! land after the first). Keys are never reused.
 
 use crate::sha::Sha256State;
 use crate::store::{Kind, Meta};
@@ -48,7 +50,10 @@ CREATE TABLE IF NOT EXISTS segment(
 CREATE INDEX IF NOT EXISTS segment_key ON segment(key);
 CREATE TABLE IF NOT EXISTS garbage(
     key TEXT PRIMARY KEY,
-    since_ms INTEGER NOT NULL) WITHOUT ROWID;
+    since_ms INTEGER NOT NULL,
+    -- When its object was deleted: the row stays a while longer and the object is deleted
+    -- once more then (a PUT a killed process had sent may land after the first delete).
+    deleted_ms INTEGER) WITHOUT ROWID;
 ";
 
 /// A file's or folder's row.
@@ -149,6 +154,14 @@ impl MetaDb {
             .map_err(db_error)?;
         if !has_zsize {
             conn.execute_batch("ALTER TABLE segment ADD COLUMN zsize INTEGER")
+                .map_err(db_error)?;
+        }
+        let has_deleted = conn
+            .prepare("SELECT 1 FROM pragma_table_info('garbage') WHERE name = 'deleted_ms'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(db_error)?;
+        if !has_deleted {
+            conn.execute_batch("ALTER TABLE garbage ADD COLUMN deleted_ms INTEGER")
                 .map_err(db_error)?;
         }
         Ok(MetaDb {
@@ -534,33 +547,46 @@ impl MetaDb {
     }
 
     /// Garbage keys older than `before_ms`, in key order, from the `skip`-th on, at most `limit`.
+    /// Keys due for deletion: garbage since before `before_ms`, and not deleted since
+    /// `deleted_before_ms`; with whether their object was deleted once already.
     pub fn due_garbage(
         &self,
         before_ms: i64,
+        deleted_before_ms: i64,
         skip: usize,
         limit: usize,
-    ) -> io::Result<Vec<String>> {
+    ) -> io::Result<Vec<(String, bool)>> {
         let c = self.conn();
         let mut st = c
             .prepare_cached(
-                "SELECT key FROM garbage WHERE since_ms < ?1 ORDER BY key LIMIT ?2 OFFSET ?3",
+                "SELECT key, deleted_ms IS NOT NULL FROM garbage WHERE since_ms < ?1 \
+                 AND (deleted_ms IS NULL OR deleted_ms < ?2) ORDER BY key LIMIT ?3 OFFSET ?4",
             )
             .map_err(db_error)?;
         let rows = st
-            .query_map(params![before_ms, limit as i64, skip as i64], |r| r.get(0))
+            .query_map(
+                params![before_ms, deleted_before_ms, limit as i64, skip as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(db_error)?;
-        rows.collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(db_error)
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
     }
 
-    /// The objects of these keys are deleted.
-    pub fn forget_garbage(&self, keys: &[String]) -> io::Result<()> {
+    /// The objects of these keys are deleted: rows deleted before (`second`) go, the others
+    /// are marked and go after the next delete.
+    pub fn forget_garbage(&self, keys: &[(String, bool)]) -> io::Result<()> {
+        let now = now_ms();
         self.write(|tx| {
-            let mut st = tx
-                .prepare_cached("DELETE FROM garbage WHERE key = ?1")
-                .map_err(db_error)?;
-            for k in keys {
-                st.execute([k]).map_err(db_error)?;
+            for (k, second) in keys {
+                if *second {
+                    tx.prepare_cached("DELETE FROM garbage WHERE key = ?1")
+                        .and_then(|mut st| st.execute([k]))
+                        .map_err(db_error)?;
+                } else {
+                    tx.prepare_cached("UPDATE garbage SET deleted_ms = ?2 WHERE key = ?1")
+                        .and_then(|mut st| st.execute(params![k, now]))
+                        .map_err(db_error)?;
+                }
             }
             Ok(())
         })

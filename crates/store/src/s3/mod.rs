@@ -282,24 +282,28 @@ impl Inner {
     /// Deletes the objects whose grace period is over, but those of uploads still under way.
     /// Returns how many.
     async fn collect_garbage(&self) -> io::Result<usize> {
-        let before = meta::now_ms() - self.grace.as_millis() as i64;
+        let now = meta::now_ms();
+        let before = now - self.grace.as_millis() as i64;
+        // A request a killed process had sent may still land after the first delete: each
+        // object is deleted twice, at least a minute apart, before its row goes.
+        let again = now - self.grace.max(Duration::from_secs(60)).as_millis() as i64;
         let mut done = 0;
         let mut skip = 0;
         loop {
-            let due = self.meta.due_garbage(before, skip, 256)?;
+            let due = self.meta.due_garbage(before, again, skip, 256)?;
             if due.is_empty() {
                 return Ok(done);
             }
-            let (live, keys): (Vec<String>, Vec<String>) = {
+            let (live, keys): (Vec<_>, Vec<_>) = {
                 let l = self.live();
-                due.into_iter().partition(|k| l.contains(k))
+                due.into_iter().partition(|(k, _)| l.contains(k))
             };
             skip += live.len();
-            for k in &keys {
+            for (k, _) in &keys {
                 self.delete_object(k).await?;
             }
             self.meta.forget_garbage(&keys)?;
-            done += keys.len();
+            done += keys.iter().filter(|(_, second)| !second).count();
         }
     }
 }
@@ -517,10 +521,19 @@ impl S3Storage {
                         .chain(garbage_before)
                         .chain(inner.meta.all_garbage()?),
                 );
-                check.orphans = sizes
+                let candidates: Vec<String> = sizes
                     .into_keys()
                     .filter(|k| !named.contains(k) && !inner.live().contains(k))
                     .collect();
+                // A key made garbage after the first read and collected before the second
+                // (object deleted, then its row) is named by neither: it is an orphan only if
+                // its object is still there.
+                for key in candidates {
+                    match inner.store.head(&inner.path(&key)).await {
+                        Err(object_store::Error::NotFound { .. }) => {}
+                        _ => check.orphans.push(key),
+                    }
+                }
                 check.orphans.sort();
                 Ok(check)
             })
