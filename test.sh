@@ -63,3 +63,8 @@ fi
 
 echo "== cargo test --workspace"
 cargo test --workspace "$@"
+# The FTP, agent and web suites once more with every server's archive on S3 (a real SeaweedFS):
+# the same tests, parametrised by LOGARCHIVE_TEST_STORAGE (the ones about one back-end say so).
+echo "== the FTP, agent and web suites again on S3"
+LOGARCHIVE_TEST_STORAGE=s3 cargo test -p logarchive-ftp --test server --test protocol \
+  --test data_path -p logarchive-agent --test agent -p logarchive-server --test web "$@"

@@ -1,10 +1,13 @@
-//! The agent against the real FTP server (in-process, real sockets, real SQLite files).
+//! The agent against the real FTP server (in-process, real sockets, real SQLite files), its
+//! archive on the back-end `LOGARCHIVE_TEST_STORAGE` names: `local` (a folder, the default) or
+//! `s3` (a real SeaweedFS; test.sh runs this suite a second time so).
 
 use logarchive_agent::config::AgentConfig;
 use logarchive_agent::{run, AgentError, Mode};
 use logarchive_ftp::rights::Rights;
-use logarchive_ftp::server::{self, FtpServerConfig, ServerHandle};
+use logarchive_ftp::server::{self, FtpServerConfig, ServerHandle, Storage, VirtualPath};
 use logarchive_server::users::{NewUser, Role, UserDb, UserUpdate};
+use logarchive_store::s3::{seaweed::SeaweedFs, S3Storage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +19,26 @@ const PW: &str = "agent password 1";
 /// test beside them cannot skew what they measure.
 static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Whether the archive is on S3 (`LOGARCHIVE_TEST_STORAGE=s3`) rather than in a folder.
+fn on_s3() -> bool {
+    match std::env::var("LOGARCHIVE_TEST_STORAGE").as_deref() {
+        Err(_) | Ok("") | Ok("local") => false,
+        Ok("s3") => true,
+        Ok(other) => panic!("LOGARCHIVE_TEST_STORAGE={other}: expected local or s3"),
+    }
+}
+
+fn seaweed() -> &'static SeaweedFs {
+    static WEED: std::sync::OnceLock<SeaweedFs> = std::sync::OnceLock::new();
+    WEED.get_or_init(|| SeaweedFs::start().expect("SeaweedFS for the S3 back-end"))
+}
+
 struct World {
     dir: tempfile::TempDir,
     users: Arc<UserDb>,
     server: Option<ServerHandle>,
+    /// The store the server serves (kept across its restarts).
+    store: Arc<dyn Storage>,
     port: u16,
 }
 
@@ -31,10 +50,18 @@ impl World {
         users
             .add(NewUser::with_role("agent01", PW, Role::Agent))
             .unwrap();
+        let store: Arc<dyn Storage> = if on_s3() {
+            let prefix = format!("agent{:016x}/", rand::random::<u64>());
+            let cfg = seaweed().config(&prefix, dir.path().join("store.db"));
+            Arc::new(S3Storage::open(cfg).expect("the S3 back-end"))
+        } else {
+            Arc::new(server::LocalStorage::open(&dir.path().join("archive")).expect("archive"))
+        };
         let mut w = World {
             dir,
             users,
             server: None,
+            store,
             port: 0,
         };
         w.start_server().await;
@@ -46,11 +73,76 @@ impl World {
             ([127, 0, 0, 1], self.port).into(),
             self.dir.path().join("archive"),
         );
-        let h = server::start(cfg, Arc::clone(&self.users) as _)
+        let h = server::start_with(cfg, Arc::clone(&self.users) as _, Arc::clone(&self.store))
             .await
             .unwrap();
         self.port = h.local_addr().port();
         self.server = Some(h);
+    }
+
+    /// The archived file `rel` of agent01 (through the store), if there is one.
+    async fn stored(&self, rel: &str) -> Option<Vec<u8>> {
+        let path = VirtualPath::parse(&Path::new("agent01").join(rel)).unwrap();
+        match logarchive_store::whole::read(&*self.store, &path).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("reading {rel} from the store: {e}"),
+        }
+    }
+
+    /// The size of agent01's archived file `rel`, if there is one.
+    async fn stored_size(&self, rel: &str) -> Option<u64> {
+        let path = VirtualPath::parse(&Path::new("agent01").join(rel)).unwrap();
+        self.store.stat(&path).await.ok().map(|m| m.size)
+    }
+
+    /// Puts `bytes` at agent01's `rel` behind the server's back (as an earlier upload would).
+    async fn put(&self, rel: &str, bytes: &[u8]) {
+        let path = VirtualPath::parse(&Path::new("agent01").join(rel)).unwrap();
+        let dir = VirtualPath::parse(Path::new("agent01").join(rel).parent().unwrap()).unwrap();
+        logarchive_store::whole::create_dirs(&*self.store, &dir)
+            .await
+            .unwrap();
+        logarchive_store::whole::write(
+            &*self.store,
+            &path,
+            logarchive_ftp::server::WriteMode::CreateNew,
+            bytes,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Every archived file of agent01 (relative path → bytes), skipping `.logarchive`.
+    async fn archived(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(d) = stack.pop() {
+            let dir = VirtualPath::parse(&Path::new("agent01").join(&d)).unwrap();
+            let entries = match self.store.list(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("listing {d}: {e}"),
+            };
+            for (name, meta) in entries {
+                let rel = if d.is_empty() {
+                    name
+                } else {
+                    format!("{d}/{name}")
+                };
+                if rel.starts_with(".logarchive") {
+                    continue;
+                }
+                if meta.is_dir() {
+                    stack.push(rel);
+                } else {
+                    let bytes = self.stored(&rel).await.unwrap();
+                    out.push((rel, bytes));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     async fn stop_server(&mut self) {
@@ -61,10 +153,6 @@ impl World {
 
     fn src(&self) -> PathBuf {
         self.dir.path().join("src")
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("archive/agent01")
     }
 
     fn config(&self, extra: &str) -> AgentConfig {
@@ -161,19 +249,20 @@ async fn initial_sync_then_restart_sends_nothing() {
     assert_eq!(s.files_archived, 4);
     let mut expect = tree(&w.src());
     expect.retain(|(p, _)| !p.contains("tmp/") && !p.ends_with(".bin"));
-    assert_eq!(tree(&w.home()), expect, "the archive mirrors the source");
+    assert_eq!(w.archived().await, expect, "the archive mirrors the source");
     assert_eq!(
-        std::fs::read(w.home().join("Logs/App/20240723/a.txt")).unwrap(),
+        w.stored("Logs/App/20240723/a.txt").await.unwrap(),
         b"hello\nworld\r\n"
     );
     // No temporary upload left behind.
-    assert!(!tree(&w.home())
+    assert!(!w
+        .archived()
+        .await
         .iter()
         .any(|(p, _)| p.contains("logarchive-tmp")));
     // The status document is there.
     let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(w.home().join(".logarchive/status.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&w.stored(".logarchive/status.json").await.unwrap()).unwrap();
     assert_eq!(status["agent_id"], "agent01");
     assert_eq!(status["files_archived"], 4);
     assert_eq!(status["backlog_files"], 0);
@@ -196,7 +285,7 @@ async fn growing_files_are_appended_and_reverified() {
     let s = w.once().await.unwrap();
     assert_eq!(s.bytes_sent, 14, "only the new bytes");
     assert_eq!(
-        std::fs::read(w.home().join("app.log")).unwrap(),
+        w.stored("app.log").await.unwrap(),
         b"line 1\nline 2\nline 3\n"
     );
 }
@@ -207,15 +296,12 @@ async fn growing_files_are_appended_and_reverified() {
 #[tokio::test]
 async fn a_final_name_holding_the_start_of_the_file_is_continued() {
     let w = World::new().await;
-    write(&w.home().join("app.log"), b"line 1\n");
+    w.put("app.log", b"line 1\n").await;
     write(&w.src().join("app.log"), b"line 1\nline 2\n");
     let s = w.once().await.unwrap();
     assert_eq!(s.bytes_sent, 7, "only the bytes the server lacks");
-    assert_eq!(
-        std::fs::read(w.home().join("app.log")).unwrap(),
-        b"line 1\nline 2\n"
-    );
-    assert!(!w.home().join("app.log.~2~").exists(), "nothing twice");
+    assert_eq!(w.stored("app.log").await.unwrap(), b"line 1\nline 2\n");
+    assert!(w.stored("app.log.~2~").await.is_none(), "nothing twice");
     let again = w.once().await.unwrap();
     assert_eq!((again.files_archived, again.bytes_sent), (0, 0));
 }
@@ -225,14 +311,14 @@ async fn a_final_name_holding_the_start_of_the_file_is_continued() {
 #[tokio::test]
 async fn a_final_name_holding_other_bytes_is_reported_and_left_alone() {
     let w = World::new().await;
-    write(&w.home().join("app.log"), b"other\n");
+    w.put("app.log", b"other\n").await;
     write(&w.src().join("app.log"), b"line 1\nline 2\n");
     let err = w.once().await.unwrap_err().to_string();
     assert!(
         err.contains("/app.log exists with other content (6 bytes)"),
         "{err}"
     );
-    assert_eq!(std::fs::read(w.home().join("app.log")).unwrap(), b"other\n");
+    assert_eq!(w.stored("app.log").await.unwrap(), b"other\n");
     assert_eq!(
         std::fs::read(w.src().join("app.log")).unwrap(),
         b"line 1\nline 2\n"
@@ -251,25 +337,19 @@ async fn rotation_and_truncation_make_new_generations() {
     // app.log.1 is not matched by *.log; add a txt to check the mapping of rotated files too.
     w.once().await.unwrap();
     assert_eq!(
-        std::fs::read(w.home().join("app.log")).unwrap(),
+        w.stored("app.log").await.unwrap(),
         b"first generation\n",
         "never overwritten"
     );
     assert_eq!(
-        std::fs::read(w.home().join("app.log.~2~")).unwrap(),
+        w.stored("app.log.~2~").await.unwrap(),
         b"second generation\n"
     );
     // Truncation in place: a third generation.
     std::fs::write(&f, b"3rd\n").unwrap();
     w.once().await.unwrap();
-    assert_eq!(
-        std::fs::read(w.home().join("app.log.~3~")).unwrap(),
-        b"3rd\n"
-    );
-    assert_eq!(
-        std::fs::read(w.home().join("app.log")).unwrap(),
-        b"first generation\n"
-    );
+    assert_eq!(w.stored("app.log.~3~").await.unwrap(), b"3rd\n");
+    assert_eq!(w.stored("app.log").await.unwrap(), b"first generation\n");
 }
 
 #[tokio::test]
@@ -295,7 +375,7 @@ async fn permission_errors_are_reported_and_retried_later() {
         }
         other => panic!("expected a reported failure, got {other:?}"),
     }
-    assert!(!w.home().join("a.log").exists());
+    assert!(w.stored("a.log").await.is_none());
     w.users
         .update(
             "agent01",
@@ -306,7 +386,7 @@ async fn permission_errors_are_reported_and_retried_later() {
         )
         .unwrap();
     w.once().await.unwrap();
-    assert_eq!(std::fs::read(w.home().join("a.log")).unwrap(), b"data\n");
+    assert_eq!(w.stored("a.log").await.unwrap(), b"data\n");
 }
 
 /// Asks a running agent to stop and waits (bounded) for its clean exit.
@@ -322,14 +402,10 @@ async fn stop_agent(
         .unwrap();
 }
 
-async fn wait_for_file(p: &Path, content: &[u8], within: Duration) -> Duration {
+async fn wait_for_file(w: &World, rel: &str, content: &[u8], within: Duration) -> Duration {
     let t = Instant::now();
-    while std::fs::read(p).ok().as_deref() != Some(content) {
-        assert!(
-            t.elapsed() < within,
-            "{} not archived within {within:?}",
-            p.display()
-        );
+    while w.stored(rel).await.as_deref() != Some(content) {
+        assert!(t.elapsed() < within, "{rel} not archived within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     t.elapsed()
@@ -370,7 +446,8 @@ async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_la
     }
     w.start_server().await;
     wait_for_file(
-        &w.home().join("early.log"),
+        &w,
+        "early.log",
         b"written while the server was down\n",
         Duration::from_secs(60),
     )
@@ -379,12 +456,7 @@ async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_la
     // A new file, written and closed: archived within 2 s (inotify close-write, no quiet wait).
     let t = Instant::now();
     write(&w.src().join("Logs/new.log"), b"fresh\n");
-    wait_for_file(
-        &w.home().join("Logs/new.log"),
-        b"fresh\n",
-        Duration::from_secs(2),
-    )
-    .await;
+    wait_for_file(&w, "Logs/new.log", b"fresh\n", Duration::from_secs(2)).await;
     eprintln!("closed file archived after {:?}", t.elapsed());
 
     // The server restarts mid-run: the agent carries on.
@@ -392,7 +464,8 @@ async fn a_closed_file_is_archived_within_two_seconds_and_the_server_may_come_la
     write(&w.src().join("Logs/during.log"), b"during the outage\n");
     w.start_server().await;
     wait_for_file(
-        &w.home().join("Logs/during.log"),
+        &w,
+        "Logs/during.log",
         b"during the outage\n",
         Duration::from_secs(60),
     )
@@ -417,12 +490,7 @@ async fn metrics_endpoint_reports_progress() {
     let (stop, rx) = watch::channel(false);
     let cfg = w.config(&format!("metrics_listen = \"{addr}\""));
     let agent = tokio::spawn(run(cfg, Mode::Forever, rx));
-    wait_for_file(
-        &w.home().join("a.log"),
-        b"0123456789\n",
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_for_file(&w, "a.log", b"0123456789\n", Duration::from_secs(30)).await;
     let t = Instant::now();
     let body = loop {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -495,10 +563,7 @@ async fn a_gibibyte_log_is_archived_in_constant_memory() {
     sampler.join().unwrap();
     assert_eq!(s.files_archived, 1);
     let src_len = std::fs::metadata(w.src().join("huge.log")).unwrap().len();
-    assert_eq!(
-        std::fs::metadata(w.home().join("huge.log")).unwrap().len(),
-        src_len
-    );
+    assert_eq!(w.stored_size("huge.log").await.unwrap(), src_len);
     let growth = (peak.load(std::sync::atomic::Ordering::Relaxed) - base) / 1024;
     assert!(
         growth < 64,
@@ -551,11 +616,8 @@ async fn several_sources_map_under_their_prefixes() {
         .unwrap()
         .unwrap();
     assert_eq!(s.files_archived, 2);
-    assert_eq!(std::fs::read(w.home().join("app.log")).unwrap(), b"app\n");
-    assert_eq!(
-        std::fs::read(w.home().join("system/sys/kern.log")).unwrap(),
-        b"kernel\n"
-    );
+    assert_eq!(w.stored("app.log").await.unwrap(), b"app\n");
+    assert_eq!(w.stored("system/sys/kern.log").await.unwrap(), b"kernel\n");
 }
 
 /// Sources are remembered by root and prefix, not by their place in the config: reordering them
@@ -591,14 +653,18 @@ async fn reordering_and_adding_sources_resends_nothing() {
         "only the new source's file"
     );
     assert_eq!(
-        std::fs::read(w.home().join("third/app.log")).unwrap(),
+        w.stored("third/app.log").await.unwrap(),
         b"a different app.log\n"
     );
-    assert_eq!(std::fs::read(w.home().join("app.log")).unwrap(), b"app\n");
+    assert_eq!(w.stored("app.log").await.unwrap(), b"app\n");
     assert!(
-        !tree(&w.home()).iter().any(|(p, _)| p.contains(".~")),
+        !w.archived().await.iter().any(|(p, _)| p.contains(".~")),
         "{:?}",
-        tree(&w.home()).iter().map(|(p, _)| p).collect::<Vec<_>>()
+        w.archived()
+            .await
+            .iter()
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>()
     );
 }
 
@@ -612,13 +678,12 @@ fn bytes_read() -> u64 {
         .expect("rchar in /proc/self/io")
 }
 
-async fn wait_for_size(p: &Path, size: u64, within: Duration) {
+async fn wait_for_size(w: &World, rel: &str, size: u64, within: Duration) {
     let t = Instant::now();
-    while std::fs::metadata(p).map(|m| m.len()).ok() != Some(size) {
+    while w.stored_size(rel).await != Some(size) {
         assert!(
             t.elapsed() < within,
-            "{} did not reach {size} bytes within {within:?}",
-            p.display()
+            "{rel} did not reach {size} bytes within {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -635,18 +700,21 @@ async fn appends_to_a_big_file_do_not_read_it_again() {
     let (stop, rx) = watch::channel(false);
     let agent = tokio::spawn(run(w.config(""), Mode::Forever, rx));
     let mut size = 64u64 << 20;
-    wait_for_size(&w.home().join("big.log"), size, Duration::from_secs(60)).await;
+    wait_for_size(&w, "big.log", size, Duration::from_secs(60)).await;
     let before = bytes_read();
     for i in 0..3 {
         let line = format!("appended line {i}\n");
         append(&f, line.as_bytes());
         size += line.len() as u64;
-        wait_for_size(&w.home().join("big.log"), size, Duration::from_secs(30)).await;
+        wait_for_size(&w, "big.log", size, Duration::from_secs(30)).await;
     }
     // Wait for the verification of the last append (the row is archived at that size).
     let t = Instant::now();
     loop {
-        let doc = std::fs::read(w.home().join(".logarchive/status.json")).unwrap_or_default();
+        let doc = w
+            .stored(".logarchive/status.json")
+            .await
+            .unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
         if v["bytes_archived"] == size && v["backlog_files"] == 0 {
             break;
@@ -661,7 +729,7 @@ async fn appends_to_a_big_file_do_not_read_it_again() {
         "three appends of a few bytes read {read} bytes (the file is 64 MiB)"
     );
     assert_eq!(
-        std::fs::read(w.home().join("big.log")).unwrap(),
+        w.stored("big.log").await.unwrap(),
         std::fs::read(&f).unwrap()
     );
     stop_agent(stop, agent).await;

@@ -13,7 +13,8 @@ static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test]
 async fn small_files_do_not_wait_for_delayed_acks() {
     let _alone = MEASURING.lock().await;
-    let s = TestServer::start().await;
+    // sendfile(2) from a file on disk: the local back-end's.
+    let s = TestServer::start_on(Backend::Local).await;
     s.add("agent01", Role::Agent);
     // Like the benchmark client: one connection, PASV + STOR per file. Without TCP_NODELAY each
     // 226 waits ~40 ms for the client's delayed ACK, i.e. > 2 s for 60 files.
@@ -44,17 +45,13 @@ print('median_ms %.2f' % (times[len(times) // 2] * 1000))
         median < 20.0,
         "median time per file {median} ms: the 226 waited for a delayed ACK"
     );
-    assert_eq!(
-        std::fs::read_dir(s.archive().join("agent01"))
-            .unwrap()
-            .count(),
-        60
-    );
+    assert_eq!(s.stored_names("agent01").await.len(), 60);
 }
 
 #[tokio::test]
 async fn uploads_are_written_in_large_chunks_and_hashed_on_the_way() {
-    let s = TestServer::start().await;
+    // Write sizes into a file on disk: the local back-end's.
+    let s = TestServer::start_on(Backend::Local).await;
     s.add("agent01", Role::Agent);
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
@@ -119,12 +116,7 @@ async fn concurrent_sessions_never_lose_a_passive_port_race() {
             .expect("no client failed");
     }
     for j in 0..12 {
-        assert_eq!(
-            std::fs::read_dir(s.archive().join(format!("c{j}")))
-                .unwrap()
-                .count(),
-            40
-        );
+        assert_eq!(s.stored_names(&format!("c{j}")).await.len(), 40);
     }
     // Every session survived: a control connection dropped over a port would show as a second
     // login (the client reconnects by itself).
@@ -139,7 +131,8 @@ async fn concurrent_sessions_never_lose_a_passive_port_race() {
 #[tokio::test]
 async fn plain_downloads_use_sendfile_and_arrive_intact() {
     let _alone = MEASURING.lock().await;
-    let s = TestServer::start().await;
+    // sendfile(2) from a file on disk: the local back-end's.
+    let s = TestServer::start_on(Backend::Local).await;
     s.add("agent01", Role::Agent);
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");

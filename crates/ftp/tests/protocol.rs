@@ -332,12 +332,7 @@ async fn abor_mid_download(backend: Backend) {
 async fn data_connections_are_taken_only_from_the_client() {
     let s = TestServer::start().await;
     s.add("agent01", Role::Agent);
-    std::fs::create_dir_all(s.archive().join("agent01")).unwrap();
-    std::fs::write(
-        s.archive().join("agent01/secret.log"),
-        b"for the client only\n",
-    )
-    .unwrap();
+    s.put("agent01/secret.log", b"for the client only\n").await;
     let mut c = Raw::connect(server_addr(&s)).await;
     c.login("agent01").await;
     let port = c.epsv().await;

@@ -18,6 +18,7 @@ pub mod seekable;
 pub mod sha;
 pub mod store;
 pub mod vpath;
+pub mod whole;
 
 pub use fsops::HomeDir;
 pub use local::{LocalStats, LocalStorage};

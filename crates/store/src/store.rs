@@ -68,14 +68,13 @@ impl Meta {
 pub enum WriteMode {
     /// A new file; `AlreadyExists` if the name is taken (checked atomically).
     CreateNew,
-    /// Continue an existing file at its end, which must be `at` bytes.
-    /// Add at the end; `at` is the size the file must have now.
+    /// Continue an existing file at its end, which must be `at` bytes now.
     Append {
         /// The file's size when the upload starts.
         at: u64,
     },
-    /// Rewrite an existing file (or create it) from `at` on: what follows `at` is replaced.
-    /// Overwrite from `at` on (REST + STOR), cutting what follows.
+    /// Rewrite an existing file (or create it) from `at` on (REST + STOR): what follows `at` is
+    /// cut.
     Replace {
         /// Where the new bytes start.
         at: u64,

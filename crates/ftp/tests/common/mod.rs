@@ -143,13 +143,26 @@ impl Accounts for TestAccounts {
     }
 }
 
-/// Where a test server keeps its files: the suites that say so run on each.
+/// Where a test server keeps its files: the suites that say so run on each, and every other
+/// test on the one `LOGARCHIVE_TEST_STORAGE` names (`local`, the default, or `s3`: test.sh runs
+/// the FTP suites a second time so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// A folder (`archive/` in the test's temp dir).
     Local,
     /// A real SeaweedFS (one per test binary), under a prefix of the test's own.
     S3,
+}
+
+impl Backend {
+    /// The back-end `LOGARCHIVE_TEST_STORAGE` names.
+    pub fn from_env() -> Backend {
+        match std::env::var("LOGARCHIVE_TEST_STORAGE").as_deref() {
+            Err(_) | Ok("") | Ok("local") => Backend::Local,
+            Ok("s3") => Backend::S3,
+            Ok(other) => panic!("LOGARCHIVE_TEST_STORAGE={other}: expected local or s3"),
+        }
+    }
 }
 
 /// A server over an S3 store under `prefix` of `weed`, its metadata in `dir`.
@@ -202,7 +215,13 @@ impl TestServer {
 
     /// Starts a server over a data folder with new, empty accounts.
     pub async fn start_in(dir: tempfile::TempDir, tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
-        Self::start_over(dir, Arc::new(TestAccounts::new()), Backend::Local, tune).await
+        Self::start_over(
+            dir,
+            Arc::new(TestAccounts::new()),
+            Backend::from_env(),
+            tune,
+        )
+        .await
     }
 
     /// Starts a new server over this one's folder and accounts (after its shutdown).
@@ -277,36 +296,17 @@ impl TestServer {
         }
     }
 
-    /// Puts a file into the store around FTP (folders made as needed), e.g. `/agent02/x.txt`.
+    /// Puts a file into the store around FTP (folders made as needed, a file there replaced),
+    /// e.g. `/agent02/x.txt`.
     pub async fn put(&self, path: &str, data: &[u8]) {
         let vp = VirtualPath::parse(Path::new(path)).expect("path");
-        let mut at = VirtualPath::default();
-        for part in &vp.parts()[..vp.parts().len() - 1] {
-            at = at.child(part);
-            match self.store.mkdir(&at).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => panic!("mkdir {}: {e}", at.display()),
-            }
-        }
-        let up = self
-            .store
-            .write(&vp, WriteMode::Replace { at: 0 })
+        let dir = VirtualPath::parse(Path::new(path).parent().expect("a folder")).expect("path");
+        logarchive_store::whole::create_dirs(&*self.store, &dir)
             .await
-            .expect("open for writing");
-        let data = data.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let mut up = up;
-            let mut h = up.prefix_hash();
-            up.write(&data)?;
-            if let Some(h) = h.as_mut() {
-                h.update(&data);
-            }
-            up.finish(h)
-        })
-        .await
-        .unwrap()
-        .expect("write");
+            .expect("folders in the store");
+        logarchive_store::whole::write(&*self.store, &vp, WriteMode::Replace { at: 0 }, data)
+            .await
+            .expect("a file in the store");
     }
 
     /// A file's bytes as the store holds them; `None` if there is no such file.
@@ -335,7 +335,7 @@ impl TestServer {
 
     /// A server with FTPS from a certificate made here (rcgen) for "localhost".
     pub async fn start_tls(tune: impl FnOnce(&mut FtpServerConfig)) -> Self {
-        Self::start_tls_on(Backend::Local, tune).await
+        Self::start_tls_on(Backend::from_env(), tune).await
     }
 
     /// [`TestServer::start_tls`] on `backend`.
@@ -361,8 +361,43 @@ impl TestServer {
         self.handle.local_addr().port()
     }
 
+    /// The archive folder of the local back-end.
     pub fn archive(&self) -> PathBuf {
         self.dir.path().join("archive")
+    }
+
+    /// The content of the archive's file `rel` (a path from the archive's root), read through
+    /// the server's store; `None` if there is none.
+    pub async fn stored(&self, rel: &str) -> Option<Vec<u8>> {
+        let path = VirtualPath::parse(Path::new(rel)).expect("a path");
+        match logarchive_store::whole::read(&*self.store, &path).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("reading {rel} from the store: {e}"),
+        }
+    }
+
+    /// Makes the folder `rel` (and its parents) in the archive behind the server's back.
+    pub async fn put_dir(&self, rel: &str) {
+        let path = VirtualPath::parse(Path::new(rel)).expect("a path");
+        logarchive_store::whole::create_dirs(&*self.store, &path)
+            .await
+            .expect("folders in the store");
+    }
+
+    /// The names in the archive's folder `rel`, sorted.
+    pub async fn stored_names(&self, rel: &str) -> Vec<String> {
+        let path = VirtualPath::parse(Path::new(rel)).expect("a path");
+        let mut names: Vec<String> = self
+            .store
+            .list(&path)
+            .await
+            .unwrap_or_else(|e| panic!("listing {rel}: {e}"))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn add(&self, name: &str, role: Role) {

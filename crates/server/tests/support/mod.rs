@@ -6,6 +6,7 @@ use logarchive_ftp::client::{Client, ClientConfig};
 use logarchive_server::config::{Overrides, ServerConfigFile, ServerSettings};
 use logarchive_server::users::{NewUser, Role};
 use logarchive_server::Running;
+use logarchive_store::{whole, VirtualPath, WriteMode};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ pub struct Server {
     pub data: tempfile::TempDir,
     pub admin_password: String,
     pub base: String,
+    pub backend: Backend,
 }
 
 pub const PASSWORD: &str = "a long test password";
@@ -32,13 +34,26 @@ pub fn settings(data: &Path) -> ServerSettings {
     .unwrap()
 }
 
-/// Where a test server keeps the archive: the suites that say so run on each.
+/// Where a test server keeps the archive: the suites that say so run on each, and every other
+/// test on the one `LOGARCHIVE_TEST_STORAGE` names (`local`, the default, or `s3`: test.sh runs
+/// the web suite a second time so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// `DATA/archive/`.
     Local,
     /// A real SeaweedFS (one per test binary), under a prefix of the test's own.
     S3,
+}
+
+impl Backend {
+    /// The back-end `LOGARCHIVE_TEST_STORAGE` names.
+    pub fn from_env() -> Backend {
+        match std::env::var("LOGARCHIVE_TEST_STORAGE").as_deref() {
+            Err(_) | Ok("") | Ok("local") => Backend::Local,
+            Ok("s3") => Backend::S3,
+            Ok(other) => panic!("LOGARCHIVE_TEST_STORAGE={other}: expected local or s3"),
+        }
+    }
 }
 
 pub fn seaweed() -> &'static logarchive_store::s3::seaweed::SeaweedFs {
@@ -49,8 +64,17 @@ pub fn seaweed() -> &'static logarchive_store::s3::seaweed::SeaweedFs {
 
 impl Server {
     /// Starts on a fresh data folder; `prepare` may put files in the archive first (they are
-    /// reconciled into the catalog at start).
+    /// reconciled into the catalog at start). The archive is on [`Backend::from_env`]: on S3,
+    /// what `prepare` wrote is copied into the store before the server starts.
     pub async fn start_with(
+        prepare: impl FnOnce(&Path),
+        tune: impl FnOnce(&mut ServerSettings),
+    ) -> Server {
+        Server::start_prepared(Backend::from_env(), prepare, tune).await
+    }
+
+    async fn start_prepared(
+        backend: Backend,
         prepare: impl FnOnce(&Path),
         tune: impl FnOnce(&mut ServerSettings),
     ) -> Server {
@@ -59,7 +83,13 @@ impl Server {
         std::fs::create_dir_all(&archive).unwrap();
         prepare(&archive);
         let mut s = settings(data.path());
+        if backend == Backend::S3 {
+            use_s3(&mut s);
+        }
         tune(&mut s);
+        if backend == Backend::S3 {
+            import(&s, &archive).await;
+        }
         let running = logarchive_server::start(&s).await.unwrap();
         let admin_password = running.initial_admin_password.clone().unwrap();
         let base = format!("http://{}", running.web_addr);
@@ -68,6 +98,7 @@ impl Server {
             data,
             admin_password,
             base,
+            backend,
         };
         // The catalog is reconciled in the background: wait until what was prepared is in.
         let files = count_files(&archive, 0);
@@ -89,41 +120,27 @@ impl Server {
         backend: Backend,
         tune: impl FnOnce(&mut ServerSettings),
     ) -> Server {
-        Server::start_with(
-            |_| {},
-            |c| {
-                if backend == Backend::S3 {
-                    let weed = seaweed();
-                    let creds = weed.credentials();
-                    let file = c.data.join("s3.env");
-                    std::fs::write(
-                        &file,
-                        format!(
-                            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-                            creds.access_key_id,
-                            creds.secret()
-                        ),
-                    )
-                    .unwrap();
-                    c.storage.backend = logarchive_server::config::StorageBackend::S3;
-                    c.storage.endpoint = Some(weed.endpoint.clone());
-                    c.storage.bucket = Some(weed.bucket.clone());
-                    c.storage.prefix = format!("srv{:016x}", rand_u64());
-                    c.storage.credentials_file = Some(file);
-                    c.storage.gc_grace = Duration::from_secs(1);
-                }
-                tune(c);
-            },
-        )
-        .await
+        Server::start_prepared(backend, |_| {}, tune).await
     }
 
     pub async fn start(prepare: impl FnOnce(&Path)) -> Server {
         Server::start_with(prepare, |_| {}).await
     }
 
+    /// The archive folder (of the local back-end; on S3 only what `prepare` wrote).
     pub fn archive(&self) -> PathBuf {
         self.data.path().join("archive")
+    }
+
+    /// Appends `bytes` to the archive's file `rel` behind the server's back (as a process on the
+    /// server would on the local back-end), through the store.
+    pub async fn append(&self, rel: &str, bytes: &[u8]) {
+        let path = VirtualPath::parse(Path::new(rel)).unwrap();
+        let store = &*self.running.store;
+        let at = store.stat(&path).await.unwrap().size;
+        whole::write(store, &path, WriteMode::Append { at }, bytes)
+            .await
+            .unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -187,6 +204,59 @@ impl Server {
     pub async fn admin(&self) -> Web {
         let p = self.admin_password.clone();
         self.login("admin", &p).await
+    }
+}
+
+/// `[storage]` on the test binary's SeaweedFS, under a prefix of this server's own, the key in a
+/// credentials file beside the data.
+fn use_s3(c: &mut ServerSettings) {
+    let weed = seaweed();
+    let creds = weed.credentials();
+    let file = c.data.join("s3.env");
+    std::fs::write(
+        &file,
+        format!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+            creds.access_key_id,
+            creds.secret()
+        ),
+    )
+    .unwrap();
+    c.storage.backend = logarchive_server::config::StorageBackend::S3;
+    c.storage.endpoint = Some(weed.endpoint.clone());
+    c.storage.bucket = Some(weed.bucket.clone());
+    c.storage.prefix = format!("srv{:016x}", rand_u64());
+    c.storage.credentials_file = Some(file);
+    c.storage.gc_grace = Duration::from_secs(1);
+}
+
+/// Copies the folders and files `prepare` wrote under `archive` into the S3 store of `settings`
+/// (symbolic links have no S3 counterpart and are left out).
+async fn import(settings: &ServerSettings, archive: &Path) {
+    // As `archive` commands look beside a server: no packer or collector of its own (small
+    // files wait inline for the server's).
+    let store = logarchive_server::store::inspect(settings)
+        .expect("the S3 store")
+        .store;
+    let mut stack = vec![archive.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            let rel = e.path().strip_prefix(archive).unwrap().to_path_buf();
+            let path = VirtualPath::parse(&rel).unwrap();
+            if t.is_dir() {
+                store.mkdir(&path).await.unwrap();
+                stack.push(e.path());
+            } else if t.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                whole::write(&*store, &path, WriteMode::CreateNew, &bytes)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+                // With its time, as a file written then would have it.
+                let modified = e.metadata().unwrap().modified().unwrap();
+                store.set_modified(&path, modified).await.unwrap();
+            }
+        }
     }
 }
 
