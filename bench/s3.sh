@@ -53,6 +53,32 @@ credentials_file = "$w/s3.env"
 T
 }
 
+# The store's own ceiling on this machine: rclone (Go, the S3 protocol directly, no FTP and no
+# server in between) putting the same 1 GiB and 5,000 x 16 KiB into the same SeaweedFS.
+command -v rclone >/dev/null || apt-get install -y -q rclone >/dev/null
+export RCLONE_CONFIG_WEED_TYPE=s3 RCLONE_CONFIG_WEED_PROVIDER=SeaweedFS \
+  RCLONE_CONFIG_WEED_ENDPOINT=$endpoint RCLONE_CONFIG_WEED_ACCESS_KEY_ID=$key \
+  RCLONE_CONFIG_WEED_SECRET_ACCESS_KEY=$secret
+# (A CA bundle named in the environment makes rclone 1.60 refuse its own HTTP transport.)
+rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
+mkdir -p "$w/ceiling/small"
+head -c $((1 << 30)) /dev/urandom > "$w/ceiling/big"
+python3 -c "import os
+d=os.urandom(16384)
+[open('$w/ceiling/small/f%05d' % i, 'wb').write(d) for i in range(5000)]"
+for rep in $(seq "$reps"); do
+  t0=$(date +%s.%N)
+  rclone copyto "$w/ceiling/big" "weed:logarchive/ceiling/big-$rep" --s3-chunk-size 8M --s3-upload-concurrency 4
+  t1=$(date +%s.%N)
+  rclone copy "$w/ceiling/small" "weed:logarchive/ceiling/s1-$rep" --transfers 1 --checkers 1
+  t2=$(date +%s.%N)
+  rclone copy "$w/ceiling/small" "weed:logarchive/ceiling/s16-$rep" --transfers 16 --checkers 16
+  t3=$(date +%s.%N)
+  python3 -c "print('rclone straight into SeaweedFS (rep $rep): 1 GiB upload %.0f MB/s; 5000 x 16 KiB %.0f files/s on 1 transfer, %.0f on 16' % ((1<<30)/1e6/($t1-$t0), 5000/($t2-$t1), 5000/($t3-$t2)))" \
+    | tee -a "$FTPBENCH_RESULTS/ceiling.txt"
+done
+rclone purge weed:logarchive/ceiling; rm -rf "$w/ceiling"
+
 # The shared harness: local folder, then S3.
 cd "$harness"
 for kind in local s3; do
