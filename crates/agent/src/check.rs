@@ -10,22 +10,22 @@ use std::time::Duration;
 /// that are missing, and whether the server can be reached: a login and a listing of the
 /// agent's home, over TLS when the URL says so, with the configured CA.
 pub async fn check(cfg: &AgentConfig) -> Vec<String> {
-    let (mut problems, client) = checked(cfg);
+    let (mut problems, clients) = checked(cfg);
     problems.extend(missing_roots(cfg));
     // Without a password, URL or usable CA there is nothing to connect with (already told).
-    let Some(mut c) = client else {
-        return problems;
-    };
-    c.reconnect_attempts = 0;
-    c.connect_timeout = Duration::from_secs(10);
-    match Client::connect(c).await {
-        Ok(mut client) => {
-            if let Err(e) = client.list("/").await {
-                problems.push(format!("server {}: listing the home: {e}", cfg.server));
+    // With a list, each server is checked: one that cannot be reached is named.
+    for (url, mut c) in clients {
+        c.reconnect_attempts = 0;
+        c.connect_timeout = Duration::from_secs(10);
+        match Client::connect(c).await {
+            Ok(mut client) => {
+                if let Err(e) = client.list("/").await {
+                    problems.push(format!("server {url}: listing the home: {e}"));
+                }
+                let _ = client.quit().await;
             }
-            let _ = client.quit().await;
+            Err(e) => problems.push(format!("server {url}: {e}")),
         }
-        Err(e) => problems.push(format!("server {}: {e}", cfg.server)),
     }
     problems
 }
@@ -37,8 +37,9 @@ pub fn local(cfg: &AgentConfig) -> Vec<String> {
     checked(cfg).0
 }
 
-/// [`local`]'s problems, and the client configuration when password, URL and TLS are usable.
-fn checked(cfg: &AgentConfig) -> (Vec<String>, Option<ClientConfig>) {
+/// [`local`]'s problems, and a client configuration for each server when the password, its URL
+/// and TLS are usable.
+fn checked(cfg: &AgentConfig) -> (Vec<String>, Vec<(String, ClientConfig)>) {
     let mut problems = Vec::new();
     for s in &cfg.sources {
         if let Err(e) = Matcher::new(s) {
@@ -56,32 +57,36 @@ fn checked(cfg: &AgentConfig) -> (Vec<String>, Option<ClientConfig>) {
         ));
     }
     let password = cfg.password().map_err(|e| problems.push(e)).ok();
-    let tls = match FtpUrl::parse(&cfg.server) {
-        Ok(url) => {
-            let tls = url.tls_mode(cfg.ca_file.clone(), false);
-            match logarchive_ftp::client::check_tls(&tls) {
-                Ok(()) => Some((url, tls)),
-                Err(e) => {
-                    let what = match &cfg.ca_file {
-                        Some(ca) => format!("ca_file {}", ca.display()),
-                        None => "TLS".to_string(),
-                    };
-                    problems.push(format!("{what}: {e}"));
-                    None
-                }
+    let mut clients = Vec::new();
+    let mut tls_told = false;
+    for u in cfg.server.urls() {
+        let url = match FtpUrl::parse(u) {
+            Ok(url) => url,
+            Err(e) => {
+                problems.push(format!("server {u}: {e}"));
+                continue;
             }
+        };
+        let tls = url.tls_mode(cfg.ca_file.clone(), false);
+        if let Err(e) = logarchive_ftp::client::check_tls(&tls) {
+            // The same CA file for every server: told once.
+            if !tls_told {
+                let what = match &cfg.ca_file {
+                    Some(ca) => format!("ca_file {}", ca.display()),
+                    None => "TLS".to_string(),
+                };
+                problems.push(format!("{what}: {e}"));
+                tls_told = true;
+            }
+            continue;
         }
-        Err(e) => {
-            problems.push(format!("server {}: {e}", cfg.server));
-            None
+        if let Some(password) = &password {
+            let mut c = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), password);
+            c.tls = tls;
+            clients.push((u.to_string(), c));
         }
-    };
-    let client = password.zip(tls).map(|(password, (url, tls))| {
-        let mut c = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), password);
-        c.tls = tls;
-        c
-    });
-    (problems, client)
+    }
+    (problems, clients)
 }
 
 /// Source roots that cannot be read (yet): the agent starts anyway and waits for them, saying

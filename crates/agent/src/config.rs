@@ -10,8 +10,13 @@ use std::time::Duration;
 pub struct AgentConfig {
     /// `[A-Za-z0-9._-]{1,64}`; names the agent's folder on the server.
     pub agent_id: String,
-    /// `ftp://host:port` or `ftps://host:port`.
-    pub server: String,
+    /// `ftp://host:port` or `ftps://host:port`, or a list of them: the agent uploads to the
+    /// first that answers, moves to the next when it cannot connect, and tries the first again
+    /// after `failback_after` (see `servers.rs`).
+    pub server: ServerList,
+    /// How long the agent stays on a later server of the list before it tries the first again.
+    #[serde(default = "d_failback", with = "humantime_serde")]
+    pub failback_after: Duration,
     pub user: String,
     /// File holding the password (first line). Else `LOGARCHIVE_PASSWORD`.
     pub password_file: Option<PathBuf>,
@@ -43,6 +48,58 @@ pub struct AgentConfig {
     pub sources: Vec<Source>,
 }
 
+/// `server`: one URL or a list of them.
+#[derive(Debug, Clone)]
+pub enum ServerList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ServerList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ServerList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL (\"ftps://host:port\") or a list of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ServerList, E> {
+                Ok(ServerList::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ServerList, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(u) = seq.next_element::<String>()? {
+                    urls.push(u);
+                }
+                Ok(ServerList::Many(urls))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ServerList {
+    /// The URLs, in the order given.
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            ServerList::One(u) => vec![u.as_str()],
+            ServerList::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.urls().join(", "))
+    }
+}
+
+/// Most servers a list may name.
+const MAX_SERVERS: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -72,6 +129,9 @@ fn d_backoff() -> Duration {
     Duration::from_secs(300)
 }
 fn d_status() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_failback() -> Duration {
     Duration::from_secs(60)
 }
 fn d_include() -> Vec<String> {
@@ -110,7 +170,19 @@ impl AgentConfig {
     fn validate(&self) -> Result<(), String> {
         logarchive_ftp::names::validate_name(&self.agent_id)
             .map_err(|e| format!("agent_id: {e}"))?;
-        logarchive_ftp::client::FtpUrl::parse(&self.server).map_err(|e| format!("server: {e}"))?;
+        let urls = self.server.urls();
+        if urls.is_empty() || urls.len() > MAX_SERVERS {
+            return Err(format!("server: name 1 to {MAX_SERVERS} URLs"));
+        }
+        for (i, u) in urls.iter().enumerate() {
+            logarchive_ftp::client::FtpUrl::parse(u).map_err(|e| format!("server {u}: {e}"))?;
+            if urls[..i].contains(u) {
+                return Err(format!("server: {u} is named twice"));
+            }
+        }
+        if self.failback_after < Duration::from_secs(1) {
+            return Err("failback_after: must be at least 1s".into());
+        }
         if self.sources.is_empty() {
             return Err("no [[source]]: name at least one folder to collect".into());
         }
@@ -202,5 +274,35 @@ root = "/var/log/app"
         )
         .unwrap_err();
         assert!(e.contains("scan_interval"), "{e}");
+    }
+
+    #[test]
+    fn server_is_one_url_or_a_list() {
+        let c = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(c.server.urls(), ["ftp://127.0.0.1:2121"]);
+        assert_eq!(c.failback_after, Duration::from_secs(60));
+        let list = GOOD.replace(
+            "server = \"ftp://127.0.0.1:2121\"",
+            "server = [\"ftps://a.example:2121\", \"ftps://b.example:2121\"]",
+        );
+        let c = AgentConfig::parse(&list).unwrap();
+        assert_eq!(
+            c.server.urls(),
+            ["ftps://a.example:2121", "ftps://b.example:2121"]
+        );
+        assert_eq!(
+            c.server.to_string(),
+            "ftps://a.example:2121, ftps://b.example:2121"
+        );
+        for (bad, says) in [
+            ("server = []", "1 to 16"),
+            ("server = 5", "a URL"),
+            ("server = [\"ftp://a:1\", \"ftp://a:1\"]", "named twice"),
+            ("server = [\"ftp://a:1\", \"http://b:2\"]", "http://b:2"),
+        ] {
+            let e = AgentConfig::parse(&GOOD.replace("server = \"ftp://127.0.0.1:2121\"", bad))
+                .unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod rotated;
 mod run;
 pub mod scan;
+mod servers;
 pub mod state;
 pub mod status;
 pub mod track;

@@ -5,6 +5,7 @@
 use crate::config::AgentConfig;
 use crate::inbox::{Batch, Inbox};
 use crate::scan::Matcher;
+use crate::servers::Servers;
 use crate::state::StateDb;
 use crate::status;
 use crate::track::{OpenFiles, Timing, Tracker};
@@ -71,15 +72,20 @@ pub async fn run(
         .map(Matcher::new)
         .collect::<Result<_, _>>()
         .map_err(|e| AgentError::Config(e.to_string()))?;
-    let url = FtpUrl::parse(&cfg.server).map_err(|e| AgentError::Config(format!("server: {e}")))?;
     let password = cfg.password().map_err(AgentError::Config)?;
-    let mut client_cfg = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), password);
-    client_cfg.tls = url.tls_mode(cfg.ca_file.clone(), false);
-    client_cfg.speed_limit = cfg.upload_limit.0;
-    // The agent has its own retry schedule; the client should fail fast to it.
-    client_cfg.reconnect_attempts = 2;
-    client_cfg.connect_timeout = Duration::from_secs(10);
-    client_cfg.io_timeout = Duration::from_secs(60);
+    let mut list = Vec::new();
+    for u in cfg.server.urls() {
+        let url = FtpUrl::parse(u).map_err(|e| AgentError::Config(format!("server {u}: {e}")))?;
+        let mut c = ClientConfig::new(url.host.clone(), url.port, cfg.user.clone(), &password);
+        c.tls = url.tls_mode(cfg.ca_file.clone(), false);
+        c.speed_limit = cfg.upload_limit.0;
+        // The agent has its own retry schedule (and other servers): the client fails fast to it.
+        c.reconnect_attempts = 2;
+        c.connect_timeout = Duration::from_secs(10);
+        c.io_timeout = Duration::from_secs(60);
+        list.push((u.to_string(), c));
+    }
+    let servers = Arc::new(Servers::new(list, cfg.failback_after));
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let _metrics_server = match cfg.metrics_listen {
         Some(addr) => Some(
@@ -138,7 +144,11 @@ pub async fn run(
     let hash_states = HashStates::default();
     let mut workers = Vec::new();
     for _ in 0..cfg.max_parallel_uploads {
-        let (rx, ib, cc) = (Arc::clone(&job_rx), Arc::clone(&inbox), client_cfg.clone());
+        let (rx, ib, cc) = (
+            Arc::clone(&job_rx),
+            Arc::clone(&inbox),
+            Arc::clone(&servers),
+        );
         let states = hash_states.clone();
         workers.push(tokio::spawn(async move {
             let mut up = Uploader::new(cc, states);
@@ -154,7 +164,7 @@ pub async fn run(
     // The status document: published by a task of its own, the newest one wins.
     let (status_tx, mut status_rx) = mpsc::channel::<Vec<u8>>(1);
     let status_scratch = scratch.clone();
-    let mut status_up = Uploader::new(client_cfg.clone(), hash_states.clone());
+    let mut status_up = Uploader::new(Arc::clone(&servers), hash_states.clone());
     let status_task = tokio::spawn(async move {
         while let Some(bytes) = status_rx.recv().await {
             publish(&bytes, &mut status_up, &status_scratch).await;
@@ -182,11 +192,12 @@ pub async fn run(
     let _stop_tracker = StopOnDrop(Arc::clone(&inbox));
     let loop_cfg = cfg.clone();
     let m = Arc::clone(&metrics);
+    let in_use = Arc::clone(&servers);
     let thread = std::thread::Builder::new()
         .name("agent-tracker".into())
         .spawn(move || {
             track_loop(
-                &loop_cfg, mode, tracker, &inbox, &job_tx, &status_tx, &m, scan_ms,
+                &loop_cfg, mode, tracker, &inbox, &job_tx, &status_tx, &m, &in_use, scan_ms,
             )
         })
         .map_err(|e| AgentError::Config(format!("cannot start the tracker thread: {e}")))?;
@@ -201,7 +212,7 @@ pub async fn run(
     let ended = result?;
     let mut status_up = status_task
         .await
-        .unwrap_or_else(|_| Uploader::new(client_cfg, hash_states));
+        .unwrap_or_else(|_| Uploader::new(Arc::clone(&servers), hash_states));
     if let Some(bytes) = &ended.last_status {
         publish(bytes, &mut status_up, &scratch).await;
     }
@@ -255,6 +266,7 @@ fn track_loop(
     jobs: &mpsc::Sender<Job>,
     status_tx: &mpsc::Sender<Vec<u8>>,
     metrics: &crate::metrics::Metrics,
+    servers: &Servers,
     scan_ms: i64,
 ) -> Result<Ended, AgentError> {
     let mut summary = RunSummary::default();
@@ -339,7 +351,7 @@ fn track_loop(
             idle && completed_since_status > 0 && now - last_status >= STATUS_AFTER_BATCH_MS;
         if batch_done || now >= next_status {
             last_status = now;
-            if let Some(b) = status_bytes(cfg, t.db(), metrics, now) {
+            if let Some(b) = status_bytes(cfg, t.db(), metrics, servers, now) {
                 let _ = status_tx.try_send(b);
             }
             completed_since_status = 0;
@@ -369,7 +381,7 @@ fn track_loop(
             let pending = t.db().pending_count()? as usize;
             if r.new == 0 && r.changed == 0 && pending <= given_up.len() {
                 return Ok(Ended {
-                    last_status: status_bytes(cfg, t.db(), metrics, now_ms()),
+                    last_status: status_bytes(cfg, t.db(), metrics, servers, now_ms()),
                     summary,
                     given_up,
                 });
@@ -422,8 +434,16 @@ fn status_bytes(
     cfg: &AgentConfig,
     db: &StateDb,
     m: &crate::metrics::Metrics,
+    servers: &Servers,
     now: i64,
 ) -> Option<Vec<u8>> {
+    // The server in use, kept in the state database for `agent status` too.
+    let in_use = servers.in_use();
+    if db.meta(status::SERVER_KEY).ok().flatten().as_deref() != Some(in_use) {
+        if let Err(e) = db.set_meta(status::SERVER_KEY, in_use) {
+            tracing::warn!("cannot record the server in use: {e}");
+        }
+    }
     match status::build(cfg, db, now) {
         Ok(d) => {
             m.set_totals(&d.totals);

@@ -24,7 +24,12 @@ pub struct StatusDoc {
     pub totals: Totals,
     pub last_scan_ms: Option<i64>,
     pub updated_at_ms: i64,
+    /// The server the agent uploads to (one of `server`'s URLs), when it has connected.
+    pub server: Option<String>,
 }
+
+/// Where the state database keeps the URL of the server in use.
+pub const SERVER_KEY: &str = "server_in_use";
 
 pub fn build(cfg: &AgentConfig, db: &StateDb, now_ms: i64) -> crate::state::Result<StatusDoc> {
     Ok(StatusDoc {
@@ -45,6 +50,7 @@ pub fn build(cfg: &AgentConfig, db: &StateDb, now_ms: i64) -> crate::state::Resu
         totals: db.totals(now_ms)?,
         last_scan_ms: db.meta("last_scan_ms")?.and_then(|v| v.parse().ok()),
         updated_at_ms: now_ms,
+        server: db.meta(SERVER_KEY)?,
     })
 }
 

@@ -3,9 +3,9 @@
 //! cut (at a whole line); the worker uploads or appends and has the server's SHA-256 of the whole
 //! file compared with its own.
 
+use crate::servers::Servers;
 use logarchive_ftp::client::{
-    split_remote, Client, ClientConfig, ClientError, HashState, LocalFile, UploadMode,
-    UploadOptions,
+    split_remote, Client, ClientError, HashState, LocalFile, UploadMode, UploadOptions,
 };
 use logarchive_ftp::names::SCRATCH_DIR;
 use std::collections::{HashMap, HashSet};
@@ -71,53 +71,76 @@ const MAX_HASH_STATES: usize = 10_000;
 /// The SHA-256 state of what was archived of each row, shared by the workers: the next append to
 /// a growing file hashes only its new bytes instead of reading the whole file again (a 10 GB log
 /// appended to every few seconds would otherwise keep a core busy). Memory only: after a restart
-/// the first append of each file reads it once.
+/// the first append of each file reads it once. Each state also names the server (its index in
+/// the list) the bytes were verified on.
 #[derive(Clone, Default)]
-pub struct HashStates(Arc<Mutex<HashMap<i64, HashState>>>);
+pub struct HashStates(Arc<Mutex<HashMap<i64, (HashState, usize)>>>);
 
 impl HashStates {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, HashState>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (HashState, usize)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn take(&self, row: i64) -> Option<HashState> {
-        self.map().remove(&row)
+        self.map().remove(&row).map(|(state, _)| state)
     }
 
-    fn keep(&self, row: i64, state: HashState) {
+    /// The server the row's last send was verified on, if its state is kept.
+    fn server(&self, row: i64) -> Option<usize> {
+        self.map().get(&row).map(|(_, server)| *server)
+    }
+
+    fn keep(&self, row: i64, state: HashState, server: usize) {
         let mut m = self.map();
         if m.len() >= MAX_HASH_STATES {
             m.clear();
         }
-        m.insert(row, state);
+        m.insert(row, (state, server));
     }
 }
 
 pub struct Uploader {
-    cfg: ClientConfig,
-    client: Option<Client>,
+    servers: Arc<Servers>,
+    /// The connection, and the index of its server in the list.
+    client: Option<(usize, Client)>,
     dirs: HashSet<String>,
     states: HashStates,
 }
 
 impl Uploader {
-    pub fn new(cfg: ClientConfig, states: HashStates) -> Self {
+    pub fn new(servers: Arc<Servers>, states: HashStates) -> Self {
         Uploader {
-            cfg,
+            servers,
             client: None,
             dirs: HashSet::new(),
             states,
         }
     }
 
-    async fn client(&mut self) -> Result<&mut Client, ClientError> {
+    /// The connection (made, or made again on the server in use, as [`Servers`] says), and the
+    /// index of its server.
+    async fn connection(&mut self) -> Result<(usize, &mut Client), ClientError> {
+        if let Some((i, _)) = &self.client {
+            if self.servers.leave(*i) {
+                if let Some((_, c)) = self.client.take() {
+                    tokio::spawn(async move {
+                        let _ = c.quit().await;
+                    });
+                }
+            }
+        }
         if self.client.is_none() {
-            self.client = Some(Client::connect(self.cfg.clone()).await?);
+            self.client = Some(self.servers.connect().await?);
             self.dirs.clear();
         }
         self.client
             .as_mut()
+            .map(|(i, c)| (*i, c))
             .ok_or_else(|| ClientError::Invalid("no connection".into()))
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, ClientError> {
+        Ok(self.connection().await?.1)
     }
 
     pub async fn run(&mut self, job: Job) -> (Job, Outcome) {
@@ -169,14 +192,14 @@ impl Uploader {
             self.dirs.insert(dir);
         }
         let states = self.states.clone();
-        let c = self.client().await?;
+        let (server, c) = self.connection().await?;
         let archived = if s.archived_size > 0 {
             s.archived_size
         } else {
             match c.upload_verified_hashed(local, &s.remote, Some(size)).await {
                 Ok((v, state)) => {
                     if let Some(state) = state {
-                        states.keep(id, state);
+                        states.keep(id, state, server);
                     }
                     return Ok(Outcome::Archived {
                         size: v.size,
@@ -198,15 +221,17 @@ impl Uploader {
                             size: there,
                         });
                     }
-                    states.keep(id, start);
+                    states.keep(id, start, server);
                     there
                 }
                 Err(e) => return Err(e),
             }
         };
-        let in_step = s.in_step && archived == s.archived_size;
+        // The server holds what the last send left only if that send was verified on this very
+        // server: after a move to another one, its size is asked first.
+        let in_step = s.in_step && archived == s.archived_size && states.server(id) == Some(server);
         let (size, sha256, sent) =
-            append_rest(c, &states, id, s, local, archived, size, in_step).await?;
+            append_rest(c, server, &states, id, s, local, archived, size, in_step).await?;
         Ok(Outcome::Archived { size, sha256, sent })
     }
 
@@ -247,6 +272,7 @@ impl Uploader {
 #[allow(clippy::too_many_arguments)]
 async fn append_rest(
     c: &mut Client,
+    server_index: usize,
     states: &HashStates,
     id: i64,
     s: &Send,
@@ -305,6 +331,6 @@ async fn append_rest(
             server,
         });
     }
-    states.keep(id, state);
+    states.keep(id, state, server_index);
     Ok((size, sha, sent))
 }

@@ -734,3 +734,80 @@ async fn appends_to_a_big_file_do_not_read_it_again() {
     );
     stop_agent(stop, agent).await;
 }
+
+/// Waits (bounded) until agent01's published status names `url` as the server in use.
+async fn status_says(w: &World, url: &str) {
+    let t = Instant::now();
+    loop {
+        let doc: serde_json::Value = w
+            .stored(".logarchive/status.json")
+            .await
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if doc["server"] == url {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the status never said {url}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `server` as a list: the first server is down, so the agent uploads to the second and says so
+/// in its status; once the first answers again, after `failback_after` it is back on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_servers_fails_over_and_comes_back() {
+    let mut w = World::new().await;
+    let first = format!("ftp://127.0.0.1:{}", w.port);
+    w.stop_server().await;
+    // A second server over the same archive, as servers sharing one store do.
+    let second_server = server::start_with(
+        FtpServerConfig::new("127.0.0.1:0".parse().unwrap(), w.dir.path().join("archive")),
+        Arc::clone(&w.users) as _,
+        Arc::clone(&w.store),
+    )
+    .await
+    .unwrap();
+    let second = format!("ftp://127.0.0.1:{}", second_server.local_addr().port());
+    let mut cfg = w.config("");
+    cfg.server = logarchive_agent::config::ServerList::Many(vec![first.clone(), second.clone()]);
+    cfg.failback_after = Duration::from_secs(1);
+    cfg.status_interval = Duration::from_millis(200);
+    let (stop, rx) = watch::channel(false);
+    let agent = tokio::spawn(run(cfg, Mode::Forever, rx));
+
+    write(&w.src().join("one.log"), b"while the first is down\n");
+    wait_for_file(
+        &w,
+        "one.log",
+        b"while the first is down\n",
+        Duration::from_secs(30),
+    )
+    .await;
+    status_says(&w, &second).await;
+
+    // The first answers again: the agent comes back to it, and uploads there.
+    w.start_server().await;
+    let mut events = w.server.as_ref().unwrap().subscribe();
+    status_says(&w, &first).await;
+    write(&w.src().join("two.log"), b"after the first came back\n");
+    wait_for_file(
+        &w,
+        "two.log",
+        b"after the first came back\n",
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut through_first = false;
+    while let Ok(e) = events.try_recv() {
+        through_first |= format!("{e:?}").contains("two.log");
+    }
+    assert!(
+        through_first,
+        "two.log did not arrive through the first server"
+    );
+    stop_agent(stop, agent).await;
+    second_server.shutdown().await;
+}
