@@ -137,6 +137,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let state = Arc::new(web::WebState {
         catalog: Arc::clone(&catalog),
         archive: Arc::new(web::archive::Archive::new(Arc::clone(&store))),
+        ready: Arc::new(store::Readiness::new(s3.clone())),
         s3,
         stored,
         // The free space shown is the archive folder's disk's; an object store has none.

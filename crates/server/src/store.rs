@@ -307,3 +307,42 @@ impl ArchiveView for StoreView {
         Ok(out)
     }
 }
+
+/// Whether the store answers, for `/healthz` (which needs no login): probed at most once a
+/// second however often it is asked, each probe bounded to 3 s. A local folder is always ready
+/// (the catalog's check beside it covers its disk).
+pub struct Readiness {
+    s3: Option<S3Storage>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    pub fn new(s3: Option<S3Storage>) -> Readiness {
+        Readiness {
+            s3,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Err` names why the store is not ready.
+    pub async fn check(&self) -> Result<(), String> {
+        use std::time::{Duration, Instant};
+        let Some(s3) = &self.s3 else {
+            return Ok(());
+        };
+        // Callers meanwhile wait for this probe's answer instead of sending their own.
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = &*last {
+            if at.elapsed() < Duration::from_secs(1) {
+                return result.clone();
+            }
+        }
+        let result = match tokio::time::timeout(Duration::from_secs(3), s3.reachable()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the object store: {e}")),
+            Err(_) => Err("the object store does not answer within 3 s".to_string()),
+        };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}

@@ -345,3 +345,54 @@ async fn check_names_what_is_wrong_with_the_bucket() {
         "--check created the metadata database"
     );
 }
+
+/// `/healthz` on S3: `ready` while the bucket answers; once the object store is gone, `503
+/// alive, not ready` (a load balancer takes the server out), while `?live` still answers 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_tells_ready_from_alive_when_the_store_goes() {
+    let weed = logarchive_store::s3::seaweed::SeaweedFs::start().expect("SeaweedFS");
+    let (endpoint, bucket, creds) = (
+        weed.endpoint.clone(),
+        weed.bucket.clone(),
+        weed.credentials(),
+    );
+    let s = Server::start_on_tuned(Backend::S3, |c| {
+        let file = c.data.join("own-s3.env");
+        std::fs::write(
+            &file,
+            format!(
+                "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+                creds.access_key_id,
+                creds.secret()
+            ),
+        )
+        .unwrap();
+        c.storage.endpoint = Some(endpoint);
+        c.storage.bucket = Some(bucket);
+        c.storage.credentials_file = Some(file);
+    })
+    .await;
+    let anon = Web::new(&s.base);
+    assert_eq!(anon.text("/healthz").await, (200, "ready\n".to_string()));
+    drop(weed);
+    let t = Instant::now();
+    loop {
+        let (status, body) = anon.text("/healthz").await;
+        if status == 503 {
+            assert!(
+                body.starts_with("alive, not ready: the object store"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "/healthz still {status} {body} with the store gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        anon.text("/healthz?live").await,
+        (200, "alive\n".to_string())
+    );
+}

@@ -1305,7 +1305,7 @@ async fn dashboard_browse_metrics_health_and_openapi() {
     assert_eq!(r.status(), 303);
     // Health and metrics need no login.
     let anon = Web::new(&s.base);
-    assert_eq!(anon.text("/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(anon.text("/healthz").await, (200, "ready\n".to_string()));
     let (_, m) = anon.text("/metrics").await;
     for want in [
         "logarchive_catalog_files 3",

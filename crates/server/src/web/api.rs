@@ -108,13 +108,36 @@ async fn openapi() -> Response {
     Json(ApiDoc::openapi()).into_response()
 }
 
-/// Liveness and readiness: the catalog answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok"), (status = 503, description = "the catalog does not answer")))]
-async fn healthz(State(st): S) -> Response {
+#[derive(Deserialize, utoipa::IntoParams)]
+struct HealthQuery {
+    /// Liveness only: 200 whenever the process answers (for a probe that restarts it).
+    live: Option<String>,
+}
+
+/// Readiness (and liveness): `200 ready` when the catalog and the store answer; `503 alive, not
+/// ready: WHY` while either does not (a load balancer takes the server out; it comes back by
+/// itself). With `?live`, 200 whenever the process answers.
+#[utoipa::path(get, path = "/healthz", params(HealthQuery), responses((status = 200, description = "ready (or, with ?live, alive)"), (status = 503, description = "alive, not ready: the catalog or the store does not answer")))]
+async fn healthz(State(st): S, Query(q): Query<HealthQuery>) -> Response {
+    if q.live.is_some() {
+        return (StatusCode::OK, "alive\n").into_response();
+    }
     let c = Arc::clone(&st.catalog);
-    match tokio::task::spawn_blocking(move || c.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable\n").into_response(),
+    let catalog = match tokio::task::spawn_blocking(move || c.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err("the catalog does not answer".to_string()),
+    };
+    let why = match catalog {
+        Ok(()) => st.ready.check().await.err(),
+        Err(e) => Some(e),
+    };
+    match why {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("alive, not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -129,6 +129,8 @@ pub struct WebState {
     pub archive: Arc<Archive>,
     /// The S3 back-end, when the archive is on one (its request counters for `/metrics`).
     pub s3: Option<logarchive_store::s3::S3Storage>,
+    /// Whether the store answers (`/healthz`), probed at most once a second.
+    pub ready: Arc<crate::store::Readiness>,
     /// Bytes the store holds per agent (the dashboard's "stored").
     pub stored: Arc<crate::store::StoredBytes>,
     /// The archive folder on a local store (for its disk's free space).

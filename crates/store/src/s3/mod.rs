@@ -469,6 +469,19 @@ impl S3Storage {
             .map_err(io::Error::other)?
     }
 
+    /// Whether the bucket answers now: one listing under the prefix, nothing written (the
+    /// server's readiness). The caller bounds the wait; the client's retries stop with it.
+    pub async fn reachable(&self) -> io::Result<()> {
+        let at =
+            (!self.inner.prefix.is_empty()).then(|| ObjectPath::from(self.inner.prefix.as_str()));
+        self.inner
+            .store
+            .list_with_delimiter(at.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
     /// Lists the bucket under the prefix and compares it with the metadata: objects missing
     /// or short, and objects nothing names. Reads only.
     pub async fn check_objects(&self) -> io::Result<ObjectCheck> {
