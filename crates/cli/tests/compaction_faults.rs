@@ -4,12 +4,14 @@
 //! each one of 4 KiB or more as `NAME.zst` alone (no raw twin, no partial output left), which
 //! `zstd -dc` turns back into the source, and `archive fsck --full` is clean.
 
-use logarchive_ftp::client::{Client, ClientConfig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{add_user, bin, server_command, sha_tree, spawn_agent, start_server, Rng};
+use support::{
+    add_user, archive_command, assert_archived_over_ftp, bin, server_command, sha_tree,
+    spawn_agent, start_server, Rng,
+};
 
 const FILES: usize = 200;
 const KILLS_IN_SYNC: usize = 4;
@@ -177,40 +179,11 @@ fn the_server_killed_while_compressing_its_folder_loses_nothing() {
 
     // What the server shows: every file, by SHA-256, over FTP.
     let want = sha_tree(&src);
-    let port = server.ftp.port();
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async move {
-            let mut cfg = ClientConfig::new("127.0.0.1", port, "reader", "reader-password");
-            cfg.reconnect_attempts = 2;
-            let mut c = Client::connect(cfg).await.expect("reader logs in");
-            let mut wrong = Vec::new();
-            for (p, h) in &want {
-                match c.remote_sha256(&format!("/agent01/{p}")).await {
-                    Ok(got) if &got == h => {}
-                    other => wrong.push(format!("{p}: {other:?}")),
-                }
-            }
-            assert!(
-                wrong.is_empty(),
-                "{} lost or different: {wrong:?}",
-                wrong.len()
-            );
-        });
+    assert_archived_over_ftp(server.ftp.port(), &want);
 
-    let out = bin()
-        .arg("archive")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data")
-        .arg(&data)
-        .args(["fsck", "--full"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (ok, out, err) = archive_command(&config, &data, &["fsck", "--full"]);
     assert!(
-        out.status.success() && text.contains(&format!("{FILES} read back and hashed")),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ok && out.contains(&format!("{FILES} read back and hashed")),
+        "{out}{err}"
     );
 }

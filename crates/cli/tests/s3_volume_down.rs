@@ -4,13 +4,13 @@
 //! lost: afterwards every file is in the archive once with the source's SHA-256, what waited
 //! inline meanwhile is packed into objects, and `archive fsck --full` is clean.
 
-use logarchive_ftp::client::{Client, ClientConfig};
 use logarchive_store::s3::seaweed::SeaweedFs;
 use std::time::{Duration, Instant};
 
 mod support;
 use support::{
-    add_user, base64, bin, http_get, server_command, sha_tree, spawn_agent, start_server, Rng,
+    add_user, archive_command, assert_archived_over_ftp, base64, bin, http_get, server_command,
+    sha_tree, spawn_agent, start_server, Rng,
 };
 
 const FILES: usize = 300;
@@ -152,25 +152,7 @@ fn the_store_losing_its_volume_server_mid_sync_loses_nothing() {
 
     // Every file, by SHA-256, read back over FTP.
     let want = sha_tree(&src);
-    let port = server.ftp.port();
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async move {
-            let cfg = ClientConfig::new("127.0.0.1", port, "reader", "reader-password");
-            let mut c = Client::connect(cfg).await.expect("reader logs in");
-            let mut wrong = Vec::new();
-            for (p, h) in &want {
-                match c.remote_sha256(&format!("/agent01/{p}")).await {
-                    Ok(got) if &got == h => {}
-                    other => wrong.push(format!("{p}: {other:?}")),
-                }
-            }
-            assert!(
-                wrong.is_empty(),
-                "{} lost or different: {wrong:?}",
-                wrong.len()
-            );
-        });
+    assert_archived_over_ftp(server.ftp.port(), &want);
     // What waited inline is packed, and the archive checks clean.
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(&server.web, &auth, "logarchive_store_inline_bytes") > 0.0 {
@@ -180,19 +162,6 @@ fn the_store_losing_its_volume_server_mid_sync_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let out = bin()
-        .arg("archive")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data")
-        .arg(&data)
-        .args(["fsck", "--full"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out, err) = archive_command(&config, &data, &["fsck", "--full"]);
+    assert!(ok, "{out}{err}");
 }

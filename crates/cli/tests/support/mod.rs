@@ -263,3 +263,47 @@ pub fn base64(input: &[u8]) -> String {
     }
     out
 }
+
+/// Asserts that every file of `want` (path below `/agent01` → SHA-256, as [`sha_tree`] gives)
+/// is on the server at `port` with that SHA-256, asked over FTP as `reader`/`reader-password`:
+/// what the store holds, whatever the back-end.
+pub fn assert_archived_over_ftp(port: u16, want: &BTreeMap<String, String>) {
+    use logarchive_ftp::client::{Client, ClientConfig};
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let mut cfg = ClientConfig::new("127.0.0.1", port, "reader", "reader-password");
+            cfg.reconnect_attempts = 2;
+            let mut c = Client::connect(cfg).await.expect("reader logs in");
+            let mut wrong = Vec::new();
+            for (p, h) in want {
+                match c.remote_sha256(&format!("/agent01/{p}")).await {
+                    Ok(got) if &got == h => {}
+                    other => wrong.push(format!("{p}: {other:?}")),
+                }
+            }
+            assert!(
+                wrong.is_empty(),
+                "{} lost or different: {wrong:?}",
+                wrong.len()
+            );
+        });
+}
+
+/// `logarchive archive --config CONFIG --data DATA ARGS...`: success, stdout, stderr.
+pub fn archive_command(config: &Path, data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = bin()
+        .arg("archive")
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
