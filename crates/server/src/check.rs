@@ -39,6 +39,25 @@ pub fn check(settings: &ServerSettings) -> Vec<String> {
     if let Some(p) = crate::store::check(settings) {
         problems.push(p);
     }
+    match settings.catalog_location() {
+        Err(e) => problems.push(e.to_string()),
+        // A thread of its own: the PostgreSQL client blocks on a runtime of its own, and
+        // --check may run inside another.
+        Ok(at) => {
+            let probed = std::thread::scope(|s| {
+                s.spawn(|| crate::catalog::probe(&at))
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(crate::catalog::CatalogError::Setup(
+                            "the check panicked".into(),
+                        ))
+                    })
+            });
+            if let Err(e) = probed {
+                problems.push(format!("[catalog]: {e}"));
+            }
+        }
+    }
     for (key, addr) in [
         ("ftp_listen", settings.ftp_listen),
         ("web_listen", settings.web_listen),

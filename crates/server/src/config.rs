@@ -27,6 +27,21 @@ pub struct ServerConfigFile {
     /// `[storage]`: where the archive's files live.
     #[serde(default)]
     pub storage: StorageSection,
+    /// `[catalog]`: where the catalog lives.
+    #[serde(default)]
+    pub catalog: CatalogSection,
+}
+
+/// `[catalog]` (DESIGN.md, "Scale-out"): SQLite `DATA/catalog.db` unless `url` names a
+/// PostgreSQL database, which every server of the archive then shares.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSection {
+    /// `postgres://USER@HOST:PORT/DATABASE` (no password in it; `host=/run/postgresql` style
+    /// key-value strings work too).
+    pub url: Option<String>,
+    /// A file whose first line is the PostgreSQL password; else `PGPASSWORD`.
+    pub password_file: Option<PathBuf>,
 }
 
 /// Which store holds the archive.
@@ -190,6 +205,7 @@ pub struct ServerSettings {
     pub ftp: FtpSection,
     pub web: crate::web::WebConfig,
     pub storage: StorageSection,
+    pub catalog: CatalogSection,
 }
 
 impl ServerSettings {
@@ -235,7 +251,31 @@ impl ServerSettings {
             ftp: file.ftp,
             web: file.web.at_least_one(),
             storage: file.storage,
+            catalog: file.catalog,
         })
+    }
+
+    /// Where the catalog lives: PostgreSQL if `[catalog] url` is set, else `DATA/catalog.db`.
+    pub fn catalog_location(&self) -> Result<crate::catalog::Location, ConfigError> {
+        let Some(url) = &self.catalog.url else {
+            return Ok(crate::catalog::Location::Sqlite(
+                self.data.join("catalog.db"),
+            ));
+        };
+        if self.storage.backend == StorageBackend::S3 {
+            // Each server keeps the S3 segment maps in its own DATA/store.db today: servers
+            // sharing a catalog over one bucket would each reconcile the other's files away.
+            return Err(ConfigError::Value(
+                "[catalog] url (PostgreSQL) cannot yet be combined with [storage] backend = \"s3\": \
+                 the object store's segment maps still live in each server's DATA/store.db. \
+                 Use a folder shared by the servers (backend = \"local\" over NFS or similar) \
+                 with PostgreSQL, or S3 with the default SQLite catalog"
+                    .into(),
+            ));
+        }
+        crate::catalog::PgSettings::new(url, self.catalog.password_file.as_deref())
+            .map(|pg| crate::catalog::Location::Postgres(Box::new(pg)))
+            .map_err(|e| ConfigError::Value(e.to_string()))
     }
 
     pub fn users_file(&self) -> PathBuf {

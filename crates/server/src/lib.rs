@@ -8,6 +8,8 @@ pub mod check;
 pub mod config;
 pub mod maintenance;
 pub mod migrate;
+#[cfg(feature = "postgres-harness")]
+pub mod pg_harness;
 pub mod store;
 pub mod users;
 pub mod web;
@@ -90,7 +92,13 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     } else {
         None
     };
-    let catalog = Arc::new(catalog::Catalog::open(&settings.data.join("catalog.db"))?);
+    // Connecting to PostgreSQL blocks (its client runs its own runtime): off the async threads.
+    let at = settings.catalog_location()?;
+    let catalog = Arc::new(
+        tokio::task::spawn_blocking(move || catalog::Catalog::connect(&at))
+            .await
+            .map_err(|e| catalog::CatalogError::Setup(format!("opening the catalog: {e}")))??,
+    );
     let web_listener = tokio::net::TcpListener::bind(settings.web_listen)
         .await
         .map_err(|source| ServerError::WebListen {
@@ -238,88 +246,168 @@ impl Running {
 }
 
 /// Keeps the catalog and the metrics in step with the FTP service, on one thread of its own (the
-/// catalog's only writer): reconcile with the disk at start and whenever events were lost because
-/// it fell behind, then apply the events in batches, one transaction for all that are waiting.
-/// Uploads never wait for it; a burst of small files costs one commit, not one per file.
+/// catalog's only writer in this server): reconcile with the archive at start and whenever
+/// events were lost because it fell behind, then apply the events in batches, one transaction
+/// for all that are waiting. Uploads never wait for it; a burst of small files costs one
+/// commit, not one per file.
+///
+/// While the catalog database does not answer (PostgreSQL restarting, unreachable), the batch
+/// it did not take is kept and tried again, and a reconcile that failed is tried again, with a
+/// backoff from 1 s to 1 min; both without waiting for the next event, so the catalog catches
+/// up as soon as the database is back even when the archive has gone quiet.
 fn follow_events(
     ftp: &ServerHandle,
     catalog: Arc<catalog::Catalog>,
     archive: store::StoreView,
     metrics: Arc<web::metrics::Metrics>,
 ) -> std::io::Result<()> {
+    use std::time::{Duration, Instant};
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     /// Events applied in one transaction at most.
     const BATCH: usize = 1024;
     /// Catalog commits are at most this frequent (so an event is in the catalog at most this
     /// much later than without batching).
-    const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+    const COMMIT_EVERY: Duration = Duration::from_millis(25);
+    /// How long a wait for events lasts while work is pending.
+    const POLL: Duration = Duration::from_millis(250);
+    const FIRST_RETRY: Duration = Duration::from_secs(1);
+    const LAST_RETRY: Duration = Duration::from_secs(60);
     let mut events = ftp.subscribe();
     std::thread::Builder::new()
         .name("catalog-writer".into())
         .spawn(move || {
             let mut reconcile = true;
-            // A reconcile that failed is tried again with the next events, at most this often.
-            const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
-            let mut next_try = std::time::Instant::now();
+            let mut next_reconcile = Instant::now();
+            let mut reconcile_backoff = FIRST_RETRY;
+            // A batch the catalog did not take stays here and is tried again at `next_apply`.
             let mut batch = Vec::with_capacity(BATCH);
-            let mut last_commit = std::time::Instant::now();
-            loop {
-                if reconcile && std::time::Instant::now() >= next_try {
-                    reconcile = false;
+            let mut next_apply = Instant::now();
+            let mut apply_backoff = FIRST_RETRY;
+            let mut last_commit = Instant::now();
+            let mut closed = false;
+            let lagged = |n: u64| {
+                tracing::warn!("catalog fell {n} events behind; reconciling with the archive");
+            };
+            while !closed || !batch.is_empty() {
+                if reconcile && Instant::now() >= next_reconcile {
                     match catalog.reconcile(&archive) {
-                        Ok((added, removed, updated)) => tracing::info!(
-                            added,
-                            removed,
-                            updated,
-                            "catalog reconciled with the archive"
-                        ),
+                        Ok((added, removed, updated)) => {
+                            reconcile = false;
+                            reconcile_backoff = FIRST_RETRY;
+                            tracing::info!(
+                                added,
+                                removed,
+                                updated,
+                                "catalog reconciled with the archive"
+                            )
+                        }
                         Err(e) => {
-                            tracing::error!("catalog reconcile: {e}; trying again later");
-                            reconcile = true;
-                            next_try = std::time::Instant::now() + RETRY;
+                            tracing::error!(
+                                "catalog reconcile: {e}; trying again in {:?}",
+                                reconcile_backoff
+                            );
+                            next_reconcile = Instant::now() + reconcile_backoff;
+                            reconcile_backoff = (reconcile_backoff * 2).min(LAST_RETRY);
                         }
                     }
                 }
-                match events.blocking_recv() {
-                    Ok(ev) => {
-                        batch.push(ev);
-                        // At most one commit per COMMIT_EVERY: a commit writes whole pages
-                        // (files, folders, indexes, the name index), which a burst shares.
-                        if let Some(wait) = COMMIT_EVERY.checked_sub(last_commit.elapsed()) {
-                            std::thread::sleep(wait);
+                if closed {
+                    // The service stopped: one more try for what is left, then end.
+                    if catalog.batch(|c| c.apply_all(&batch, &archive)).is_err() {
+                        tracing::error!(
+                            "catalog: {} events not applied at shutdown; the next start \
+                             reconciles",
+                            batch.len()
+                        );
+                    }
+                    break;
+                }
+                // Wait for events: as long as it takes when nothing is pending, else briefly.
+                let pending = reconcile || !batch.is_empty();
+                let first = if pending {
+                    match events.try_recv() {
+                        Ok(ev) => Some(ev),
+                        Err(TryRecvError::Empty) => {
+                            std::thread::sleep(POLL);
+                            None
+                        }
+                        Err(TryRecvError::Lagged(n)) => {
+                            lagged(n);
+                            reconcile = true;
+                            None
+                        }
+                        Err(TryRecvError::Closed) => {
+                            closed = true;
+                            None
                         }
                     }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(
-                            "catalog fell {n} events behind; reconciling with the archive"
-                        );
-                        reconcile = true;
-                        continue;
+                } else {
+                    match events.blocking_recv() {
+                        Ok(ev) => Some(ev),
+                        Err(RecvError::Lagged(n)) => {
+                            lagged(n);
+                            reconcile = true;
+                            continue;
+                        }
+                        Err(RecvError::Closed) => break,
                     }
-                    Err(RecvError::Closed) => break,
+                };
+                if let Some(ev) = first {
+                    metrics.on_ftp_event(&ev);
+                    batch.push(ev);
+                    // At most one commit per COMMIT_EVERY: a commit writes whole pages
+                    // (files, folders, indexes, the name index), which a burst shares.
+                    if let Some(wait) = COMMIT_EVERY.checked_sub(last_commit.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
                 }
                 while batch.len() < BATCH {
                     match events.try_recv() {
-                        Ok(ev) => batch.push(ev),
+                        Ok(ev) => {
+                            metrics.on_ftp_event(&ev);
+                            batch.push(ev);
+                        }
                         Err(TryRecvError::Lagged(n)) => {
-                            tracing::warn!(
-                                "catalog fell {n} events behind; reconciling with the archive"
-                            );
+                            lagged(n);
                             reconcile = true;
                         }
-                        Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Closed) => {
+                            closed = true;
+                            break;
+                        }
                     }
                 }
-                for ev in &batch {
-                    metrics.on_ftp_event(ev);
+                if batch.is_empty() || Instant::now() < next_apply {
+                    continue;
                 }
-                let applied = catalog.batch(|c| c.apply_all(&batch, &archive));
-                if let Err(e) = applied {
-                    tracing::error!("catalog: {e}; reconciling with the archive");
-                    reconcile = true;
+                match catalog.batch(|c| c.apply_all(&batch, &archive)) {
+                    Ok(()) => {
+                        batch.clear();
+                        apply_backoff = FIRST_RETRY;
+                    }
+                    Err(e @ catalog::CatalogError::Unavailable(_)) => {
+                        // Applying events again is harmless (apply_all): keep them, try later.
+                        tracing::error!(
+                            "{e}; {} events wait, trying again in {:?}",
+                            batch.len(),
+                            apply_backoff
+                        );
+                        next_apply = Instant::now() + apply_backoff;
+                        apply_backoff = (apply_backoff * 2).min(LAST_RETRY);
+                        if batch.len() >= BATCH {
+                            // Beyond a batch, the archive itself is the better record.
+                            batch.clear();
+                            reconcile = true;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("catalog: {e}; reconciling with the archive");
+                        batch.clear();
+                        reconcile = true;
+                    }
                 }
-                batch.clear();
-                last_commit = std::time::Instant::now();
+                last_commit = Instant::now();
             }
         })
         .map(|_| ())

@@ -53,13 +53,13 @@ pub async fn fsck(
         }
     }
     let view = StoreView::new(Arc::clone(&store));
-    let catalog_path = settings.data.join("catalog.db");
-    let has_catalog = catalog_path.exists();
+    let at = settings.catalog_location()?;
+    let has_catalog = crate::catalog::exists(&at);
     let (in_store, catalog) = tokio::task::spawn_blocking(move || {
         let files = view.files()?;
         let mut catalog = BTreeMap::new();
         if has_catalog {
-            let c = Catalog::open(&catalog_path).map_err(std::io::Error::other)?;
+            let c = Catalog::connect(&at).map_err(std::io::Error::other)?;
             let mut after: Option<String> = None;
             loop {
                 let page = c

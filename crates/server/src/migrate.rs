@@ -103,13 +103,13 @@ pub async fn migrate(
 
     // The source's files, and the SHA-256 its catalog recorded for each.
     let view = StoreView::new(Arc::clone(&source.store));
-    let catalog_path = from.data.join("catalog.db");
+    let at = from.catalog_location()?;
     let (files, recorded) = tokio::task::spawn_blocking(move || {
         use crate::catalog::ArchiveView;
         let files = view.files()?;
         let mut recorded = HashMap::new();
-        if catalog_path.exists() {
-            let c = Catalog::open(&catalog_path).map_err(io::Error::other)?;
+        if crate::catalog::exists(&at) {
+            let c = Catalog::connect(&at).map_err(io::Error::other)?;
             let mut after: Option<String> = None;
             loop {
                 let page = c

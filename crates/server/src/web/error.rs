@@ -23,6 +23,9 @@ pub enum WebError {
     /// A bounded resource (searches, downloads, threads) is taken: try again shortly.
     #[error("busy: {0}")]
     Busy(String),
+    /// A service the answer needs (the catalog database) does not answer: try again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl WebError {
@@ -35,7 +38,7 @@ impl WebError {
             WebError::LockedOut => StatusCode::TOO_MANY_REQUESTS,
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Busy(_) | WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -46,6 +49,11 @@ impl WebError {
                 tracing::error!("{detail}");
                 "internal error (see the server log)".into()
             }
+            WebError::Unavailable(detail) => {
+                // The operator hears of it from /healthz and the catalog writer's log.
+                tracing::debug!("{detail}");
+                "the catalog is unavailable; try again in a few seconds".into()
+            }
             e => e.to_string(),
         }
     }
@@ -53,7 +61,10 @@ impl WebError {
 
 impl From<crate::catalog::CatalogError> for WebError {
     fn from(e: crate::catalog::CatalogError) -> Self {
-        WebError::Internal(format!("catalog: {e}"))
+        match e {
+            crate::catalog::CatalogError::Unavailable(_) => WebError::Unavailable(e.to_string()),
+            e => WebError::Internal(format!("catalog: {e}")),
+        }
     }
 }
 

@@ -1,0 +1,849 @@
+//! The catalog in PostgreSQL (`[catalog] url`): shared by every server of one archive, so a
+//! file uploaded through one is listed, searched and served by all at once (they read the same
+//! rows; nothing is cached per server).
+//!
+//! Kept here: the schema and its migrations (versioned in `logarchive_migrations`, applied at
+//! start under a transaction-scoped advisory lock, so servers starting together apply each
+//! version once); text columns compare bytewise (`COLLATE "C"`, as SQLite does: the path-range
+//! queries rely on it); a connection that broke is replaced on the next use, and a transaction
+//! whose connection broke fails instead of committing half of itself.
+
+use super::{AgentTotals, Backend, CatalogError, Entry, NameQuery, Result, MAX_ALIASES};
+use ::postgres::types::ToSql;
+use ::postgres::{Client, NoTls, Statement};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where the PostgreSQL catalog is and how to log in.
+#[derive(Clone)]
+pub struct PgSettings {
+    config: ::postgres::Config,
+    /// The URL as given (it holds no password): for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl PgSettings {
+    /// From `[catalog] url` and `password_file` (else `PGPASSWORD`). A password inside the URL
+    /// is refused: config files get shown and copied, password files get permissions.
+    pub fn new(url: &str, password_file: Option<&Path>) -> Result<PgSettings> {
+        let setup = |m: String| CatalogError::Setup(m);
+        let mut config: ::postgres::Config = url
+            .parse()
+            .map_err(|e| setup(format!("[catalog] url {url:?}: {e}")))?;
+        if config.get_password().is_some() {
+            return Err(setup(
+                "[catalog] url holds a password: put it in password_file (or PGPASSWORD) instead"
+                    .into(),
+            ));
+        }
+        if config.get_ssl_mode() == ::postgres::config::SslMode::Require {
+            return Err(setup(
+                "[catalog] url asks for sslmode=require, but this build talks to PostgreSQL \
+                 without TLS: reach it over a Unix socket or a trusted network"
+                    .into(),
+            ));
+        }
+        let password = match password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| setup(format!("[catalog] password_file {}: {e}", p.display())))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            None => std::env::var("PGPASSWORD").ok(),
+        };
+        if let Some(p) = password {
+            config.password(p.as_bytes());
+        }
+        if config.get_user().is_none() {
+            config.user("logarchive");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that vanished (no RST) is noticed in seconds, not at TCP's 15 minutes.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(20))
+            .application_name("logarchive");
+        Ok(PgSettings {
+            config,
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL (without a password).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// The schema, one step per version; never edit a step that has shipped, add one.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "files, folders, local names",
+    r#"
+    CREATE TABLE files (
+        id BIGSERIAL PRIMARY KEY,
+        path TEXT COLLATE "C" NOT NULL UNIQUE,
+        dir TEXT COLLATE "C" NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        agent TEXT COLLATE "C" NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 TEXT,
+        modified_ms BIGINT NOT NULL,
+        archived_ms BIGINT NOT NULL,
+        appended_ms BIGINT
+    );
+    -- Folder listings read only this index, in name order.
+    CREATE INDEX files_dir_listing ON files (dir, name)
+        INCLUDE (path, agent, size, sha256, modified_ms, archived_ms, appended_ms);
+    CREATE INDEX files_agent ON files (agent, archived_ms);
+    CREATE INDEX files_archived ON files (archived_ms);
+    -- Substring search on names, any case.
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX files_name_trgm ON files USING gin (lower(name) gin_trgm_ops);
+    CREATE TABLE dirs (
+        path TEXT COLLATE "C" PRIMARY KEY,
+        parent TEXT COLLATE "C" NOT NULL
+    );
+    CREATE INDEX dirs_parent ON dirs (parent, path);
+    CREATE TABLE aliases (
+        path TEXT COLLATE "C" NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        base TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (path, name)
+    );
+    CREATE INDEX aliases_base ON aliases (base);
+    "#,
+)];
+
+/// The advisory lock migrations hold (any fixed number; "logarchv" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6c6f_6761_7263_6876;
+
+/// Reading connections per server.
+const READERS: usize = 4;
+
+/// A connection and its prepared statements.
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn prepare(&mut self, sql: &'static str) -> std::result::Result<Statement, ::postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<::postgres::Row>, ::postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query(&st, args)
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<::postgres::Row, ::postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query_one(&st, args)
+    }
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, ::postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.execute(&st, args)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let conns: Vec<Conn> = std::iter::once(&self.writer)
+            .chain(&self.readers)
+            .filter_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
+            .collect();
+        if !conns.is_empty() {
+            // Closing a client blocks on its own runtime, which a thread of an async runtime
+            // may not do (the last handle may go there): close them on a thread of their own.
+            let _ = std::thread::Builder::new()
+                .name("catalog-close".into())
+                .spawn(move || drop(conns));
+        }
+    }
+}
+
+pub(super) struct Pg {
+    settings: PgSettings,
+    writer: Mutex<Option<Conn>>,
+    /// Set between `begin` and `commit`/`rollback`: the writer must not be replaced then.
+    in_batch: AtomicBool,
+    readers: Vec<Mutex<Option<Conn>>>,
+    next_reader: AtomicUsize,
+}
+
+/// A PostgreSQL error as the catalog's: the server's answers about the request as they are;
+/// what says the server is not there to answer (refused, reset, timed out, closed, shutting
+/// down, starting up, out of connections: SQLSTATE classes 08, 53 and 57) as "unavailable",
+/// which clears by itself.
+fn pg_error(e: ::postgres::Error) -> CatalogError {
+    let transient = match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            e.is_closed() || matches!(class, "08" | "53" | "57")
+        }
+    };
+    if transient {
+        CatalogError::Unavailable(e.to_string())
+    } else {
+        CatalogError::Postgres(e)
+    }
+}
+
+const ENTRY: &str = "path, agent, size, sha256, modified_ms, archived_ms, appended_ms";
+
+fn entry(r: &::postgres::Row) -> Entry {
+    Entry {
+        path: r.get(0),
+        agent: r.get(1),
+        size: r.get::<_, i64>(2) as u64,
+        sha256: r.get(3),
+        modified_ms: r.get(4),
+        archived_ms: r.get(5),
+        appended_ms: r.get(6),
+    }
+}
+
+impl Pg {
+    /// Connects (the writer) and brings the schema up to date.
+    pub(super) fn connect(settings: &PgSettings) -> Result<Pg> {
+        let pg = Pg {
+            settings: settings.clone(),
+            writer: Mutex::new(None),
+            in_batch: AtomicBool::new(false),
+            readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
+            next_reader: AtomicUsize::new(0),
+        };
+        pg.write(|c| migrate(&mut c.client))?;
+        Ok(pg)
+    }
+
+    fn open(&self) -> Result<Conn> {
+        let client = self
+            .settings
+            .config
+            .connect(NoTls)
+            .map_err(|e| match pg_error(e) {
+                CatalogError::Unavailable(m) => {
+                    CatalogError::Unavailable(format!("connecting to {}: {m}", self.settings.url))
+                }
+                e => CatalogError::Setup(format!("connecting to {}: {e}", self.settings.url)),
+            })?;
+        Ok(Conn {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    /// Runs `f` on the connection in `slot`, connecting first if it has none or its
+    /// connection broke. A connection found broken by `f` itself (the server restarted since
+    /// it was last used) is replaced and `f` run once more on the new one — except inside a
+    /// transaction (`in_batch`), which went with the old connection.
+    fn with<T>(
+        &self,
+        slot: &Mutex<Option<Conn>>,
+        in_batch: bool,
+        mut f: impl FnMut(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = false;
+        loop {
+            if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+                *guard = None;
+            }
+            let conn = match guard.as_mut() {
+                Some(c) => c,
+                None if in_batch => {
+                    return Err(CatalogError::Unavailable(
+                        "the connection broke inside a transaction".into(),
+                    ))
+                }
+                None => {
+                    fresh = true;
+                    guard.insert(self.open()?)
+                }
+            };
+            let r = f(conn);
+            if !conn.client.is_closed() && !matches!(r, Err(CatalogError::Unavailable(_))) {
+                return r;
+            }
+            // The connection is gone (or says the server is): never reuse it.
+            *guard = None;
+            if fresh || in_batch {
+                return r;
+            }
+        }
+    }
+
+    fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        let in_batch = self.in_batch.load(Ordering::Acquire);
+        self.with(&self.writer, in_batch, |c| f(c).map_err(pg_error))
+    }
+
+    fn read<T>(
+        &self,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        // A free connection if there is one, else the next in turn.
+        let slot = (0..n)
+            .map(|i| &self.readers[(first + i) % n])
+            .find(|s| s.try_lock().is_ok())
+            .unwrap_or(&self.readers[first % n]);
+        self.with(slot, false, |c| f(c).map_err(pg_error))
+    }
+
+    fn entries(&self, sql: &'static str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Entry>> {
+        self.read(|c| Ok(c.query(sql, args)?.iter().map(entry).collect()))
+    }
+
+    /// The filters of a name query after the name: conditions, numbered on from `args`.
+    fn filters<'a>(
+        q: &'a NameQuery,
+        conds: &mut Vec<String>,
+        args: &mut Vec<&'a (dyn ToSql + Sync)>,
+    ) {
+        let filters: [(&str, &str, Option<&'a (dyn ToSql + Sync)>); 5] = [
+            ("f.agent", "=", q.agent.as_ref().map(|v| v as _)),
+            (
+                "f.modified_ms",
+                ">=",
+                q.modified_from_ms.as_ref().map(|v| v as _),
+            ),
+            (
+                "f.modified_ms",
+                "<=",
+                q.modified_to_ms.as_ref().map(|v| v as _),
+            ),
+            (
+                "f.archived_ms",
+                ">=",
+                q.archived_from_ms.as_ref().map(|v| v as _),
+            ),
+            (
+                "f.archived_ms",
+                "<=",
+                q.archived_to_ms.as_ref().map(|v| v as _),
+            ),
+        ];
+        for (col, op, v) in filters {
+            if let Some(v) = v {
+                args.push(v);
+                conds.push(format!("{col} {op} ${}", args.len()));
+            }
+        }
+    }
+
+    fn search(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Entry>> {
+        self.read(|c| Ok(c.client.query(sql, args)?.iter().map(entry).collect()))
+    }
+}
+
+/// Logs in and asks one question, changing nothing.
+pub(super) fn probe(settings: &PgSettings) -> Result<()> {
+    let pg = Pg {
+        settings: settings.clone(),
+        writer: Mutex::new(None),
+        in_batch: AtomicBool::new(false),
+        readers: vec![Mutex::new(None)],
+        next_reader: AtomicUsize::new(0),
+    };
+    pg.ping()
+}
+
+/// Applies the steps of [`MIGRATIONS`] the database lacks, each once, whichever server gets
+/// there first.
+fn migrate(client: &mut Client) -> std::result::Result<(), ::postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS logarchive_migrations (
+            version INTEGER PRIMARY KEY,
+            what TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )?;
+    let have: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM logarchive_migrations",
+            &[],
+        )?
+        .get(0);
+    for (i, (what, sql)) in MIGRATIONS.iter().enumerate() {
+        let version = i as i32 + 1;
+        if version <= have {
+            continue;
+        }
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO logarchive_migrations (version, what) VALUES ($1, $2)",
+            &[&version, what],
+        )?;
+        tracing::info!(version, what, "catalog schema migrated");
+    }
+    tx.commit()?;
+    if have > MIGRATIONS.len() as i32 {
+        // A newer logarchive went first: its schema is a superset as long as its steps only
+        // add; say so rather than refuse.
+        tracing::warn!(
+            "the catalog's schema is version {have}, newer than this logarchive's {}: \
+             upgrade this server",
+            MIGRATIONS.len()
+        );
+    }
+    Ok(())
+}
+
+impl Backend for Pg {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn begin(&self) -> Result<()> {
+        self.write(|c| c.client.batch_execute("BEGIN"))?;
+        self.in_batch.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<()> {
+        let r = self.write(|c| c.client.batch_execute("COMMIT"));
+        self.in_batch.store(false, Ordering::Release);
+        r
+    }
+
+    fn rollback(&self) {
+        let _ = self.write(|c| c.client.batch_execute("ROLLBACK"));
+        self.in_batch.store(false, Ordering::Release);
+    }
+
+    /// One statement for the files and one for their folders, each over arrays (one round
+    /// trip each, however many files). Rows go in path order, so two servers writing
+    /// overlapping batches take their row locks in the same order.
+    fn upsert_all(&self, entries: &[Entry]) -> Result<()> {
+        let mut last: std::collections::BTreeMap<&str, &Entry> = Default::default();
+        for e in entries {
+            last.insert(&e.path, e);
+        }
+        let n = last.len();
+        let (mut path, mut dir, mut name, mut agent) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut size, mut sha, mut modified, mut archived, mut appended) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut dirs: std::collections::BTreeMap<String, String> = Default::default();
+        for e in last.values() {
+            let (d, nm) = super::split(&e.path);
+            path.push(e.path.as_str());
+            dir.push(d);
+            name.push(nm);
+            agent.push(e.agent.as_str());
+            size.push(e.size as i64);
+            sha.push(e.sha256.as_deref());
+            modified.push(e.modified_ms);
+            archived.push(e.archived_ms);
+            appended.push(e.appended_ms);
+            let mut d = d.to_string();
+            while d != "/" && !dirs.contains_key(&d) {
+                let parent = super::split(&d).0.to_string();
+                dirs.insert(d, parent.clone());
+                d = parent;
+            }
+        }
+        let (dir_paths, parents): (Vec<&str>, Vec<&str>) =
+            dirs.iter().map(|(d, p)| (d.as_str(), p.as_str())).unzip();
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO files (path, dir, name, agent, size, sha256, modified_ms,
+                    archived_ms, appended_ms)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                    $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
+                 ON CONFLICT (path) DO UPDATE SET size = excluded.size,
+                    sha256 = excluded.sha256, modified_ms = excluded.modified_ms,
+                    appended_ms = excluded.appended_ms",
+                &[
+                    &path, &dir, &name, &agent, &size, &sha, &modified, &archived, &appended,
+                ],
+            )?;
+            c.execute(
+                "INSERT INTO dirs (path, parent) SELECT * FROM unnest($1::text[], $2::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&dir_paths, &parents],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn remove(&self, path: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute("DELETE FROM files WHERE path = $1", &[&path])?;
+            c.execute("DELETE FROM aliases WHERE path = $1", &[&path])?;
+            Ok(())
+        })
+    }
+
+    fn take_dir(&self, from: &str, to: &str) -> Result<Vec<Entry>> {
+        let (lo, hi) = (format!("{from}/"), format!("{from}0"));
+        self.write(|c| {
+            let rows = c
+                .query(
+                    "DELETE FROM files WHERE path >= $1 AND path < $2
+                     RETURNING path, agent, size, sha256, modified_ms, archived_ms, appended_ms",
+                    &[&lo, &hi],
+                )?
+                .iter()
+                .map(entry)
+                .collect();
+            c.execute(
+                "INSERT INTO aliases (path, name, base)
+                 SELECT $3 || substr(path, $4), name, base FROM aliases
+                 WHERE path >= $1 AND path < $2 ON CONFLICT DO NOTHING",
+                &[&lo, &hi, &to, &(from.chars().count() as i32 + 1)],
+            )?;
+            c.execute(
+                "DELETE FROM aliases WHERE path >= $1 AND path < $2",
+                &[&lo, &hi],
+            )?;
+            c.execute(
+                "DELETE FROM dirs WHERE path = $3 OR (path >= $1 AND path < $2)",
+                &[&lo, &hi, &from],
+            )?;
+            Ok(rows)
+        })
+    }
+
+    fn move_aliases(&self, from: &str, to: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO aliases (path, name, base) SELECT $2, name, base FROM aliases
+                 WHERE path = $1 ON CONFLICT DO NOTHING",
+                &[&from, &to],
+            )?;
+            c.execute("DELETE FROM aliases WHERE path = $1", &[&from])?;
+            Ok(())
+        })
+    }
+
+    fn add_alias(&self, path: &str, name: &str) -> Result<()> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO aliases (path, name, base)
+                 SELECT $1, $2, $3 WHERE (SELECT COUNT(*) FROM aliases WHERE path = $1) < $4
+                 ON CONFLICT DO NOTHING",
+                &[&path, &name, &base, &(MAX_ALIASES as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<()> {
+        self.write(|c| {
+            c.execute("DELETE FROM dirs WHERE path = $1", &[&path])
+                .map(drop)
+        })
+    }
+
+    fn sizes(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|c| {
+            Ok(c.query("SELECT path, size FROM files", &[])?
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                .collect())
+        })
+    }
+
+    fn prune_aliases(&self) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM aliases a WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.path = a.path)",
+                &[],
+            )
+            .map(drop)
+        })
+    }
+
+    fn aliases(&self, path: &str) -> Result<Vec<String>> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT name FROM aliases WHERE path = $1 ORDER BY name",
+                &[&path],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn aliases_between(&self, lo: &str, hi: &str) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT path, name FROM aliases WHERE path >= $1 AND path < $2
+                     ORDER BY path, name",
+                &[&lo, &hi],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+        })
+    }
+
+    fn get(&self, path: &str) -> Result<Option<Entry>> {
+        Ok(self
+            .entries(
+                "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms
+                 FROM files WHERE path = $1",
+                &[&path],
+            )?
+            .pop())
+    }
+
+    fn count(&self) -> Result<u64> {
+        self.read(|c| {
+            Ok(c.query_one("SELECT COUNT(*) FROM files", &[])?
+                .get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.read(|c| c.query("SELECT 1", &[]).map(drop))
+    }
+
+    fn list(&self, dir: &str) -> Result<(Vec<String>, Vec<Entry>)> {
+        self.read(|c| {
+            let dirs = c
+                .query(
+                    "SELECT path FROM dirs WHERE parent = $1 ORDER BY path",
+                    &[&dir],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let files = c
+                .query(
+                    "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms
+                     FROM files WHERE dir = $1 ORDER BY name",
+                    &[&dir],
+                )?
+                .iter()
+                .map(entry)
+                .collect();
+            Ok((dirs, files))
+        })
+    }
+
+    fn files_between(&self, lo: &str, after: &str, hi: &str, limit: usize) -> Result<Vec<Entry>> {
+        self.entries(
+            "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files
+             WHERE path >= $1 AND path > $2 AND path < $3 ORDER BY path LIMIT $4",
+            &[&lo, &after, &hi, &(limit as i64)],
+        )
+    }
+
+    fn count_between(&self, lo: &str, hi: &str, limit: usize) -> Result<usize> {
+        self.read(|c| {
+            Ok(c.query_one(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM files WHERE path >= $1 AND path < $2
+                 LIMIT $3) l",
+                &[&lo, &hi, &(limit as i64)],
+            )?
+            .get::<_, i64>(0) as usize)
+        })
+    }
+
+    fn dir_rows(&self, lo: &str, hi: &str, rows: usize) -> Result<Vec<(String, u64, u64, i64)>> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT dir, COUNT(*), SUM(size)::BIGINT, MAX(modified_ms) FROM
+                    (SELECT dir, size, modified_ms FROM files WHERE dir >= $1 AND dir < $2
+                     ORDER BY dir LIMIT $3) l
+                 GROUP BY dir ORDER BY dir",
+                &[&lo, &hi, &(rows as i64)],
+            )?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get::<_, i64>(1) as u64,
+                    r.get::<_, i64>(2) as u64,
+                    r.get(3),
+                )
+            })
+            .collect())
+        })
+    }
+
+    fn agent_totals(&self) -> Result<Vec<AgentTotals>> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT agent, COUNT(*), COALESCE(SUM(size), 0)::BIGINT, MAX(archived_ms)
+                 FROM files GROUP BY agent ORDER BY agent",
+                &[],
+            )?
+            .iter()
+            .map(|r| AgentTotals {
+                agent: r.get(0),
+                files: r.get::<_, i64>(1) as u64,
+                bytes: r.get::<_, i64>(2) as u64,
+                last_archived_ms: r.get(3),
+            })
+            .collect())
+        })
+    }
+
+    fn agent_totals_of(&self, agent: &str) -> Result<AgentTotals> {
+        self.read(|c| {
+            let r = c.query_one(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0)::BIGINT, MAX(archived_ms)
+                 FROM files WHERE agent = $1",
+                &[&agent],
+            )?;
+            Ok(AgentTotals {
+                agent: agent.to_string(),
+                files: r.get::<_, i64>(0) as u64,
+                bytes: r.get::<_, i64>(1) as u64,
+                last_archived_ms: r.get(2),
+            })
+        })
+    }
+
+    fn recent(&self, limit: usize) -> Result<Vec<Entry>> {
+        self.entries(
+            "SELECT path, agent, size, sha256, modified_ms, archived_ms, appended_ms FROM files
+             ORDER BY archived_ms DESC LIMIT $1",
+            &[&(limit as i64)],
+        )
+    }
+
+    fn daily_bytes(&self, since_ms: i64) -> Result<Vec<(String, i64, u64)>> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT agent, archived_ms / 86400000 AS day, SUM(size)::BIGINT FROM files
+                 WHERE archived_ms >= $1 GROUP BY agent, day ORDER BY agent, day",
+                &[&since_ms],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
+            .collect())
+        })
+    }
+
+    fn search_names(&self, q: &NameQuery, glob: bool, limit: usize) -> Result<Vec<Entry>> {
+        let like = format!("%{}%", like_escape(&q.name.to_lowercase()));
+        let re = super::glob_regex(&q.name);
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let mut conds = Vec::new();
+        if glob {
+            args.push(&re);
+            conds.push(format!("f.name ~ ${}", args.len()));
+        } else if !q.name.is_empty() {
+            // Served by the trigram index from three characters on.
+            args.push(&like);
+            conds.push(format!("lower(f.name) LIKE ${}", args.len()));
+        }
+        Self::filters(q, &mut conds, &mut args);
+        let cond = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        // Newest first: by row id (rows are added as files complete) for a substring, which
+        // stops after `limit` hits; by archived time otherwise, as the agent index serves.
+        let order = if !glob && !q.name.is_empty() {
+            "f.id"
+        } else {
+            "f.archived_ms"
+        };
+        self.search(
+            &format!(
+                "SELECT f.{} FROM files f {cond} ORDER BY {order} DESC LIMIT {limit}",
+                ENTRY.replace(", ", ", f.")
+            ),
+            &args,
+        )
+    }
+
+    fn search_aliases(&self, q: &NameQuery, glob: bool, limit: usize) -> Result<Vec<Entry>> {
+        let like = format!("%{}%", like_escape(&q.name.to_lowercase()));
+        let re = super::glob_regex(&q.name);
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let mut conds = Vec::new();
+        if glob {
+            args.push(&re);
+            conds.push("a.base ~ $1".to_string());
+        } else {
+            args.push(&like);
+            conds.push("lower(a.base) LIKE $1".to_string());
+        }
+        Self::filters(q, &mut conds, &mut args);
+        self.search(
+            &format!(
+                "SELECT DISTINCT f.{}, f.archived_ms AS newest FROM aliases a
+                 JOIN files f ON f.path = a.path WHERE {} ORDER BY newest DESC LIMIT {limit}",
+                ENTRY.replace(", ", ", f."),
+                conds.join(" AND ")
+            ),
+            &args,
+        )
+    }
+}
+
+/// `s` matched literally inside a LIKE pattern (whose escape character is `\`).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
