@@ -59,7 +59,9 @@ pub struct Running {
     pub catalog: Arc<catalog::Catalog>,
     pub users: Arc<UserDb>,
     /// Re-reads the users file when it changes; ends with the server.
-    users_watch: tokio::task::JoinHandle<()>,
+    users_watch: crate::users::Watch,
+    /// Ends the FTP sessions of accounts removed, disabled or given a new password.
+    session_cutter: tokio::task::JoinHandle<()>,
     /// Set when this start created the first admin account: its password, shown once.
     pub initial_admin_password: Option<String>,
     /// The archive's store (`[storage]`).
@@ -77,6 +79,15 @@ impl Running {
     }
 }
 
+/// The accounts `settings` name: `DATA/users.toml`, or PostgreSQL with `[catalog] url` (where
+/// `DATA/users.toml`'s accounts are stored first when the database holds none). Blocking.
+pub fn open_accounts(settings: &ServerSettings) -> Result<Arc<UserDb>, ServerError> {
+    match settings.catalog_location()? {
+        catalog::Location::Sqlite(_) => Ok(UserDb::open(settings.users_file())?),
+        catalog::Location::Postgres(pg) => Ok(UserDb::open_postgres(&pg, &settings.users_file())?),
+    }
+}
+
 /// Creates the data folder, makes the first admin account if there is none, and starts the
 /// FTP service.
 pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
@@ -84,14 +95,25 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         path: settings.archive_dir(),
         source,
     })?;
-    let users = UserDb::open(settings.users_file())?;
-    let initial_admin_password = if users.is_empty() {
-        let password = random_password();
-        users.add(NewUser::with_role("admin", &password, Role::Admin))?;
-        Some(password)
-    } else {
-        None
-    };
+    let s = settings.clone();
+    // Blocking: argon2, and the PostgreSQL client runs a runtime of its own.
+    let (users, initial_admin_password) = tokio::task::spawn_blocking(move || {
+        let users = open_accounts(&s)?;
+        let initial_admin_password = if users.is_empty() {
+            let password = random_password();
+            match users.add(NewUser::with_role("admin", &password, Role::Admin)) {
+                Ok(()) => Some(password),
+                // Another server sharing the accounts made the first one meanwhile.
+                Err(crate::users::UserDbError::Exists(_)) => None,
+                Err(e) => return Err(ServerError::from(e)),
+            }
+        } else {
+            None
+        };
+        Ok((users, initial_admin_password))
+    })
+    .await
+    .map_err(|e| ServerError::Maintenance(format!("opening the accounts: {e}")))??;
     // Connecting to PostgreSQL blocks (its client runs its own runtime): off the async threads.
     let at = settings.catalog_location()?;
     let catalog = Arc::new(
@@ -134,6 +156,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     // Hand edits of the users file apply within a second (and at once to a login: the file is
     // checked before every password check).
     let users_watch = users.watch(USERS_POLL);
+    let session_cutter = cut_sessions_of_changed_accounts(&users, &ftp);
     let metrics = Arc::new(web::metrics::Metrics::default());
     follow_events(
         &ftp,
@@ -188,6 +211,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         catalog,
         users,
         users_watch,
+        session_cutter,
         initial_admin_password,
         store,
         compactor,
@@ -219,6 +243,35 @@ fn fit_open_files_limit(ftp: &ftp::FtpServerConfig, web: &web::WebConfig) -> usi
     fitted
 }
 
+/// Ends at once the FTP sessions of every account that was removed, disabled or given a new
+/// password, whoever changed it: this server's web UI, `logarchive user`, a hand edit, or
+/// another server sharing the accounts in PostgreSQL. (Such a session can do nothing more
+/// anyway — every command checks the account as it is now — but an idle one would otherwise
+/// stay connected.)
+fn cut_sessions_of_changed_accounts(
+    users: &Arc<UserDb>,
+    ftp: &Arc<ServerHandle>,
+) -> tokio::task::JoinHandle<()> {
+    let (users, ftp) = (Arc::clone(users), Arc::clone(ftp));
+    let mut changes = users.subscribe();
+    tokio::spawn(async move {
+        let mut before = users.snapshot();
+        while changes.changed().await.is_ok() {
+            let now = users.snapshot();
+            for (name, old) in &before.users {
+                let gone = match now.users.get(name) {
+                    None => true,
+                    Some(new) => !new.enabled || new.password != old.password,
+                };
+                if gone && ftp.disconnect_user(name) > 0 {
+                    tracing::info!(user = %name, "FTP sessions ended: the account changed");
+                }
+            }
+            before = now;
+        }
+    })
+}
+
 /// How often the users file is checked for hand edits (one stat).
 const USERS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -236,7 +289,8 @@ impl Running {
             task.abort();
         }
         let report = self.ftp.shutdown().await;
-        self.users_watch.abort();
+        self.users_watch.stop();
+        self.session_cutter.abort();
         if let Some(c) = self.compactor {
             c.abort();
         }

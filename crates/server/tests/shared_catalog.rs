@@ -53,9 +53,14 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
         .await
         .unwrap();
     assert!(b.initial_admin_password.is_none(), "one data folder");
-    a.users
-        .add(NewUser::with_role("agent01", "agent pw", Role::Agent))
-        .unwrap();
+    // Blocking (argon2, and the accounts are in PostgreSQL): off the async threads.
+    let ua = a.users.clone();
+    tokio::task::spawn_blocking(move || {
+        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let web_b = Web::new(&format!("http://{}", b.web_addr));
     assert_eq!(web_b.login("admin", &admin).await.status().as_u16(), 303);
 
@@ -120,4 +125,185 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
     assert_eq!(rows, "/agent01/Logs/during.log\n/agent01/Logs/first.log");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Polls `f` on a blocking thread every millisecond until it is true (at most `limit`);
+/// returns how long it took.
+fn within_blocking(limit: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_live_in_postgresql_and_a_change_reaches_every_server_within_a_second() {
+    use logarchive_server::users::UserUpdate;
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("accounts").unwrap();
+    // Two data folders: the accounts the servers share come from PostgreSQL alone.
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A users file already in A's data folder is stored in PostgreSQL at the first start.
+    let seed = logarchive_server::users::UserDb::open(da.path().join("users.toml")).unwrap();
+    seed.add(NewUser::with_role(
+        "viewer1",
+        "viewer password",
+        Role::Viewer,
+    ))
+    .unwrap();
+    seed.add(NewUser::with_role("admin", "admin password", Role::Admin))
+        .unwrap();
+    let a = logarchive_server::start(&shared(da.path(), &pg, &url))
+        .await
+        .unwrap();
+    let b = logarchive_server::start(&shared(db.path(), &pg, &url))
+        .await
+        .unwrap();
+    assert!(
+        a.initial_admin_password.is_none(),
+        "imported from users.toml"
+    );
+    assert!(
+        b.initial_admin_password.is_none(),
+        "the accounts are shared"
+    );
+    assert!(b.users.get("viewer1").is_some());
+
+    // Changes made through A, seen by B: measured.
+    let (ua, ub) = (a.users.clone(), b.users.clone());
+    let mut seen = tokio::task::spawn_blocking(move || {
+        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
+            .unwrap();
+        let mut seen = vec![within_blocking(
+            Duration::from_secs(1),
+            "a new account on B",
+            || ub.get("agent01").is_some(),
+        )];
+        for i in 1..=20u64 {
+            let limit = logarchive_ftp::rate::ByteRate(1_000_000 + i);
+            ua.update(
+                "agent01",
+                UserUpdate {
+                    upload_limit: Some(limit),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            seen.push(within_blocking(
+                Duration::from_secs(1),
+                "a new speed limit on B",
+                || ub.get("agent01").is_some_and(|r| r.upload_limit == limit),
+            ));
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    seen.sort();
+    eprintln!(
+        "account change on A -> seen on B: p50 {:?}, max {:?} ({} changes)",
+        seen[seen.len() / 2],
+        seen[seen.len() - 1],
+        seen.len()
+    );
+
+    // An FTP session on B and a web session on B; the account disabled through A: both end.
+    let mut session = Client::connect(ClientConfig::new(
+        "127.0.0.1",
+        b.ftp.local_addr().port(),
+        "agent01",
+        "agent pw",
+    ))
+    .await
+    .unwrap();
+    session.ensure_dir("/Logs").await.unwrap();
+    let web = Web::new(&format!("http://{}", b.web_addr));
+    assert_eq!(web.login("viewer1", "viewer password").await.status(), 303);
+    assert_eq!(web.text("/api/v1/recent").await.0, 200);
+    let ua = a.users.clone();
+    tokio::task::spawn_blocking(move || {
+        for name in ["agent01", "viewer1"] {
+            ua.update(
+                name,
+                UserUpdate {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    within(
+        Duration::from_secs(1),
+        "B's web session ended",
+        async || web.text("/api/v1/recent").await.0 == 401,
+    )
+    .await;
+    within(
+        Duration::from_secs(2),
+        "B's FTP session ended",
+        async || {
+            b.ftp
+                .sessions()
+                .iter()
+                .all(|s| s.user.as_deref() != Some("agent01"))
+        },
+    )
+    .await;
+    assert!(
+        session.list("/").await.is_err(),
+        "no new login for a disabled account"
+    );
+
+    // `logarchive user`'s way in (open_accounts with the same settings) edits the same rows.
+    let s = shared(db.path(), &pg, &url);
+    let ub = b.users.clone();
+    tokio::task::spawn_blocking(move || {
+        let cli = logarchive_server::open_accounts(&s).unwrap();
+        cli.remove("viewer1").unwrap();
+        within_blocking(Duration::from_secs(1), "a removal on B", || {
+            ub.get("viewer1").is_none()
+        });
+    })
+    .await
+    .unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_on_an_empty_database_make_one_first_admin() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("fresh").unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let settings: Vec<_> = dirs.iter().map(|d| shared(d.path(), &pg, &url)).collect();
+    let (a, b, c) = tokio::join!(
+        logarchive_server::start(&settings[0]),
+        logarchive_server::start(&settings[1]),
+        logarchive_server::start(&settings[2]),
+    );
+    let servers = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let made: Vec<_> = servers
+        .iter()
+        .filter_map(|s| s.initial_admin_password.clone())
+        .collect();
+    assert_eq!(made.len(), 1, "exactly one server made the first admin");
+    assert_eq!(
+        pg.sql_in("fresh", "SELECT name FROM accounts").unwrap(),
+        "admin"
+    );
+    // Its password logs in on every server.
+    for s in &servers {
+        let web = Web::new(&format!("http://{}", s.web_addr));
+        assert_eq!(web.login("admin", &made[0]).await.status(), 303);
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
 }

@@ -10,6 +10,10 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct UserArgs {
+    /// The server's configuration: its data folder's users.toml, or with `[catalog] url` the
+    /// accounts in PostgreSQL that every server shares
+    #[arg(long, conflicts_with_all = ["users", "data"])]
+    config: Option<PathBuf>,
     /// Data folder whose users.toml to edit [default: ./logarchive-data]
     #[arg(long, conflicts_with = "users")]
     data: Option<PathBuf>,
@@ -99,12 +103,19 @@ fn parse_web_role(s: &str) -> Result<WebRole, String> {
 }
 
 pub fn run(args: UserArgs) -> Result<()> {
-    let path = match (args.users, args.data) {
-        (Some(u), _) => u,
-        (None, Some(d)) => d.join("users.toml"),
-        (None, None) => PathBuf::from(logarchive_server::config::DEFAULT_DATA).join("users.toml"),
+    let db = match (args.config, args.users, args.data) {
+        (Some(config), _, _) => {
+            let settings =
+                logarchive_server::config::ServerSettings::load(Some(&config), Default::default())?;
+            logarchive_server::open_accounts(&settings)?
+        }
+        (None, Some(u), _) => UserDb::open(&u)?,
+        (None, None, Some(d)) => UserDb::open(d.join("users.toml"))?,
+        (None, None, None) => {
+            UserDb::open(PathBuf::from(logarchive_server::config::DEFAULT_DATA).join("users.toml"))?
+        }
     };
-    let db = UserDb::open(&path)?;
+    let path = db.location();
     match args.action {
         Action::Add {
             name,
@@ -120,7 +131,7 @@ pub fn run(args: UserArgs) -> Result<()> {
         } => {
             let (preset_home, preset_rights, preset_web) = role.preset(&name);
             if db.get(&name).is_some() {
-                bail!("user {name:?} already exists in {}", path.display());
+                bail!("user {name:?} already exists in {path}");
             }
             let password = read_password(password_stdin, true)?;
             db.add(NewUser {
@@ -175,7 +186,7 @@ pub fn run(args: UserArgs) -> Result<()> {
             password_stdin,
         } => {
             if db.get(&name).is_none() {
-                bail!("no user {name:?} in {}", path.display());
+                bail!("no user {name:?} in {path}");
             }
             let password = read_password(password_stdin, true)?;
             db.update(

@@ -9,7 +9,7 @@
 //! how it is made to match the archive ([`Catalog::reconcile`]) — lives here, once; the back-ends
 //! only store and query rows.
 
-mod postgres;
+pub(crate) mod postgres;
 mod sqlite;
 
 pub use self::postgres::PgSettings;

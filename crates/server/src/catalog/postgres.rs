@@ -95,9 +95,10 @@ impl PgSettings {
 }
 
 /// The schema, one step per version; never edit a step that has shipped, add one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "files, folders, local names",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "files, folders, local names",
+        r#"
     CREATE TABLE files (
         id BIGSERIAL PRIMARY KEY,
         path TEXT COLLATE "C" NOT NULL UNIQUE,
@@ -131,7 +132,25 @@ const MIGRATIONS: &[(&str, &str)] = &[(
     );
     CREATE INDEX aliases_base ON aliases (base);
     "#,
-)];
+    ),
+    (
+        "accounts",
+        r#"
+    -- One row per account: its text is the account as users.toml writes it (one [users.NAME]
+    -- table), so both stores share one format and one validation.
+    CREATE TABLE accounts (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        record TEXT NOT NULL
+    );
+    -- Bumped by every change, with NOTIFY logarchive_accounts: servers re-read on either.
+    CREATE TABLE accounts_version (
+        one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+        version BIGINT NOT NULL
+    );
+    INSERT INTO accounts_version (version) VALUES (0);
+    "#,
+    ),
+];
 
 /// The advisory lock migrations hold (any fixed number; "logarchv" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6f_6761_7263_6876;
@@ -212,7 +231,7 @@ pub(super) struct Pg {
 /// what says the server is not there to answer (refused, reset, timed out, closed, shutting
 /// down, starting up, out of connections: SQLSTATE classes 08, 53 and 57) as "unavailable",
 /// which clears by itself.
-fn pg_error(e: ::postgres::Error) -> CatalogError {
+pub(crate) fn pg_error(e: ::postgres::Error) -> CatalogError {
     let transient = match e.code() {
         None => true,
         Some(code) => {
@@ -260,12 +279,7 @@ impl Pg {
             .settings
             .config
             .connect(NoTls)
-            .map_err(|e| match pg_error(e) {
-                CatalogError::Unavailable(m) => {
-                    CatalogError::Unavailable(format!("connecting to {}: {m}", self.settings.url))
-                }
-                e => CatalogError::Setup(format!("connecting to {}: {e}", self.settings.url)),
-            })?;
+            .map_err(|e| connect_error(&self.settings, e))?;
         Ok(Conn {
             client,
             prepared: HashMap::new(),
@@ -377,6 +391,27 @@ impl Pg {
 
     fn search(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Entry>> {
         self.read(|c| Ok(c.client.query(sql, args)?.iter().map(entry).collect()))
+    }
+}
+
+/// A connection of its own (the accounts' store, its listener), with the schema brought up
+/// to date first.
+pub(crate) fn connect_migrated(settings: &PgSettings) -> Result<Client> {
+    let mut client = settings
+        .config
+        .connect(NoTls)
+        .map_err(|e| connect_error(settings, e))?;
+    migrate(&mut client).map_err(pg_error)?;
+    Ok(client)
+}
+
+/// A failed connection: unavailable (try later) or refused (fix the settings).
+fn connect_error(settings: &PgSettings, e: ::postgres::Error) -> CatalogError {
+    match pg_error(e) {
+        CatalogError::Unavailable(m) => {
+            CatalogError::Unavailable(format!("connecting to {}: {m}", settings.url))
+        }
+        e => CatalogError::Setup(format!("connecting to {}: {e}", settings.url)),
     }
 }
 

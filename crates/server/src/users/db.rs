@@ -55,6 +55,9 @@ pub enum UserDbError {
     /// The password could not be hashed.
     #[error("cannot hash password: {0}")]
     Hash(String),
+    /// The accounts database (PostgreSQL) failed or does not answer.
+    #[error("accounts database: {0}")]
+    Database(String),
 }
 
 /// The contents of `users.toml`.
@@ -188,12 +191,26 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// The user database backed by one TOML file.
+/// Where the accounts are kept, and the version of them last loaded.
+#[derive(Debug)]
+enum Source {
+    /// `users.toml` (the default; shared by servers only through a shared data folder).
+    File {
+        path: PathBuf,
+        loaded: std::sync::Mutex<Option<FileStamp>>,
+    },
+    /// PostgreSQL (`[catalog] url`), shared by every server of the archive.
+    Postgres {
+        db: Box<super::pg::PgAccounts>,
+        loaded: std::sync::Mutex<Option<i64>>,
+    },
+}
+
+/// The user database: one TOML file, or rows in PostgreSQL.
 #[derive(Debug)]
 pub struct UserDb {
-    path: PathBuf,
+    source: Source,
     current: RwLock<Arc<UsersFile>>,
-    loaded_stamp: std::sync::Mutex<Option<FileStamp>>,
     generation: watch::Sender<u64>,
     verified: super::verified::VerifiedCache,
     /// argon2 verifications run (a metric).
@@ -205,19 +222,59 @@ impl UserDb {
     pub fn open(path: impl Into<PathBuf>) -> Result<Arc<UserDb>, UserDbError> {
         let path = path.into();
         let (file, st) = Self::read_file(&path)?;
-        Ok(Arc::new(UserDb {
-            path,
+        Ok(Self::with_source(
+            Source::File {
+                path,
+                loaded: std::sync::Mutex::new(st),
+            },
+            file,
+        ))
+    }
+
+    /// The accounts in PostgreSQL (connecting, and bringing the schema up to date). When the
+    /// database holds no account yet and `users_file` exists, its accounts are stored first (a
+    /// first start in this mode over an existing data folder). Blocking.
+    pub fn open_postgres(
+        settings: &crate::catalog::PgSettings,
+        users_file: &Path,
+    ) -> Result<Arc<UserDb>, UserDbError> {
+        let db = super::pg::PgAccounts::connect(settings)?;
+        if users_file.exists() {
+            let (file, _) = Self::read_file(users_file)?;
+            if db.import_if_empty(&file)? {
+                tracing::info!(
+                    accounts = file.users.len(),
+                    from = %users_file.display(),
+                    "accounts stored in PostgreSQL"
+                );
+            }
+        }
+        let (file, version) = db.load()?;
+        Ok(Self::with_source(
+            Source::Postgres {
+                db: Box::new(db),
+                loaded: std::sync::Mutex::new(Some(version)),
+            },
+            file,
+        ))
+    }
+
+    fn with_source(source: Source, file: UsersFile) -> Arc<UserDb> {
+        Arc::new(UserDb {
+            source,
             current: RwLock::new(Arc::new(file)),
-            loaded_stamp: std::sync::Mutex::new(st),
             generation: watch::channel(0).0,
             verified: super::verified::VerifiedCache::new(),
             checks_run: std::sync::atomic::AtomicU64::new(0),
-        }))
+        })
     }
 
-    /// The users file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the accounts are: the users file's path, or the PostgreSQL URL.
+    pub fn location(&self) -> String {
+        match &self.source {
+            Source::File { path, .. } => path.display().to_string(),
+            Source::Postgres { db, .. } => db.url().to_string(),
+        }
     }
 
     fn read_file(path: &Path) -> Result<(UsersFile, Option<FileStamp>), UserDbError> {
@@ -295,9 +352,9 @@ impl UserDb {
 
     fn reload_before_login(&self) {
         match self.reload_if_changed() {
-            Ok(true) => tracing::info!(path = %self.path.display(), "users file reloaded"),
+            Ok(true) => tracing::info!(from = %self.location(), "accounts reloaded"),
             Ok(false) => {}
-            Err(e) => tracing::debug!("users file not re-read before a login: {e}"),
+            Err(e) => tracing::debug!("accounts not re-read before a login: {e}"),
         }
     }
 
@@ -437,8 +494,17 @@ impl UserDb {
         may_lose: usize,
         f: impl FnOnce(&mut UsersFile) -> Result<(), UserDbError>,
     ) -> Result<(), UserDbError> {
-        let _lock = FileLock::acquire(&self.path)?;
-        let (mut file, _) = Self::read_file(&self.path)?;
+        let (path, loaded) = match &self.source {
+            Source::Postgres { db, loaded } => {
+                let (file, version) = db.modify(may_lose, f)?;
+                self.install(file);
+                *loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
+                return Ok(());
+            }
+            Source::File { path, loaded } => (path, loaded),
+        };
+        let _lock = FileLock::acquire(path)?;
+        let (mut file, _) = Self::read_file(path)?;
         let before = file.users.len();
         f(&mut file)?;
         if file.users.len() + may_lose < before {
@@ -448,71 +514,141 @@ impl UserDb {
             )));
         }
         let text = file.render().map_err(UserDbError::Invalid)?;
-        write_atomically(&self.path, text.as_bytes()).map_err(|source| UserDbError::Write {
-            path: self.path.clone(),
+        write_atomically(path, text.as_bytes()).map_err(|source| UserDbError::Write {
+            path: path.clone(),
             source,
         })?;
-        self.install(file, stamp(&self.path));
+        self.install(file);
+        *loaded.lock().unwrap_or_else(|p| p.into_inner()) = stamp(path);
         Ok(())
     }
 
-    fn install(&self, file: UsersFile, st: Option<FileStamp>) {
+    fn install(&self, file: UsersFile) {
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(file),
             Err(p) => *p.into_inner() = Arc::new(file),
         }
-        if let Ok(mut s) = self.loaded_stamp.lock() {
-            *s = st;
-        }
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Re-reads the file if it changed on disk. On a broken file the last good accounts stay in
-    /// force and the error (with line and reason) is returned for logging.
+    /// Re-reads the accounts if they changed (the file on disk, or the rows in PostgreSQL). On a
+    /// broken file the last good accounts stay in force and the error (with line and reason)
+    /// is returned for logging; so they do while PostgreSQL does not answer.
     pub fn reload_if_changed(&self) -> Result<bool, UserDbError> {
-        let now = stamp(&self.path);
-        let before = self.loaded_stamp.lock().map(|s| *s).unwrap_or(None);
+        let (path, loaded) = match &self.source {
+            Source::Postgres { db, loaded } => {
+                let now = db.version()?;
+                let before = *loaded.lock().unwrap_or_else(|p| p.into_inner());
+                if Some(now) == before {
+                    return Ok(false);
+                }
+                let (file, version) = db.load()?;
+                let changed = *self.snapshot() != file;
+                if changed {
+                    self.install(file);
+                }
+                *loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
+                return Ok(changed);
+            }
+            Source::File { path, loaded } => (path, loaded),
+        };
+        let now = stamp(path);
+        let before = *loaded.lock().unwrap_or_else(|p| p.into_inner());
         if now == before {
             return Ok(false);
         }
-        match Self::read_file(&self.path) {
+        match Self::read_file(path) {
             Ok((file, st)) => {
                 let changed = *self.snapshot() != file;
                 if changed {
-                    self.install(file, st);
-                } else if let Ok(mut s) = self.loaded_stamp.lock() {
-                    *s = st;
+                    self.install(file);
                 }
+                *loaded.lock().unwrap_or_else(|p| p.into_inner()) = st;
                 Ok(changed)
             }
             Err(e) => {
                 // Remember the broken version so the same error is not logged on every poll.
-                if let Ok(mut s) = self.loaded_stamp.lock() {
-                    *s = now;
-                }
+                *loaded.lock().unwrap_or_else(|p| p.into_inner()) = now;
                 Err(e)
             }
         }
     }
 
-    /// Watches the file for hand edits and reloads it: a stat every `poll` (the default second
-    /// costs nothing measurable). Polling rather than inotify on the folder: the folder also
-    /// holds the catalog, whose every write would wake an inotify watcher. Stops when the
-    /// returned task is aborted or the runtime ends.
-    pub fn watch(self: &Arc<Self>, poll: Duration) -> tokio::task::JoinHandle<()> {
+    /// Keeps the accounts in force up to date until [`Watch::stop`]. The users file: a stat
+    /// every `poll` (the default second costs nothing measurable; polling rather than inotify
+    /// on the folder, which also holds the catalog, whose every write would wake a watcher).
+    /// PostgreSQL: a connection of its own LISTENs for changes and re-reads at once, and also
+    /// every `poll` (a notification lost with a broken connection). Blocking work runs off the
+    /// async threads.
+    pub fn watch(self: &Arc<Self>, poll: Duration) -> Watch {
         let db = Arc::clone(self);
-        tokio::spawn(async move {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reload = |db: &UserDb| match db.reload_if_changed() {
+            Ok(true) => tracing::info!(from = %db.location(), "accounts reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("{e}; keeping the last good accounts"),
+        };
+        if let Source::Postgres { .. } = &self.source {
+            let stopped = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name("accounts-listen".into())
+                .spawn(move || {
+                    let mut listener = None;
+                    while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Source::Postgres { db: pg, .. } = &db.source else {
+                            return;
+                        };
+                        if listener.is_none() {
+                            match pg.listener() {
+                                Ok(l) => listener = Some(l),
+                                Err(e) => tracing::debug!("accounts: cannot listen: {e}"),
+                            }
+                        }
+                        match listener.as_mut() {
+                            Some(l) => {
+                                if let Err(e) = super::pg::wait(l, poll) {
+                                    tracing::debug!("accounts: listening ended: {e}");
+                                    listener = None;
+                                }
+                            }
+                            None => std::thread::sleep(poll),
+                        }
+                        reload(&db);
+                    }
+                });
+            if let Err(e) = thread {
+                tracing::error!("accounts: cannot start the listening thread: {e}");
+            }
+            return Watch { task: None, stop };
+        }
+        let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match db.reload_if_changed() {
-                    Ok(true) => tracing::info!(path = %db.path.display(), "users file reloaded"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!("{e}; keeping the last good users"),
-                }
+                reload(&db);
             }
-        })
+        });
+        Watch {
+            task: Some(task),
+            stop,
+        }
+    }
+}
+
+/// The running [`UserDb::watch`].
+pub struct Watch {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    /// Stops watching (a listening thread ends within one `poll`).
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.task {
+            t.abort();
+        }
     }
 }
 
