@@ -157,6 +157,14 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     // checked before every password check).
     let users_watch = users.watch(USERS_POLL);
     let session_cutter = cut_sessions_of_changed_accounts(&users, &ftp);
+    let shared_sessions = match settings.catalog_location()? {
+        catalog::Location::Postgres(pg) => Some(Arc::new(
+            tokio::task::spawn_blocking(move || web::shared_sessions::SharedSessions::connect(&pg))
+                .await
+                .map_err(|e| catalog::CatalogError::Setup(format!("web sessions: {e}")))??,
+        )),
+        catalog::Location::Sqlite(_) => None,
+    };
     let metrics = Arc::new(web::metrics::Metrics::default());
     follow_events(
         &ftp,
@@ -180,7 +188,8 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
             web_tls.is_some(),
             settings.web.login_max_failures,
             settings.web.login_lockout,
-        ),
+        )
+        .with_shared_sessions(shared_sessions),
         metrics,
         config: settings.web.clone(),
         lines: Default::default(),

@@ -307,3 +307,57 @@ async fn servers_starting_together_on_an_empty_database_make_one_first_admin() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_session_made_on_one_server_is_valid_on_every_server_and_ends_on_all() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("sessions").unwrap();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = logarchive_server::start(&shared(da.path(), &pg, &url))
+        .await
+        .unwrap();
+    let b = logarchive_server::start(&shared(db.path(), &pg, &url))
+        .await
+        .unwrap();
+    let admin = a.initial_admin_password.clone().unwrap();
+    let on_a = Web::new(&format!("http://{}", a.web_addr));
+    assert_eq!(on_a.login("admin", &admin).await.status(), 303);
+    // The same cookie, sent to B (a load balancer without stickiness).
+    let on_b = Web::new(&format!("http://{}", b.web_addr));
+    *on_b.cookie.lock().unwrap() = on_a.cookie.lock().unwrap().clone();
+    assert_eq!(on_b.text("/api/v1/recent").await.0, 200);
+    assert_eq!(
+        pg.sql_in("sessions", "SELECT count(*) FROM web_sessions")
+            .unwrap(),
+        "1",
+        "only the token's hash, once"
+    );
+    // Logged out through B: over on A too.
+    let csrf = on_b.csrf().await;
+    let r = on_b
+        .post("/logout")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(on_a.text("/api/v1/recent").await.0, 401);
+    assert_eq!(
+        pg.sql_in("sessions", "SELECT count(*) FROM web_sessions")
+            .unwrap(),
+        "0"
+    );
+    // While PostgreSQL is away a session cannot be checked: 503, not a login page.
+    assert_eq!(on_a.login("admin", &admin).await.status(), 303);
+    pg.stop().unwrap();
+    let (status, body) = on_a.text("/api/v1/recent").await;
+    assert_eq!(status, 503, "{body}");
+    pg.start_again().unwrap();
+    assert_eq!(
+        on_a.text("/api/v1/recent").await.0,
+        200,
+        "the session survived"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

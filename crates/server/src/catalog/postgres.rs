@@ -150,6 +150,22 @@ const MIGRATIONS: &[(&str, &str)] = &[
     INSERT INTO accounts_version (version) VALUES (0);
     "#,
     ),
+    (
+        "web sessions",
+        r#"
+    -- A web session is valid on every server: `key` is the SHA-256 of its token (the table
+    -- never holds a usable token), `credentials` the account's password stamp at login.
+    CREATE TABLE web_sessions (
+        key BYTEA PRIMARY KEY,
+        username TEXT COLLATE "C" NOT NULL,
+        csrf TEXT NOT NULL,
+        credentials BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE INDEX web_sessions_user ON web_sessions (username);
+    CREATE INDEX web_sessions_expires ON web_sessions (expires_ms);
+    "#,
+    ),
 ];
 
 /// The advisory lock migrations hold (any fixed number; "logarchv" in ASCII).
@@ -403,6 +419,86 @@ pub(crate) fn connect_migrated(settings: &PgSettings) -> Result<Client> {
         .map_err(|e| connect_error(settings, e))?;
     migrate(&mut client).map_err(pg_error)?;
     Ok(client)
+}
+
+/// One connection of its own (accounts, web sessions), made again when it broke; closed on a
+/// thread of its own (closing blocks on the client's runtime, which an async thread may not).
+pub(crate) struct OneClient {
+    settings: PgSettings,
+    conn: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for OneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneClient")
+            .field("url", &self.settings.url)
+            .finish()
+    }
+}
+
+impl Drop for OneClient {
+    fn drop(&mut self) {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = conn {
+            let _ = std::thread::Builder::new()
+                .name("catalog-close".into())
+                .spawn(move || drop(c));
+        }
+    }
+}
+
+impl OneClient {
+    /// Connects now (bringing the schema up to date).
+    pub(crate) fn connect(settings: &PgSettings) -> Result<OneClient> {
+        let client = connect_migrated(settings)?;
+        Ok(OneClient {
+            settings: settings.clone(),
+            conn: Mutex::new(Some(client)),
+        })
+    }
+
+    pub(crate) fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// The connection, made again first if it broke.
+    pub(crate) fn client(&self) -> Result<std::sync::MutexGuard<'_, Option<Client>>> {
+        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_none_or(|c| c.is_closed()) {
+            *g = None;
+            *g = Some(connect_migrated(&self.settings)?);
+        }
+        Ok(g)
+    }
+
+    /// Runs `op`; once more on a new connection if the old one turns out broken (the server
+    /// restarted since it was last used). `op` must be harmless to repeat.
+    pub(crate) fn run<T>(
+        &self,
+        mut op: impl FnMut(&mut Client) -> std::result::Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        for attempt in 0..2 {
+            let mut g = self.client()?;
+            let Some(c) = g.as_mut() else { continue };
+            match op(c) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let closed = c.is_closed();
+                    let e = pg_error(e);
+                    if closed || matches!(e, CatalogError::Unavailable(_)) {
+                        *g = None;
+                        if attempt == 0 {
+                            continue;
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(CatalogError::Unavailable(
+            "PostgreSQL does not answer".into(),
+        ))
+    }
 }
 
 /// A failed connection: unavailable (try later) or refused (fix the settings).

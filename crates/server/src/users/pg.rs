@@ -9,10 +9,9 @@
 //! text is the account as `users.toml` writes it, read back through the same validation.
 
 use super::db::{UserDbError, UsersFile};
-use crate::catalog::postgres::{connect_migrated, pg_error};
+use crate::catalog::postgres::{connect_migrated, pg_error, OneClient};
 use crate::catalog::PgSettings;
 use postgres::{Client, GenericClient};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The advisory lock of account changes ("accounts" in ASCII).
@@ -21,27 +20,14 @@ const ACCOUNTS_LOCK: i64 = 0x6163_636f_756e_7473;
 pub(super) const CHANNEL: &str = "logarchive_accounts";
 
 pub(super) struct PgAccounts {
-    settings: PgSettings,
-    conn: Mutex<Option<Client>>,
+    conn: OneClient,
 }
 
 impl std::fmt::Debug for PgAccounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgAccounts")
-            .field("url", &self.settings.url())
+            .field("url", &self.url())
             .finish()
-    }
-}
-
-impl Drop for PgAccounts {
-    fn drop(&mut self) {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(c) = conn {
-            // Closing blocks on the client's own runtime: never on an async thread.
-            let _ = std::thread::Builder::new()
-                .name("accounts-close".into())
-                .spawn(move || drop(c));
-        }
     }
 }
 
@@ -56,46 +42,21 @@ fn pg(e: postgres::Error) -> UserDbError {
 impl PgAccounts {
     /// Connects (bringing the schema up to date).
     pub(super) fn connect(settings: &PgSettings) -> Result<PgAccounts, UserDbError> {
-        let client = connect_migrated(settings).map_err(db_error)?;
         Ok(PgAccounts {
-            settings: settings.clone(),
-            conn: Mutex::new(Some(client)),
+            conn: OneClient::connect(settings).map_err(db_error)?,
         })
     }
 
     /// Where the accounts are, for messages.
     pub(super) fn url(&self) -> &str {
-        self.settings.url()
+        self.conn.settings().url()
     }
 
-    /// The connection, made again if it broke.
-    fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, UserDbError> {
-        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if g.as_ref().is_none_or(|c| c.is_closed()) {
-            *g = None;
-            *g = Some(connect_migrated(&self.settings).map_err(db_error)?);
-        }
-        Ok(g)
-    }
-
-    /// Runs `op` on the connection; once more on a new one if the old one turns out broken.
     fn run<T>(
         &self,
-        mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+        op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, UserDbError> {
-        for attempt in 0..2 {
-            let mut g = self.client()?;
-            let Some(c) = g.as_mut() else { continue };
-            match op(c) {
-                Ok(v) => return Ok(v),
-                Err(e) if c.is_closed() && attempt == 0 => {
-                    tracing::debug!("accounts: connection lost ({e}); connecting again");
-                    *g = None;
-                }
-                Err(e) => return Err(pg(e)),
-            }
-        }
-        Err(db_error("the accounts database does not answer"))
+        self.conn.run(op).map_err(db_error)
     }
 
     /// The version of the accounts (changes with every change).
@@ -124,7 +85,7 @@ impl PgAccounts {
         may_lose: usize,
         f: impl FnOnce(&mut UsersFile) -> Result<(), UserDbError>,
     ) -> Result<(UsersFile, i64), UserDbError> {
-        let mut g = self.client()?;
+        let mut g = self.conn.client().map_err(db_error)?;
         let c = g
             .as_mut()
             .ok_or_else(|| db_error("no connection to the accounts database"))?;
@@ -177,7 +138,7 @@ impl PgAccounts {
 
     /// A connection listening for change notifications; [`wait`] on it.
     pub(super) fn listener(&self) -> Result<Client, UserDbError> {
-        let mut c = connect_migrated(&self.settings).map_err(db_error)?;
+        let mut c = connect_migrated(self.conn.settings()).map_err(db_error)?;
         c.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(pg)?;
         Ok(c)
     }

@@ -8,11 +8,14 @@
 //! - Basic-auth credentials that passed argon2 are remembered for a minute
 //!   ([`UserDb::recently_verified`]), so a script calling the API does not pay ~20 ms of CPU per
 //!   request.
+//! - With `[catalog] url` the sessions live in PostgreSQL ([`SharedSessions`]): valid on every
+//!   server, ended on every server.
 //! - State-changing requests from a session carry its CSRF token (a form field or the
 //!   `X-CSRF-Token` header) and, when the browser sends one, an `Origin` of this host.
 //!   Basic-auth requests carry no ambient authority, so they need no token.
 
 use super::error::WebError;
+use super::shared_sessions::SharedSessions;
 use super::WebState;
 use crate::users::{UserDb, WebRole};
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -55,6 +58,8 @@ pub struct Auth {
     /// argon2 verifications run for the web (a metric).
     checks_run: AtomicU64,
     pub secure_cookies: bool,
+    /// The sessions of every server, in PostgreSQL; `None`: this server's own, in memory.
+    shared: Option<Arc<SharedSessions>>,
 }
 
 /// The authenticated caller of a request.
@@ -119,7 +124,23 @@ impl Auth {
             password_checks: Semaphore::new(2),
             checks_run: AtomicU64::new(0),
             secure_cookies,
+            shared: None,
         }
+    }
+
+    /// Keeps the sessions in PostgreSQL, shared with the other servers.
+    pub fn with_shared_sessions(mut self, shared: Option<Arc<SharedSessions>>) -> Auth {
+        self.shared = shared;
+        self
+    }
+
+    /// Runs `f` on the shared sessions off the async threads.
+    async fn shared<T: Send + 'static>(
+        shared: &Arc<SharedSessions>,
+        f: impl FnOnce(&SharedSessions) -> Result<T, crate::catalog::CatalogError> + Send + 'static,
+    ) -> Result<T, WebError> {
+        let s = Arc::clone(shared);
+        Ok(tokio::task::spawn_blocking(move || f(&s)).await??)
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
@@ -194,9 +215,21 @@ impl Auth {
     }
 
     /// Opens a session; returns (token, csrf).
-    pub fn open_session(&self, user: &str, credentials: u64) -> (String, String) {
+    pub async fn open_session(
+        &self,
+        user: &str,
+        credentials: u64,
+    ) -> Result<(String, String), WebError> {
         let token = random_token();
         let csrf = random_token();
+        if let Some(shared) = &self.shared {
+            let (k, user, c) = (key(&token), user.to_string(), csrf.clone());
+            Self::shared(shared, move |s| {
+                s.insert(&k, &user, &c, credentials, SESSION_LIFETIME)
+            })
+            .await?;
+            return Ok((token, csrf));
+        }
         let now = Instant::now();
         let mut s = self.sessions();
         if s.len() >= MAX_SESSIONS {
@@ -217,22 +250,43 @@ impl Auth {
                 credentials,
             },
         );
-        (token, csrf)
+        Ok((token, csrf))
     }
 
-    pub fn close_session(&self, token: &str) {
-        self.sessions().remove(&key(token));
+    pub async fn close_session(&self, token: &str) -> Result<(), WebError> {
+        let k = key(token);
+        if let Some(shared) = &self.shared {
+            return Self::shared(shared, move |s| s.remove(&k)).await;
+        }
+        self.sessions().remove(&k);
+        Ok(())
     }
 
-    /// Closes every session of a user (removed, disabled, password reset).
+    /// Closes every session of a user (removed, disabled, password reset). Blocking with
+    /// shared sessions.
     pub fn close_sessions_of(&self, user: &str) {
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.remove_user(user) {
+                // Their requests are refused anyway: the account is checked on every one.
+                tracing::warn!("web sessions of {user} not removed from the catalog: {e}");
+            }
+            return;
+        }
         self.sessions().retain(|_, s| s.user != user);
     }
 
     /// The password of `user` changed: every session of theirs ends except `keep` (the
     /// caller's own, when they changed their own password), which goes on under the new one.
+    /// Blocking with shared sessions.
     pub fn password_changed(&self, user: &str, credentials: u64, keep: Option<&str>) {
         let keep = keep.map(key);
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.password_changed(user, credentials, keep.as_ref()) {
+                // Their requests are refused anyway: the stamp is checked on every one.
+                tracing::warn!("web sessions of {user} not updated in the catalog: {e}");
+            }
+            return;
+        }
         let mut s = self.sessions();
         s.retain(|k, v| v.user != user || Some(*k) == keep);
         if let Some(v) = keep.and_then(|k| s.get_mut(&k)) {
@@ -240,9 +294,17 @@ impl Auth {
         }
     }
 
-    fn session(&self, token: &str) -> Option<(String, String, u64)> {
-        let mut s = self.sessions();
+    async fn session(&self, token: &str) -> Result<Option<(String, String, u64)>, WebError> {
         let k = key(token);
+        if let Some(shared) = &self.shared {
+            return Self::shared(shared, move |s| s.get(&k)).await;
+        }
+        Ok(self.local_session(&k))
+    }
+
+    fn local_session(&self, k: &[u8; 32]) -> Option<(String, String, u64)> {
+        let mut s = self.sessions();
+        let k = *k;
         match s.get(&k) {
             Some(v) if v.expires > Instant::now() => {
                 Some((v.user.clone(), v.csrf.clone(), v.credentials))
@@ -354,7 +416,10 @@ impl FromRequestParts<Arc<WebState>> for Caller {
             return Err(WebError::Forbidden("cross-origin request refused"));
         }
         let token = state.auth.session_token(&parts.headers);
-        let session = token.as_deref().and_then(|t| state.auth.session(t));
+        let session = match token.as_deref() {
+            Some(t) => state.auth.session(t).await?,
+            None => None,
+        };
         let (name, csrf, stamp) = if let Some((user, csrf, stamp)) = session {
             (user, Some(csrf), Some(stamp))
         } else if let Some((u, p)) = basic_credentials(&parts.headers) {
@@ -371,7 +436,7 @@ impl FromRequestParts<Arc<WebState>> for Caller {
         if stamp.is_some_and(|s| s != crate::users::credentials(&rec.password)) {
             // The password changed since this session logged in (CLI, API, page, hand edit).
             if let Some(t) = &token {
-                state.auth.close_session(t);
+                state.auth.close_session(t).await?;
             }
             return Err(WebError::Unauthorized);
         }

@@ -14,6 +14,7 @@ pub mod pages;
 pub mod search;
 pub mod search_page;
 pub mod serve;
+pub mod shared_sessions;
 pub mod time;
 pub mod users;
 pub mod view;

@@ -159,7 +159,7 @@ async fn login(
                 .get(&f.username)
                 .map(|r| crate::users::credentials(&r.password))
                 .unwrap_or(0);
-            let (token, _) = st.auth.open_session(&f.username, stamp);
+            let (token, _) = st.auth.open_session(&f.username, stamp).await?;
             let mut r = Redirect::to("/").into_response();
             if let Ok(v) = header::HeaderValue::from_str(&st.auth.set_cookie(&token)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -200,7 +200,7 @@ async fn logout(
 ) -> PageResult {
     c.check_csrf(f.csrf.as_deref())?;
     if let Some(t) = st.auth.session_token(&headers) {
-        st.auth.close_session(&t);
+        st.auth.close_session(&t).await?;
     }
     let mut r = Redirect::to("/login").into_response();
     if let Ok(v) = header::HeaderValue::from_str(&st.auth.clear_cookie()) {
