@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod maintenance;
 pub mod migrate;
+pub mod path_locks;
 #[cfg(feature = "postgres-harness")]
 pub mod pg_harness;
 pub mod store;
@@ -145,6 +146,17 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let stored = Arc::new(store::StoredBytes::default());
     let measuring = stored.spawn_measuring(opened.clone());
     let store::Opened { store, s3, local } = opened;
+    // Servers sharing a catalog share the archive: one writer per file among them all.
+    let store: Arc<dyn logarchive_ftp::server::Storage> = match settings.catalog_location()? {
+        catalog::Location::Postgres(pg) => {
+            let locks = tokio::task::spawn_blocking(move || path_locks::PathLocks::start(&pg))
+                .await
+                .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?
+                .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?;
+            Arc::new(path_locks::LockedStorage::new(store, locks))
+        }
+        catalog::Location::Sqlite(_) => store,
+    };
     let compactor = match (local, settings.storage.compress_after.0) {
         (Some(local), Some(quiet)) => {
             Some(store::spawn_compactor(local, quiet, Arc::clone(&stored)))

@@ -1,8 +1,8 @@
 //! Two archive servers over one archive folder and one PostgreSQL catalog (`[catalog] url`):
 //! what is uploaded through one is listed and found through the other at once; while
 //! PostgreSQL is down the web says the catalog is unavailable (and /healthz is not ready)
-//! instead of hanging, uploads still land, and the catalog catches up by itself when it is
-//! back.
+//! instead of hanging, uploads get 451 (the agent retries), and all resumes by itself when it
+//! is back. Accounts and web sessions are shared; one writer per file among the servers.
 
 mod support;
 
@@ -100,11 +100,26 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("catalog"), "{body}");
     assert_eq!(web_b.text("/healthz?live").await.0, 200);
+    // Writes wait for the database too (one writer per file is kept there): 451, the agent
+    // keeps the file and tries again.
     std::fs::write(&f, b"written while the catalog was down\n").unwrap();
-    upload(a.ftp.local_addr().port(), &f, "/Logs/during.log").await;
+    let mut c = Client::connect(ClientConfig::new(
+        "127.0.0.1",
+        a.ftp.local_addr().port(),
+        "agent01",
+        "agent pw",
+    ))
+    .await
+    .unwrap();
+    let e = c
+        .upload_verified(&f, "/Logs/during.log", None)
+        .await
+        .expect_err("no writes without the database");
+    assert!(e.to_string().contains("451"), "{e}");
 
-    // Back: the catalog catches up without any further upload.
+    // Back: the upload goes through, and the catalog has it without further ado.
     pg.start_again().unwrap();
+    upload(a.ftp.local_addr().port(), &f, "/Logs/during.log").await;
     within(
         Duration::from_secs(15),
         "the file uploaded during the outage in B's listing",
@@ -357,6 +372,89 @@ async fn a_web_session_made_on_one_server_is_valid_on_every_server_and_ends_on_a
         on_a.text("/api/v1/recent").await.0,
         200,
         "the session survived"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_never_write_one_file_at_once() {
+    use logarchive_ftp::server::WriteMode;
+    use logarchive_store::VirtualPath;
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("locks").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
+        .await
+        .unwrap();
+    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
+        .await
+        .unwrap();
+    let ua = a.users.clone();
+    tokio::task::spawn_blocking(move || {
+        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let path = VirtualPath::parse(std::path::Path::new("agent01/Logs/x.log")).unwrap();
+    a.store
+        .mkdir(&VirtualPath::parse(std::path::Path::new("agent01")).unwrap())
+        .await
+        .unwrap();
+    a.store
+        .mkdir(&VirtualPath::parse(std::path::Path::new("agent01/Logs")).unwrap())
+        .await
+        .unwrap();
+    // A writes (a slow upload, or one whose client has gone to B meanwhile).
+    let mut held = a.store.write(&path, WriteMode::CreateNew).await.unwrap();
+    held.write(b"from A\n").unwrap();
+    // B may not touch the file meanwhile: through its store, nor through FTP (450).
+    let e = b
+        .store
+        .write(&path, WriteMode::Append { at: 7 })
+        .await
+        .err()
+        .expect("busy");
+    assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
+    let f = d.path().join("more.log");
+    std::fs::write(&f, b"from A\nfrom B\n").unwrap();
+    let mut c = Client::connect(ClientConfig::new(
+        "127.0.0.1",
+        b.ftp.local_addr().port(),
+        "agent01",
+        "agent pw",
+    ))
+    .await
+    .unwrap();
+    let e = c
+        .upload(
+            &f,
+            "/Logs/x.log",
+            logarchive_ftp::client::UploadOptions::new(
+                logarchive_ftp::client::UploadMode::Append { local_offset: 7 },
+            ),
+        )
+        .await
+        .expect_err("refused while A writes");
+    assert!(e.to_string().contains("450"), "{e}");
+    // A done: B's retry goes through.
+    tokio::task::spawn_blocking(move || held.finish(None))
+        .await
+        .unwrap()
+        .unwrap();
+    c.upload(
+        &f,
+        "/Logs/x.log",
+        logarchive_ftp::client::UploadOptions::new(logarchive_ftp::client::UploadMode::Append {
+            local_offset: 7,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(d.path().join("archive/agent01/Logs/x.log")).unwrap(),
+        b"from A\nfrom B\n"
     );
     a.shutdown().await;
     b.shutdown().await;

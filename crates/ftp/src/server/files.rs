@@ -28,6 +28,8 @@ pub(crate) fn store_error(e: &io::Error) -> Reply {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
             refuse(452, "Insufficient storage space")
         }
+        // Another writer holds the file (another server sharing the archive): try again.
+        io::ErrorKind::ResourceBusy => refuse(450, "File busy: being written elsewhere; try again"),
         _ if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => {
             refuse(452, "Insufficient storage space")
         }
