@@ -4,7 +4,10 @@ server on SQLite; per archived file the PostgreSQL statements (pg_stat_statement
 servers' CPU; memory per server with 500 idle agent sessions spread over three servers.
 
     cargo build --release -p logarchive
-    bench/shared-catalog.py [FILES_PER_AGENT=2000] [AGENTS=3]
+    bench/shared-catalog.py [FILES_PER_AGENT=2000] [AGENTS=3] [ROUNDS=5]
+
+Each round runs every set-up once, in turn (the machine's noise spreads over all); the summary
+gives the medians.
 
 Everything on /dev/shm; PostgreSQL is Debian's (initdb as `nobody` under root), on a free port.
 Results go to stdout and bench/results/<time>-shared-catalog/results.txt.
@@ -15,6 +18,7 @@ here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(here, "target/release/logarchive")
 FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 AGENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 W = "/dev/shm/la-shared"
 PGBIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
 ROOT = os.geteuid() == 0
@@ -51,6 +55,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu():
+    """CPU seconds of every PostgreSQL process now running (the cluster is ours alone)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() not in ("postgres", "postmaster"):
+                        continue
+                total += cpu_seconds(int(d))
+            except OSError:
+                pass
+    return total
+
+
 def rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -74,6 +93,7 @@ subprocess.run(as_owner([f"{PGBIN}/pg_ctl", "-D", f"{W}/pg/data", "-l", f"{W}/pg
                          "start"]), check=True, capture_output=True, cwd="/")
 try:
     psql("CREATE ROLE logarchive LOGIN")
+    psql("CREATE EXTENSION pg_stat_statements", "template1")
     say(f"PostgreSQL {psql('SHOW server_version')} (fsync on, tmpfs), logarchive {subprocess.run([BIN, '--version'], capture_output=True, text=True).stdout.strip()}")
     say(f"{AGENTS} agents x {FILES} files of 16 KiB, each agent 2 parallel uploads; 2 cores")
 
@@ -88,11 +108,14 @@ try:
     with open(f"{W}/pw", "w") as f:
         f.write("bench-password\n")
 
-    def run(label, servers, pg):
+    def run(label, servers, pg, rnd):
+        label_db = label
+        label = f"{label}r{rnd}"
         data = f"{W}/data-{label}"
         config = f"{W}/{label}.toml"
         with open(config, "w") as f:
-            f.write(f'data = "{data}"\n')
+            # (More sessions per account than the default 64: the idle-session measurement.)
+            f.write(f'data = "{data}"\n[ftp]\nmax_sessions_per_user = 1000\n')
             if pg:
                 psql(f"DROP DATABASE IF EXISTS {label}")
                 psql(f"CREATE DATABASE {label} OWNER logarchive")
@@ -120,6 +143,7 @@ try:
         if pg:
             psql("SELECT pg_stat_statements_reset()", label)
         cpu0 = [cpu_seconds(p.pid) for p in procs]
+        pg_cpu0 = postgres_cpu()
         t0 = time.monotonic()
         agents = [subprocess.Popen([BIN, "agent", "--once", "--config", f"{W}/{label}-a{a:02d}.toml"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,38 +158,60 @@ try:
                 time.sleep(0.05)
         caught_up = time.monotonic() - t0
         cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0))
+        pg_cpu = postgres_cpu() - pg_cpu0
+        stats = {"files_s": n / took, "cpu_us": cpu / n * 1e6}
         line = (f"{label}: {n} files in {took:.1f} s = {n / took:.0f} files/s "
                 f"(catalog complete after {caught_up:.1f} s); servers' CPU {cpu / n * 1e6:.0f} us/file")
         if pg:
             calls, exec_ms = psql("SELECT sum(calls), round(sum(total_exec_time)::numeric, 1) FROM pg_stat_statements "
                                   f"WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{label}')",
                                   label).split("|")
-            line += f"; PostgreSQL {int(calls) / n:.2f} statements/file, {float(exec_ms) / n * 1000:.0f} us exec/file"
+            stats.update(stmts=int(calls) / n, exec_us=float(exec_ms) / n * 1000, pg_cpu_us=pg_cpu / n * 1e6)
+            line += (f"; PostgreSQL {int(calls) / n:.2f} statements/file, {float(exec_ms) / n * 1000:.0f} us exec/file, "
+                     f"{pg_cpu / n * 1e6:.0f} us CPU/file (all its processes)")
             say(line)
             top = psql("SELECT calls || ' x ' || round(mean_exec_time::numeric, 3) || ' ms: ' || "
                        "regexp_replace(left(query, 90), '\\s+', ' ', 'g') FROM pg_stat_statements "
                        f"WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{label}') "
                        "ORDER BY calls DESC LIMIT 8", label)
-            for t in top.splitlines():
-                say("    " + t)
+            if rnd == 0:
+                for t in top.splitlines():
+                    say("    " + t)
         else:
             say(line)
+        results.setdefault(label_db, []).append(stats)
         return procs, ftp, config
 
     results = {}
-    for label, servers, pg in [("sqlite1", 1, False), ("pg1", 1, True), ("pg2", 2, True), ("pg3", 3, True)]:
-        procs, ftp, config = run(label, servers, pg)
-        if label != "pg3":
-            for p in procs:
-                p.terminate()
-                p.wait()
+    setups = [("sqlite1", 1, False), ("pg1", 1, True), ("pg2", 2, True), ("pg3", 3, True)]
+    for rnd in range(ROUNDS):
+        for label, servers, pg in setups:
+            procs, ftp, config = run(label, servers, pg, rnd)
+            if not (label == "pg3" and rnd == ROUNDS - 1):
+                for p in procs:
+                    p.terminate()
+                    p.wait()
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    say(f"medians of {ROUNDS} rounds:")
+    base = med([r["files_s"] for r in results["sqlite1"]])
+    pg1 = med([r["files_s"] for r in results["pg1"]])
+    for label, _, pg in setups:
+        rs = results[label]
+        fs = med([r["files_s"] for r in rs])
+        line = (f"  {label}: {fs:.0f} files/s ({fs / base:.2f}x SQLite, {fs / pg1:.2f}x one server on PostgreSQL), "
+                f"servers' CPU {med([r['cpu_us'] for r in rs]):.0f} us/file")
+        if pg:
+            line += (f", PostgreSQL {med([r['stmts'] for r in rs]):.2f} statements/file, "
+                     f"{med([r['exec_us'] for r in rs]):.0f} us exec/file, {med([r['pg_cpu_us'] for r in rs]):.0f} us CPU/file")
+        say(line)
     # 500 idle agent sessions over the three servers of the last run.
     rss0 = [rss_mib(p.pid) for p in procs]
     conns = []
     for i in range(500):
         host, port = ftp[i % 3].rsplit(":", 1)
         c = ftplib.FTP()
-        c.connect(host, int(port), timeout=30)
+        # At most 64 sessions per client address: spread over 127.0.1.x.
+        c.connect(host, int(port), timeout=30, source_address=(f"127.0.1.{1 + i // 40}", 0))
         c.login(f"a{i % AGENTS:02d}", "bench-password")
         conns.append(c)
     time.sleep(2)

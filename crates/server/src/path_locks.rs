@@ -6,8 +6,10 @@
 //!
 //! Kept here: every lock is taken and released on one connection owned by one thread (advisory
 //! locks belong to a session; requests reach the thread through a channel, so releasing from a
-//! `Drop` never blocks); a server that dies releases its locks with its connection; a
-//! connection that broke is reported (its locks went with it) and made again. Inside one
+//! `Drop` never blocks); the requests are pipelined on that connection (many in flight, one
+//! round trip's latency each, not one after another); a lock's release is sent only after its
+//! grant came back; a server that dies releases its locks with its connection; a connection
+//! that broke is reported (its locks went with it) and made again. Inside one
 //! server the FTP engine keeps one writer per file already (`ftp/src/server/inflight.rs`).
 
 use async_trait::async_trait;
@@ -16,10 +18,9 @@ use logarchive_store::sha::Sha256State;
 use logarchive_store::VirtualPath;
 use sha2::{Digest, Sha256};
 use std::io;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::catalog::postgres::OneClient;
 use crate::catalog::PgSettings;
 
 enum Request {
@@ -30,7 +31,7 @@ enum Request {
 
 /// The locks of this server.
 pub struct PathLocks {
-    requests: std::sync::Mutex<mpsc::Sender<Request>>,
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
 }
 
 impl std::fmt::Debug for PathLocks {
@@ -45,31 +46,28 @@ fn key(path: &VirtualPath) -> i64 {
 }
 
 impl PathLocks {
-    /// Connects (blocking) and starts the thread that holds the locks.
+    /// Connects (blocking: call off the async threads) and starts the thread that holds the
+    /// locks.
     pub fn start(settings: &PgSettings) -> io::Result<PathLocks> {
-        let db = OneClient::connect(settings).map_err(io::Error::other)?;
-        let (tx, rx) = mpsc::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let config = settings.config().clone();
+        let first = rt
+            .block_on(connect(&config))
+            .map_err(|e| io::Error::other(format!("path locks: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("path-locks".into())
-            .spawn(move || serve(db, rx))?;
-        Ok(PathLocks {
-            requests: std::sync::Mutex::new(tx),
-        })
-    }
-
-    fn send(&self, r: Request) -> bool {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(r)
-            .is_ok()
+            .spawn(move || rt.block_on(serve(config, first, rx)))?;
+        Ok(PathLocks { requests: tx })
     }
 
     /// Takes the lock of `path`, or fails `ResourceBusy` when another server holds it.
     async fn lock(self: &Arc<Self>, path: &VirtualPath) -> io::Result<Guard> {
         let k = key(path);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if !self.send(Request::Lock(k, tx)) {
+        if self.requests.send(Request::Lock(k, tx)).is_err() {
             return Err(io::Error::other("the path-lock thread stopped"));
         }
         match rx.await {
@@ -95,42 +93,77 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.locks.send(Request::Unlock(self.key));
+        let _ = self.locks.requests.send(Request::Unlock(self.key));
     }
 }
 
-fn serve(db: OneClient, rx: mpsc::Receiver<Request>) {
-    let mut connection: Option<usize> = None;
-    for r in rx {
-        match r {
-            Request::Lock(k, reply) => {
-                let got = db.run(|c| {
-                    let r =
-                        c.query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&k])?;
-                    Ok((r.get::<_, bool>(0), r.get::<_, i32>(1)))
-                });
-                let answer = match got {
-                    Ok((free, pid)) => {
-                        let pid = pid as usize;
-                        if connection.is_some_and(|p| p != pid) {
-                            tracing::warn!(
-                                "path locks: the connection to PostgreSQL was made again; the \
-                                 locks of writes in flight went with the old one"
-                            );
-                        }
-                        connection = Some(pid);
-                        Ok(free)
+/// The connection and its two statements, prepared once.
+struct Conn {
+    client: tokio_postgres::Client,
+    lock: tokio_postgres::Statement,
+    unlock: tokio_postgres::Statement,
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("path locks: connection ended: {e}");
+        }
+    });
+    let lock = client.prepare("SELECT pg_try_advisory_lock($1)").await?;
+    let unlock = client.prepare("SELECT pg_advisory_unlock($1)").await?;
+    Ok(Conn {
+        client,
+        lock,
+        unlock,
+    })
+}
+
+async fn serve(
+    config: tokio_postgres::Config,
+    first: Conn,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
+) {
+    let mut conn = Arc::new(first);
+    while let Some(r) = rx.recv().await {
+        if conn.client.is_closed() {
+            match connect(&config).await {
+                Ok(c) => {
+                    tracing::warn!(
+                        "path locks: the connection to PostgreSQL was made again; the locks of \
+                         writes in flight went with the old one"
+                    );
+                    conn = Arc::new(c);
+                }
+                Err(e) => {
+                    if let Request::Lock(_, reply) = r {
+                        let _ = reply.send(Err(io::Error::other(format!("path lock: {e}"))));
                     }
-                    Err(e) => Err(io::Error::other(format!("path lock: {e}"))),
-                };
-                let _ = reply.send(answer);
-            }
-            Request::Unlock(k) => {
-                if let Err(e) = db.run(|c| c.execute("SELECT pg_advisory_unlock($1)", &[&k])) {
-                    tracing::debug!("path unlock: {e}");
+                    continue;
                 }
             }
         }
+        let c = Arc::clone(&conn);
+        // Each request a task of its own: they pipeline on the one connection.
+        tokio::spawn(async move {
+            match r {
+                Request::Lock(k, reply) => {
+                    let got = c
+                        .client
+                        .query_one(&c.lock, &[&k])
+                        .await
+                        .map(|row| row.get::<_, bool>(0))
+                        .map_err(|e| io::Error::other(format!("path lock: {e}")));
+                    let _ = reply.send(got);
+                }
+                Request::Unlock(k) => {
+                    if let Err(e) = c.client.execute(&c.unlock, &[&k]).await {
+                        tracing::debug!("path unlock: {e}");
+                    }
+                }
+            }
+        });
     }
 }
 

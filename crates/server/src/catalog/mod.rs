@@ -534,11 +534,16 @@ impl Catalog {
                     to,
                     size,
                     sha256,
+                    from_temp,
                     ..
                 } => {
-                    self.upsert_all(&std::mem::take(&mut run))?;
-                    self.db.move_aliases(from, to)?;
-                    self.remove(from)?;
+                    // A temporary name (a verified upload's completion, the common case) never
+                    // had a row or local names: the run goes on, one statement for a burst.
+                    if !*from_temp || catalogued(from) {
+                        self.upsert_all(&std::mem::take(&mut run))?;
+                        self.db.move_aliases(from, to)?;
+                        self.remove(from)?;
+                    }
                     if catalogued(to) {
                         match stat(to) {
                             Some(m) if m.is_file() => run.push(Entry {

@@ -20,7 +20,7 @@ use std::time::Duration;
 /// Where the PostgreSQL catalog is and how to log in.
 #[derive(Clone)]
 pub struct PgSettings {
-    config: ::postgres::Config,
+    config: tokio_postgres::Config,
     /// The URL as given (it holds no password): for messages.
     url: String,
 }
@@ -38,7 +38,7 @@ impl PgSettings {
     /// is refused: config files get shown and copied, password files get permissions.
     pub fn new(url: &str, password_file: Option<&Path>) -> Result<PgSettings> {
         let setup = |m: String| CatalogError::Setup(m);
-        let mut config: ::postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| setup(format!("[catalog] url {url:?}: {e}")))?;
         if config.get_password().is_some() {
@@ -47,7 +47,7 @@ impl PgSettings {
                     .into(),
             ));
         }
-        if config.get_ssl_mode() == ::postgres::config::SslMode::Require {
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(setup(
                 "[catalog] url asks for sslmode=require, but this build talks to PostgreSQL \
                  without TLS: reach it over a Unix socket or a trusted network"
@@ -91,6 +91,16 @@ impl PgSettings {
     /// The URL (without a password).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The settings for the async client.
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// Connects with the blocking client.
+    fn connect(&self) -> std::result::Result<Client, ::postgres::Error> {
+        ::postgres::Config::from(self.config.clone()).connect(NoTls)
     }
 }
 
@@ -293,8 +303,7 @@ impl Pg {
     fn open(&self) -> Result<Conn> {
         let client = self
             .settings
-            .config
-            .connect(NoTls)
+            .connect()
             .map_err(|e| connect_error(&self.settings, e))?;
         Ok(Conn {
             client,
@@ -413,10 +422,7 @@ impl Pg {
 /// A connection of its own (the accounts' store, its listener), with the schema brought up
 /// to date first.
 pub(crate) fn connect_migrated(settings: &PgSettings) -> Result<Client> {
-    let mut client = settings
-        .config
-        .connect(NoTls)
-        .map_err(|e| connect_error(settings, e))?;
+    let mut client = settings.connect().map_err(|e| connect_error(settings, e))?;
     migrate(&mut client).map_err(pg_error)?;
     Ok(client)
 }
