@@ -165,3 +165,133 @@ fn two_server_processes_share_accounts_and_catalog_through_postgresql() {
         )
     );
 }
+
+/// A deployment on SQLite moved to PostgreSQL as the README says: stop, `archive migrate --to`
+/// a config that differs only by `[catalog] url`, start on it. Files keep their SHA-256, the
+/// accounts their passwords; a second run changes nothing.
+#[test]
+fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("moved").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let sqlite = d.path().join("server.toml");
+    std::fs::write(&sqlite, format!("data = \"{}\"\n", data.display())).unwrap();
+    let postgres = d.path().join("server-pg.toml");
+    std::fs::write(
+        &postgres,
+        format!(
+            "data = \"{}\"\n[catalog]\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+            data.display(),
+            pg.password_file().display()
+        ),
+    )
+    .unwrap();
+    assert!(user_add(&sqlite, "agent01", "agent-password", "agent").0);
+    assert!(user_add(&sqlite, "viewer", "viewer-password", "viewer").0);
+    let start = |config: &std::path::Path| {
+        let mut c = bin();
+        c.args(["server", "--config"]).arg(config).args([
+            "--ftp-listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+        ]);
+        start_server(c)
+    };
+    let mut server = start(&sqlite);
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("Logs")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..3 {
+        let body = format!("line of file {i}\n");
+        std::fs::write(src.join(format!("Logs/f{i}.log")), &body).unwrap();
+        use sha2::Digest;
+        want.push(format!(
+            "/agent01/Logs/f{i}.log {}",
+            hex::encode(sha2::Sha256::digest(body.as_bytes()))
+        ));
+    }
+    std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
+    let agent_config = d.path().join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "agent_id = \"agent01\"\nserver = \"ftp://{}\"\nuser = \"agent01\"\n\
+             password_file = \"{}\"\nstate_db = \"{}\"\nquiet_period = \"0s\"\n\
+             [[source]]\nroot = \"{}\"\n",
+            server.ftp,
+            d.path().join("pw").display(),
+            d.path().join("agent01.db").display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["agent", "--once", "--config"])
+        .arg(&agent_config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let auth = base64(b"viewer:viewer-password");
+    wait_for(
+        "the catalog holds the files",
+        Duration::from_secs(5),
+        || {
+            http_get(&server.web, "/api/v1/browse/agent01/Logs", &auth)
+                .matches(".log")
+                .count()
+                >= 3
+        },
+    );
+    assert!(server.child.terminate().success());
+
+    let migrate = || {
+        let out = bin()
+            .args(["archive", "--config"])
+            .arg(&sqlite)
+            .args(["migrate", "--to"])
+            .arg(&postgres)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let first = migrate();
+    assert!(
+        first.contains("3 files (with 0 local names), 2 accounts stored"),
+        "{first}"
+    );
+    let again = migrate();
+    assert!(again.contains("0 accounts stored"), "{again}");
+    let rows = pg
+        .sql_in(
+            "moved",
+            "SELECT path || ' ' || coalesce(sha256, '-') FROM files ORDER BY path",
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        want.join("\n"),
+        "the SHA-256 recorded at upload came along"
+    );
+
+    // Started on PostgreSQL: the same files, the same passwords.
+    let server = start(&postgres);
+    assert!(server.admin_password.is_none());
+    let listing = http_get(&server.web, "/api/v1/browse/agent01/Logs", &auth);
+    assert_eq!(
+        listing.matches("\"path\":\"/agent01/Logs/f").count(),
+        3,
+        "{listing}"
+    );
+}

@@ -9,6 +9,11 @@
 //! ever overwritten; a file there with other content is reported. The accounts file goes along
 //! when the target's data folder has none; the target server rebuilds its catalog from the
 //! store when it starts. Run it with the servers stopped (or at least the target's).
+//!
+//! A target with `[catalog] url` (PostgreSQL) also receives the catalog — every row with the
+//! SHA-256 recorded at upload and the local names of rotated logs — and the accounts (stored
+//! when the database holds none). With the same store on both sides this is all there is to
+//! do: moving a deployment from SQLite to PostgreSQL. Running it again changes nothing.
 
 use crate::catalog::Catalog;
 use crate::config::{ServerSettings, StorageBackend};
@@ -48,6 +53,11 @@ pub struct MigrateReport {
     pub unrecorded: u64,
     /// Whether the accounts file was copied.
     pub accounts_copied: bool,
+    /// Catalog rows written into the target's PostgreSQL catalog (and their local names).
+    pub catalog_rows: u64,
+    pub catalog_names: u64,
+    /// Accounts stored in the target's PostgreSQL database (0: it held accounts already).
+    pub accounts_stored: u64,
     /// One line per file that could not be migrated; empty: all of it is in the target.
     pub problems: Vec<String>,
 }
@@ -77,12 +87,21 @@ pub async fn migrate(
     to: &ServerSettings,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<MigrateReport, ServerError> {
-    if same_store(from, to) {
-        return Err(failed(
-            "the source and the target are the same store: nothing to migrate",
-        ));
-    }
     let mut report = MigrateReport::default();
+    let to_postgres = matches!(
+        to.catalog_location()?,
+        crate::catalog::Location::Postgres(_)
+    );
+    if same_store(from, to) {
+        if !to_postgres || from.catalog.url == to.catalog.url {
+            return Err(failed(
+                "the source and the target are the same store: nothing to migrate",
+            ));
+        }
+        // The same files: only the catalog and the accounts move.
+        migrate_catalog(from, to, &mut report).await?;
+        return Ok(report);
+    }
     // The accounts first, where the target's data folder has none.
     let (users_from, users_to) = (from.users_file(), to.users_file());
     if users_from.exists() && !users_to.exists() && users_from != users_to {
@@ -164,7 +183,64 @@ pub async fn migrate(
         // What waits inline is in the target's metadata already; pack what is due.
         let _ = s3.pack_now().await;
     }
+    if to_postgres {
+        migrate_catalog(from, to, &mut report).await?;
+    }
     Ok(report)
+}
+
+/// Copies the source's catalog rows (with their SHA-256 and local names) and its accounts into
+/// the target's PostgreSQL database, in pages of 10,000 rows, each page one transaction.
+async fn migrate_catalog(
+    from: &ServerSettings,
+    to: &ServerSettings,
+    report: &mut MigrateReport,
+) -> Result<(), ServerError> {
+    let (source_at, target_at) = (from.catalog_location()?, to.catalog_location()?);
+    let crate::catalog::Location::Postgres(pg) = target_at.clone() else {
+        return Ok(());
+    };
+    let users_file = from.users_file();
+    let (rows, names, accounts) = tokio::task::spawn_blocking(move || {
+        let target = Catalog::connect(&target_at).map_err(failed)?;
+        let (mut rows, mut names) = (0u64, 0u64);
+        if crate::catalog::exists(&source_at) {
+            let source = Catalog::connect(&source_at).map_err(failed)?;
+            let mut after: Option<String> = None;
+            loop {
+                let page = source
+                    .files_under("/", after.as_deref(), 10_000)
+                    .map_err(failed)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.path.clone());
+                // The page's local names: those of the paths from its first to its last.
+                let first = page.first().map_or("", |e| e.path.as_str());
+                let mut aliases = source.aliases_between(first, &last.path).map_err(failed)?;
+                for name in source.aliases(&last.path).map_err(failed)? {
+                    aliases.push((last.path.clone(), name));
+                }
+                target
+                    .batch(|t| {
+                        t.upsert_all(&page)?;
+                        for (path, name) in &aliases {
+                            t.add_alias(path, name)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(failed)?;
+                rows += page.len() as u64;
+                names += aliases.len() as u64;
+            }
+        }
+        let accounts = crate::users::UserDb::store_in_postgres(&pg, &users_file)? as u64;
+        Ok::<_, ServerError>((rows, names, accounts))
+    })
+    .await
+    .map_err(failed)??;
+    report.catalog_rows = rows;
+    report.catalog_names = names;
+    report.accounts_stored = accounts;
+    Ok(())
 }
 
 enum Copied {

@@ -459,3 +459,55 @@ async fn two_servers_never_write_one_file_at_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
+    use logarchive_server::catalog::{Catalog, Entry, Location};
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("migrated").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let from = support::settings(d.path());
+    let to = shared(d.path(), &pg, &url);
+    // A SQLite catalog of 25,000 files (three pages), every 1,000th with two local names.
+    let db = d.path().join("catalog.db");
+    tokio::task::spawn_blocking(move || {
+        let c = Catalog::connect(&Location::Sqlite(db)).unwrap();
+        let rows: Vec<Entry> = (0..25_000)
+            .map(|i| Entry {
+                path: format!("/agent{:02}/Logs/f{i:06}.log", i % 7),
+                agent: format!("agent{:02}", i % 7),
+                size: i,
+                sha256: Some(format!("{i:064x}")),
+                modified_ms: i as i64,
+                archived_ms: i as i64,
+                appended_ms: None,
+            })
+            .collect();
+        c.batch(|c| c.upsert_all(&rows)).unwrap();
+        for e in rows.iter().step_by(1000) {
+            c.add_alias(&e.path, "Logs/service.log.1").unwrap();
+            c.add_alias(&e.path, "Logs/service.log.2.gz").unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let report = logarchive_server::migrate::migrate(&from, &to, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.catalog_rows, report.catalog_names), (25_000, 50));
+    let counts = || {
+        pg.sql_in(
+            "migrated",
+            "SELECT (SELECT count(*) FROM files) || ' ' || (SELECT count(sha256) FROM files) \
+             || ' ' || (SELECT count(*) FROM aliases) || ' ' || (SELECT sum(size) FROM files)",
+        )
+        .unwrap()
+    };
+    let want = format!("25000 25000 50 {}", (0..25_000u64).sum::<u64>());
+    assert_eq!(counts(), want);
+    // Again: nothing changes.
+    logarchive_server::migrate::migrate(&from, &to, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(counts(), want);
+}

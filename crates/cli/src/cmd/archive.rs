@@ -170,23 +170,32 @@ fn migrate(from: &ServerSettings, to: &std::path::Path, to_data: Option<PathBuf>
     for p in &report.problems {
         println!("{p}");
     }
-    println!(
-        "migrate: {} files, {}: {} copied and verified, {} already there{}{}",
-        report.files,
-        ByteSize(report.bytes),
-        report.copied - report.unrecorded,
-        report.already,
-        if report.unrecorded > 0 {
-            format!(", {} copied without a recorded SHA-256", report.unrecorded)
-        } else {
-            String::new()
-        },
-        if report.accounts_copied {
-            "; accounts copied"
-        } else {
-            ""
-        }
-    );
+    let catalog_only = report.files == 0 && report.catalog_rows > 0;
+    if !catalog_only {
+        println!(
+            "migrate: {} files, {}: {} copied and verified, {} already there{}{}",
+            report.files,
+            ByteSize(report.bytes),
+            report.copied - report.unrecorded,
+            report.already,
+            if report.unrecorded > 0 {
+                format!(", {} copied without a recorded SHA-256", report.unrecorded)
+            } else {
+                String::new()
+            },
+            if report.accounts_copied {
+                "; accounts copied"
+            } else {
+                ""
+            }
+        );
+    }
+    if report.catalog_rows > 0 || report.accounts_stored > 0 {
+        println!(
+            "migrate: catalog into PostgreSQL: {} files (with {} local names), {} accounts stored",
+            report.catalog_rows, report.catalog_names, report.accounts_stored
+        );
+    }
     let n = report.problems.len();
     if n > 0 {
         anyhow::bail!("{n} {} not migrated", if n == 1 { "file" } else { "files" });

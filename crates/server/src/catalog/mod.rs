@@ -365,6 +365,11 @@ impl Catalog {
         self.db.aliases(path)
     }
 
+    /// (path, local name) of the files whose paths lie in `[lo, hi)`, in path order.
+    pub fn aliases_between(&self, lo: &str, hi: &str) -> Result<Vec<(String, String)>> {
+        self.db.aliases_between(lo, hi)
+    }
+
     /// The local names of the files directly in `dir`: path → names.
     pub fn aliases_in(&self, dir: &str) -> Result<HashMap<String, Vec<String>>> {
         let (prefix, end) = under(dir);

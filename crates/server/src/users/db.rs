@@ -239,16 +239,7 @@ impl UserDb {
         users_file: &Path,
     ) -> Result<Arc<UserDb>, UserDbError> {
         let db = super::pg::PgAccounts::connect(settings)?;
-        if users_file.exists() {
-            let (file, _) = Self::read_file(users_file)?;
-            if db.import_if_empty(&file)? {
-                tracing::info!(
-                    accounts = file.users.len(),
-                    from = %users_file.display(),
-                    "accounts stored in PostgreSQL"
-                );
-            }
-        }
+        Self::import(&db, users_file)?;
         let (file, version) = db.load()?;
         Ok(Self::with_source(
             Source::Postgres {
@@ -257,6 +248,31 @@ impl UserDb {
             },
             file,
         ))
+    }
+
+    /// Stores `users_file`'s accounts in PostgreSQL if the database holds none yet (`archive
+    /// migrate`); how many it stored.
+    pub fn store_in_postgres(
+        settings: &crate::catalog::PgSettings,
+        users_file: &Path,
+    ) -> Result<usize, UserDbError> {
+        Self::import(&super::pg::PgAccounts::connect(settings)?, users_file)
+    }
+
+    fn import(db: &super::pg::PgAccounts, users_file: &Path) -> Result<usize, UserDbError> {
+        if !users_file.exists() {
+            return Ok(0);
+        }
+        let (file, _) = Self::read_file(users_file)?;
+        if !db.import_if_empty(&file)? {
+            return Ok(0);
+        }
+        tracing::info!(
+            accounts = file.users.len(),
+            from = %users_file.display(),
+            "accounts stored in PostgreSQL"
+        );
+        Ok(file.users.len())
     }
 
     fn with_source(source: Source, file: UsersFile) -> Arc<UserDb> {
