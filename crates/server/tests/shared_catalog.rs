@@ -511,3 +511,96 @@ async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
         .unwrap();
     assert_eq!(counts(), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_on_one_server_streams_what_is_appended_through_another() {
+    use logarchive_ftp::client::{UploadMode, UploadOptions};
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("follow").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
+        .await
+        .unwrap();
+    let admin = a.initial_admin_password.clone().unwrap();
+    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
+        .await
+        .unwrap();
+    let ua = a.users.clone();
+    tokio::task::spawn_blocking(move || {
+        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let local = d.path().join("grow.log");
+    let mut body = String::from("first line\n");
+    std::fs::write(&local, &body).unwrap();
+    upload(a.ftp.local_addr().port(), &local, "/Logs/grow.log").await;
+    let web_b = Web::new(&format!("http://{}", b.web_addr));
+    assert_eq!(web_b.login("admin", &admin).await.status(), 303);
+    within(Duration::from_secs(2), "the file listed on B", async || {
+        web_b
+            .text("/api/v1/browse/agent01/Logs")
+            .await
+            .1
+            .contains("grow.log")
+    })
+    .await;
+    let mut stream = web_b
+        .get(&format!(
+            "/api/v1/follow/agent01/Logs/grow.log?offset={}",
+            body.len()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut c = Client::connect(ClientConfig::new(
+        "127.0.0.1",
+        a.ftp.local_addr().port(),
+        "agent01",
+        "agent pw",
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut got = String::new();
+    for i in 0..20 {
+        let at = body.len() as u64;
+        let line = format!("appended through A, line {i:03}\n");
+        body.push_str(&line);
+        std::fs::write(&local, &body).unwrap();
+        c.upload(
+            &local,
+            "/Logs/grow.log",
+            UploadOptions::new(UploadMode::Append { local_offset: at }),
+        )
+        .await
+        .unwrap();
+        let appended = Instant::now();
+        let want = format!("line {i:03}");
+        while !got.contains(&want) {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+                .await
+                .expect("no follow event on B within 5 s")
+                .unwrap()
+                .unwrap();
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen.push(appended.elapsed());
+    }
+    seen.sort();
+    eprintln!(
+        "append through A -> line in B's follow stream: p50 {:?}, max {:?} ({} appends)",
+        seen[seen.len() / 2],
+        seen[seen.len() - 1],
+        seen.len()
+    );
+    // Told through the catalog as it commits, not found by the once-a-second look.
+    assert!(
+        seen[seen.len() - 1] < Duration::from_millis(500),
+        "within half a second: {seen:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -274,6 +274,11 @@ trait Backend: Send + Sync {
     fn search_names(&self, q: &NameQuery, glob: bool, limit: usize) -> Result<Vec<Entry>>;
     /// The same, matching the files' local names ([`Catalog::add_alias`]) instead.
     fn search_aliases(&self, q: &NameQuery, glob: bool, limit: usize) -> Result<Vec<Entry>>;
+    /// The paths whose rows other servers (and this one) change, as they commit (`*`: any);
+    /// `None` where no other server writes.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
+        None
+    }
 }
 
 /// The catalog database (SQLite or PostgreSQL, see [`Location`]).
@@ -298,6 +303,13 @@ impl Catalog {
                 db: Box::new(postgres::Pg::connect(pg)?),
             }),
         }
+    }
+
+    /// The archive paths whose rows change, as any server commits them (`*`: any path); `None`
+    /// with a catalog no other server writes. Follow uses it to stream what another server
+    /// takes.
+    pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
+        self.db.changes()
     }
 
     /// Whether other servers share this catalog (PostgreSQL).

@@ -184,6 +184,68 @@ const MIGRATION_LOCK: i64 = 0x6c6f_6761_7263_6876;
 /// Reading connections per server.
 const READERS: usize = 4;
 
+/// The channel on which a catalog change names its paths.
+const CHANGES: &str = "logarchive_files";
+
+/// Listens for catalog changes (any server's) and hands each path to `tx` ("*": any path),
+/// as long as the catalog lives (it holds the sender); connects again when the connection
+/// breaks.
+fn listen_changes(
+    settings: &PgSettings,
+    tx: &std::sync::Weak<tokio::sync::broadcast::Sender<std::sync::Arc<str>>>,
+) {
+    use ::postgres::fallible_iterator::FallibleIterator;
+    let send = |p: &str| match tx.upgrade() {
+        Some(tx) => {
+            let _ = tx.send(std::sync::Arc::from(p));
+            true
+        }
+        None => false,
+    };
+    loop {
+        let listening = settings.connect().and_then(|mut c| {
+            c.batch_execute(&format!("LISTEN {CHANGES}"))?;
+            Ok(c)
+        });
+        let mut client = match listening {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("catalog: cannot listen for changes: {e}");
+                if tx.strong_count() == 0 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        // Notifications may have been lost while not listening: anything may have changed.
+        if !send("*") {
+            return;
+        }
+        loop {
+            let next = client
+                .notifications()
+                .timeout_iter(Duration::from_secs(1))
+                .next();
+            match next {
+                Ok(Some(n)) => {
+                    for path in n.payload().split('\n') {
+                        if !send(path) {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) if tx.strong_count() == 0 => return,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!("catalog: change listener: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// A connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -246,6 +308,8 @@ impl Drop for Pg {
 
 pub(super) struct Pg {
     settings: PgSettings,
+    /// Where catalog changes are told, once something subscribed ([`Backend::changes`]).
+    changes: Mutex<Option<std::sync::Arc<tokio::sync::broadcast::Sender<std::sync::Arc<str>>>>>,
     writer: Mutex<Option<Conn>>,
     /// Set between `begin` and `commit`/`rollback`: the writer must not be replaced then.
     in_batch: AtomicBool,
@@ -291,6 +355,7 @@ impl Pg {
     pub(super) fn connect(settings: &PgSettings) -> Result<Pg> {
         let pg = Pg {
             settings: settings.clone(),
+            changes: Mutex::new(None),
             writer: Mutex::new(None),
             in_batch: AtomicBool::new(false),
             readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
@@ -521,6 +586,7 @@ fn connect_error(settings: &PgSettings, e: ::postgres::Error) -> CatalogError {
 pub(super) fn probe(settings: &PgSettings) -> Result<()> {
     let pg = Pg {
         settings: settings.clone(),
+        changes: Mutex::new(None),
         writer: Mutex::new(None),
         in_batch: AtomicBool::new(false),
         readers: vec![Mutex::new(None)],
@@ -637,6 +703,11 @@ impl Backend for Pg {
         }
         let (dir_paths, parents): (Vec<&str>, Vec<&str>) =
             dirs.iter().map(|(d, p)| (d.as_str(), p.as_str())).unzip();
+        // The paths, one a line; "*" when they would not fit a notification (8000 bytes).
+        let mut payload = path.join("\n");
+        if payload.len() > 7900 {
+            payload = "*".into();
+        }
         self.write(|c| {
             c.execute(
                 "INSERT INTO files (path, dir, name, agent, size, sha256, modified_ms,
@@ -655,8 +726,28 @@ impl Backend for Pg {
                  ON CONFLICT DO NOTHING",
                 &[&dir_paths, &parents],
             )?;
+            // Every server's followers hear of it (at the commit, inside a batch).
+            c.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &payload])?;
             Ok(())
         })
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
+        let mut g = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            let tx = std::sync::Arc::new(tokio::sync::broadcast::channel(1024).0);
+            let settings = self.settings.clone();
+            let weak = std::sync::Arc::downgrade(&tx);
+            let started = std::thread::Builder::new()
+                .name("catalog-listen".into())
+                .spawn(move || listen_changes(&settings, &weak));
+            if let Err(e) = started {
+                tracing::warn!("catalog: cannot start the change listener: {e}");
+                return None;
+            }
+            *g = Some(tx);
+        }
+        g.as_ref().map(|tx| tx.subscribe())
     }
 
     fn remove(&self, path: &str) -> Result<()> {

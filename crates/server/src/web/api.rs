@@ -627,6 +627,8 @@ async fn follow(
     let mut identity = known.identity();
     let display = p.display();
     let mut events = st.ftp.subscribe();
+    // Appends another server takes (a shared catalog) are told through the catalog.
+    let mut changes = st.catalog.changes();
     let st2 = Arc::clone(&st);
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(4);
     tokio::spawn(async move {
@@ -719,8 +721,24 @@ async fn follow(
                         }
                     }
                 };
+            let elsewhere = async {
+                let Some(rx) = changes.as_mut() else {
+                    return std::future::pending::<()>().await;
+                };
+                loop {
+                    match rx.recv().await {
+                        Ok(p) if &*p == display.as_str() || &*p == "*" => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                }
+            };
             tokio::select! {
                 _ = wait => {}
+                _ = elsewhere => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = tx.closed() => return,
             }

@@ -1,0 +1,220 @@
+//! Three `logarchive server` processes over one folder and one PostgreSQL catalog, ten agents
+//! that know all three: while 2,000 files (ten of them growing, written by daemon-like writers
+//! that hold them open) are archived, random servers are SIGKILLed 30 times and started again,
+//! and PostgreSQL is restarted once. Afterwards every file equals its source, nothing is
+//! archived twice, the catalog has each file once, and `archive fsck` (run beside the servers)
+//! is clean.
+
+mod support;
+
+use logarchive_server::pg_harness::Postgres;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const SERVERS: usize = 3;
+const AGENTS: usize = 10;
+const FILES_PER_AGENT: usize = 200;
+const SERVER_KILLS: usize = 30;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn user_add(config: &Path, name: &str, role: &str) {
+    let mut c = bin()
+        .args(["user", "--config"])
+        .arg(config)
+        .args(["add", name, "--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(c.stdin.take().unwrap(), "{name}-password").unwrap();
+    assert!(c.wait().unwrap().success(), "user add {name}");
+}
+
+/// A daemon's log: held open, a numbered line every few milliseconds until `stop`.
+fn writer(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            writeln!(f, "{} line {i:08} of a busy daemon", path.display()).unwrap();
+            i += 1;
+            // The pace of a busy daemon (this is the load, not a synchronisation).
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn three_servers_killed_thirty_times_and_a_postgresql_restart_lose_and_duplicate_nothing() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("chaos").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let configs: Vec<(PathBuf, u16)> = (0..SERVERS)
+        .map(|i| {
+            let (ftp, web) = (free_port(), free_port());
+            let p = d.path().join(format!("server{i}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "data = \"{}\"\nftp_listen = \"127.0.0.1:{ftp}\"\nweb_listen = \"127.0.0.1:{web}\"\n\
+                     [catalog]\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+                    data.display(),
+                    pg.password_file().display()
+                ),
+            )
+            .unwrap();
+            (p, ftp)
+        })
+        .collect();
+    for a in 0..AGENTS {
+        user_add(&configs[0].0, &format!("agent{a:02}"), "agent");
+    }
+    user_add(&configs[0].0, "reader", "viewer");
+    let start = |i: usize| {
+        let mut c = bin();
+        c.args(["server", "--config"]).arg(&configs[i].0);
+        start_server(c)
+    };
+    let mut servers: Vec<Server> = (0..SERVERS).map(start).collect();
+
+    // The sources: 200 files per agent (a few of 1 MB, so kills land mid-transfer) and one
+    // growing log each.
+    let mut rng = Rng(1414);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    let mut agents = Vec::new();
+    for a in 0..AGENTS {
+        let src = d.path().join(format!("src{a:02}"));
+        for i in 0..FILES_PER_AGENT {
+            let size = if i % 100 == 0 {
+                1_000_000
+            } else {
+                100 + rng.next() as usize % 4000
+            };
+            let bytes: Vec<u8> = (0..size).map(|_| (rng.next() % 251) as u8).collect();
+            let p = src.join(format!("Logs/App{:02}/f{i:04}.log", i % 8));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        writers.push(writer(src.join("Logs/busy.log"), Arc::clone(&stop)));
+        std::fs::write(
+            d.path().join(format!("pw{a:02}")),
+            format!("agent{a:02}-password\n"),
+        )
+        .unwrap();
+        let list: Vec<String> = (0..SERVERS)
+            .map(|k| format!("\"ftp://127.0.0.1:{}\"", configs[(a + k) % SERVERS].1))
+            .collect();
+        let config = d.path().join(format!("agent{a:02}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "agent_id = \"agent{a:02}\"\nserver = [{}]\nuser = \"agent{a:02}\"\n\
+                 password_file = \"{}\"\nstate_db = \"{}\"\nquiet_period = \"0s\"\n\
+                 scan_interval = \"1s\"\nmax_backoff = \"1s\"\nfailback_after = \"2s\"\n\
+                 max_parallel_uploads = 2\n[[source]]\nroot = \"{}\"\n",
+                list.join(", "),
+                d.path().join(format!("pw{a:02}")).display(),
+                d.path().join(format!("agent{a:02}.db")).display(),
+                src.display()
+            ),
+        )
+        .unwrap();
+        agents.push(spawn_agent(&config));
+    }
+
+    // The chaos: random servers killed and started again at random moments; PostgreSQL
+    // restarted once half-way.
+    for k in 0..SERVER_KILLS {
+        // Random moments: the faults being injected, not synchronisation.
+        std::thread::sleep(Duration::from_millis(200 + rng.next() % 500));
+        let i = rng.next() as usize % SERVERS;
+        servers[i].child.kill_now();
+        std::thread::sleep(Duration::from_millis(rng.next() % 300));
+        servers[i] = start(i);
+        if k == SERVER_KILLS / 2 {
+            pg.stop().unwrap();
+            std::thread::sleep(Duration::from_millis(500 + rng.next() % 1000));
+            pg.start_again().unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+
+    // Every file equal to its source, in every agent's home (bounded).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut behind = 0;
+        let mut extra = 0;
+        for a in 0..AGENTS {
+            let want = sha_tree(&d.path().join(format!("src{a:02}")));
+            let got = sha_tree(&data.join(format!("archive/agent{a:02}")));
+            behind += want.iter().filter(|(p, h)| got.get(*p) != Some(h)).count();
+            extra += got.keys().filter(|p| !want.contains_key(*p)).count();
+        }
+        if behind == 0 && extra == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged: {behind} files differ or are missing, {extra} extra"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for mut a in agents {
+        a.terminate();
+    }
+
+    // The catalog: each file once, no temporary name (bounded: the writers' last events).
+    let total = AGENTS * (FILES_PER_AGENT + 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = pg
+            .sql_in(
+                "chaos",
+                "SELECT count(*) || ' ' || count(DISTINCT path) || ' ' || \
+                 count(*) FILTER (WHERE path LIKE '%logarchive-tmp%') FROM files",
+            )
+            .unwrap();
+        if counts == format!("{total} {total} 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "catalog: {counts}, want {total} {total} 0"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // fsck beside the running servers.
+    let out = bin()
+        .args(["archive", "--config"])
+        .arg(&configs[0].0)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(servers);
+}
