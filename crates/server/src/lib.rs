@@ -147,20 +147,26 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let measuring = stored.spawn_measuring(opened.clone());
     let store::Opened { store, s3, local } = opened;
     // Servers sharing a catalog share the archive: one writer per file among them all.
-    let store: Arc<dyn logarchive_ftp::server::Storage> = match settings.catalog_location()? {
-        catalog::Location::Postgres(pg) => {
-            let locks = tokio::task::spawn_blocking(move || path_locks::PathLocks::start(&pg))
+    let locks = match settings.catalog_location()? {
+        catalog::Location::Postgres(pg) => Some(Arc::new(
+            tokio::task::spawn_blocking(move || path_locks::PathLocks::start(&pg))
                 .await
                 .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?
-                .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?;
-            Arc::new(path_locks::LockedStorage::new(store, locks))
-        }
-        catalog::Location::Sqlite(_) => store,
+                .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?,
+        )),
+        catalog::Location::Sqlite(_) => None,
+    };
+    let store: Arc<dyn logarchive_ftp::server::Storage> = match &locks {
+        Some(l) => Arc::new(path_locks::LockedStorage::new(store, Arc::clone(l))),
+        None => store,
     };
     let compactor = match (local, settings.storage.compress_after.0) {
-        (Some(local), Some(quiet)) => {
-            Some(store::spawn_compactor(local, quiet, Arc::clone(&stored)))
-        }
+        (Some(local), Some(quiet)) => Some(store::spawn_compactor(
+            local,
+            quiet,
+            Arc::clone(&stored),
+            locks.clone(),
+        )),
         _ => None,
     };
     let ftp =

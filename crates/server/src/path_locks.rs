@@ -2,7 +2,9 @@
 //! deletion of a path holds a PostgreSQL advisory lock on it (keyed by the path's SHA-256) for
 //! as long as it writes, so two servers never write one file at once — say an agent whose
 //! connection moved to server B while server A still finishes the old one. The loser's store
-//! call fails `ResourceBusy` (FTP `450`, the agent retries).
+//! call fails `ResourceBusy` (FTP `450`, the agent retries). The compactor of a shared folder
+//! takes the same lock for each file it compresses ([`PathLocks::lock_blocking`]), so a swap
+//! never meets another server's upload, nor another server's compaction of that file.
 //!
 //! Kept here: every lock is taken and released on one connection owned by one thread (advisory
 //! locks belong to a session; requests reach the thread through a channel, so releasing from a
@@ -65,12 +67,43 @@ impl PathLocks {
 
     /// Takes the lock of `path`, or fails `ResourceBusy` when another server holds it.
     async fn lock(self: &Arc<Self>, path: &VirtualPath) -> io::Result<Guard> {
+        let (k, rx) = self.ask(path)?;
+        self.granted(path, k, rx.await)
+    }
+
+    /// [`PathLocks::lock`] for a blocking thread (the compactor): a guard, or `None` when
+    /// another server holds the path.
+    pub fn lock_blocking(
+        self: &Arc<Self>,
+        path: &VirtualPath,
+    ) -> io::Result<Option<Box<dyn Send>>> {
+        let (k, rx) = self.ask(path)?;
+        match self.granted(path, k, rx.blocking_recv()) {
+            Ok(g) => Ok(Some(Box::new(g))),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn ask(
+        &self,
+        path: &VirtualPath,
+    ) -> io::Result<(i64, tokio::sync::oneshot::Receiver<io::Result<bool>>)> {
         let k = key(path);
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.requests.send(Request::Lock(k, tx)).is_err() {
             return Err(io::Error::other("the path-lock thread stopped"));
         }
-        match rx.await {
+        Ok((k, rx))
+    }
+
+    fn granted(
+        self: &Arc<Self>,
+        path: &VirtualPath,
+        k: i64,
+        answer: Result<io::Result<bool>, tokio::sync::oneshot::error::RecvError>,
+    ) -> io::Result<Guard> {
+        match answer {
             Ok(Ok(true)) => Ok(Guard {
                 locks: Arc::clone(self),
                 key: k,
@@ -175,11 +208,8 @@ pub struct LockedStorage {
 }
 
 impl LockedStorage {
-    pub fn new(inner: Arc<dyn Storage>, locks: PathLocks) -> LockedStorage {
-        LockedStorage {
-            inner,
-            locks: Arc::new(locks),
-        }
+    pub fn new(inner: Arc<dyn Storage>, locks: Arc<PathLocks>) -> LockedStorage {
+        LockedStorage { inner, locks }
     }
 }
 

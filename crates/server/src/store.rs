@@ -157,6 +157,7 @@ pub fn spawn_compactor(
     local: LocalStorage,
     quiet: std::time::Duration,
     stored: Arc<StoredBytes>,
+    locks: Option<Arc<crate::path_locks::PathLocks>>,
 ) -> tokio::task::JoinHandle<()> {
     use std::time::Duration;
     let every = (quiet / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
@@ -166,10 +167,22 @@ pub fn spawn_compactor(
         let root = VirtualPath::default();
         loop {
             tick.tick().await;
-            let (l, r) = (local.clone(), root.clone());
+            let (l, r, locks) = (local.clone(), root.clone(), locks.clone());
             let started = std::time::Instant::now();
-            let pass =
-                tokio::task::spawn_blocking(move || l.compress_quiet(&r, quiet, &skip)).await;
+            let pass = tokio::task::spawn_blocking(move || {
+                // Servers sharing the folder: each file under its path lock.
+                let claim = |rel: &Path| -> std::io::Result<Option<Box<dyn Send>>> {
+                    match &locks {
+                        Some(locks) => match VirtualPath::parse(rel) {
+                            Ok(p) => locks.lock_blocking(&p),
+                            Err(_) => Ok(None),
+                        },
+                        None => Ok(Some(Box::new(()))),
+                    }
+                };
+                l.compress_quiet_claimed(&r, quiet, &skip, &claim)
+            })
+            .await;
             match pass {
                 Ok(Ok(report)) => {
                     if report.files > 0 {

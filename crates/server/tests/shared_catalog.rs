@@ -604,3 +604,80 @@ async fn follow_on_one_server_streams_what_is_appended_through_another() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compactor_never_swaps_a_file_another_server_writes() {
+    use logarchive_ftp::server::WriteMode;
+    use logarchive_store::VirtualPath;
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("compaction").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    // A quiet 64 KiB log already in the shared folder.
+    let file = d.path().join("archive/agent01/Logs/quiet.log");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut body: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("an old line {i:05}\n").into_bytes())
+        .collect();
+    std::fs::write(&file, &body).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let mut sa = shared(d.path(), &pg, &url);
+    sa.storage.compress_after =
+        toml::from_str::<logarchive_server::config::StorageSection>("compress_after = \"1s\"")
+            .unwrap()
+            .compress_after;
+    let mut sb = shared(d.path(), &pg, &url);
+    sb.storage.compress_after =
+        toml::from_str::<logarchive_server::config::StorageSection>("compress_after = \"never\"")
+            .unwrap()
+            .compress_after;
+    // B appends to it (slowly) before A's compactor gets to it.
+    let b = logarchive_server::start(&sb).await.unwrap();
+    let path = VirtualPath::parse(std::path::Path::new("agent01/Logs/quiet.log")).unwrap();
+    let mut held = b
+        .store
+        .write(
+            &path,
+            WriteMode::Append {
+                at: body.len() as u64,
+            },
+        )
+        .await
+        .unwrap();
+    let a = logarchive_server::start(&sa).await.unwrap();
+    let zst = d.path().join("archive/agent01/Logs/quiet.log.zst");
+    // A's compactor passes every second; while B writes, the file stays as it is.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        assert!(!zst.exists(), "compressed while another server wrote it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let more = b"a line B appended\n".to_vec();
+    held.write(&more).unwrap();
+    tokio::task::spawn_blocking(move || held.finish(None))
+        .await
+        .unwrap()
+        .unwrap();
+    body.extend_from_slice(&more);
+    // Then A compresses it, with B's line in it.
+    within(
+        Duration::from_secs(20),
+        "A compressed the file",
+        async || zst.exists() && !file.exists(),
+    )
+    .await;
+    let reader = a.store.open_reader(&path).await.unwrap();
+    let mut back = vec![0u8; reader.len() as usize];
+    let mut done = 0;
+    while done < back.len() {
+        done += reader.read_at(&mut back[done..], done as u64).unwrap();
+    }
+    assert_eq!(back, body);
+    a.shutdown().await;
+    b.shutdown().await;
+}

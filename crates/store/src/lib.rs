@@ -22,6 +22,6 @@ pub mod whole;
 
 pub use fsops::HomeDir;
 pub use local::{LocalStats, LocalStorage};
-pub use local_pack::PackReport;
+pub use local_pack::{Claim, PackReport};
 pub use store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
 pub use vpath::VirtualPath;

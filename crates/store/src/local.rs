@@ -110,8 +110,29 @@ impl LocalStorage {
         quiet: std::time::Duration,
         skip: &dyn Fn(&Path) -> bool,
     ) -> io::Result<PackReport> {
+        self.compress_quiet_claimed(dir, quiet, skip, &|_| Ok(Some(Box::new(()))))
+    }
+
+    /// [`LocalStorage::compress_quiet`] where other processes share the folder: before a file
+    /// that is due is touched (a twin resolved, a copy written, a swap), `claim` is asked for
+    /// it with its path below the root; it answers a guard held until the file is done, or
+    /// `None` when someone else holds the file now (it is left for the next pass).
+    pub fn compress_quiet_claimed(
+        &self,
+        dir: &VirtualPath,
+        quiet: std::time::Duration,
+        skip: &dyn Fn(&Path) -> bool,
+        claim: pack::Claim<'_>,
+    ) -> io::Result<PackReport> {
         let mut report = PackReport::default();
-        pack::compress_tree(&self.inner, &Self::rel(dir), quiet, skip, &mut report)?;
+        pack::compress_tree(
+            &self.inner,
+            &Self::rel(dir),
+            quiet,
+            skip,
+            claim,
+            &mut report,
+        )?;
         Ok(report)
     }
 

@@ -348,11 +348,26 @@ pub(crate) fn compress_file(
     inner: &Arc<Inner>,
     rel: &Path,
     quiet: Duration,
+    claim: Claim<'_>,
 ) -> io::Result<Option<Compressed>> {
     let root = &inner.root;
     let file = root.open_at(rel, READ, 0)?;
     let m = file.metadata()?;
     let now = SystemTime::now();
+    if !m.is_file()
+        || m.len() < MIN_PACK
+        || m.modified()
+            .map_or(true, |t| now.duration_since(t).unwrap_or_default() < quiet)
+    {
+        return Ok(None);
+    }
+    // Due: held against writers in other processes until this file is done.
+    let Some(_held) = claim(rel)? else {
+        return Ok(None);
+    };
+    // (What was read before the claim may be stale: look again under it.)
+    let file = root.open_at(rel, READ, 0)?;
+    let m = file.metadata()?;
     if !m.is_file()
         || m.len() < MIN_PACK
         || m.modified()
@@ -440,11 +455,16 @@ pub(crate) fn compress_file(
 
 /// Compresses every raw file under `rel` quiet for `quiet`; `skip` names folders and files to
 /// leave alone (by their path). Removes stale partial outputs of an earlier pass.
+/// Asked for a file that is due for compression (its path below the root): a guard to hold
+/// while it is compressed, or `None` to leave it for now.
+pub type Claim<'a> = &'a dyn Fn(&Path) -> io::Result<Option<Box<dyn Send>>>;
+
 pub(crate) fn compress_tree(
     inner: &Arc<Inner>,
     rel: &Path,
     quiet: Duration,
     skip: &dyn Fn(&Path) -> bool,
+    claim: Claim<'_>,
     report: &mut PackReport,
 ) -> io::Result<()> {
     for (name, m) in inner.root.list(rel)? {
@@ -454,7 +474,7 @@ pub(crate) fn compress_tree(
             continue;
         }
         if m.is_dir() {
-            compress_tree(inner, &path, quiet, skip, report)?;
+            compress_tree(inner, &path, quiet, skip, claim, report)?;
             continue;
         }
         if name.ends_with(PARTIAL) {
@@ -471,7 +491,7 @@ pub(crate) fn compress_tree(
         if COMPRESSED.iter().any(|ext| name.ends_with(ext)) {
             continue;
         }
-        match compress_file(inner, &path, quiet) {
+        match compress_file(inner, &path, quiet, claim) {
             Ok(Some(done)) => {
                 report.files += 1;
                 report.raw_bytes += done.raw;
