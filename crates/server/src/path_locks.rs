@@ -159,19 +159,43 @@ async fn serve(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
 ) {
     let mut conn = Arc::new(first);
+    // While PostgreSQL is away: requests fail at once (writes get 451, agents retry), a new
+    // connection is tried at most once a second, and the operator is told once.
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!("path lock: PostgreSQL unavailable: {e}"),
+        )
+    };
     while let Some(r) = rx.recv().await {
         if conn.client.is_closed() {
-            match connect(&config).await {
+            let now = tokio::time::Instant::now();
+            let attempt = match retry_at {
+                Some(at) if now < at => Err("still unavailable".to_string()),
+                _ => connect(&config).await.map_err(|e| e.to_string()),
+            };
+            match attempt {
                 Ok(c) => {
                     tracing::warn!(
-                        "path locks: the connection to PostgreSQL was made again; the locks of \
-                         writes in flight went with the old one"
+                        "path locks: connected to PostgreSQL again; the locks of writes in \
+                         flight went with the old connection"
                     );
                     conn = Arc::new(c);
+                    retry_at = None;
                 }
                 Err(e) => {
+                    if retry_at.is_none() {
+                        tracing::warn!(
+                            "path locks: PostgreSQL unavailable ({e}); writes are refused \
+                             (451) until it is back"
+                        );
+                    }
+                    if retry_at.is_none_or(|at| now >= at) {
+                        retry_at = Some(now + std::time::Duration::from_secs(1));
+                    }
                     if let Request::Lock(_, reply) = r {
-                        let _ = reply.send(Err(io::Error::other(format!("path lock: {e}"))));
+                        let _ = reply.send(Err(unavailable(&e)));
                     }
                     continue;
                 }
@@ -187,7 +211,12 @@ async fn serve(
                         .query_one(&c.lock, &[&k])
                         .await
                         .map(|row| row.get::<_, bool>(0))
-                        .map_err(|e| io::Error::other(format!("path lock: {e}")));
+                        .map_err(|e| {
+                            io::Error::new(
+                                io::ErrorKind::NotConnected,
+                                format!("path lock: PostgreSQL unavailable: {e}"),
+                            )
+                        });
                     let _ = reply.send(got);
                 }
                 Request::Unlock(k) => {

@@ -117,9 +117,17 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
         .expect_err("no writes without the database");
     assert!(e.to_string().contains("451"), "{e}");
 
-    // Back: the upload goes through, and the catalog has it without further ado.
+    // Back: the upload goes through (as an agent would, trying again for a moment), and the
+    // catalog has it without further ado.
     pg.start_again().unwrap();
-    upload(a.ftp.local_addr().port(), &f, "/Logs/during.log").await;
+    let t = Instant::now();
+    while let Err(e) = c.upload_verified(&f, "/Logs/during.log", None).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "uploads still refused: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     within(
         Duration::from_secs(15),
         "the file uploaded during the outage in B's listing",

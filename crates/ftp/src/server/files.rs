@@ -30,6 +30,11 @@ pub(crate) fn store_error(e: &io::Error) -> Reply {
         }
         // Another writer holds the file (another server sharing the archive): try again.
         io::ErrorKind::ResourceBusy => refuse(450, "File busy: being written elsewhere; try again"),
+        // A service the store needs is away (the embedding program said so once): try again.
+        io::ErrorKind::NotConnected => {
+            tracing::debug!("store: {e}");
+            refuse(451, "Service not available now; try again later")
+        }
         _ if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => {
             refuse(452, "Insufficient storage space")
         }

@@ -599,10 +599,26 @@ impl UserDb {
     pub fn watch(self: &Arc<Self>, poll: Duration) -> Watch {
         let db = Arc::clone(self);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reload = |db: &UserDb| match db.reload_if_changed() {
-            Ok(true) => tracing::info!(from = %db.location(), "accounts reloaded"),
-            Ok(false) => {}
-            Err(e) => tracing::error!("{e}; keeping the last good accounts"),
+        // Said once when re-reading starts failing (a broken file, the database away), not
+        // every `poll`.
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reload = move |db: &UserDb| {
+            use std::sync::atomic::Ordering::Relaxed;
+            match db.reload_if_changed() {
+                Ok(changed) => {
+                    failing.store(false, Relaxed);
+                    if changed {
+                        tracing::info!(from = %db.location(), "accounts reloaded");
+                    }
+                }
+                Err(e) => {
+                    if !failing.swap(true, Relaxed) {
+                        tracing::error!("{e}; keeping the last good accounts");
+                    } else {
+                        tracing::debug!("{e}; keeping the last good accounts");
+                    }
+                }
+            }
         };
         if let Source::Postgres { .. } = &self.source {
             let stopped = Arc::clone(&stop);
