@@ -9,6 +9,7 @@ pub mod config;
 pub mod maintenance;
 pub mod migrate;
 pub mod path_locks;
+pub mod pg;
 #[cfg(feature = "postgres-harness")]
 pub mod pg_harness;
 pub mod store;

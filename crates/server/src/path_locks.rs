@@ -71,7 +71,7 @@ impl PathLocks {
         self.granted(path, k, rx.await)
     }
 
-    /// [`PathLocks::lock`] for a blocking thread (the compactor): a guard, or `None` when
+    /// The path lock, for a blocking thread (the compactor): a guard, or `None` when
     /// another server holds the path.
     pub fn lock_blocking(
         self: &Arc<Self>,

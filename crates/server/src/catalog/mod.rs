@@ -12,7 +12,7 @@
 pub(crate) mod postgres;
 mod sqlite;
 
-pub use self::postgres::PgSettings;
+pub use crate::pg::PgSettings;
 
 use logarchive_ftp::names::{is_temp_name, SCRATCH_DIR};
 use logarchive_ftp::server::{FtpEvent, Kind, Meta};

@@ -9,8 +9,8 @@
 //! text is the account as `users.toml` writes it, read back through the same validation.
 
 use super::db::{UserDbError, UsersFile};
-use crate::catalog::postgres::{connect_migrated, pg_error, OneClient};
 use crate::catalog::PgSettings;
+use crate::pg::{connect_migrated, pg_error, OneClient};
 use postgres::{Client, GenericClient};
 use std::time::Duration;
 

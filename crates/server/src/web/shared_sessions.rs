@@ -3,8 +3,8 @@
 //! account or a new password ends it everywhere. Only the SHA-256 of a token is stored.
 //! Blocking calls (call them off the async threads).
 
-use crate::catalog::postgres::OneClient;
 use crate::catalog::{CatalogError, PgSettings};
+use crate::pg::OneClient;
 use std::time::{Duration, SystemTime};
 
 /// The most sessions kept; beyond, the ones closest to their end go first.
