@@ -76,10 +76,12 @@ impl PgSettings {
         // A server that vanished (no RST) is noticed in seconds, not at TCP's 15 minutes.
         config
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
-            .tcp_user_timeout(Duration::from_secs(20))
+            // A request that gets no acknowledgement for 5 s fails (the web answers 503)
+            // rather than hang for TCP's minutes.
+            .tcp_user_timeout(Duration::from_secs(5))
             .application_name("logarchive");
         Ok(PgSettings {
             config,
