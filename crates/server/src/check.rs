@@ -54,7 +54,7 @@ pub fn check(settings: &ServerSettings) -> Vec<String> {
                     })
             });
             if let Err(e) = probed {
-                problems.push(format!("[catalog]: {e}"));
+                problems.push(format!("[catalog] {e}"));
             }
         }
     }

@@ -152,8 +152,8 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         catalog::Location::Postgres(pg) => Some(Arc::new(
             tokio::task::spawn_blocking(move || path_locks::PathLocks::start(&pg))
                 .await
-                .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?
-                .map_err(|e| catalog::CatalogError::Setup(format!("path locks: {e}")))?,
+                .map_err(|e| catalog::CatalogError::Setup(format!("catalog path locks: {e}")))?
+                .map_err(|e| catalog::CatalogError::Setup(format!("catalog path locks: {e}")))?,
         )),
         catalog::Location::Sqlite(_) => None,
     };
@@ -180,7 +180,9 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         catalog::Location::Postgres(pg) => Some(Arc::new(
             tokio::task::spawn_blocking(move || web::shared_sessions::SharedSessions::connect(&pg))
                 .await
-                .map_err(|e| catalog::CatalogError::Setup(format!("web sessions: {e}")))??,
+                .map_err(|e| {
+                    catalog::CatalogError::Setup(format!("catalog web sessions: {e}"))
+                })??,
         )),
         catalog::Location::Sqlite(_) => None,
     };

@@ -295,7 +295,14 @@ pub(crate) fn connect_error(settings: &PgSettings, e: postgres::Error) -> Catalo
         CatalogError::Unavailable(m) => {
             CatalogError::Unavailable(format!("connecting to {}: {m}", settings.url))
         }
-        e => CatalogError::Setup(format!("connecting to {}: {e}", settings.url)),
+        CatalogError::Postgres(e) => CatalogError::Setup(format!(
+            "connecting to the catalog at {}: {e}",
+            settings.url
+        )),
+        e => CatalogError::Setup(format!(
+            "connecting to the catalog at {}: {e}",
+            settings.url
+        )),
     }
 }
 
@@ -304,6 +311,8 @@ pub(crate) fn connect_error(settings: &PgSettings, e: postgres::Error) -> Catalo
 pub(crate) fn migrate(client: &mut Client) -> std::result::Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // "already exists, skipping" is no news at every connection.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS logarchive_migrations (
             version INTEGER PRIMARY KEY,

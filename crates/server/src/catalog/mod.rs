@@ -31,8 +31,9 @@ pub enum CatalogError {
     /// PostgreSQL cannot be reached (or the connection broke): try again later.
     #[error("the catalog is unavailable: {0}")]
     Unavailable(String),
-    /// The catalog database cannot be used as it is (its schema, its settings).
-    #[error("catalog: {0}")]
+    /// The catalog database cannot be used as it is (its schema, its settings); the message
+    /// names what.
+    #[error("{0}")]
     Setup(String),
     /// The archive could not be listed (reconcile).
     #[error("catalog: listing the archive: {0}")]
