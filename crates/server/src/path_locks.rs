@@ -10,7 +10,8 @@
 //! locks belong to a session; requests reach the thread through a channel, so releasing from a
 //! `Drop` never blocks); the requests are pipelined on that connection (many in flight, one
 //! round trip's latency each, not one after another); a lock's release is sent only after its
-//! grant came back; a server that dies releases its locks with its connection; a connection
+//! grant came back, and a grant nobody waits for any more is released at once; a server that
+//! dies releases its locks with its connection; a connection
 //! that broke is reported (its locks went with it) and made again. Inside one
 //! server the FTP engine keeps one writer per file already (`ftp/src/server/inflight.rs`).
 
@@ -217,7 +218,14 @@ async fn serve(
                                 format!("path lock: PostgreSQL unavailable: {e}"),
                             )
                         });
-                    let _ = reply.send(got);
+                    let granted = matches!(got, Ok(true));
+                    // Nobody waits for it any more (the session went meanwhile): a lock
+                    // granted now would never be released; release it at once.
+                    if reply.send(got).is_err() && granted {
+                        if let Err(e) = c.client.execute(&c.unlock, &[&k]).await {
+                            tracing::debug!("path unlock: {e}");
+                        }
+                    }
                 }
                 Request::Unlock(k) => {
                     if let Err(e) = c.client.execute(&c.unlock, &[&k]).await {

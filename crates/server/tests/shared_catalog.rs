@@ -689,3 +689,50 @@ async fn a_compactor_never_swaps_a_file_another_server_writes() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_granted_after_its_writer_gave_up_is_released() {
+    use logarchive_ftp::server::WriteMode;
+    use logarchive_store::VirtualPath;
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("abandoned").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("archive/agent01")).unwrap();
+    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
+        .await
+        .unwrap();
+    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
+        .await
+        .unwrap();
+    let path = VirtualPath::parse(std::path::Path::new("agent01/x.log")).unwrap();
+    // A's writer asks for the lock and is gone before the answer (a session cut meanwhile).
+    for _ in 0..20 {
+        use futures_util::FutureExt;
+        // Polled once (the request goes out), then dropped.
+        let asked = a
+            .store
+            .write(&path, WriteMode::Replace { at: 0 })
+            .now_or_never();
+        assert!(asked.is_none(), "the answer cannot have come yet");
+    }
+    // B may write it (not at once, perhaps: the grants are being released).
+    let t = Instant::now();
+    loop {
+        match b.store.write(&path, WriteMode::Replace { at: 0 }).await {
+            Ok(u) => {
+                tokio::task::spawn_blocking(move || u.finish(None))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                break;
+            }
+            Err(e) => assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the abandoned locks were never released: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
