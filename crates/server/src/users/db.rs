@@ -675,10 +675,14 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Stops watching (a listening thread ends within one `poll`).
-    pub fn stop(self) {
+    /// Stops watching (a listening thread ends within one `poll`). Dropping it does the same.
+    pub fn stop(self) {}
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.task {
+        if let Some(t) = self.task.take() {
             t.abort();
         }
     }
