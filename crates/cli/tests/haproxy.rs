@@ -8,7 +8,6 @@
 mod support;
 
 use logarchive_server::pg_harness::Postgres;
-use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,15 +78,7 @@ fn haproxy_in_front_of_two_servers_as_deploy_writes_it() {
         ("agent01", "agent", "agent-password"),
         ("viewer", "viewer", "viewer-password"),
     ] {
-        let mut c = bin()
-            .args(["user", "--config"])
-            .arg(&ca)
-            .args(["add", name, "--role", role, "--password-stdin"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(c.stdin.take().unwrap(), "{pw}").unwrap();
-        assert!(c.wait().unwrap().success());
+        assert!(user_add_to(&ca, name, pw, role).0, "user add {name}");
     }
     let start = |cfg: &std::path::Path| {
         let mut c = bin();

@@ -6,29 +6,8 @@
 mod support;
 
 use logarchive_server::pg_harness::Postgres;
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn user_add(config: &std::path::Path, name: &str, password: &str, role: &str) -> (bool, String) {
-    let mut child = bin()
-        .args(["user", "--config"])
-        .arg(config)
-        .args(["add", name, "--role", role, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting user add");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    writeln!(stdin, "{password}").expect("writing the password");
-    drop(stdin);
-    let out = child.wait_with_output().expect("waiting for user add");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -56,11 +35,11 @@ fn two_server_processes_share_accounts_and_catalog_through_postgresql() {
 
     // Accounts straight into PostgreSQL, before any server ran.
     assert_eq!(
-        user_add(&config, "agent01", "agent-password", "agent"),
+        user_add_to(&config, "agent01", "agent-password", "agent"),
         (true, String::new())
     );
-    assert!(user_add(&config, "viewer", "viewer-password", "viewer").0);
-    let (ok, err) = user_add(&config, "agent01", "agent-password", "agent");
+    assert!(user_add_to(&config, "viewer", "viewer-password", "viewer").0);
+    let (ok, err) = user_add_to(&config, "agent01", "agent-password", "agent");
     assert!(!ok && err.contains("already exists"), "{err}");
     assert_eq!(
         pg.sql_in("logarchive", "SELECT name FROM accounts ORDER BY name")
@@ -187,8 +166,8 @@ fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
         ),
     )
     .unwrap();
-    assert!(user_add(&sqlite, "agent01", "agent-password", "agent").0);
-    assert!(user_add(&sqlite, "viewer", "viewer-password", "viewer").0);
+    assert!(user_add_to(&sqlite, "agent01", "agent-password", "agent").0);
+    assert!(user_add_to(&sqlite, "viewer", "viewer-password", "viewer").0);
     let start = |config: &std::path::Path| {
         let mut c = bin();
         c.args(["server", "--config"]).arg(config).args([

@@ -9,8 +9,7 @@ mod support;
 
 use logarchive_server::pg_harness::Postgres;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,18 +26,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn user_add(config: &Path, name: &str, role: &str) {
-    let mut c = bin()
-        .args(["user", "--config"])
-        .arg(config)
-        .args(["add", name, "--role", role, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(c.stdin.take().unwrap(), "{name}-password").unwrap();
-    assert!(c.wait().unwrap().success(), "user add {name}");
 }
 
 /// A daemon's log: held open, a numbered line every few milliseconds until `stop`.
@@ -83,9 +70,11 @@ fn three_servers_killed_thirty_times_and_a_postgresql_restart_lose_and_duplicate
         })
         .collect();
     for a in 0..AGENTS {
-        user_add(&configs[0].0, &format!("agent{a:02}"), "agent");
+        let name = format!("agent{a:02}");
+        let added = user_add_to(&configs[0].0, &name, &format!("{name}-password"), "agent");
+        assert!(added.0, "user add {name}: {}", added.1);
     }
-    user_add(&configs[0].0, "reader", "viewer");
+    assert!(user_add_to(&configs[0].0, "reader", "reader-password", "viewer").0);
     let start = |i: usize| {
         let mut c = bin();
         c.args(["server", "--config"]).arg(&configs[i].0);

@@ -40,10 +40,19 @@ async fn within(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) -
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
+/// Two servers over one data folder and one PostgreSQL database, with the account `agent01`
+/// (password "agent pw"); the first made the first admin (`admin`).
+struct Pair {
+    pg: Postgres,
+    d: tempfile::TempDir,
+    a: logarchive_server::Running,
+    b: logarchive_server::Running,
+    admin: String,
+}
+
+async fn pair(db: &str) -> Pair {
     let pg = Postgres::start().unwrap();
-    let url = pg.database("archive").unwrap();
+    let url = pg.database(db).unwrap();
     let d = tempfile::tempdir().unwrap();
     let a = logarchive_server::start(&shared(d.path(), &pg, &url))
         .await
@@ -53,14 +62,25 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
         .await
         .unwrap();
     assert!(b.initial_admin_password.is_none(), "one data folder");
-    // Blocking (argon2, and the accounts are in PostgreSQL): off the async threads.
-    let ua = a.users.clone();
+    add_agent(&a).await;
+    Pair { pg, d, a, b, admin }
+}
+
+/// Adds `agent01` through `server`: blocking (argon2, and the accounts may be in PostgreSQL),
+/// so off the async threads.
+async fn add_agent(server: &logarchive_server::Running) {
+    let users = server.users.clone();
     tokio::task::spawn_blocking(move || {
-        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
+        users.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
     })
     .await
     .unwrap()
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
+    let Pair { pg, d, a, b, admin } = pair("archive").await;
     let web_b = Web::new(&format!("http://{}", b.web_addr));
     assert_eq!(web_b.login("admin", &admin).await.status().as_u16(), 303);
 
@@ -389,22 +409,9 @@ async fn a_web_session_made_on_one_server_is_valid_on_every_server_and_ends_on_a
 async fn two_servers_never_write_one_file_at_once() {
     use logarchive_ftp::server::WriteMode;
     use logarchive_store::VirtualPath;
-    let pg = Postgres::start().unwrap();
-    let url = pg.database("locks").unwrap();
-    let d = tempfile::tempdir().unwrap();
-    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
-    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
-    let ua = a.users.clone();
-    tokio::task::spawn_blocking(move || {
-        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let Pair {
+        pg: _pg, d, a, b, ..
+    } = pair("locks").await;
     let path = VirtualPath::parse(std::path::Path::new("agent01/Logs/x.log")).unwrap();
     a.store
         .mkdir(&VirtualPath::parse(std::path::Path::new("agent01")).unwrap())
@@ -523,23 +530,13 @@ async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_on_one_server_streams_what_is_appended_through_another() {
     use logarchive_ftp::client::{UploadMode, UploadOptions};
-    let pg = Postgres::start().unwrap();
-    let url = pg.database("follow").unwrap();
-    let d = tempfile::tempdir().unwrap();
-    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
-    let admin = a.initial_admin_password.clone().unwrap();
-    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
-    let ua = a.users.clone();
-    tokio::task::spawn_blocking(move || {
-        ua.add(NewUser::with_role("agent01", "agent pw", Role::Agent))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let Pair {
+        pg: _pg,
+        d,
+        a,
+        b,
+        admin,
+    } = pair("follow").await;
     let local = d.path().join("grow.log");
     let mut body = String::from("first line\n");
     std::fs::write(&local, &body).unwrap();
@@ -694,16 +691,10 @@ async fn a_compactor_never_swaps_a_file_another_server_writes() {
 async fn a_lock_granted_after_its_writer_gave_up_is_released() {
     use logarchive_ftp::server::WriteMode;
     use logarchive_store::VirtualPath;
-    let pg = Postgres::start().unwrap();
-    let url = pg.database("abandoned").unwrap();
-    let d = tempfile::tempdir().unwrap();
+    let Pair {
+        pg: _pg, d, a, b, ..
+    } = pair("abandoned").await;
     std::fs::create_dir_all(d.path().join("archive/agent01")).unwrap();
-    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
-    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
     let path = VirtualPath::parse(std::path::Path::new("agent01/x.log")).unwrap();
     // A's writer asks for the lock and is gone before the answer (a session cut meanwhile).
     for _ in 0..20 {

@@ -104,6 +104,27 @@ pub fn add_user(data: &Path, name: &str, password: &str, extra: &[&str]) {
     assert!(status.success(), "user add {name} failed: {status}");
 }
 
+/// `logarchive user --config CONFIG add NAME --role ROLE --password-stdin`: whether it
+/// succeeded, and what it said on stderr.
+pub fn user_add_to(config: &Path, name: &str, password: &str, role: &str) -> (bool, String) {
+    let mut child = bin()
+        .args(["user", "--config"])
+        .arg(config)
+        .args(["add", name, "--role", role, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting user add");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    writeln!(stdin, "{password}").expect("writing the password");
+    drop(stdin);
+    let out = child.wait_with_output().expect("waiting for user add");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `logarchive agent --config CONFIG` in the background, output discarded.
 pub fn spawn_agent(config: &Path) -> Killed {
     Killed::spawn(
