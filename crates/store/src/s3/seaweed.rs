@@ -48,6 +48,25 @@ impl SeaweedFs {
     /// Starts `weed mini` and waits (up to 90 s) until its S3 API stores an object. Blocking
     /// (it may be called from inside a runtime: the wait runs on a thread of its own).
     pub fn start() -> io::Result<SeaweedFs> {
+        // Its ports are free when chosen, but released before weed binds them: another
+        // process may take one meanwhile, and weed then exits. A fresh choice is tried then.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once() {
+                Err(e)
+                    if tries < 3
+                        && e.kind() != io::ErrorKind::NotFound
+                        && e.to_string().contains("before it was ready") =>
+                {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once() -> io::Result<SeaweedFs> {
         let weed = std::env::var_os("WEED").unwrap_or_else(|| "weed".into());
         let dir = tempfile::tempdir()?;
         let key = format!("test{:016x}", rand::random::<u64>());
