@@ -84,10 +84,64 @@ impl Running {
 /// The accounts `settings` name: `DATA/users.toml`, or PostgreSQL with `[catalog] url` (where
 /// `DATA/users.toml`'s accounts are stored first when the database holds none). Blocking.
 pub fn open_accounts(settings: &ServerSettings) -> Result<Arc<UserDb>, ServerError> {
-    match settings.catalog_location()? {
+    open_accounts_at(settings, &settings.catalog_location()?)
+}
+
+fn open_accounts_at(
+    settings: &ServerSettings,
+    at: &catalog::Location,
+) -> Result<Arc<UserDb>, ServerError> {
+    match at {
         catalog::Location::Sqlite(_) => Ok(UserDb::open(settings.users_file())?),
-        catalog::Location::Postgres(pg) => Ok(UserDb::open_postgres(&pg, &settings.users_file())?),
+        catalog::Location::Postgres(pg) => Ok(UserDb::open_postgres(pg, &settings.users_file())?),
     }
+}
+
+/// What a server opens where `[catalog]` says, before it serves.
+struct Databases {
+    users: Arc<UserDb>,
+    /// Set when this start made the first admin account.
+    initial_admin_password: Option<String>,
+    catalog: Arc<catalog::Catalog>,
+    /// With PostgreSQL: the web sessions and the path locks every server shares.
+    shared_sessions: Option<Arc<web::shared_sessions::SharedSessions>>,
+    locks: Option<Arc<path_locks::PathLocks>>,
+}
+
+/// Opens the accounts (making the first admin if there is none), the catalog and, with
+/// PostgreSQL, the shared web sessions and path locks. Blocking: argon2, and the PostgreSQL
+/// client runs a runtime of its own.
+fn open_databases(settings: &ServerSettings) -> Result<Databases, ServerError> {
+    let at = settings.catalog_location()?;
+    let users = open_accounts_at(settings, &at)?;
+    let initial_admin_password = if users.is_empty() {
+        let password = random_password();
+        match users.add(NewUser::with_role("admin", &password, Role::Admin)) {
+            Ok(()) => Some(password),
+            // Another server sharing the accounts made the first one meanwhile.
+            Err(crate::users::UserDbError::Exists(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let catalog = Arc::new(catalog::Catalog::connect(&at)?);
+    let (shared_sessions, locks) = match &at {
+        catalog::Location::Postgres(pg) => (
+            Some(Arc::new(web::shared_sessions::SharedSessions::connect(pg)?)),
+            Some(Arc::new(path_locks::PathLocks::start(pg).map_err(|e| {
+                catalog::CatalogError::Setup(format!("catalog path locks: {e}"))
+            })?)),
+        ),
+        catalog::Location::Sqlite(_) => (None, None),
+    };
+    Ok(Databases {
+        users,
+        initial_admin_password,
+        catalog,
+        shared_sessions,
+        locks,
+    })
 }
 
 /// Creates the data folder, makes the first admin account if there is none, and starts the
@@ -98,31 +152,15 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         source,
     })?;
     let s = settings.clone();
-    // Blocking: argon2, and the PostgreSQL client runs a runtime of its own.
-    let (users, initial_admin_password) = tokio::task::spawn_blocking(move || {
-        let users = open_accounts(&s)?;
-        let initial_admin_password = if users.is_empty() {
-            let password = random_password();
-            match users.add(NewUser::with_role("admin", &password, Role::Admin)) {
-                Ok(()) => Some(password),
-                // Another server sharing the accounts made the first one meanwhile.
-                Err(crate::users::UserDbError::Exists(_)) => None,
-                Err(e) => return Err(ServerError::from(e)),
-            }
-        } else {
-            None
-        };
-        Ok((users, initial_admin_password))
-    })
-    .await
-    .map_err(|e| ServerError::Maintenance(format!("opening the accounts: {e}")))??;
-    // Connecting to PostgreSQL blocks (its client runs its own runtime): off the async threads.
-    let at = settings.catalog_location()?;
-    let catalog = Arc::new(
-        tokio::task::spawn_blocking(move || catalog::Catalog::connect(&at))
-            .await
-            .map_err(|e| catalog::CatalogError::Setup(format!("opening the catalog: {e}")))??,
-    );
+    let Databases {
+        users,
+        initial_admin_password,
+        catalog,
+        shared_sessions,
+        locks,
+    } = tokio::task::spawn_blocking(move || open_databases(&s))
+        .await
+        .map_err(|e| ServerError::Maintenance(format!("opening the databases: {e}")))??;
     let web_listener = tokio::net::TcpListener::bind(settings.web_listen)
         .await
         .map_err(|source| ServerError::WebListen {
@@ -148,15 +186,6 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     let measuring = stored.spawn_measuring(opened.clone());
     let store::Opened { store, s3, local } = opened;
     // Servers sharing a catalog share the archive: one writer per file among them all.
-    let locks = match settings.catalog_location()? {
-        catalog::Location::Postgres(pg) => Some(Arc::new(
-            tokio::task::spawn_blocking(move || path_locks::PathLocks::start(&pg))
-                .await
-                .map_err(|e| catalog::CatalogError::Setup(format!("catalog path locks: {e}")))?
-                .map_err(|e| catalog::CatalogError::Setup(format!("catalog path locks: {e}")))?,
-        )),
-        catalog::Location::Sqlite(_) => None,
-    };
     let store: Arc<dyn logarchive_ftp::server::Storage> = match &locks {
         Some(l) => Arc::new(path_locks::LockedStorage::new(store, Arc::clone(l))),
         None => store,
@@ -176,16 +205,6 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     // checked before every password check).
     let users_watch = users.watch(USERS_POLL);
     let session_cutter = cut_sessions_of_changed_accounts(&users, &ftp);
-    let shared_sessions = match settings.catalog_location()? {
-        catalog::Location::Postgres(pg) => Some(Arc::new(
-            tokio::task::spawn_blocking(move || web::shared_sessions::SharedSessions::connect(&pg))
-                .await
-                .map_err(|e| {
-                    catalog::CatalogError::Setup(format!("catalog web sessions: {e}"))
-                })??,
-        )),
-        catalog::Location::Sqlite(_) => None,
-    };
     let metrics = Arc::new(web::metrics::Metrics::default());
     follow_events(
         &ftp,

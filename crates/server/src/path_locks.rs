@@ -154,6 +154,15 @@ async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres
     })
 }
 
+/// A lock that could not be asked for: FTP answers 451, without a warning each time (the
+/// operator is told once that PostgreSQL is away).
+fn unavailable(e: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        format!("path lock: PostgreSQL unavailable: {e}"),
+    )
+}
+
 async fn serve(
     config: tokio_postgres::Config,
     first: Conn,
@@ -163,12 +172,6 @@ async fn serve(
     // While PostgreSQL is away: requests fail at once (writes get 451, agents retry), a new
     // connection is tried at most once a second, and the operator is told once.
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let unavailable = |e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::NotConnected,
-            format!("path lock: PostgreSQL unavailable: {e}"),
-        )
-    };
     while let Some(r) = rx.recv().await {
         if conn.client.is_closed() {
             let now = tokio::time::Instant::now();
@@ -212,12 +215,7 @@ async fn serve(
                         .query_one(&c.lock, &[&k])
                         .await
                         .map(|row| row.get::<_, bool>(0))
-                        .map_err(|e| {
-                            io::Error::new(
-                                io::ErrorKind::NotConnected,
-                                format!("path lock: PostgreSQL unavailable: {e}"),
-                            )
-                        });
+                        .map_err(|e| unavailable(&e));
                     let granted = matches!(got, Ok(true));
                     // Nobody waits for it any more (the session went meanwhile): a lock
                     // granted now would never be released; release it at once.

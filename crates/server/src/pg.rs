@@ -201,12 +201,10 @@ pub(crate) fn pg_error(e: postgres::Error) -> CatalogError {
     }
 }
 
-/// A connection of its own (the accounts' store, its listener), with the schema brought up
-/// to date first.
-pub(crate) fn connect_migrated(settings: &PgSettings) -> Result<Client> {
-    let mut client = settings.connect().map_err(|e| connect_error(settings, e))?;
-    migrate(&mut client).map_err(pg_error)?;
-    Ok(client)
+/// A connection of its own (an accounts' listener, a reconnect). The schema is the business
+/// of whoever opens a store first ([`OneClient::migrate`], the catalog's connect).
+pub(crate) fn connect(settings: &PgSettings) -> Result<Client> {
+    settings.connect().map_err(|e| connect_error(settings, e))
 }
 
 /// One connection of its own (accounts, web sessions), made again when it broke; closed on a
@@ -236,13 +234,18 @@ impl Drop for OneClient {
 }
 
 impl OneClient {
-    /// Connects now (bringing the schema up to date).
+    /// Connects now.
     pub(crate) fn connect(settings: &PgSettings) -> Result<OneClient> {
-        let client = connect_migrated(settings)?;
         Ok(OneClient {
             settings: settings.clone(),
-            conn: Mutex::new(Some(client)),
+            conn: Mutex::new(Some(connect(settings)?)),
         })
+    }
+
+    /// Brings the schema up to date (once per process that may be the first to use the
+    /// database: a server's start, `logarchive user`).
+    pub(crate) fn migrate(&self) -> Result<()> {
+        self.run(migrate)
     }
 
     pub(crate) fn settings(&self) -> &PgSettings {
@@ -254,7 +257,7 @@ impl OneClient {
         let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if g.as_ref().is_none_or(|c| c.is_closed()) {
             *g = None;
-            *g = Some(connect_migrated(&self.settings)?);
+            *g = Some(connect(&self.settings)?);
         }
         Ok(g)
     }

@@ -230,8 +230,6 @@ pub fn probe(at: &Location) -> Result<()> {
 /// [`Catalog`]'s. Blocking calls; writes come from one thread per server (the event follower),
 /// inside [`Backend::begin`]…[`Backend::commit`] when batched.
 trait Backend: Send + Sync {
-    /// Whether other servers write this catalog too.
-    fn shared(&self) -> bool;
     fn begin(&self) -> Result<()>;
     fn commit(&self) -> Result<()>;
     fn rollback(&self);
@@ -311,11 +309,6 @@ impl Catalog {
     /// takes.
     pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>> {
         self.db.changes()
-    }
-
-    /// Whether other servers share this catalog (PostgreSQL).
-    pub fn shared(&self) -> bool {
-        self.db.shared()
     }
 
     /// Records a completed file (insert, or update in place).

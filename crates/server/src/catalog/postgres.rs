@@ -314,10 +314,6 @@ pub(super) fn probe(settings: &PgSettings) -> Result<()> {
 }
 
 impl Backend for Pg {
-    fn shared(&self) -> bool {
-        true
-    }
-
     fn begin(&self) -> Result<()> {
         self.write(|c| c.client.batch_execute("BEGIN"))?;
         self.in_batch.store(true, Ordering::Release);

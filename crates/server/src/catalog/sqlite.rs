@@ -158,10 +158,6 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn shared(&self) -> bool {
-        false
-    }
-
     fn begin(&self) -> Result<()> {
         Ok(self.lock().execute_batch("BEGIN IMMEDIATE")?)
     }

@@ -10,7 +10,7 @@
 
 use super::db::{UserDbError, UsersFile};
 use crate::catalog::PgSettings;
-use crate::pg::{connect_migrated, pg_error, OneClient};
+use crate::pg::{pg_error, OneClient};
 use postgres::{Client, GenericClient};
 use std::time::Duration;
 
@@ -40,11 +40,12 @@ fn pg(e: postgres::Error) -> UserDbError {
 }
 
 impl PgAccounts {
-    /// Connects (bringing the schema up to date).
+    /// Connects, bringing the schema up to date (`logarchive user` may come before any
+    /// server).
     pub(super) fn connect(settings: &PgSettings) -> Result<PgAccounts, UserDbError> {
-        Ok(PgAccounts {
-            conn: OneClient::connect(settings).map_err(db_error)?,
-        })
+        let conn = OneClient::connect(settings).map_err(db_error)?;
+        conn.migrate().map_err(db_error)?;
+        Ok(PgAccounts { conn })
     }
 
     /// Where the accounts are, for messages.
@@ -138,7 +139,7 @@ impl PgAccounts {
 
     /// A connection listening for change notifications; [`wait`] on it.
     pub(super) fn listener(&self) -> Result<Client, UserDbError> {
-        let mut c = connect_migrated(self.conn.settings()).map_err(db_error)?;
+        let mut c = crate::pg::connect(self.conn.settings()).map_err(db_error)?;
         c.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(pg)?;
         Ok(c)
     }
