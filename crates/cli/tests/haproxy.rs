@@ -154,39 +154,61 @@ fn haproxy_in_front_of_two_servers_as_deploy_writes_it() {
         )
         .unwrap();
     }
-    std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
-    let agent_config = d.path().join("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "agent_id = \"agent01\"\nserver = \"ftp://{LB}:{ftp}\"\nuser = \"agent01\"\n\
-             password_file = \"{}\"\nstate_db = \"{}\"\nquiet_period = \"0s\"\nmax_backoff = \"1s\"\n\
-             max_parallel_uploads = 4\n[[source]]\nroot = \"{}\"\n",
-            d.path().join("pw").display(),
-            d.path().join("agent01.db").display(),
-            src.display()
-        ),
-    )
-    .unwrap();
-    let once = || {
-        let out = bin()
-            .args(["agent", "--once", "--config"])
-            .arg(&agent_config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    once();
+    let agent_config = write_agent_config(
+        d.path(),
+        "agent01",
+        "agent-password",
+        &[format!("{LB}:{ftp}")],
+        &src,
+        "max_backoff = \"1s\"\nmax_parallel_uploads = 4\n",
+    );
+    agent_once(&agent_config);
     let listing = || http_get(&lb_web, "/api/v1/browse/agent01/Logs", &auth);
     wait_for(
         "20 files listed through the balancer",
         Duration::from_secs(5),
         || listing().matches("first-").count() == 20,
     );
+    // A stock client through the balancer too: curl, each transfer a session of its own, with
+    // EPSV and with PASV (whose reply must announce the balancer's address): the passive
+    // ranges of both servers are reached.
+    for i in 0..4 {
+        let body = format!("sent by curl through the balancer, {i}\n");
+        let local = d.path().join(format!("curl-{i}.log"));
+        std::fs::write(&local, &body).unwrap();
+        let url = format!("ftp://{LB}:{ftp}/Logs/curl-{i}.log");
+        let epsv = if i % 2 == 0 {
+            "--ftp-pasv"
+        } else {
+            "--disable-epsv"
+        };
+        let curl = |args: &[&str]| {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "--user",
+                    "agent01:agent-password",
+                    epsv,
+                ])
+                .args(args)
+                .output()
+                .expect("curl (apt-get install curl)");
+            assert!(
+                out.status.success(),
+                "curl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        curl(&["-T", &local.to_string_lossy(), &url]);
+        assert_eq!(
+            curl(&[&url]),
+            body.as_bytes(),
+            "{url} read back through the balancer"
+        );
+    }
     // Both servers took logins (leastconn spreads the agent's connections).
     let logins = |web: &str| {
         http_get(web, "/metrics", &auth)
@@ -207,20 +229,20 @@ fn haproxy_in_front_of_two_servers_as_deploy_writes_it() {
         )
         .unwrap();
     }
-    once();
+    agent_once(&agent_config);
     wait_for(
         "the new files listed through the balancer",
         Duration::from_secs(5),
         || listing().matches("second-").count() == 10,
     );
-    // Each file once, with its SHA-256.
+    // Each file once (the agent's 30, curl's 4), with its SHA-256.
     assert_eq!(
         pg.sql_in(
             "logarchive",
             "SELECT count(*), count(DISTINCT path), count(sha256) FROM files"
         )
         .unwrap(),
-        "30|30|30"
+        "34|34|34"
     );
 }
 

@@ -77,35 +77,15 @@ fn two_server_processes_share_accounts_and_catalog_through_postgresql() {
     let src = d.path().join("src");
     std::fs::create_dir_all(src.join("Logs")).unwrap();
     std::fs::write(src.join("Logs/before.log"), "taken by the first\n").unwrap();
-    std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
-    let agent_config = d.path().join("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "agent_id = \"agent01\"\nserver = [\"ftp://{}\", \"ftp://{}\"]\nuser = \"agent01\"\n\
-             password_file = \"{}\"\nstate_db = \"{}\"\nquiet_period = \"0s\"\n\
-             [[source]]\nroot = \"{}\"\n",
-            first.ftp,
-            second.ftp,
-            d.path().join("pw").display(),
-            d.path().join("agent01.db").display(),
-            src.display()
-        ),
-    )
-    .unwrap();
-    let once = || {
-        let out = bin()
-            .args(["agent", "--once", "--config"])
-            .arg(&agent_config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    once();
+    let agent_config = write_agent_config(
+        d.path(),
+        "agent01",
+        "agent-password",
+        &[first.ftp.to_string(), second.ftp.to_string()],
+        &src,
+        "",
+    );
+    agent_once(&agent_config);
     let auth = base64(b"viewer:viewer-password");
     let listed =
         |web: &str, name: &str| http_get(web, "/api/v1/browse/agent01/Logs", &auth).contains(name);
@@ -118,7 +98,7 @@ fn two_server_processes_share_accounts_and_catalog_through_postgresql() {
     // The first server dies; the agent goes on through the second, which lists it at once.
     first.child.kill_now();
     std::fs::write(src.join("Logs/after.log"), "taken by the second\n").unwrap();
-    once();
+    agent_once(&agent_config);
     wait_for(
         "the second server lists the new file",
         Duration::from_secs(2),
@@ -191,31 +171,15 @@ fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
             hex::encode(sha2::Sha256::digest(body.as_bytes()))
         ));
     }
-    std::fs::write(d.path().join("pw"), "agent-password\n").unwrap();
-    let agent_config = d.path().join("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "agent_id = \"agent01\"\nserver = \"ftp://{}\"\nuser = \"agent01\"\n\
-             password_file = \"{}\"\nstate_db = \"{}\"\nquiet_period = \"0s\"\n\
-             [[source]]\nroot = \"{}\"\n",
-            server.ftp,
-            d.path().join("pw").display(),
-            d.path().join("agent01.db").display(),
-            src.display()
-        ),
-    )
-    .unwrap();
-    let out = bin()
-        .args(["agent", "--once", "--config"])
-        .arg(&agent_config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let agent_config = write_agent_config(
+        d.path(),
+        "agent01",
+        "agent-password",
+        &[server.ftp.to_string()],
+        &src,
+        "",
     );
+    agent_once(&agent_config);
     let auth = base64(b"viewer:viewer-password");
     wait_for(
         "the catalog holds the files",
@@ -230,20 +194,13 @@ fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
     assert!(server.child.terminate().success());
 
     let migrate = || {
-        let out = bin()
-            .args(["archive", "--config"])
-            .arg(&sqlite)
-            .args(["migrate", "--to"])
-            .arg(&postgres)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, out, err) = archive_command(
+            &sqlite,
+            &data,
+            &["migrate", "--to", &postgres.to_string_lossy()],
         );
-        text
+        assert!(ok, "{out}{err}");
+        out
     };
     let first = migrate();
     assert!(

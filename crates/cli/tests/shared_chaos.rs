@@ -102,29 +102,19 @@ fn three_servers_killed_thirty_times_and_a_postgresql_restart_lose_and_duplicate
             std::fs::write(p, bytes).unwrap();
         }
         writers.push(writer(src.join("Logs/busy.log"), Arc::clone(&stop)));
-        std::fs::write(
-            d.path().join(format!("pw{a:02}")),
-            format!("agent{a:02}-password\n"),
-        )
-        .unwrap();
-        let list: Vec<String> = (0..SERVERS)
-            .map(|k| format!("\"ftp://127.0.0.1:{}\"", configs[(a + k) % SERVERS].1))
+        let servers: Vec<String> = (0..SERVERS)
+            .map(|k| format!("127.0.0.1:{}", configs[(a + k) % SERVERS].1))
             .collect();
-        let config = d.path().join(format!("agent{a:02}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "agent_id = \"agent{a:02}\"\nserver = [{}]\nuser = \"agent{a:02}\"\n\
-                 password_file = \"{}\"\nstate_db = \"{}\"\nquiet_period = \"0s\"\n\
-                 scan_interval = \"1s\"\nmax_backoff = \"1s\"\nfailback_after = \"2s\"\n\
-                 max_parallel_uploads = 2\n[[source]]\nroot = \"{}\"\n",
-                list.join(", "),
-                d.path().join(format!("pw{a:02}")).display(),
-                d.path().join(format!("agent{a:02}.db")).display(),
-                src.display()
-            ),
-        )
-        .unwrap();
+        let id = format!("agent{a:02}");
+        let config = write_agent_config(
+            d.path(),
+            &id,
+            &format!("{id}-password"),
+            &servers,
+            &src,
+            "scan_interval = \"1s\"\nmax_backoff = \"1s\"\nfailback_after = \"2s\"\n\
+             max_parallel_uploads = 2\n",
+        );
         agents.push(spawn_agent(&config));
     }
 

@@ -20,10 +20,20 @@ fn shared(data: &std::path::Path, pg: &Postgres, url: &str) -> ServerSettings {
     s
 }
 
-async fn upload(port: u16, local: &std::path::Path, remote: &str) {
-    let mut c = Client::connect(ClientConfig::new("127.0.0.1", port, "agent01", "agent pw"))
-        .await
-        .unwrap();
+/// An FTP session of `agent01` on `server`.
+async fn agent_client(server: &logarchive_server::Running) -> Client {
+    Client::connect(ClientConfig::new(
+        "127.0.0.1",
+        server.ftp.local_addr().port(),
+        "agent01",
+        "agent pw",
+    ))
+    .await
+    .unwrap()
+}
+
+async fn upload(server: &logarchive_server::Running, local: &std::path::Path, remote: &str) {
+    let mut c = agent_client(server).await;
     c.ensure_dir("/Logs").await.unwrap();
     c.upload_verified(local, remote, None).await.unwrap();
 }
@@ -88,7 +98,7 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
     let f = d.path().join("a.log");
     std::fs::write(&f, b"one line\n").unwrap();
     let sent = Instant::now();
-    upload(a.ftp.local_addr().port(), &f, "/Logs/first.log").await;
+    upload(&a, &f, "/Logs/first.log").await;
     let took = within(Duration::from_secs(1), "B lists what A took", async || {
         web_b
             .text("/api/v1/browse/agent01/Logs")
@@ -123,14 +133,7 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
     // Writes wait for the database too (one writer per file is kept there): 451, the agent
     // keeps the file and tries again.
     std::fs::write(&f, b"written while the catalog was down\n").unwrap();
-    let mut c = Client::connect(ClientConfig::new(
-        "127.0.0.1",
-        a.ftp.local_addr().port(),
-        "agent01",
-        "agent pw",
-    ))
-    .await
-    .unwrap();
+    let mut c = agent_client(&a).await;
     let e = c
         .upload_verified(&f, "/Logs/during.log", None)
         .await
@@ -255,14 +258,7 @@ async fn accounts_live_in_postgresql_and_a_change_reaches_every_server_within_a_
     );
 
     // An FTP session on B and a web session on B; the account disabled through A: both end.
-    let mut session = Client::connect(ClientConfig::new(
-        "127.0.0.1",
-        b.ftp.local_addr().port(),
-        "agent01",
-        "agent pw",
-    ))
-    .await
-    .unwrap();
+    let mut session = agent_client(&b).await;
     session.ensure_dir("/Logs").await.unwrap();
     let web = Web::new(&format!("http://{}", b.web_addr));
     assert_eq!(web.login("viewer1", "viewer password").await.status(), 303);
@@ -434,14 +430,7 @@ async fn two_servers_never_write_one_file_at_once() {
     assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
     let f = d.path().join("more.log");
     std::fs::write(&f, b"from A\nfrom B\n").unwrap();
-    let mut c = Client::connect(ClientConfig::new(
-        "127.0.0.1",
-        b.ftp.local_addr().port(),
-        "agent01",
-        "agent pw",
-    ))
-    .await
-    .unwrap();
+    let mut c = agent_client(&b).await;
     let e = c
         .upload(
             &f,
@@ -540,7 +529,7 @@ async fn follow_on_one_server_streams_what_is_appended_through_another() {
     let local = d.path().join("grow.log");
     let mut body = String::from("first line\n");
     std::fs::write(&local, &body).unwrap();
-    upload(a.ftp.local_addr().port(), &local, "/Logs/grow.log").await;
+    upload(&a, &local, "/Logs/grow.log").await;
     let web_b = Web::new(&format!("http://{}", b.web_addr));
     assert_eq!(web_b.login("admin", &admin).await.status(), 303);
     within(Duration::from_secs(2), "the file listed on B", async || {
@@ -560,14 +549,7 @@ async fn follow_on_one_server_streams_what_is_appended_through_another() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let mut c = Client::connect(ClientConfig::new(
-        "127.0.0.1",
-        a.ftp.local_addr().port(),
-        "agent01",
-        "agent pw",
-    ))
-    .await
-    .unwrap();
+    let mut c = agent_client(&a).await;
     let mut seen = Vec::new();
     let mut got = String::new();
     for i in 0..20 {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,51 @@ pub fn user_add_to(config: &Path, name: &str, password: &str, role: &str) -> (bo
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Writes `DIR/ID.toml`: agent `ID` logging in as itself (its password in `DIR/ID.pw`, written
+/// here too) to the servers `servers` (`host:port`, in the order the agent tries them), its
+/// state in `DIR/ID.db`, archiving `src` with no quiet period; `extra` adds keys (whole lines).
+/// Returns the config's path.
+pub fn write_agent_config(
+    dir: &Path,
+    id: &str,
+    password: &str,
+    servers: &[String],
+    src: &Path,
+    extra: &str,
+) -> PathBuf {
+    let pw = dir.join(format!("{id}.pw"));
+    std::fs::write(&pw, format!("{password}\n")).expect("writing the agent's password");
+    let list: Vec<String> = servers.iter().map(|s| format!("\"ftp://{s}\"")).collect();
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "agent_id = \"{id}\"\nserver = [{}]\nuser = \"{id}\"\npassword_file = \"{}\"\n\
+             state_db = \"{}\"\nquiet_period = \"0s\"\n{extra}[[source]]\nroot = \"{}\"\n",
+            list.join(", "),
+            pw.display(),
+            dir.join(format!("{id}.db")).display(),
+            src.display()
+        ),
+    )
+    .expect("writing the agent's config");
+    config
+}
+
+/// `logarchive agent --once --config CONFIG`, which must succeed.
+pub fn agent_once(config: &Path) {
+    let out = bin()
+        .args(["agent", "--once", "--config"])
+        .arg(config)
+        .output()
+        .expect("running agent --once");
+    assert!(
+        out.status.success(),
+        "agent --once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `logarchive agent --config CONFIG` in the background, output discarded.
