@@ -130,17 +130,52 @@ fn two_server_processes_share_accounts_and_catalog_through_postgresql() {
 /// accounts their passwords; a second run changes nothing.
 #[test]
 fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
+    migrate_to_postgresql(None);
+}
+
+/// As above over an S3 bucket: the bucket's segment maps move from `DATA/store.db` into
+/// PostgreSQL too, and the files read back whole from the server started on it.
+#[test]
+fn archive_migrate_moves_a_buckets_segment_maps_to_postgresql() {
+    let weed = logarchive_store::s3::seaweed::SeaweedFs::start().expect("SeaweedFS");
+    migrate_to_postgresql(Some(&weed));
+}
+
+fn migrate_to_postgresql(weed: Option<&logarchive_store::s3::seaweed::SeaweedFs>) {
     let pg = Postgres::start().unwrap();
     let url = pg.database("moved").unwrap();
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
+    let storage = match weed {
+        None => String::new(),
+        Some(w) => {
+            let creds = w.credentials();
+            let file = d.path().join("s3.env");
+            std::fs::write(
+                &file,
+                format!(
+                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+                    creds.access_key_id,
+                    creds.secret()
+                ),
+            )
+            .unwrap();
+            format!(
+                "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\n\
+                 prefix = \"moved\"\ncredentials_file = \"{}\"\n",
+                w.endpoint,
+                w.bucket,
+                file.display()
+            )
+        }
+    };
     let sqlite = d.path().join("server.toml");
-    std::fs::write(&sqlite, format!("data = \"{}\"\n", data.display())).unwrap();
+    std::fs::write(&sqlite, format!("data = \"{}\"\n{storage}", data.display())).unwrap();
     let postgres = d.path().join("server-pg.toml");
     std::fs::write(
         &postgres,
         format!(
-            "data = \"{}\"\n[catalog]\nurl = \"{url}\"\npassword_file = \"{}\"\n",
+            "data = \"{}\"\n{storage}[catalog]\nurl = \"{url}\"\npassword_file = \"{}\"\n",
             data.display(),
             pg.password_file().display()
         ),
@@ -207,8 +242,22 @@ fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
         first.contains("3 files (with 0 local names), 2 accounts stored"),
         "{first}"
     );
+    // Over a bucket: the folders and files (at least /agent01, /agent01/Logs, three files).
+    let maps = first
+        .split("segment maps into PostgreSQL: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next()?.parse::<u64>().ok());
+    assert!(weed.is_none() || maps.is_some_and(|n| n >= 5), "{first}");
     let again = migrate();
     assert!(again.contains("0 accounts stored"), "{again}");
+    if let Some(n) = maps {
+        assert!(
+            again.contains(&format!(
+                "segment maps are in PostgreSQL already ({n} folders"
+            )),
+            "{again}"
+        );
+    }
     let rows = pg
         .sql_in(
             "moved",
@@ -230,4 +279,15 @@ fn archive_migrate_moves_a_sqlite_catalog_and_its_accounts_to_postgresql() {
         3,
         "{listing}"
     );
+    for i in 0..3 {
+        assert_eq!(
+            http_get(
+                &server.web,
+                &format!("/download/agent01/Logs/f{i}.log"),
+                &auth
+            ),
+            format!("line of file {i}\n"),
+            "read back from the store"
+        );
+    }
 }

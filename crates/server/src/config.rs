@@ -262,17 +262,6 @@ impl ServerSettings {
                 self.data.join("catalog.db"),
             ));
         };
-        if self.storage.backend == StorageBackend::S3 {
-            // Each server keeps the S3 segment maps in its own DATA/store.db today: servers
-            // sharing a catalog over one bucket would each reconcile the other's files away.
-            return Err(ConfigError::Value(
-                "[catalog] url (PostgreSQL) cannot yet be combined with [storage] backend = \"s3\": \
-                 the object store's segment maps still live in each server's DATA/store.db. \
-                 Use a folder shared by the servers (backend = \"local\" over NFS or similar) \
-                 with PostgreSQL, or S3 with the default SQLite catalog"
-                    .into(),
-            ));
-        }
         crate::catalog::PgSettings::new(url, self.catalog.password_file.as_deref())
             .map(|pg| crate::catalog::Location::Postgres(Box::new(pg)))
             .map_err(|e| ConfigError::Value(e.to_string()))

@@ -10,8 +10,9 @@ pub mod maintenance;
 pub mod migrate;
 pub mod path_locks;
 pub mod pg;
+/// A real PostgreSQL for tests (it lives in the store crate, whose tests need one too).
 #[cfg(feature = "postgres-harness")]
-pub mod pg_harness;
+pub use logarchive_store::pg_harness;
 pub mod store;
 pub mod users;
 pub mod web;

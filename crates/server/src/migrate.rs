@@ -58,6 +58,11 @@ pub struct MigrateReport {
     pub catalog_names: u64,
     /// Accounts stored in the target's PostgreSQL database (0: it held accounts already).
     pub accounts_stored: u64,
+    /// Over the same bucket: folders and files whose segment maps moved from the source's
+    /// `DATA/store.db` into the target's PostgreSQL database.
+    pub segment_maps: u64,
+    /// ... or that its database held already (an earlier run): then none moved.
+    pub segment_maps_there: u64,
     /// One line per file that could not be migrated; empty: all of it is in the target.
     pub problems: Vec<String>,
 }
@@ -98,8 +103,34 @@ pub async fn migrate(
                 "the source and the target are the same store: nothing to migrate",
             ));
         }
-        // The same files: only the catalog and the accounts move.
+        let bucket = from.storage.backend == StorageBackend::S3;
+        if bucket && from.catalog.url.is_some() {
+            return Err(failed(
+                "both catalogs are PostgreSQL databases over the same bucket: the bucket's \
+                 segment maps cannot move between databases (copy the archive into another \
+                 bucket or prefix instead)",
+            ));
+        }
+        // The same files: the catalog and the accounts move, and over a bucket its segment
+        // maps (from the source's DATA/store.db), without which the target sees no file.
         migrate_catalog(from, to, &mut report).await?;
+        if bucket {
+            let sqlite = from.store_db();
+            let target = match to.catalog_location()? {
+                crate::catalog::Location::Postgres(pg) => {
+                    postgres::Config::from(pg.config().clone())
+                }
+                crate::catalog::Location::Sqlite(_) => return Ok(report),
+            };
+            let copied = tokio::task::spawn_blocking(move || {
+                logarchive_store::s3::copy_metadata_to_postgres(&sqlite, &target)
+            })
+            .await
+            .map_err(failed)?
+            .map_err(|e| failed(format!("the bucket's segment maps: {e}")))?;
+            report.segment_maps = copied.entries;
+            report.segment_maps_there = copied.already;
+        }
         return Ok(report);
     }
     // The accounts first, where the target's data folder has none.

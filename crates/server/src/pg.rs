@@ -177,6 +177,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX web_sessions_expires ON web_sessions (expires_ms);
     "#,
     ),
+    (
+        "object store metadata",
+        // The S3 back-end's tree, segment maps and garbage: its own crate's schema.
+        logarchive_store::s3::POSTGRES_SCHEMA,
+    ),
 ];
 
 /// The advisory lock migrations hold (any fixed number; "logarchv" in ASCII).

@@ -1,5 +1,6 @@
 //! The archive's store as the server opens it from `[storage]` (a folder, or an S3 bucket with
-//! its metadata in `DATA/store.db`), and as the catalog's writer thread sees it
+//! its metadata in `DATA/store.db`, or in the PostgreSQL of `[catalog] url`, where every server
+//! of the archive shares it), and as the catalog's writer thread sees it
 //! ([`StoreView`]: blocking stat and listing through the store, never around it).
 
 use crate::catalog::ArchiveView;
@@ -25,6 +26,8 @@ pub enum StoreError {
     Credentials(#[from] logarchive_store::s3::CredentialsError),
     #[error("[storage] S3 bucket {bucket}: {source}")]
     S3 { bucket: String, source: io::Error },
+    #[error("{0}")]
+    Catalog(String),
 }
 
 /// An opened store: as the FTP service and the web see it, and the back-end itself.
@@ -235,6 +238,13 @@ fn s3_config(settings: &ServerSettings) -> Result<S3Config, StoreError> {
     c.skip_compress = logarchive_ftp::names::is_temp_name;
     c.path_style = st.path_style;
     c.gc_grace = st.gc_grace;
+    // Servers sharing a catalog share the bucket: the segment maps go where the catalog is.
+    if let crate::catalog::Location::Postgres(pg) = settings
+        .catalog_location()
+        .map_err(|e| StoreError::Catalog(e.to_string()))?
+    {
+        c.postgres = Some(postgres::Config::from(pg.config().clone()));
+    }
     Ok(c)
 }
 

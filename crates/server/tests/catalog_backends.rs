@@ -273,7 +273,7 @@ fn servers_starting_together_migrate_the_schema_once() {
             "SELECT version FROM logarchive_migrations ORDER BY version",
         )
         .unwrap();
-    assert_eq!(versions, "1\n2\n3", "each step applied once");
+    assert_eq!(versions, "1\n2\n3\n4", "each step applied once");
     // What one writes the others read at once.
     catalogs[0].upsert(&entry("/a/b.log", 3, 1)).unwrap();
     for c in &catalogs {
@@ -387,8 +387,10 @@ fn server_check_probes_the_catalog_and_changes_nothing() {
     let problems = logarchive_server::check::check(&settings(&format!(
         "{good}\n[storage]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:{port}\""
     )));
+    // The catalog with an S3 store (whose segment maps it then holds too) is fine; the
+    // bucket out of reach is the one problem.
     assert!(
-        problems.iter().any(|p| p.contains("segment maps")),
+        problems.len() == 1 && problems[0].starts_with("[storage]"),
         "{problems:?}"
     );
     // Unknown keys are named.

@@ -1,4 +1,5 @@
-//! Two archive servers over one archive folder and one PostgreSQL catalog (`[catalog] url`):
+//! Two archive servers over one archive (a folder, or an S3 bucket whose segment maps are in
+//! the same database) and one PostgreSQL catalog (`[catalog] url`):
 //! what is uploaded through one is listed and found through the other at once; while
 //! PostgreSQL is down the web says the catalog is unavailable (and /healthz is not ready)
 //! instead of hanging, uploads get 451 (the agent retries), and all resumes by itself when it
@@ -6,12 +7,12 @@
 
 mod support;
 
-use logarchive_ftp::client::{Client, ClientConfig};
+use logarchive_ftp::client::{Client, ClientConfig, UploadMode, UploadOptions};
 use logarchive_server::config::ServerSettings;
 use logarchive_server::pg_harness::Postgres;
 use logarchive_server::users::{NewUser, Role};
 use std::time::{Duration, Instant};
-use support::Web;
+use support::{Backend, Web};
 
 fn shared(data: &std::path::Path, pg: &Postgres, url: &str) -> ServerSettings {
     let mut s = support::settings(data);
@@ -50,8 +51,10 @@ async fn within(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) -
     }
 }
 
-/// Two servers over one data folder and one PostgreSQL database, with the account `agent01`
-/// (password "agent pw"); the first made the first admin (`admin`).
+/// Two servers over one archive and one PostgreSQL database, with the account `agent01`
+/// (password "agent pw"); the first made the first admin (`admin`). On a folder they share the
+/// data folder; on S3 each has its own data folder (as on two machines) and they share the
+/// bucket.
 struct Pair {
     pg: Postgres,
     d: tempfile::TempDir,
@@ -61,17 +64,26 @@ struct Pair {
 }
 
 async fn pair(db: &str) -> Pair {
+    pair_on(db, Backend::Local).await
+}
+
+async fn pair_on(db: &str, backend: Backend) -> Pair {
     let pg = Postgres::start().unwrap();
     let url = pg.database(db).unwrap();
     let d = tempfile::tempdir().unwrap();
-    let a = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
+    let mut settings_a = shared(d.path(), &pg, &url);
+    let mut settings_b = settings_a.clone();
+    if backend == Backend::S3 {
+        support::use_s3(&mut settings_a);
+        let b_data = d.path().join("b");
+        std::fs::create_dir_all(&b_data).unwrap();
+        settings_b = shared(&b_data, &pg, &url);
+        settings_b.storage = settings_a.storage.clone();
+    }
+    let a = logarchive_server::start(&settings_a).await.unwrap();
     let admin = a.initial_admin_password.clone().unwrap();
-    let b = logarchive_server::start(&shared(d.path(), &pg, &url))
-        .await
-        .unwrap();
-    assert!(b.initial_admin_password.is_none(), "one data folder");
+    let b = logarchive_server::start(&settings_b).await.unwrap();
+    assert!(b.initial_admin_password.is_none(), "one first admin");
     add_agent(&a).await;
     Pair { pg, d, a, b, admin }
 }
@@ -90,7 +102,18 @@ async fn add_agent(server: &logarchive_server::Running) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
-    let Pair { pg, d, a, b, admin } = pair("archive").await;
+    share_and_ride_out_a_restart(Backend::Local).await;
+}
+
+/// As above with the archive in one S3 bucket: each server has its own data folder, and the
+/// segment maps are in PostgreSQL with the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_bucket_and_ride_out_a_catalog_restart() {
+    share_and_ride_out_a_restart(Backend::S3).await;
+}
+
+async fn share_and_ride_out_a_restart(backend: Backend) {
+    let Pair { pg, d, a, b, admin } = pair_on("archive", backend).await;
     let web_b = Web::new(&format!("http://{}", b.web_addr));
     assert_eq!(web_b.login("admin", &admin).await.status().as_u16(), 303);
 
@@ -115,6 +138,23 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
     let (status, body) = web_b.text("/api/v1/search?q=first").await;
     assert_eq!(status, 200);
     assert!(body.contains("/agent01/Logs/first.log"), "{body}");
+    // Read through B (on S3: B's own data folder knows nothing of it; the segment map in
+    // PostgreSQL does), and appended through B where A left off.
+    let (status, body) = web_b.text("/download/agent01/Logs/first.log").await;
+    assert_eq!((status, body.as_str()), (200, "one line\n"));
+    std::fs::write(&f, b"one line\ntwo lines\n").unwrap();
+    let mut c = agent_client(&b).await;
+    c.upload(
+        &f,
+        "/Logs/first.log",
+        UploadOptions::new(UploadMode::Append { local_offset: 9 }),
+    )
+    .await
+    .unwrap();
+    let web_a = Web::new(&format!("http://{}", a.web_addr));
+    assert_eq!(web_a.login("admin", &admin).await.status().as_u16(), 303);
+    let (status, body) = web_a.text("/download/agent01/Logs/first.log").await;
+    assert_eq!((status, body.as_str()), (200, "one line\ntwo lines\n"));
 
     // PostgreSQL goes away: B says so at once, and is not ready; uploads through A land.
     pg.stop().unwrap();
@@ -133,18 +173,34 @@ async fn two_servers_share_one_catalog_and_ride_out_its_restart() {
     // Writes wait for the database too (one writer per file is kept there): 451, the agent
     // keeps the file and tries again.
     std::fs::write(&f, b"written while the catalog was down\n").unwrap();
-    let mut c = agent_client(&a).await;
-    let e = c
-        .upload_verified(&f, "/Logs/during.log", None)
+    // On S3 the folders are in the database too: the login is refused (421, the agent comes
+    // back later) before the upload is.
+    let upload_to_a = async || -> Result<(), String> {
+        let config = ClientConfig::new(
+            "127.0.0.1",
+            a.ftp.local_addr().port(),
+            "agent01",
+            "agent pw",
+        );
+        let mut c = Client::connect(config).await.map_err(|e| e.to_string())?;
+        c.upload_verified(&f, "/Logs/during.log", None)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let e = upload_to_a()
         .await
         .expect_err("no writes without the database");
-    assert!(e.to_string().contains("451"), "{e}");
+    assert!(
+        e.contains("451") || (backend == Backend::S3 && e.contains("421")),
+        "{e}"
+    );
 
     // Back: the upload goes through (as an agent would, trying again for a moment), and the
     // catalog has it without further ado.
     pg.start_again().unwrap();
     let t = Instant::now();
-    while let Err(e) = c.upload_verified(&f, "/Logs/during.log", None).await {
+    while let Err(e) = upload_to_a().await {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "uploads still refused: {e}"
@@ -403,11 +459,20 @@ async fn a_web_session_made_on_one_server_is_valid_on_every_server_and_ends_on_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_never_write_one_file_at_once() {
+    one_writer_per_file(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_never_write_one_file_of_their_bucket_at_once() {
+    one_writer_per_file(Backend::S3).await;
+}
+
+async fn one_writer_per_file(backend: Backend) {
     use logarchive_ftp::server::WriteMode;
     use logarchive_store::VirtualPath;
     let Pair {
         pg: _pg, d, a, b, ..
-    } = pair("locks").await;
+    } = pair_on("locks", backend).await;
     let path = VirtualPath::parse(std::path::Path::new("agent01/Logs/x.log")).unwrap();
     a.store
         .mkdir(&VirtualPath::parse(std::path::Path::new("agent01")).unwrap())
@@ -456,10 +521,20 @@ async fn two_servers_never_write_one_file_at_once() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        std::fs::read(d.path().join("archive/agent01/Logs/x.log")).unwrap(),
-        b"from A\nfrom B\n"
-    );
+    // Read back through the other server.
+    let mut down = a.store.read(&path, 0).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let mut out = vec![0u8; 64];
+        let mut n = 0;
+        while let Ok(k @ 1..) = down.read(&mut out[n..]) {
+            n += k;
+        }
+        out.truncate(n);
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, b"from A\nfrom B\n");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -12,6 +12,8 @@ mod fsops;
 mod hash_cache;
 pub mod local;
 mod local_pack;
+#[cfg(feature = "postgres-harness")]
+pub mod pg_harness;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod seekable;

@@ -196,6 +196,17 @@ fn migrate(from: &ServerSettings, to: &std::path::Path, to_data: Option<PathBuf>
             report.catalog_rows, report.catalog_names, report.accounts_stored
         );
     }
+    if report.segment_maps > 0 {
+        println!(
+            "migrate: the bucket's segment maps into PostgreSQL: {} folders and files",
+            report.segment_maps
+        );
+    } else if report.segment_maps_there > 0 {
+        println!(
+            "migrate: the bucket's segment maps are in PostgreSQL already ({} folders and files)",
+            report.segment_maps_there
+        );
+    }
     let n = report.problems.len();
     if n > 0 {
         anyhow::bail!("{n} {} not migrated", if n == 1 { "file" } else { "files" });

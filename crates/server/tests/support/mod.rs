@@ -209,7 +209,8 @@ impl Server {
 
 /// `[storage]` on the test binary's SeaweedFS, under a prefix of this server's own, the key in a
 /// credentials file beside the data.
-fn use_s3(c: &mut ServerSettings) {
+/// Puts the archive of `c` on the test's SeaweedFS, under a prefix of its own.
+pub fn use_s3(c: &mut ServerSettings) {
     let weed = seaweed();
     let creds = weed.credentials();
     let file = c.data.join("s3.env");

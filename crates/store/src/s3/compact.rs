@@ -4,7 +4,7 @@
 //!
 //! Invariants, kept here:
 //! - The new object's key is garbage before its upload starts and stops being garbage in the
-//!   transaction that swaps the segment map ([`MetaDb::compacted`]); so a kill at any moment
+//!   transaction that swaps the segment map ([`MetaStore::compacted`](super::meta::MetaStore::compacted)); so a kill at any moment
 //!   leaves either the old segments or the new one, and an unfinished object is collected.
 //! - The swap happens only if the segments that were compressed are still exactly the file's
 //!   bytes `0..len` (an append meanwhile added segments after `len`: they stay; a rewrite or a
@@ -13,102 +13,24 @@
 //! - The old objects become garbage in that transaction (those no other segment names) and
 //!   are deleted a grace period later: a reader that opened the file before reads on.
 
-use super::meta::{db_error, now_ms, MetaDb, Segment};
+use super::meta::{now_ms, Segment};
 use super::transfer::S3Reader;
 use super::{store_error, Inner, LiveKey};
 use crate::seekable::{self, Index, ReadAt, SeekableReader};
 use crate::sha::Sha256State;
 use bytes::Bytes;
 use object_store::ObjectStore;
-use rusqlite::params;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Files smaller than this stay as they are.
-const MIN_PACK: u64 = 4096;
 /// Files compressed per pass at most (the next pass takes the rest).
 const PER_PASS: usize = 64;
 /// Bytes per part of the compressed object's multipart upload.
 const PART: usize = 8 << 20;
 /// Parsed tables of compressed objects kept (objects are immutable, keys never reused).
 const INDEXES: usize = 1024;
-
-impl MetaDb {
-    /// Files unchanged since `before_ms`, large enough, and not one compressed object yet:
-    /// (row, name).
-    pub(crate) fn quiet_files(
-        &self,
-        before_ms: i64,
-        limit: usize,
-    ) -> io::Result<Vec<(i64, String)>> {
-        let c = self.conn();
-        let mut st = c
-            .prepare_cached(
-                "SELECT n.id, n.name FROM node n WHERE n.dir = 0 AND n.mtime_ms < ?1 AND n.size >= ?2 \
-                 AND NOT EXISTS (SELECT 1 FROM segment s WHERE s.node = n.id AND s.start = 0 \
-                                 AND s.zsize IS NOT NULL AND s.len = n.size) \
-                 ORDER BY n.mtime_ms LIMIT ?3",
-            )
-            .map_err(db_error)?;
-        let rows = st
-            .query_map(params![before_ms, MIN_PACK as i64, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(db_error)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
-    }
-
-    /// The file's bytes `0..len` are now the compressed object `key` of `zsize` bytes, if its
-    /// segments below `len` are still `was`. Returns whether the swap happened.
-    pub(crate) fn compacted(
-        &self,
-        id: i64,
-        was: &[Segment],
-        len: u64,
-        key: &str,
-        zsize: u64,
-    ) -> io::Result<bool> {
-        self.write(|tx| {
-            let size: Option<i64> = tx
-                .query_row("SELECT size FROM node WHERE id = ?1", [id], |r| r.get(0))
-                .map_err(db_error)
-                .ok();
-            if size.is_none_or(|s| (s as u64) < len) {
-                return Ok(false);
-            }
-            let now: Vec<Segment> = MetaDb::segments_in(tx, id)?
-                .into_iter()
-                .filter(|s| s.start < len)
-                .collect();
-            if now != was {
-                return Ok(false);
-            }
-            let t = now_ms();
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO garbage(key, since_ms)
-                 SELECT DISTINCT s.key, ?3 FROM segment s WHERE s.node = ?1 AND s.start < ?2 AND s.key != ''
-                 AND NOT EXISTS (SELECT 1 FROM segment o WHERE o.key = s.key AND (o.node != ?1 OR o.start >= ?2))",
-            )
-            .and_then(|mut st| st.execute(params![id, len as i64, t]))
-            .map_err(db_error)?;
-            tx.prepare_cached("DELETE FROM segment WHERE node = ?1 AND start < ?2")
-                .and_then(|mut st| st.execute(params![id, len as i64]))
-                .map_err(db_error)?;
-            tx.prepare_cached(
-                "INSERT INTO segment(node, start, len, key, off, made_ms, zsize) \
-                 VALUES (?1, 0, ?2, ?3, 0, ?4, ?5)",
-            )
-            .and_then(|mut st| st.execute(params![id, len as i64, key, t, zsize as i64]))
-            .map_err(db_error)?;
-            tx.prepare_cached("DELETE FROM garbage WHERE key = ?1")
-                .and_then(|mut st| st.execute([key]))
-                .map_err(db_error)?;
-            Ok(true)
-        })
-    }
-}
 
 /// An object read at offsets (ranged GETs), from a blocking thread.
 struct ObjectAt {

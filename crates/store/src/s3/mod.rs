@@ -19,13 +19,27 @@ mod transfer;
 
 pub use compact::CompactReport;
 pub use credentials::{Credentials, CredentialsError};
+#[cfg(feature = "postgres")]
+pub use meta::{MetadataCopied, POSTGRES_SCHEMA};
+
+/// Moves an archive's metadata from its SQLite file (`DATA/store.db`; no server may be using
+/// it) into the PostgreSQL database `postgres` ([`POSTGRES_SCHEMA`]) unless that holds some
+/// already: `archive migrate` to a PostgreSQL catalog over the same bucket. One transaction.
+/// Blocking, and not on an async thread.
+#[cfg(feature = "postgres")]
+pub fn copy_metadata_to_postgres(
+    sqlite: &std::path::Path,
+    postgres: &postgres::Config,
+) -> io::Result<MetadataCopied> {
+    meta::copy_metadata(sqlite, postgres)
+}
 
 use crate::sha::Sha256State;
 use crate::store::{Download, Meta, Reader, Storage, Upload, WriteMode};
 use crate::vpath::VirtualPath;
 use async_trait::async_trait;
 use bytes::Bytes;
-use meta::MetaDb;
+use meta::MetaStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
@@ -58,8 +72,12 @@ pub struct S3Config {
     /// reader that opened a file before finishes (objects of uploads still under way are never
     /// deleted, whatever their age).
     pub gc_grace: Duration,
-    /// The metadata database (SQLite), e.g. `DATA/store.db`.
+    /// The metadata database (SQLite), e.g. `DATA/store.db`, unless `postgres` names one.
     pub metadata: PathBuf,
+    /// The metadata in this PostgreSQL database instead, shared by every server of the archive
+    /// (its tables made by [`POSTGRES_SCHEMA`]).
+    #[cfg(feature = "postgres")]
+    pub postgres: Option<postgres::Config>,
     /// Small uploads and appends wait inline at most this long for others to share an object
     /// with (longer: fewer objects, more bytes in the metadata meanwhile).
     pub pack_after: Duration,
@@ -87,6 +105,8 @@ impl S3Config {
             credentials,
             gc_grace: Duration::from_secs(600),
             metadata,
+            #[cfg(feature = "postgres")]
+            postgres: None,
             pack_after: PACK_AFTER,
             compress_after: None,
             skip_compress: |_| false,
@@ -136,7 +156,7 @@ impl S3Stats {
 pub(crate) struct Inner {
     store: AmazonS3,
     prefix: String,
-    pub(crate) meta: MetaDb,
+    pub(crate) meta: Box<dyn MetaStore>,
     /// The runtime the back-end was opened on: every request runs there, whichever thread
     /// (a session's runtime, a blocking thread) asked for it.
     pub(crate) rt: tokio::runtime::Handle,
@@ -397,6 +417,7 @@ impl S3Storage {
         s.inner
             .rt
             .spawn(collect_now_and_then(Arc::downgrade(&s.inner)));
+        s.inner.rt.spawn(touch_live_keys(Arc::downgrade(&s.inner)));
         Ok(s)
     }
 
@@ -410,7 +431,7 @@ impl S3Storage {
         let inner = Arc::new(Inner {
             store,
             prefix,
-            meta: MetaDb::open(&config.metadata)?,
+            meta: open_meta(&config)?,
             rt: rt.clone(),
             grace: config.gc_grace,
             pack_after: config.pack_after,
@@ -571,8 +592,40 @@ impl S3Storage {
     }
 }
 
+/// The metadata store `config` names.
+fn open_meta(config: &S3Config) -> io::Result<Box<dyn MetaStore>> {
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = &config.postgres {
+        return Ok(Box::new(meta::PgMeta::open(pg)?));
+    }
+    Ok(Box::new(meta::SqliteMeta::open(&config.metadata)?))
+}
+
 /// By default, inline bytes wait at most this long for others to share an object with.
 pub const PACK_AFTER: Duration = Duration::from_secs(5);
+
+/// Ten times per grace period (at least every second), the garbage rows of this process's
+/// PUTs under way start their age again, so the collector of another server sharing the
+/// metadata leaves them (its own it knows). Apart from the packer's loop, which a long
+/// compaction pass may hold up.
+async fn touch_live_keys(inner: Weak<Inner>) {
+    loop {
+        let every = match inner.upgrade() {
+            Some(i) => (i.grace / 10).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(i) = inner.upgrade() else { return };
+        let keys: Vec<String> = i.live().iter().cloned().collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let r = tokio::task::spawn_blocking(move || i.meta.touch_garbage(&keys)).await;
+        if let Ok(Err(e)) = r {
+            tracing::debug!("object store: keeping uploads under way: {e}");
+        }
+    }
+}
 
 /// The packer, every second, and the collector: at the start, then every grace period / 4 (at
 /// least 1 s, at most 5 min).

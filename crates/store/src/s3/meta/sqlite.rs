@@ -1,27 +1,18 @@
-//! The S3 back-end's metadata: the tree of folders and files, each file's segments (immutable
-//! objects, each holding a byte range of the file) and SHA-256 state, and the objects waiting
-//! to be deleted. SQLite in WAL mode; every change is one transaction, so a kill leaves the
-//! tree as it was before or after it, never between.
-//!
-//! Invariant (what `fsck` checks): every object under the prefix is named by a segment row or
-//! a garbage row. A key enters `garbage` before its PUT starts and leaves it in the
-//! transaction that adds its segment; a segment's key returns to `garbage` in the transaction
-//! that drops the segment (remove, replace, truncate, compaction), and is deleted from the
-//! store only a grace period later, so a reader that listed it still finds it; its row stays
-//! until a second delete at least a minute after the first (a PUT a killed server had sent may
-//! land after the first). Keys are never reused.
+//! The metadata in SQLite (WAL mode), beside one server: one connection, every change one
+//! immediate transaction. See the module above for the invariants.
 
+use super::{
+    exists, not_a_dir, not_a_file, not_found, now_ms, paths_of, Inline, MetaStore, Node, Segment,
+    MIN_PACK, ROOT,
+};
 use crate::sha::Sha256State;
-use crate::store::{Kind, Meta};
 use crate::vpath::VirtualPath;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The root folder's row.
-const ROOT: i64 = 1;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS node(
@@ -56,65 +47,8 @@ CREATE TABLE IF NOT EXISTS garbage(
     deleted_ms INTEGER) WITHOUT ROWID;
 ";
 
-/// A file's or folder's row.
-#[derive(Debug, Clone)]
-pub(crate) struct Node {
-    pub id: i64,
-    pub dir: bool,
-    pub size: u64,
-    pub mtime_ms: i64,
-    pub sha: Option<Sha256State>,
-}
-
-impl Node {
-    pub fn meta(&self) -> Meta {
-        let kind = if self.dir { Kind::Dir } else { Kind::File };
-        let modified = UNIX_EPOCH + Duration::from_millis(self.mtime_ms.max(0) as u64);
-        Meta::new(kind, if self.dir { 0 } else { self.size }, Some(modified))
-    }
-}
-
-/// A byte range of a file: `len` bytes of the object `key` from byte `off`, or inline (small
-/// uploads and appends wait in the metadata until the packer puts many into one object).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Segment {
-    pub start: u64,
-    pub len: u64,
-    pub key: String,
-    pub off: u64,
-    pub data: Option<bytes::Bytes>,
-    /// The compressed object's size, for a segment in a compressed object.
-    pub zsize: Option<u64>,
-}
-
-/// An inline segment the packer takes: (node, start, len, bytes).
-pub(crate) type Inline = (i64, u64, u64, Vec<u8>);
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn db_error(e: rusqlite::Error) -> io::Error {
+fn db_error(e: rusqlite::Error) -> io::Error {
     io::Error::other(format!("object store metadata: {e}"))
-}
-
-fn not_found() -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, "no such file or folder")
-}
-
-fn not_a_dir() -> io::Error {
-    io::Error::new(io::ErrorKind::NotADirectory, "not a folder")
-}
-
-fn not_a_file() -> io::Error {
-    io::Error::new(io::ErrorKind::IsADirectory, "not a file")
-}
-
-fn exists() -> io::Error {
-    io::Error::new(io::ErrorKind::AlreadyExists, "the name is taken")
 }
 
 fn node_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
@@ -132,12 +66,12 @@ const NODE_COLUMNS: &str = "id, dir, size, mtime_ms, sha";
 
 /// The metadata database (one connection; every call is short).
 #[derive(Debug)]
-pub(crate) struct MetaDb {
+pub(crate) struct SqliteMeta {
     conn: Mutex<Connection>,
 }
 
-impl MetaDb {
-    pub fn open(path: &Path) -> io::Result<MetaDb> {
+impl SqliteMeta {
+    pub fn open(path: &Path) -> io::Result<SqliteMeta> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -164,17 +98,17 @@ impl MetaDb {
             conn.execute_batch("ALTER TABLE garbage ADD COLUMN deleted_ms INTEGER")
                 .map_err(db_error)?;
         }
-        Ok(MetaDb {
+        Ok(SqliteMeta {
             conn: Mutex::new(conn),
         })
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` in one immediate transaction: all of it or nothing.
-    pub(crate) fn write<T>(
+    fn write<T>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> io::Result<T>,
     ) -> io::Result<T> {
@@ -187,11 +121,34 @@ impl MetaDb {
         Ok(out)
     }
 
-    pub fn lookup(&self, path: &VirtualPath) -> io::Result<Node> {
+    fn segments_in(c: &Connection, id: i64) -> io::Result<Vec<Segment>> {
+        let mut st = c
+            .prepare_cached(
+                "SELECT start, len, key, off, data, zsize FROM segment WHERE node = ?1 ORDER BY start",
+            )
+            .map_err(db_error)?;
+        let rows = st
+            .query_map([id], |r| {
+                Ok(Segment {
+                    start: r.get::<_, i64>(0)? as u64,
+                    len: r.get::<_, i64>(1)? as u64,
+                    key: r.get(2)?,
+                    off: r.get::<_, i64>(3)? as u64,
+                    data: r.get::<_, Option<Vec<u8>>>(4)?.map(bytes::Bytes::from),
+                    zsize: r.get::<_, Option<i64>>(5)?.map(|z| z as u64),
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+    }
+}
+
+impl MetaStore for SqliteMeta {
+    fn lookup(&self, path: &VirtualPath) -> io::Result<Node> {
         lookup(&self.conn(), path.parts())
     }
 
-    pub fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Node)>> {
+    fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Node)>> {
         let c = self.conn();
         let d = lookup(&c, dir.parts())?;
         if !d.dir {
@@ -208,7 +165,7 @@ impl MetaDb {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
     }
 
-    pub fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
+    fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
         self.write(|tx| {
             let (parent, name) = parent_of(tx, path)?;
             insert(tx, parent, name, true).map(|_| ())
@@ -216,39 +173,16 @@ impl MetaDb {
     }
 
     /// A new, empty file (the name must be free).
-    pub fn create_file(&self, path: &VirtualPath) -> io::Result<i64> {
+    fn create_file(&self, path: &VirtualPath) -> io::Result<i64> {
         self.write(|tx| {
             let (parent, name) = parent_of(tx, path)?;
             insert(tx, parent, name, false)
         })
     }
 
-    /// A file to continue at `at` (its size): its row and SHA-256 state when kept.
-    pub fn open_append(
-        &self,
-        path: &VirtualPath,
-        at: u64,
-    ) -> io::Result<(i64, Option<Sha256State>)> {
-        let n = self.lookup(path)?;
-        if n.dir {
-            return Err(not_a_file());
-        }
-        if n.size != at {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the file is not that long",
-            ));
-        }
-        Ok((n.id, n.sha.filter(|h| h.len() == at)))
-    }
-
     /// A file to rewrite from `at` on (created if missing): what follows `at` is cut now, its
     /// objects handed to the garbage collector.
-    pub fn open_replace(
-        &self,
-        path: &VirtualPath,
-        at: u64,
-    ) -> io::Result<(i64, Option<Sha256State>)> {
+    fn open_replace(&self, path: &VirtualPath, at: u64) -> io::Result<(i64, Option<Sha256State>)> {
         self.write(|tx| {
             let n = match lookup(tx, path.parts()) {
                 Ok(n) => n,
@@ -286,39 +220,18 @@ impl MetaDb {
         })
     }
 
-    pub fn segments(&self, id: i64) -> io::Result<Vec<Segment>> {
+    fn segments(&self, id: i64) -> io::Result<Vec<Segment>> {
         Self::segments_in(&self.conn(), id)
     }
 
     /// A file's row.
-    pub fn node(&self, id: i64) -> io::Result<Node> {
+    fn node(&self, id: i64) -> io::Result<Node> {
         node_by_id(&self.conn(), id)
     }
 
-    pub(crate) fn segments_in(c: &Connection, id: i64) -> io::Result<Vec<Segment>> {
-        let mut st = c
-            .prepare_cached(
-                "SELECT start, len, key, off, data, zsize FROM segment WHERE node = ?1 ORDER BY start",
-            )
-            .map_err(db_error)?;
-        let rows = st
-            .query_map([id], |r| {
-                Ok(Segment {
-                    start: r.get::<_, i64>(0)? as u64,
-                    len: r.get::<_, i64>(1)? as u64,
-                    key: r.get(2)?,
-                    off: r.get::<_, i64>(3)? as u64,
-                    data: r.get::<_, Option<Vec<u8>>>(4)?.map(bytes::Bytes::from),
-                    zsize: r.get::<_, Option<i64>>(5)?.map(|z| z as u64),
-                })
-            })
-            .map_err(db_error)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
-    }
-
     /// Registers `key` as garbage before its object is written: if the writer dies before
-    /// [`MetaDb::add_segment`], the collector removes what it left.
-    pub fn pending(&self, key: &str) -> io::Result<()> {
+    /// [`SqliteMeta::add_segment`], the collector removes what it left.
+    fn pending(&self, key: &str) -> io::Result<()> {
         self.conn()
             .prepare_cached("INSERT OR REPLACE INTO garbage(key, since_ms) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute(params![key, now_ms()]))
@@ -327,7 +240,7 @@ impl MetaDb {
     }
 
     /// The file's bytes `start..` are `data`, kept inline until packed; the file is that long.
-    pub fn add_inline(&self, id: i64, start: u64, data: &[u8]) -> io::Result<()> {
+    fn add_inline(&self, id: i64, start: u64, data: &[u8]) -> io::Result<()> {
         self.write(|tx| {
             check_size(tx, id, start)?;
             tx.prepare_cached(
@@ -343,7 +256,7 @@ impl MetaDb {
     }
 
     /// Bytes waiting inline.
-    pub fn inline_bytes(&self) -> io::Result<u64> {
+    fn inline_bytes(&self) -> io::Result<u64> {
         self.conn()
             .query_row(
                 "SELECT coalesce(sum(len), 0) FROM segment WHERE key = ''",
@@ -356,7 +269,7 @@ impl MetaDb {
 
     /// Inline segments for the packer: all of them up to `max_bytes` once the oldest was made
     /// before `before_ms` or they add up to `max_bytes`; else none.
-    pub fn inline_batch(&self, before_ms: i64, max_bytes: u64) -> io::Result<Vec<Inline>> {
+    fn inline_batch(&self, before_ms: i64, max_bytes: u64) -> io::Result<Vec<Inline>> {
         let c = self.conn();
         let (oldest, total): (Option<i64>, i64) = c
             .query_row(
@@ -394,7 +307,7 @@ impl MetaDb {
 
     /// The object `key` holds `packed` back to back: each segment that is still inline and
     /// unchanged now points into it. Returns how many did; none: the object is garbage.
-    pub fn packed(&self, key: &str, packed: &[(i64, u64, u64, u64)]) -> io::Result<usize> {
+    fn packed(&self, key: &str, packed: &[(i64, u64, u64, u64)]) -> io::Result<usize> {
         self.write(|tx| {
             let mut n = 0;
             for (node, start, len, off) in packed {
@@ -418,7 +331,7 @@ impl MetaDb {
     }
 
     /// The object `key` now holds the file's bytes `start..start + len`; the file is that long.
-    pub fn add_segment(&self, id: i64, start: u64, len: u64, key: &str) -> io::Result<()> {
+    fn add_segment(&self, id: i64, start: u64, len: u64, key: &str) -> io::Result<()> {
         self.write(|tx| {
             check_size(tx, id, start)?;
             tx.prepare_cached("INSERT INTO segment(node, start, len, key) VALUES (?1, ?2, ?3, ?4)")
@@ -432,7 +345,7 @@ impl MetaDb {
     }
 
     /// Ends an upload: the file's SHA-256 state when known (it must cover the whole file).
-    pub fn finish(&self, id: i64, hash: Option<&Sha256State>) -> io::Result<Node> {
+    fn finish(&self, id: i64, hash: Option<&Sha256State>) -> io::Result<Node> {
         self.write(|tx| {
             let n = node_by_id(tx, id)?;
             let sha = hash
@@ -446,7 +359,7 @@ impl MetaDb {
     }
 
     /// Keeps a SHA-256 state computed by reading the file, if the file is still that long.
-    pub fn remember_sha(&self, id: i64, hash: &Sha256State) -> io::Result<()> {
+    fn remember_sha(&self, id: i64, hash: &Sha256State) -> io::Result<()> {
         self.conn()
             .execute(
                 "UPDATE node SET sha = ?2 WHERE id = ?1 AND size = ?3",
@@ -456,7 +369,7 @@ impl MetaDb {
             .map_err(db_error)
     }
 
-    pub fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
+    fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
         self.write(|tx| {
             let n = lookup(tx, path.parts())?;
             if n.dir {
@@ -466,7 +379,7 @@ impl MetaDb {
         })
     }
 
-    pub fn remove_dir(&self, path: &VirtualPath) -> io::Result<()> {
+    fn remove_dir(&self, path: &VirtualPath) -> io::Result<()> {
         self.write(|tx| {
             let n = lookup(tx, path.parts())?;
             if !n.dir {
@@ -498,7 +411,7 @@ impl MetaDb {
 
     /// Moves `from` to `to`; an existing `to` is replaced only with `replace` (then its objects
     /// become garbage). A folder moves with everything in it, in one row.
-    pub fn rename(&self, from: &VirtualPath, to: &VirtualPath, replace: bool) -> io::Result<Node> {
+    fn rename(&self, from: &VirtualPath, to: &VirtualPath, replace: bool) -> io::Result<Node> {
         self.write(|tx| {
             let n = lookup(tx, from.parts())?;
             if n.id == ROOT {
@@ -529,7 +442,7 @@ impl MetaDb {
         })
     }
 
-    pub fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
+    fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
         let ms = time
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -549,7 +462,7 @@ impl MetaDb {
     /// Garbage keys older than `before_ms`, in key order, from the `skip`-th on, at most `limit`.
     /// Keys due for deletion: garbage since before `before_ms`, and not deleted since
     /// `deleted_before_ms`; with whether their object was deleted once already.
-    pub fn due_garbage(
+    fn due_garbage(
         &self,
         before_ms: i64,
         deleted_before_ms: i64,
@@ -574,7 +487,7 @@ impl MetaDb {
 
     /// The objects of these keys are deleted: rows deleted before (`second`) go, the others
     /// are marked and go after the next delete.
-    pub fn forget_garbage(&self, keys: &[(String, bool)]) -> io::Result<()> {
+    fn forget_garbage(&self, keys: &[(String, bool)]) -> io::Result<()> {
         let now = now_ms();
         self.write(|tx| {
             for (k, second) in keys {
@@ -591,53 +504,88 @@ impl MetaDb {
             Ok(())
         })
     }
-}
 
-impl MetaDb {
-    /// Every file's path by row.
-    fn paths(c: &Connection) -> io::Result<std::collections::HashMap<i64, String>> {
-        let mut names = std::collections::HashMap::new();
-        let mut st = c
-            .prepare("SELECT id, parent, name FROM node")
-            .map_err(db_error)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
-                ))
-            })
-            .map_err(db_error)?;
-        for row in rows {
-            let (id, pn) = row.map_err(db_error)?;
-            names.insert(id, pn);
-        }
-        let path_of = |mut id: i64| {
-            let mut parts = Vec::new();
-            // Bounded by the number of rows: a corrupt cycle cannot loop forever.
-            for _ in 0..=names.len() {
-                if id == ROOT {
-                    break;
-                }
-                match names.get(&id) {
-                    Some((parent, name)) => {
-                        parts.push(name.as_str());
-                        id = *parent;
-                    }
-                    None => break,
-                }
+    fn touch_garbage(&self, keys: &[String]) -> io::Result<()> {
+        let now = now_ms();
+        self.write(|tx| {
+            for k in keys {
+                tx.prepare_cached("UPDATE garbage SET since_ms = ?2 WHERE key = ?1")
+                    .and_then(|mut st| st.execute(params![k, now]))
+                    .map_err(db_error)?;
             }
-            parts.reverse();
-            format!("/{}", parts.join("/"))
-        };
-        Ok(names.keys().map(|id| (*id, path_of(*id))).collect())
+            Ok(())
+        })
     }
 
+    fn quiet_files(&self, before_ms: i64, limit: usize) -> io::Result<Vec<(i64, String)>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached(
+                "SELECT n.id, n.name FROM node n WHERE n.dir = 0 AND n.mtime_ms < ?1 AND n.size >= ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM segment s WHERE s.node = n.id AND s.start = 0 \
+                                 AND s.zsize IS NOT NULL AND s.len = n.size) \
+                 ORDER BY n.mtime_ms LIMIT ?3",
+            )
+            .map_err(db_error)?;
+        let rows = st
+            .query_map(params![before_ms, MIN_PACK as i64, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
+    fn compacted(
+        &self,
+        id: i64,
+        was: &[Segment],
+        len: u64,
+        key: &str,
+        zsize: u64,
+    ) -> io::Result<bool> {
+        self.write(|tx| {
+            let size: Option<i64> = tx
+                .query_row("SELECT size FROM node WHERE id = ?1", [id], |r| r.get(0))
+                .map_err(db_error)
+                .ok();
+            if size.is_none_or(|s| (s as u64) < len) {
+                return Ok(false);
+            }
+            let now: Vec<Segment> = SqliteMeta::segments_in(tx, id)?
+                .into_iter()
+                .filter(|s| s.start < len)
+                .collect();
+            if now != was {
+                return Ok(false);
+            }
+            let t = now_ms();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO garbage(key, since_ms)
+                 SELECT DISTINCT s.key, ?3 FROM segment s WHERE s.node = ?1 AND s.start < ?2 AND s.key != ''
+                 AND NOT EXISTS (SELECT 1 FROM segment o WHERE o.key = s.key AND (o.node != ?1 OR o.start >= ?2))",
+            )
+            .and_then(|mut st| st.execute(params![id, len as i64, t]))
+            .map_err(db_error)?;
+            tx.prepare_cached("DELETE FROM segment WHERE node = ?1 AND start < ?2")
+                .and_then(|mut st| st.execute(params![id, len as i64]))
+                .map_err(db_error)?;
+            tx.prepare_cached(
+                "INSERT INTO segment(node, start, len, key, off, made_ms, zsize) \
+                 VALUES (?1, 0, ?2, ?3, 0, ?4, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![id, len as i64, key, t, zsize as i64]))
+            .map_err(db_error)?;
+            tx.prepare_cached("DELETE FROM garbage WHERE key = ?1")
+                .and_then(|mut st| st.execute([key]))
+                .map_err(db_error)?;
+            Ok(true)
+        })
+    }
     /// Every segment in an object with its file's path: (path, key, bytes the object must
     /// have).
-    pub fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>> {
+    fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>> {
         let c = self.conn();
-        let paths = Self::paths(&c)?;
+        let paths = paths(&c)?;
         // Inline segments have no object; a packed one needs its object to reach off + len.
         let mut st = c
             .prepare(
@@ -664,9 +612,9 @@ impl MetaDb {
     }
 
     /// Bytes held for each file (in objects and inline), by path.
-    pub fn stored_by_path(&self) -> io::Result<std::collections::HashMap<String, u64>> {
+    fn stored_by_path(&self) -> io::Result<HashMap<String, u64>> {
         let c = self.conn();
-        let paths = Self::paths(&c)?;
+        let paths = paths(&c)?;
         let mut st = c
             .prepare(
                 "SELECT node, sum(CASE WHEN zsize IS NULL THEN len ELSE zsize END) \
@@ -678,7 +626,7 @@ impl MetaDb {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
             })
             .map_err(db_error)?;
-        let mut out = std::collections::HashMap::new();
+        let mut out = HashMap::new();
         for row in rows {
             let (node, n) = row.map_err(db_error)?;
             if let Some(p) = paths.get(&node) {
@@ -689,12 +637,33 @@ impl MetaDb {
     }
 
     /// Every key waiting for collection.
-    pub fn all_garbage(&self) -> io::Result<std::collections::HashSet<String>> {
+    fn all_garbage(&self) -> io::Result<HashSet<String>> {
         let c = self.conn();
         let mut st = c.prepare("SELECT key FROM garbage").map_err(db_error)?;
         let rows = st.query_map([], |r| r.get(0)).map_err(db_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_error)
     }
+}
+
+/// Every file's path by row.
+fn paths(c: &Connection) -> io::Result<HashMap<i64, String>> {
+    let mut names = HashMap::new();
+    let mut st = c
+        .prepare("SELECT id, parent, name FROM node")
+        .map_err(db_error)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                (r.get::<_, i64>(1)?, r.get::<_, String>(2)?),
+            ))
+        })
+        .map_err(db_error)?;
+    for row in rows {
+        let (id, pn) = row.map_err(db_error)?;
+        names.insert(id, pn);
+    }
+    Ok(paths_of(&names))
 }
 
 fn lookup(c: &Connection, parts: &[String]) -> io::Result<Node> {

@@ -1,0 +1,786 @@
+//! The metadata in PostgreSQL, shared by every server of an archive: the same tree, segments
+//! and garbage as `sqlite.rs`, for servers that share one bucket.
+//!
+//! How it keeps the invariants of the module above when several processes change the rows:
+//! - Every change is one SERIALIZABLE transaction, repeated when PostgreSQL reports a
+//!   serialization failure or a deadlock; so the checks inside one (the file is still that
+//!   long, the name is free, no other segment names this object) hold at its commit, as they
+//!   do under SQLite's single writer.
+//! - Garbage is claimed before it is deleted: the collector marks the rows it is about to
+//!   delete (`deleted_ms`) in the statement that picks them, and an upload, the packer or the
+//!   compactor takes its key out of garbage only while it is unmarked. So an object is either
+//!   recorded in a segment or deleted, never both, whichever server does which.
+//! - A PUT under way keeps its garbage row young ([`MetaStore::touch_garbage`], ten times per
+//!   grace period, by its process), so no other server's collector picks it.
+//! - Inline segments are claimed by one packer at a time (`claimed_ms`, for a minute): two
+//!   servers do not upload the same bytes twice.
+//!
+//! The calls are blocking, as SQLite's are, and are made from async code: a blocking
+//! PostgreSQL client may not run there (its runtime would nest in the caller's), so a few
+//! threads own the connections (`pool.rs`) and the caller waits for their answer. While
+//! PostgreSQL is unreachable, calls fail at once with `NotConnected` (FTP 451) for a second
+//! after each failed connection instead of each waiting for its own timeout.
+
+mod import;
+mod pool;
+
+pub(crate) use import::copy_from_sqlite;
+pub use import::MetadataCopied;
+pub(crate) use pool::PgMeta;
+
+use super::{
+    exists, not_a_dir, not_a_file, not_found, now_ms, paths_of, Inline, MetaStore, Node, Segment,
+    MIN_PACK, ROOT,
+};
+use crate::sha::Sha256State;
+use crate::vpath::VirtualPath;
+use pool::{E, Q, R};
+use postgres::{GenericClient, IsolationLevel, Row};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How long a packer's claim on inline segments holds.
+const CLAIM_MS: i64 = 60_000;
+
+/// The tables, created by the server's migrations (one step of its versioned schema).
+pub const SCHEMA: &str = r#"
+    -- The S3 back-end's tree: one row per folder and file (root: id 1).
+    CREATE TABLE s3_node (
+        id BIGSERIAL PRIMARY KEY,
+        parent BIGINT NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        dir BOOLEAN NOT NULL,
+        size BIGINT NOT NULL DEFAULT 0,
+        mtime_ms BIGINT NOT NULL,
+        -- The SHA-256 state of the whole file, while known.
+        sha BYTEA,
+        UNIQUE (parent, name)
+    );
+    INSERT INTO s3_node (id, parent, name, dir, size, mtime_ms) VALUES (1, 0, '', true, 0, 0);
+    SELECT setval(pg_get_serial_sequence('s3_node', 'id'), 1);
+    CREATE INDEX s3_node_quiet ON s3_node (mtime_ms) WHERE NOT dir;
+    -- A file's byte ranges: `len` bytes of object `key` from `off`, or inline in `data`
+    -- (key '') until packed; `zsize` for a compressed object.
+    CREATE TABLE s3_segment (
+        node BIGINT NOT NULL,
+        start BIGINT NOT NULL,
+        len BIGINT NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        off BIGINT NOT NULL DEFAULT 0,
+        data BYTEA,
+        made_ms BIGINT NOT NULL DEFAULT 0,
+        zsize BIGINT,
+        -- An inline segment a packer took (it is being uploaded), when.
+        claimed_ms BIGINT,
+        PRIMARY KEY (node, start)
+    );
+    CREATE INDEX s3_segment_key ON s3_segment (key);
+    -- Objects to delete: since when, and when the collector deleted (claimed) them once.
+    CREATE TABLE s3_garbage (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        since_ms BIGINT NOT NULL,
+        deleted_ms BIGINT
+    );
+"#;
+
+fn node_of(r: &Row) -> R<Node> {
+    let sha: Option<Vec<u8>> = r.try_get(4)?;
+    Ok(Node {
+        id: r.try_get(0)?,
+        dir: r.try_get(1)?,
+        size: r.try_get::<_, i64>(2)? as u64,
+        mtime_ms: r.try_get(3)?,
+        sha: sha.and_then(|b| Sha256State::from_bytes(&b)),
+    })
+}
+
+/// The row at `parts` in one statement: the walk from the root as deep as the names lead.
+fn lookup<C: GenericClient>(q: &mut Q<'_, C>, parts: &[String]) -> R<Node> {
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let row = q
+        .row(
+            "WITH RECURSIVE walk(depth, id, dir, size, mtime_ms, sha) AS ( \
+               SELECT 0, id, dir, size, mtime_ms, sha FROM s3_node WHERE id = 1 \
+               UNION ALL \
+               SELECT w.depth + 1, n.id, n.dir, n.size, n.mtime_ms, n.sha \
+               FROM walk w JOIN s3_node n \
+                 ON n.parent = w.id AND n.name = ($1::text[])[w.depth + 1] \
+               WHERE w.dir AND w.depth < cardinality($1::text[])) \
+             SELECT id, dir, size, mtime_ms, sha, depth FROM walk ORDER BY depth DESC LIMIT 1",
+            &[&parts],
+        )?
+        .ok_or_else(not_found)?;
+    let node = node_of(&row)?;
+    let depth: i32 = row.try_get(5)?;
+    match depth as usize {
+        d if d == parts.len() => Ok(node),
+        _ if !node.dir => Err(not_a_dir().into()),
+        _ => Err(not_found().into()),
+    }
+}
+
+fn node_by_id<C: GenericClient>(q: &mut Q<'_, C>, id: i64) -> R<Node> {
+    let row = q
+        .row(
+            "SELECT id, dir, size, mtime_ms, sha FROM s3_node WHERE id = $1",
+            &[&id],
+        )?
+        .ok_or_else(not_found)?;
+    node_of(&row)
+}
+
+/// The folder that holds `parts` (it must exist) and the last name.
+fn parent_of<'p, C: GenericClient>(q: &mut Q<'_, C>, parts: &'p [String]) -> R<(i64, &'p str)> {
+    let (name, parent) = parts.split_last().ok_or_else(exists)?;
+    let p = lookup(q, parent)?;
+    if !p.dir {
+        return Err(not_a_dir().into());
+    }
+    Ok((p.id, name))
+}
+
+fn insert<C: GenericClient>(q: &mut Q<'_, C>, parent: i64, name: &str, dir: bool) -> R<i64> {
+    let sha = (!dir).then(|| Sha256State::new().to_bytes().to_vec());
+    let row = q.row(
+        "INSERT INTO s3_node (parent, name, dir, size, mtime_ms, sha) \
+         VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT (parent, name) DO NOTHING RETURNING id",
+        &[&parent, &name, &dir, &now_ms(), &sha],
+    )?;
+    match row {
+        Some(r) => Ok(r.try_get(0)?),
+        None => Err(exists().into()),
+    }
+}
+
+/// A segment may start at `start` only if the file is that long (the upload's view holds).
+fn check_size<C: GenericClient>(q: &mut Q<'_, C>, id: i64, start: u64) -> R<()> {
+    let row = q.row("SELECT size FROM s3_node WHERE id = $1", &[&id])?;
+    match row {
+        None => Err(not_found().into()), // removed meanwhile: a PUT object stays garbage
+        Some(r) => {
+            let s: i64 = r.try_get(0)?;
+            if s as u64 != start {
+                return Err(io::Error::other(format!(
+                    "the file changed during the upload (size {s}, segment at {start})"
+                ))
+                .into());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn grow<C: GenericClient>(q: &mut Q<'_, C>, id: i64, size: u64) -> R<()> {
+    q.exec(
+        "UPDATE s3_node SET size = $2, sha = NULL, mtime_ms = $3 WHERE id = $1",
+        &[&id, &(size as i64), &now_ms()],
+    )?;
+    Ok(())
+}
+
+/// Takes `key` out of garbage: its object is now named by a segment. Fails if the collector
+/// claimed it meanwhile (the upload outlived the grace period without its process touching
+/// it): the object is gone or going, the change must not refer to it.
+fn keep<C: GenericClient>(q: &mut Q<'_, C>, key: &str) -> R<()> {
+    let n = q.exec(
+        "DELETE FROM s3_garbage WHERE key = $1 AND deleted_ms IS NULL",
+        &[&key],
+    )?;
+    if n == 0 {
+        return Err(io::Error::other(format!(
+            "object {key} was collected before it was recorded (its upload outlived the \
+             grace period)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Hands the objects of the file's segments from `at` on to the collector (those no other
+/// segment names), then cuts the file to `at` bytes.
+fn truncate<C: GenericClient>(q: &mut Q<'_, C>, id: i64, at: u64) -> R<()> {
+    let at = at as i64;
+    q.exec(
+        "INSERT INTO s3_garbage (key, since_ms) \
+         SELECT DISTINCT s.key, $3::bigint FROM s3_segment s \
+         WHERE s.node = $1 AND s.start >= $2 AND s.key <> '' \
+         AND NOT EXISTS (SELECT 1 FROM s3_segment o WHERE o.key = s.key \
+                         AND (o.node <> $1 OR o.start < $2)) \
+         ON CONFLICT (key) DO UPDATE SET since_ms = EXCLUDED.since_ms, deleted_ms = NULL",
+        &[&id, &at, &now_ms()],
+    )?;
+    q.exec(
+        "DELETE FROM s3_segment WHERE node = $1 AND start >= $2",
+        &[&id, &at],
+    )?;
+    q.exec(
+        "UPDATE s3_segment SET len = $2 - start WHERE node = $1 AND start + len > $2",
+        &[&id, &at],
+    )?;
+    Ok(())
+}
+
+fn drop_file<C: GenericClient>(q: &mut Q<'_, C>, id: i64) -> R<()> {
+    truncate(q, id, 0)?;
+    q.exec("DELETE FROM s3_node WHERE id = $1", &[&id])?;
+    Ok(())
+}
+
+fn segments<C: GenericClient>(q: &mut Q<'_, C>, id: i64) -> R<Vec<Segment>> {
+    q.rows(
+        "SELECT start, len, key, off, data, zsize FROM s3_segment WHERE node = $1 ORDER BY start",
+        &[&id],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Segment {
+            start: r.try_get::<_, i64>(0)? as u64,
+            len: r.try_get::<_, i64>(1)? as u64,
+            key: r.try_get(2)?,
+            off: r.try_get::<_, i64>(3)? as u64,
+            data: r.try_get::<_, Option<Vec<u8>>>(4)?.map(bytes::Bytes::from),
+            zsize: r.try_get::<_, Option<i64>>(5)?.map(|z| z as u64),
+        })
+    })
+    .collect()
+}
+
+fn paths<C: GenericClient>(q: &mut Q<'_, C>) -> R<HashMap<i64, String>> {
+    let mut names = HashMap::new();
+    for r in q.rows("SELECT id, parent, name FROM s3_node", &[])? {
+        names.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+    }
+    Ok(paths_of(&names))
+}
+
+fn parts(path: &VirtualPath) -> Vec<String> {
+    path.parts().to_vec()
+}
+
+impl MetaStore for PgMeta {
+    fn lookup(&self, path: &VirtualPath) -> io::Result<Node> {
+        let parts = parts(path);
+        self.call(move |c| lookup(&mut c.q(), &parts))
+    }
+
+    fn list(&self, dir: &VirtualPath) -> io::Result<Vec<(String, Node)>> {
+        let parts = parts(dir);
+        self.call(move |c| {
+            let mut q = c.q();
+            let d = lookup(&mut q, &parts)?;
+            if !d.dir {
+                return Err(not_a_dir().into());
+            }
+            q.rows(
+                "SELECT id, dir, size, mtime_ms, sha, name FROM s3_node \
+                 WHERE parent = $1 AND id <> 1",
+                &[&d.id],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(5)?, node_of(r)?)))
+            .collect()
+        })
+    }
+
+    fn mkdir(&self, path: &VirtualPath) -> io::Result<()> {
+        let parts = parts(path);
+        self.call(move |c| {
+            c.write(|q| {
+                let (parent, name) = parent_of(q, &parts)?;
+                insert(q, parent, name, true).map(|_| ())
+            })
+        })
+    }
+
+    fn create_file(&self, path: &VirtualPath) -> io::Result<i64> {
+        let parts = parts(path);
+        self.call(move |c| {
+            c.write(|q| {
+                let (parent, name) = parent_of(q, &parts)?;
+                insert(q, parent, name, false)
+            })
+        })
+    }
+
+    fn open_replace(&self, path: &VirtualPath, at: u64) -> io::Result<(i64, Option<Sha256State>)> {
+        let parts = parts(path);
+        self.call(move |c| {
+            c.write(|q| {
+                let n = match lookup(q, &parts) {
+                    Ok(n) => n,
+                    Err(E::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        let (parent, name) = parent_of(q, &parts)?;
+                        let id = insert(q, parent, name, false)?;
+                        return Ok((id, (at == 0).then(Sha256State::new)));
+                    }
+                    Err(e) => return Err(e),
+                };
+                if n.dir {
+                    return Err(not_a_file().into());
+                }
+                if at > n.size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "offset past the end of the file",
+                    )
+                    .into());
+                }
+                let prefix = if at == 0 {
+                    Some(Sha256State::new())
+                } else {
+                    n.sha.clone().filter(|h| h.len() == at)
+                };
+                if at < n.size {
+                    truncate(q, n.id, at)?;
+                    let sha = prefix.as_ref().map(|h| h.to_bytes().to_vec());
+                    q.exec(
+                        "UPDATE s3_node SET size = $2, sha = $3, mtime_ms = $4 WHERE id = $1",
+                        &[&n.id, &(at as i64), &sha, &now_ms()],
+                    )?;
+                }
+                Ok((n.id, prefix))
+            })
+        })
+    }
+
+    fn segments(&self, id: i64) -> io::Result<Vec<Segment>> {
+        self.call(move |c| segments(&mut c.q(), id))
+    }
+
+    fn node(&self, id: i64) -> io::Result<Node> {
+        self.call(move |c| node_by_id(&mut c.q(), id))
+    }
+
+    fn pending(&self, key: &str) -> io::Result<()> {
+        let key = key.to_string();
+        self.call(move |c| {
+            c.q().exec(
+                "INSERT INTO s3_garbage (key, since_ms) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET since_ms = EXCLUDED.since_ms, deleted_ms = NULL",
+                &[&key, &now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn add_inline(&self, id: i64, start: u64, data: &[u8]) -> io::Result<()> {
+        let data = data.to_vec();
+        self.call(move |c| {
+            c.write(|q| {
+                check_size(q, id, start)?;
+                q.exec(
+                    "INSERT INTO s3_segment (node, start, len, key, off, data, made_ms) \
+                     VALUES ($1, $2, $3, '', 0, $4, $5)",
+                    &[&id, &(start as i64), &(data.len() as i64), &data, &now_ms()],
+                )?;
+                grow(q, id, start + data.len() as u64)
+            })
+        })
+    }
+
+    fn inline_bytes(&self) -> io::Result<u64> {
+        self.call(|c| {
+            let r = c.q().row(
+                "SELECT coalesce(sum(len), 0)::bigint FROM s3_segment WHERE key = ''",
+                &[],
+            )?;
+            Ok(r.map(|r| r.try_get::<_, i64>(0)).transpose()?.unwrap_or(0) as u64)
+        })
+    }
+
+    fn inline_batch(&self, before_ms: i64, max_bytes: u64) -> io::Result<Vec<Inline>> {
+        self.call(move |c| {
+            // Read committed: rows another packer holds are skipped, not waited for.
+            c.tx(IsolationLevel::ReadCommitted, |q| {
+                let now = now_ms();
+                let stale = now - CLAIM_MS;
+                let Some(r) = q.row(
+                    "SELECT min(made_ms), coalesce(sum(len), 0)::bigint FROM s3_segment \
+                     WHERE key = '' AND (claimed_ms IS NULL OR claimed_ms < $1)",
+                    &[&stale],
+                )?
+                else {
+                    return Ok(Vec::new());
+                };
+                let (oldest, total): (Option<i64>, i64) = (r.try_get(0)?, r.try_get(1)?);
+                if oldest.is_none_or(|t| t >= before_ms) && (total as u64) < max_bytes {
+                    return Ok(Vec::new());
+                }
+                let rows = q.rows(
+                    "SELECT node, start, len, data FROM s3_segment \
+                     WHERE key = '' AND (claimed_ms IS NULL OR claimed_ms < $1) \
+                     ORDER BY made_ms, node, start LIMIT 4096 FOR UPDATE SKIP LOCKED",
+                    &[&stale],
+                )?;
+                let (mut out, mut bytes) = (Vec::new(), 0u64);
+                let (mut nodes, mut starts) = (Vec::new(), Vec::new());
+                for r in rows {
+                    let len = r.try_get::<_, i64>(2)? as u64;
+                    if !out.is_empty() && bytes + len > max_bytes {
+                        break;
+                    }
+                    let node: i64 = r.try_get(0)?;
+                    let start: i64 = r.try_get(1)?;
+                    let data: Option<Vec<u8>> = r.try_get(3)?;
+                    nodes.push(node);
+                    starts.push(start);
+                    out.push((node, start as u64, len, data.unwrap_or_default()));
+                    bytes += len;
+                }
+                q.exec(
+                    "UPDATE s3_segment s SET claimed_ms = $3 \
+                     FROM unnest($1::bigint[], $2::bigint[]) AS u(node, start) \
+                     WHERE s.node = u.node AND s.start = u.start",
+                    &[&nodes, &starts, &now],
+                )?;
+                Ok(out)
+            })
+        })
+    }
+
+    fn packed(&self, key: &str, packed: &[(i64, u64, u64, u64)]) -> io::Result<usize> {
+        let key = key.to_string();
+        let nodes: Vec<i64> = packed.iter().map(|p| p.0).collect();
+        let starts: Vec<i64> = packed.iter().map(|p| p.1 as i64).collect();
+        let lens: Vec<i64> = packed.iter().map(|p| p.2 as i64).collect();
+        let offs: Vec<i64> = packed.iter().map(|p| p.3 as i64).collect();
+        self.call(move |c| {
+            c.write(|q| {
+                let n = q.exec(
+                    "UPDATE s3_segment s SET key = $1, off = u.off, data = NULL, claimed_ms = NULL \
+                     FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+                       AS u(node, start, len, off) \
+                     WHERE s.node = u.node AND s.start = u.start AND s.len = u.len \
+                       AND s.key = ''",
+                    &[&key, &nodes, &starts, &lens, &offs],
+                )?;
+                if n > 0 {
+                    keep(q, &key)?;
+                }
+                Ok(n as usize)
+            })
+        })
+    }
+
+    fn add_segment(&self, id: i64, start: u64, len: u64, key: &str) -> io::Result<()> {
+        let key = key.to_string();
+        self.call(move |c| {
+            c.write(|q| {
+                check_size(q, id, start)?;
+                q.exec(
+                    "INSERT INTO s3_segment (node, start, len, key) VALUES ($1, $2, $3, $4)",
+                    &[&id, &(start as i64), &(len as i64), &key],
+                )?;
+                keep(q, &key)?;
+                grow(q, id, start + len)
+            })
+        })
+    }
+
+    fn finish(&self, id: i64, hash: Option<&Sha256State>) -> io::Result<Node> {
+        let hash = hash.cloned();
+        self.call(move |c| {
+            c.write(|q| {
+                let n = node_by_id(q, id)?;
+                let sha = hash
+                    .as_ref()
+                    .filter(|h| h.len() == n.size)
+                    .map(|h| h.to_bytes().to_vec());
+                let row = q
+                    .row(
+                        "UPDATE s3_node SET sha = $2, mtime_ms = $3 WHERE id = $1 \
+                         RETURNING id, dir, size, mtime_ms, sha",
+                        &[&id, &sha, &now_ms()],
+                    )?
+                    .ok_or_else(not_found)?;
+                node_of(&row)
+            })
+        })
+    }
+
+    fn remember_sha(&self, id: i64, hash: &Sha256State) -> io::Result<()> {
+        let (sha, len) = (hash.to_bytes().to_vec(), hash.len() as i64);
+        self.call(move |c| {
+            c.q().exec(
+                "UPDATE s3_node SET sha = $2 WHERE id = $1 AND size = $3",
+                &[&id, &sha, &len],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn remove_file(&self, path: &VirtualPath) -> io::Result<()> {
+        let parts = parts(path);
+        self.call(move |c| {
+            c.write(|q| {
+                let n = lookup(q, &parts)?;
+                if n.dir {
+                    return Err(not_a_file().into());
+                }
+                drop_file(q, n.id)
+            })
+        })
+    }
+
+    fn remove_dir(&self, path: &VirtualPath) -> io::Result<()> {
+        let parts = parts(path);
+        self.call(move |c| {
+            c.write(|q| {
+                let n = lookup(q, &parts)?;
+                if !n.dir {
+                    return Err(not_a_dir().into());
+                }
+                if n.id == ROOT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the root cannot be removed",
+                    )
+                    .into());
+                }
+                if q.row("SELECT 1 FROM s3_node WHERE parent = $1 LIMIT 1", &[&n.id])?
+                    .is_some()
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::DirectoryNotEmpty,
+                        "the folder is not empty",
+                    )
+                    .into());
+                }
+                q.exec("DELETE FROM s3_node WHERE id = $1", &[&n.id])?;
+                Ok(())
+            })
+        })
+    }
+
+    fn rename(&self, from: &VirtualPath, to: &VirtualPath, replace: bool) -> io::Result<Node> {
+        let (from, to) = (parts(from), parts(to));
+        self.call(move |c| {
+            c.write(|q| {
+                let n = lookup(q, &from)?;
+                if n.id == ROOT {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the root cannot be renamed",
+                    )
+                    .into());
+                }
+                if to.starts_with(&from) && to.len() > from.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a folder cannot move into itself",
+                    )
+                    .into());
+                }
+                let (parent, name) = parent_of(q, &to)?;
+                match lookup(q, &to) {
+                    Ok(t) if t.id == n.id => return Ok(n),
+                    Ok(_) if !replace => return Err(exists().into()),
+                    Ok(t) if t.dir || n.dir => return Err(exists().into()),
+                    Ok(t) => drop_file(q, t.id)?,
+                    Err(E::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                q.exec(
+                    "UPDATE s3_node SET parent = $2, name = $3 WHERE id = $1",
+                    &[&n.id, &parent, &name],
+                )?;
+                node_by_id(q, n.id)
+            })
+        })
+    }
+
+    fn set_modified(&self, path: &VirtualPath, time: SystemTime) -> io::Result<()> {
+        let ms = time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let parts = parts(path);
+        self.call(move |c| {
+            c.write(|q| {
+                let n = lookup(q, &parts)?;
+                if n.dir {
+                    return Err(not_a_file().into());
+                }
+                q.exec(
+                    "UPDATE s3_node SET mtime_ms = $2 WHERE id = $1",
+                    &[&n.id, &ms],
+                )?;
+                Ok(())
+            })
+        })
+    }
+
+    /// Also claims them: each row picked for its first delete is marked deleted in the same
+    /// statement, so no upload records its key any more (see [`keep`]).
+    fn due_garbage(
+        &self,
+        before_ms: i64,
+        deleted_before_ms: i64,
+        skip: usize,
+        limit: usize,
+    ) -> io::Result<Vec<(String, bool)>> {
+        let (limit, skip) = (limit as i64, skip as i64);
+        self.call(move |c| {
+            c.q()
+                .rows(
+                    "WITH due AS ( \
+                       SELECT key, deleted_ms IS NOT NULL AS again FROM s3_garbage \
+                       WHERE since_ms < $1 AND (deleted_ms IS NULL OR deleted_ms < $2) \
+                       ORDER BY key LIMIT $3 OFFSET $4 FOR UPDATE SKIP LOCKED), \
+                     marked AS ( \
+                       UPDATE s3_garbage g SET deleted_ms = $5 FROM due \
+                       WHERE g.key = due.key AND NOT due.again RETURNING g.key) \
+                     SELECT key, again FROM due ORDER BY key",
+                    &[&before_ms, &deleted_before_ms, &limit, &skip, &now_ms()],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn forget_garbage(&self, keys: &[(String, bool)]) -> io::Result<()> {
+        let (second, first): (Vec<_>, Vec<_>) = keys.iter().cloned().partition(|k| k.1);
+        let second: Vec<String> = second.into_iter().map(|k| k.0).collect();
+        let first: Vec<String> = first.into_iter().map(|k| k.0).collect();
+        self.call(move |c| {
+            c.write(|q| {
+                q.exec("DELETE FROM s3_garbage WHERE key = ANY($1)", &[&second])?;
+                q.exec(
+                    "UPDATE s3_garbage SET deleted_ms = $2 WHERE key = ANY($1)",
+                    &[&first, &now_ms()],
+                )?;
+                Ok(())
+            })
+        })
+    }
+
+    fn touch_garbage(&self, keys: &[String]) -> io::Result<()> {
+        let keys = keys.to_vec();
+        self.call(move |c| {
+            c.q().exec(
+                "UPDATE s3_garbage SET since_ms = $2 WHERE key = ANY($1) AND deleted_ms IS NULL",
+                &[&keys, &now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>> {
+        self.call(|c| {
+            c.tx(IsolationLevel::RepeatableRead, |q| {
+                let paths = paths(q)?;
+                q.rows(
+                    "SELECT node, key, CASE WHEN zsize IS NULL THEN off + len ELSE zsize END \
+                     FROM s3_segment WHERE key <> ''",
+                    &[],
+                )?
+                .iter()
+                .map(|r| {
+                    let node: i64 = r.try_get(0)?;
+                    let path = paths.get(&node).cloned().unwrap_or_default();
+                    Ok((path, r.try_get(1)?, r.try_get::<_, i64>(2)? as u64))
+                })
+                .collect()
+            })
+        })
+    }
+
+    fn stored_by_path(&self) -> io::Result<HashMap<String, u64>> {
+        self.call(|c| {
+            c.tx(IsolationLevel::RepeatableRead, |q| {
+                let paths = paths(q)?;
+                let mut out = HashMap::new();
+                for r in q.rows(
+                    "SELECT node, sum(CASE WHEN zsize IS NULL THEN len ELSE zsize END)::bigint \
+                     FROM s3_segment GROUP BY node",
+                    &[],
+                )? {
+                    let node: i64 = r.try_get(0)?;
+                    if let Some(p) = paths.get(&node) {
+                        out.insert(p.clone(), r.try_get::<_, i64>(1)? as u64);
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn all_garbage(&self) -> io::Result<HashSet<String>> {
+        self.call(|c| {
+            c.q()
+                .rows("SELECT key FROM s3_garbage", &[])?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+        })
+    }
+
+    fn quiet_files(&self, before_ms: i64, limit: usize) -> io::Result<Vec<(i64, String)>> {
+        let limit = limit as i64;
+        self.call(move |c| {
+            c.q()
+                .rows(
+                    "SELECT n.id, n.name FROM s3_node n \
+                     WHERE NOT n.dir AND n.mtime_ms < $1 AND n.size >= $2 \
+                     AND NOT EXISTS (SELECT 1 FROM s3_segment s WHERE s.node = n.id \
+                                     AND s.start = 0 AND s.zsize IS NOT NULL AND s.len = n.size) \
+                     ORDER BY n.mtime_ms LIMIT $3",
+                    &[&before_ms, &(MIN_PACK as i64), &limit],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn compacted(
+        &self,
+        id: i64,
+        was: &[Segment],
+        len: u64,
+        key: &str,
+        zsize: u64,
+    ) -> io::Result<bool> {
+        let (was, key) = (was.to_vec(), key.to_string());
+        self.call(move |c| {
+            c.write(|q| {
+                let size = q.row("SELECT size FROM s3_node WHERE id = $1", &[&id])?;
+                let size: Option<i64> = size.map(|r| r.try_get(0)).transpose()?;
+                if size.is_none_or(|s| (s as u64) < len) {
+                    return Ok(false);
+                }
+                let now: Vec<Segment> = segments(q, id)?
+                    .into_iter()
+                    .filter(|s| s.start < len)
+                    .collect();
+                if now != was {
+                    return Ok(false);
+                }
+                let (t, len) = (now_ms(), len as i64);
+                q.exec(
+                    "INSERT INTO s3_garbage (key, since_ms) \
+                     SELECT DISTINCT s.key, $3::bigint FROM s3_segment s \
+                     WHERE s.node = $1 AND s.start < $2 AND s.key <> '' \
+                     AND NOT EXISTS (SELECT 1 FROM s3_segment o WHERE o.key = s.key \
+                                     AND (o.node <> $1 OR o.start >= $2)) \
+                     ON CONFLICT (key) DO UPDATE SET since_ms = EXCLUDED.since_ms, \
+                       deleted_ms = NULL",
+                    &[&id, &len, &t],
+                )?;
+                q.exec(
+                    "DELETE FROM s3_segment WHERE node = $1 AND start < $2",
+                    &[&id, &len],
+                )?;
+                q.exec(
+                    "INSERT INTO s3_segment (node, start, len, key, off, made_ms, zsize) \
+                     VALUES ($1, 0, $2, $3, 0, $4, $5)",
+                    &[&id, &len, &key, &t, &(zsize as i64)],
+                )?;
+                keep(q, &key)?;
+                Ok(true)
+            })
+        })
+    }
+}
