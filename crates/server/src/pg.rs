@@ -182,6 +182,23 @@ const MIGRATIONS: &[(&str, &str)] = &[
         // The S3 back-end's tree, segment maps and garbage: its own crate's schema.
         logarchive_store::s3::POSTGRES_SCHEMA,
     ),
+    (
+        "login outcomes",
+        r#"
+    -- Each server's login outcomes (FTP and web), so every server's lockout counts them all
+    -- (`shared_lockouts.rs`); rows older than the lockout window are deleted.
+    CREATE TABLE login_events (
+        id BIGSERIAL PRIMARY KEY,
+        server BIGINT NOT NULL,
+        service TEXT NOT NULL,
+        name TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        success BOOLEAN NOT NULL,
+        at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX login_events_at ON login_events (at_ms);
+    "#,
+    ),
 ];
 
 /// The advisory lock migrations hold (any fixed number; "logarchv" in ASCII).

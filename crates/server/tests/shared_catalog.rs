@@ -784,3 +784,76 @@ async fn a_lock_granted_after_its_writer_gave_up_is_released() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Login lockouts count together: wrong passwords spread over two servers lock the account on
+/// both (FTP and web each keep their own count), within a second of the failure that reached
+/// the limit; a server started afterwards knows the failures too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_on_one_server_count_on_every_server() {
+    let Pair {
+        pg, d, a, b, admin, ..
+    } = pair("lockouts").await;
+    let ftp_login = async |server: &logarchive_server::Running, password: &str| {
+        let config = ClientConfig::new(
+            "127.0.0.1",
+            server.ftp.local_addr().port(),
+            "agent01",
+            password,
+        );
+        Client::connect(config)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    // Five failures allowed per name and address (the default): three on A, two on B.
+    for _ in 0..3 {
+        assert!(ftp_login(&a, "wrong").await.is_err());
+    }
+    for _ in 0..2 {
+        assert!(ftp_login(&b, "wrong").await.is_err());
+    }
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let took = within(
+        Duration::from_secs(1),
+        "A counts B's failures",
+        async || a.ftp.lockout().is_locked("agent01", ip),
+    )
+    .await;
+    eprintln!("failure on B -> counted on A: {took:?}");
+    assert!(b.ftp.lockout().is_locked("agent01", ip));
+    let e = ftp_login(&a, "agent pw").await.expect_err("locked on A");
+    assert!(e.contains("refused"), "{e}");
+
+    // The web: four failures on B, the fifth on A; then the right password fails on B too.
+    let web_a = Web::new(&format!("http://{}", a.web_addr));
+    let web_b = Web::new(&format!("http://{}", b.web_addr));
+    for _ in 0..4 {
+        assert_ne!(web_b.login("admin", "wrong").await.status().as_u16(), 303);
+    }
+    assert_ne!(web_a.login("admin", "wrong").await.status().as_u16(), 303);
+    let took = within(
+        Duration::from_secs(1),
+        "B counts A's web failure",
+        async || b.web_lockout.is_locked("admin", ip),
+    )
+    .await;
+    eprintln!("web failure on A -> counted on B: {took:?}");
+    assert_ne!(web_b.login("admin", &admin).await.status().as_u16(), 303);
+
+    // A third server started now counts the failures of the last window.
+    let c_data = d.path().join("c");
+    std::fs::create_dir_all(&c_data).unwrap();
+    let url = format!("postgres://logarchive@127.0.0.1:{}/lockouts", pg.port);
+    let c = logarchive_server::start(&shared(&c_data, &pg, &url))
+        .await
+        .unwrap();
+    within(
+        Duration::from_secs(2),
+        "a new server counts them",
+        async || c.ftp.lockout().is_locked("agent01", ip),
+    )
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}

@@ -15,6 +15,10 @@
 //! concurrent guesses cannot all be checked before the first failure is counted, while honest
 //! concurrent logins (an agent opening several sessions) only wait a moment. A success forgets
 //! only its own pair's failures, never the address's or the name's.
+//!
+//! Several servers count together through a [`LockoutLedger`]: each outcome here is handed to
+//! it, and the outcomes of the others come back through [`Lockout::apply_remote`], counted as if
+//! they had happened here (at the moment they happened).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -56,6 +60,13 @@ struct State {
     known: HashMap<(String, IpAddr), Instant>,
 }
 
+/// Where a [`Lockout`] sends the outcome of each login attempt, so other servers count it too
+/// (they apply it with [`Lockout::apply_remote`]). Called on the login path: it must not block.
+pub trait LockoutLedger: Send + Sync + std::fmt::Debug {
+    /// An attempt of `user` from `ip` here ended: `success` or a failure.
+    fn record(&self, user: &str, ip: IpAddr, success: bool);
+}
+
 /// Failed logins counted per name and address, per address and per name (see the module
 /// documentation); shared by every login path that should count together (the FTP service,
 /// and in logarchive also the web interface).
@@ -66,6 +77,7 @@ pub struct Lockout {
     state: Mutex<State>,
     /// Woken whenever an attempt finishes.
     finished: tokio::sync::Notify,
+    ledger: std::sync::OnceLock<Arc<dyn LockoutLedger>>,
 }
 
 /// One login attempt, counted from [`Lockout::begin`] on. Finish it with
@@ -144,7 +156,48 @@ impl Lockout {
             window,
             state: Mutex::default(),
             finished: tokio::sync::Notify::new(),
+            ledger: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The failure window (how long a failure counts).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Sends every outcome from now on to `ledger` as well (once; a second ledger is refused).
+    pub fn set_ledger(&self, ledger: Arc<dyn LockoutLedger>) -> Result<(), Arc<dyn LockoutLedger>> {
+        self.ledger.set(ledger)
+    }
+
+    /// Counts an attempt that ended on another server `ago` ago: a failure against the pair,
+    /// the address and the name; a success forgets the pair's failures and marks the address
+    /// as one the account uses. What is older than the window changes nothing.
+    pub fn apply_remote(&self, user: &str, ip: IpAddr, success: bool, ago: Duration) {
+        if self.max_failures == 0 || (!success && ago >= self.window) {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.checked_sub(ago).unwrap_or(now);
+        let w = self.window;
+        let mut s = self.state();
+        let pair = (user.to_string(), ip);
+        if success {
+            s.pairs.remove(&pair);
+            if s.known.len() < MAX_ENTRIES || s.known.contains_key(&pair) {
+                s.known.insert(pair, at);
+            }
+        } else {
+            let fail = |c: &mut Count| {
+                c.failures = c.failures.saturating_add(1);
+                c.last = c.last.max(at);
+            };
+            fail(entry(&mut s.pairs, &pair, now, w));
+            fail(entry(&mut s.addrs, &ip, now, w));
+            fail(entry(&mut s.names, &user.to_string(), now, w));
+        }
+        drop(s);
+        self.finished.notify_waiters();
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -242,6 +295,9 @@ impl Lockout {
         }
         drop(s);
         self.finished.notify_waiters();
+        if let Some(l) = self.ledger.get() {
+            l.record(user, ip, success);
+        }
     }
 }
 
@@ -387,6 +443,36 @@ mod tests {
             .await
             .expect("its usual address still gets in")
             .succeeded();
+    }
+
+    #[tokio::test]
+    async fn failures_on_other_servers_count_here_and_a_ledger_hears_ours() {
+        #[derive(Debug, Default)]
+        struct Heard(Mutex<Vec<(String, bool)>>);
+        impl LockoutLedger for Heard {
+            fn record(&self, user: &str, _ip: IpAddr, success: bool) {
+                self.0.lock().unwrap().push((user.to_string(), success));
+            }
+        }
+        let l = Arc::new(Lockout::new(3, Duration::from_secs(60)));
+        let heard = Arc::new(Heard::default());
+        l.set_ledger(heard.clone()).unwrap();
+        let a = ip("192.0.2.9");
+        // Two failures elsewhere, one of them too old to count, then two here: locked at 3.
+        l.apply_remote("bob", a, false, Duration::from_secs(5));
+        l.apply_remote("bob", a, false, Duration::from_secs(61));
+        fail(&l, "bob", a).await;
+        assert!(!l.is_locked("bob", a));
+        fail(&l, "bob", a).await;
+        assert!(l.is_locked("bob", a), "the other server's failure counted");
+        assert_eq!(
+            *heard.0.lock().unwrap(),
+            [("bob".to_string(), false), ("bob".to_string(), false)],
+            "the ledger hears this server's outcomes, not the replayed ones"
+        );
+        // A success elsewhere forgives the pair here too.
+        l.apply_remote("bob", a, true, Duration::from_millis(1));
+        assert!(!l.is_locked("bob", a));
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ mod zerocopy;
 
 pub use accounts::{canonical_ip, Account, Accounts};
 pub use events::FtpEvent;
-pub use lockout::{Attempt, Lockout};
+pub use lockout::{Attempt, Lockout, LockoutLedger};
 pub use logarchive_store::VirtualPath;
 pub(crate) use logarchive_store::{store, vpath};
 pub use logarchive_store::{Download, Kind, Meta, Reader, Storage, Upload, WriteMode};
@@ -223,6 +223,11 @@ impl std::fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
+    /// The failed-login counts (to share them with other servers: [`Lockout::set_ledger`]).
+    pub fn lockout(&self) -> &Arc<Lockout> {
+        &self.shared.lockout
+    }
+
     /// The bound control address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

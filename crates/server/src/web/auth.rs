@@ -117,6 +117,11 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 impl Auth {
+    /// The failed-login counts of the web's logins.
+    pub fn lockout(&self) -> &Arc<Lockout> {
+        &self.lockout
+    }
+
     pub fn new(secure_cookies: bool, max_failures: u32, lockout: Duration) -> Auth {
         Auth {
             sessions: Mutex::new(HashMap::new()),
