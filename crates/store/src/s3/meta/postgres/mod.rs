@@ -2,10 +2,17 @@
 //! and garbage as `sqlite.rs`, for servers that share one bucket.
 //!
 //! How it keeps the invariants of the module above when several processes change the rows:
-//! - Every change is one SERIALIZABLE transaction, repeated when PostgreSQL reports a
-//!   serialization failure or a deadlock; so the checks inside one (the file is still that
-//!   long, the name is free, no other segment names this object) hold at its commit, as they
-//!   do under SQLite's single writer.
+//! - Every change is one transaction (read committed, repeated after a deadlock) that locks
+//!   what its checks rely on before it checks them, so they hold at its commit as they do
+//!   under SQLite's single writer: a change to a file locks the file's row (`FOR UPDATE`: the
+//!   file is still that long); a new name locks its folder's row (`FOR SHARE`: the folder is
+//!   not removed meanwhile) and the unique (parent, name) index keeps one of two creators; a
+//!   change that drops segments locks each of their object keys (an advisory lock) before it
+//!   asks whether another segment still names the object, so of two files sharing a packed
+//!   object the last to let go hands it to the collector; folder moves take one lock between
+//!   them (no two can make a cycle). Serializable transactions were tried first and measured:
+//!   new files in one folder conflict in them (each reads the folder's range of names), and
+//!   two servers then archived a third of what one did.
 //! - Garbage is claimed before it is deleted: the collector marks the rows it is about to
 //!   delete (`deleted_ms`) in the statement that picks them, and an upload, the packer or the
 //!   compactor takes its key out of garbage only while it is unmarked. So an object is either
@@ -95,29 +102,61 @@ fn node_of(r: &Row) -> R<Node> {
     })
 }
 
-/// The row at `parts` in one statement: the walk from the root as deep as the names lead.
+/// Paths up to this deep are found in one statement.
+const CHAIN: usize = 16;
+
+/// The statement that finds a path of `depth` names: one join per name, each a lookup in the
+/// unique (parent, name) index. (A recursive query was measured first: PostgreSQL plans its
+/// join as a hash of the whole table per step, 0.5 to 3 ms per lookup at 6,000 files.)
+fn chain_sql(depth: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        (1..=CHAIN)
+            .map(|d| {
+                let mut sql = format!(
+                    "SELECT n{d}.id, n{d}.dir, n{d}.size, n{d}.mtime_ms, n{d}.sha FROM s3_node n1"
+                );
+                for k in 2..=d {
+                    sql += &format!(
+                        " JOIN s3_node n{k} ON n{k}.parent = n{p}.id AND n{k}.name = ${k}",
+                        p = k - 1
+                    );
+                }
+                sql += " WHERE n1.parent = 1 AND n1.name = $1";
+                // Built once for the process: the statement cache keys on &'static str.
+                &*Box::leak(sql.into_boxed_str())
+            })
+            .collect()
+    })[depth - 1]
+}
+
+/// The row at `parts`: in one statement when it is there; else (or deeper than [`CHAIN`]) a
+/// walk from the root, name by name, that tells "no such name" from "not a folder".
 fn lookup<C: GenericClient>(q: &mut Q<'_, C>, parts: &[String]) -> R<Node> {
-    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let row = q
-        .row(
-            "WITH RECURSIVE walk(depth, id, dir, size, mtime_ms, sha) AS ( \
-               SELECT 0, id, dir, size, mtime_ms, sha FROM s3_node WHERE id = 1 \
-               UNION ALL \
-               SELECT w.depth + 1, n.id, n.dir, n.size, n.mtime_ms, n.sha \
-               FROM walk w JOIN s3_node n \
-                 ON n.parent = w.id AND n.name = ($1::text[])[w.depth + 1] \
-               WHERE w.dir AND w.depth < cardinality($1::text[])) \
-             SELECT id, dir, size, mtime_ms, sha, depth FROM walk ORDER BY depth DESC LIMIT 1",
-            &[&parts],
-        )?
-        .ok_or_else(not_found)?;
-    let node = node_of(&row)?;
-    let depth: i32 = row.try_get(5)?;
-    match depth as usize {
-        d if d == parts.len() => Ok(node),
-        _ if !node.dir => Err(not_a_dir().into()),
-        _ => Err(not_found().into()),
+    if parts.is_empty() {
+        return node_by_id(q, ROOT);
     }
+    if parts.len() <= CHAIN {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = parts
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        if let Some(r) = q.row(chain_sql(parts.len()), &params)? {
+            return node_of(&r);
+        }
+    }
+    let mut node = node_by_id(q, ROOT)?;
+    for part in parts {
+        if !node.dir {
+            return Err(not_a_dir().into());
+        }
+        let row = q.row(
+            "SELECT id, dir, size, mtime_ms, sha FROM s3_node WHERE parent = $1 AND name = $2",
+            &[&node.id, part],
+        )?;
+        node = node_of(&row.ok_or_else(not_found)?)?;
+    }
+    Ok(node)
 }
 
 fn node_by_id<C: GenericClient>(q: &mut Q<'_, C>, id: i64) -> R<Node> {
@@ -140,7 +179,62 @@ fn parent_of<'p, C: GenericClient>(q: &mut Q<'_, C>, parts: &'p [String]) -> R<(
     Ok((p.id, name))
 }
 
+/// The file's or folder's row, locked until the change commits (`None`: it is gone).
+fn lock_node<C: GenericClient>(q: &mut Q<'_, C>, id: i64) -> R<Option<Node>> {
+    q.row(
+        "SELECT id, dir, size, mtime_ms, sha FROM s3_node WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )?
+    .map(|r| node_of(&r))
+    .transpose()
+}
+
+/// [`lock_node`] of a row that must still be there.
+fn locked<C: GenericClient>(q: &mut Q<'_, C>, id: i64) -> R<Node> {
+    lock_node(q, id)?.ok_or_else(|| not_found().into())
+}
+
+/// Locks the objects `keys` name (sorted: two changes never wait on each other in a circle),
+/// so whether another segment still names one is asked by one change at a time.
+fn lock_keys<C: GenericClient>(q: &mut Q<'_, C>, mut keys: Vec<String>) -> R<()> {
+    keys.sort();
+    keys.dedup();
+    for k in &keys {
+        q.exec(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 1815))",
+            &[k],
+        )?;
+    }
+    Ok(())
+}
+
+/// Object keys of the file's segments from `start` on (`below`: before `start`).
+fn keys_of<C: GenericClient>(q: &mut Q<'_, C>, id: i64, start: i64, below: bool) -> R<Vec<String>> {
+    let rows = if below {
+        q.rows(
+            "SELECT DISTINCT key FROM s3_segment WHERE node = $1 AND start < $2 AND key <> ''",
+            &[&id, &start],
+        )?
+    } else {
+        q.rows(
+            "SELECT DISTINCT key FROM s3_segment WHERE node = $1 AND start >= $2 AND key <> ''",
+            &[&id, &start],
+        )?
+    };
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
 fn insert<C: GenericClient>(q: &mut Q<'_, C>, parent: i64, name: &str, dir: bool) -> R<i64> {
+    // The folder stays until this commits (its removal waits, then finds it not empty).
+    let folder = q.row(
+        "SELECT dir FROM s3_node WHERE id = $1 FOR SHARE",
+        &[&parent],
+    )?;
+    match folder.map(|r| r.try_get::<_, bool>(0)).transpose()? {
+        None => return Err(not_found().into()),
+        Some(false) => return Err(not_a_dir().into()),
+        Some(true) => {}
+    }
     let sha = (!dir).then(|| Sha256State::new().to_bytes().to_vec());
     let row = q.row(
         "INSERT INTO s3_node (parent, name, dir, size, mtime_ms, sha) \
@@ -155,7 +249,7 @@ fn insert<C: GenericClient>(q: &mut Q<'_, C>, parent: i64, name: &str, dir: bool
 
 /// A segment may start at `start` only if the file is that long (the upload's view holds).
 fn check_size<C: GenericClient>(q: &mut Q<'_, C>, id: i64, start: u64) -> R<()> {
-    let row = q.row("SELECT size FROM s3_node WHERE id = $1", &[&id])?;
+    let row = q.row("SELECT size FROM s3_node WHERE id = $1 FOR UPDATE", &[&id])?;
     match row {
         None => Err(not_found().into()), // removed meanwhile: a PUT object stays garbage
         Some(r) => {
@@ -198,9 +292,11 @@ fn keep<C: GenericClient>(q: &mut Q<'_, C>, key: &str) -> R<()> {
 }
 
 /// Hands the objects of the file's segments from `at` on to the collector (those no other
-/// segment names), then cuts the file to `at` bytes.
+/// segment names), then cuts the file to `at` bytes. The file's row is locked by the caller.
 fn truncate<C: GenericClient>(q: &mut Q<'_, C>, id: i64, at: u64) -> R<()> {
     let at = at as i64;
+    let keys = keys_of(q, id, at, false)?;
+    lock_keys(q, keys)?;
     q.exec(
         "INSERT INTO s3_garbage (key, since_ms) \
          SELECT DISTINCT s.key, $3::bigint FROM s3_segment s \
@@ -308,7 +404,7 @@ impl MetaStore for PgMeta {
         self.call(move |c| {
             c.write(|q| {
                 let n = match lookup(q, &parts) {
-                    Ok(n) => n,
+                    Ok(n) => locked(q, n.id)?,
                     Err(E::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
                         let (parent, name) = parent_of(q, &parts)?;
                         let id = insert(q, parent, name, false)?;
@@ -447,6 +543,17 @@ impl MetaStore for PgMeta {
         let offs: Vec<i64> = packed.iter().map(|p| p.3 as i64).collect();
         self.call(move |c| {
             c.write(|q| {
+                // The files stay as they are until this commits: a file cut or removed
+                // meanwhile drops its segments after (and hands the object on if it was the
+                // last to use it), or before (and its segments are not packed here).
+                let mut ids = nodes.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                q.exec(
+                    "SELECT 1 FROM (SELECT id FROM s3_node WHERE id = ANY($1) ORDER BY id \
+                     FOR SHARE) locked",
+                    &[&ids],
+                )?;
                 let n = q.exec(
                     "UPDATE s3_segment s SET key = $1, off = u.off, data = NULL, claimed_ms = NULL \
                      FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
@@ -482,7 +589,7 @@ impl MetaStore for PgMeta {
         let hash = hash.cloned();
         self.call(move |c| {
             c.write(|q| {
-                let n = node_by_id(q, id)?;
+                let n = locked(q, id)?;
                 let sha = hash
                     .as_ref()
                     .filter(|h| h.len() == n.size)
@@ -515,6 +622,7 @@ impl MetaStore for PgMeta {
         self.call(move |c| {
             c.write(|q| {
                 let n = lookup(q, &parts)?;
+                let n = locked(q, n.id)?;
                 if n.dir {
                     return Err(not_a_file().into());
                 }
@@ -528,6 +636,8 @@ impl MetaStore for PgMeta {
         self.call(move |c| {
             c.write(|q| {
                 let n = lookup(q, &parts)?;
+                // A new name in it waits for this (or this for it: then it is not empty).
+                let n = locked(q, n.id)?;
                 if !n.dir {
                     return Err(not_a_dir().into());
                 }
@@ -557,7 +667,17 @@ impl MetaStore for PgMeta {
         let (from, to) = (parts(from), parts(to));
         self.call(move |c| {
             c.write(|q| {
-                let n = lookup(q, &from)?;
+                let mut n = lookup(q, &from)?;
+                if n.dir {
+                    // One folder move at a time, and the paths looked up again after: two
+                    // moves cannot put each folder inside the other.
+                    q.exec(
+                        "SELECT pg_advisory_xact_lock(hashtextextended('s3 folder move', 1815))",
+                        &[],
+                    )?;
+                    n = lookup(q, &from)?;
+                }
+                let n = locked(q, n.id)?;
                 if n.id == ROOT {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
@@ -573,11 +693,23 @@ impl MetaStore for PgMeta {
                     .into());
                 }
                 let (parent, name) = parent_of(q, &to)?;
+                // The target folder stays until this commits.
+                if q.row(
+                    "SELECT 1 FROM s3_node WHERE id = $1 AND dir FOR SHARE",
+                    &[&parent],
+                )?
+                .is_none()
+                {
+                    return Err(not_found().into());
+                }
                 match lookup(q, &to) {
                     Ok(t) if t.id == n.id => return Ok(n),
                     Ok(_) if !replace => return Err(exists().into()),
                     Ok(t) if t.dir || n.dir => return Err(exists().into()),
-                    Ok(t) => drop_file(q, t.id)?,
+                    Ok(t) => {
+                        let t = locked(q, t.id)?;
+                        drop_file(q, t.id)?
+                    }
                     Err(E::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
@@ -746,7 +878,7 @@ impl MetaStore for PgMeta {
         let (was, key) = (was.to_vec(), key.to_string());
         self.call(move |c| {
             c.write(|q| {
-                let size = q.row("SELECT size FROM s3_node WHERE id = $1", &[&id])?;
+                let size = q.row("SELECT size FROM s3_node WHERE id = $1 FOR UPDATE", &[&id])?;
                 let size: Option<i64> = size.map(|r| r.try_get(0)).transpose()?;
                 if size.is_none_or(|s| (s as u64) < len) {
                     return Ok(false);
@@ -759,6 +891,8 @@ impl MetaStore for PgMeta {
                     return Ok(false);
                 }
                 let (t, len) = (now_ms(), len as i64);
+                let keys = keys_of(q, id, len, true)?;
+                lock_keys(q, keys)?;
                 q.exec(
                     "INSERT INTO s3_garbage (key, since_ms) \
                      SELECT DISTINCT s.key, $3::bigint FROM s3_segment s \
