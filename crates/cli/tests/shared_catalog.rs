@@ -148,26 +148,7 @@ fn migrate_to_postgresql(weed: Option<&logarchive_store::s3::seaweed::SeaweedFs>
     let data = d.path().join("data");
     let storage = match weed {
         None => String::new(),
-        Some(w) => {
-            let creds = w.credentials();
-            let file = d.path().join("s3.env");
-            std::fs::write(
-                &file,
-                format!(
-                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-                    creds.access_key_id,
-                    creds.secret()
-                ),
-            )
-            .unwrap();
-            format!(
-                "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\n\
-                 prefix = \"moved\"\ncredentials_file = \"{}\"\n",
-                w.endpoint,
-                w.bucket,
-                file.display()
-            )
-        }
+        Some(w) => s3_storage(w, d.path(), "moved"),
     };
     let sqlite = d.path().join("server.toml");
     std::fs::write(&sqlite, format!("data = \"{}\"\n{storage}", data.display())).unwrap();

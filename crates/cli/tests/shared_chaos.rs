@@ -72,26 +72,7 @@ fn chaos(mut weed: Option<SeaweedFs>) {
     let data = d.path().join("data");
     let storage = match &weed {
         None => String::new(),
-        Some(w) => {
-            let creds = w.credentials();
-            let file = d.path().join("s3.env");
-            std::fs::write(
-                &file,
-                format!(
-                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-                    creds.access_key_id,
-                    creds.secret()
-                ),
-            )
-            .unwrap();
-            format!(
-                "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\n\
-                 prefix = \"chaos\"\ncredentials_file = \"{}\"\ngc_grace = \"2s\"\n",
-                w.endpoint,
-                w.bucket,
-                file.display()
-            )
-        }
+        Some(w) => s3_storage(w, d.path(), "chaos") + "gc_grace = \"2s\"\n",
     };
     let configs: Vec<(PathBuf, u16)> = (0..SERVERS)
         .map(|i| {

@@ -373,3 +373,30 @@ pub fn archive_command(config: &Path, data: &Path, args: &[&str]) -> (bool, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A `[storage]` section for an archive under `prefix` in `weed`'s bucket, as an operator
+/// writes it: the access key in `DIR/s3.env` (written here), never in the config.
+pub fn s3_storage(
+    weed: &logarchive_store::s3::seaweed::SeaweedFs,
+    dir: &Path,
+    prefix: &str,
+) -> String {
+    let creds = weed.credentials();
+    let file = dir.join("s3.env");
+    std::fs::write(
+        &file,
+        format!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+            creds.access_key_id,
+            creds.secret()
+        ),
+    )
+    .expect("writing the credentials file");
+    format!(
+        "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
+         credentials_file = \"{}\"\n",
+        weed.endpoint,
+        weed.bucket,
+        file.display()
+    )
+}

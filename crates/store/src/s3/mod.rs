@@ -417,7 +417,9 @@ impl S3Storage {
         s.inner
             .rt
             .spawn(collect_now_and_then(Arc::downgrade(&s.inner)));
-        s.inner.rt.spawn(touch_live_keys(Arc::downgrade(&s.inner)));
+        if s.inner.meta.shared() {
+            s.inner.rt.spawn(touch_live_keys(Arc::downgrade(&s.inner)));
+        }
         Ok(s)
     }
 

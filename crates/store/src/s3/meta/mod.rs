@@ -167,8 +167,16 @@ pub(crate) trait MetaStore: Send + Sync + std::fmt::Debug {
     /// The objects of these keys are deleted: rows deleted before (`second`) go, the others
     /// are marked and go after the next delete.
     fn forget_garbage(&self, keys: &[(String, bool)]) -> io::Result<()>;
-    /// These garbage keys' PUTs are under way: their age starts again now.
-    fn touch_garbage(&self, keys: &[String]) -> io::Result<()>;
+    /// Whether other processes share this metadata (then their collectors must be told which
+    /// PUTs of this one are under way: [`MetaStore::touch_garbage`]).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// These garbage keys' PUTs are under way: their age starts again now. Only a shared store
+    /// needs it (a process's own collector knows its PUTs).
+    fn touch_garbage(&self, _keys: &[String]) -> io::Result<()> {
+        Ok(())
+    }
     /// Every segment in an object with its file's path: (path, key, bytes the object must
     /// have).
     fn all_segments(&self) -> io::Result<Vec<(String, String, u64)>>;

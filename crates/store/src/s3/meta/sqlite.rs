@@ -505,18 +505,6 @@ impl MetaStore for SqliteMeta {
         })
     }
 
-    fn touch_garbage(&self, keys: &[String]) -> io::Result<()> {
-        let now = now_ms();
-        self.write(|tx| {
-            for k in keys {
-                tx.prepare_cached("UPDATE garbage SET since_ms = ?2 WHERE key = ?1")
-                    .and_then(|mut st| st.execute(params![k, now]))
-                    .map_err(db_error)?;
-            }
-            Ok(())
-        })
-    }
-
     fn quiet_files(&self, before_ms: i64, limit: usize) -> io::Result<Vec<(i64, String)>> {
         let c = self.conn();
         let mut st = c

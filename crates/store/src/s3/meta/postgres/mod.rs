@@ -788,6 +788,10 @@ impl MetaStore for PgMeta {
         })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn touch_garbage(&self, keys: &[String]) -> io::Result<()> {
         let keys = keys.to_vec();
         self.call(move |c| {
