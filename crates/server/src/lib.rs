@@ -209,7 +209,11 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         Arc::new(ftp::start_with(ftp_config, Arc::clone(&users) as _, Arc::clone(&store)).await?);
     // Hand edits of the users file apply within a second (and at once to a login: the file is
     // checked before every password check).
-    let users_watch = users.watch(USERS_POLL);
+    let mut users_watch = users.watch(USERS_POLL);
+    // A server that answers is one that hears account changes made through the others.
+    if !users_watch.listening(USERS_POLL * 5).await {
+        tracing::warn!("accounts: not yet listening for changes made through other servers");
+    }
     let session_cutter = cut_sessions_of_changed_accounts(&users, &ftp);
     let metrics = Arc::new(web::metrics::Metrics::default());
     follow_events(

@@ -622,6 +622,8 @@ impl UserDb {
         };
         if let Source::Postgres { .. } = &self.source {
             let stopped = Arc::clone(&stop);
+            let (listening_tx, listening) = tokio::sync::oneshot::channel();
+            let mut listening_tx = Some(listening_tx);
             let thread = std::thread::Builder::new()
                 .name("accounts-listen".into())
                 .spawn(move || {
@@ -632,7 +634,15 @@ impl UserDb {
                         };
                         if listener.is_none() {
                             match pg.listener() {
-                                Ok(l) => listener = Some(l),
+                                Ok(l) => {
+                                    listener = Some(l);
+                                    // What changed before the LISTEN took effect is read now,
+                                    // not at the next `poll`.
+                                    reload(&db);
+                                    if let Some(tx) = listening_tx.take() {
+                                        let _ = tx.send(());
+                                    }
+                                }
                                 Err(e) => tracing::debug!("accounts: cannot listen: {e}"),
                             }
                         }
@@ -651,7 +661,11 @@ impl UserDb {
             if let Err(e) = thread {
                 tracing::error!("accounts: cannot start the listening thread: {e}");
             }
-            return Watch { task: None, stop };
+            return Watch {
+                task: None,
+                stop,
+                listening: Some(listening),
+            };
         }
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll);
@@ -664,6 +678,7 @@ impl UserDb {
         Watch {
             task: Some(task),
             stop,
+            listening: None,
         }
     }
 }
@@ -672,9 +687,22 @@ impl UserDb {
 pub struct Watch {
     task: Option<tokio::task::JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// PostgreSQL: told once the first LISTEN is in place.
+    listening: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Watch {
+    /// Waits (at most `limit`) until changes made elsewhere reach this server at once: with
+    /// PostgreSQL, until the LISTEN is in place (before it, only the `poll` would see them);
+    /// with the users file at once. `false` when the limit passed first (the database away:
+    /// the `poll` and the retries carry on).
+    pub async fn listening(&mut self, limit: std::time::Duration) -> bool {
+        match self.listening.take() {
+            None => true,
+            Some(rx) => matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(()))),
+        }
+    }
+
     /// Stops watching (a listening thread ends within one `poll`). Dropping it does the same.
     pub fn stop(self) {}
 }
