@@ -117,6 +117,28 @@ fn user_commands_edit_the_users_file_without_clear_passwords() {
         .args(["remove", "agent01"]);
     ok(&rm.output().unwrap());
     assert!(!std::fs::read_to_string(&users).unwrap().contains("agent01"));
+
+    // Every change is in the data folder's audit trail (what a server there shows), with
+    // what changed and who ran the command; refusals and listings are not.
+    let db = rusqlite::Connection::open(d.path().join("catalog.db")).unwrap();
+    let rows: Vec<(String, String, String, String)> = db
+        .prepare("SELECT via, action, target, detail FROM audit ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["account.add", "account.change", "account.remove"],
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.0 == "cli" && r.2 == "agent01"));
+    assert_eq!(
+        rows[1].3,
+        "upload_limit: unlimited -> 2.0 MiB/s; enabled: true -> false"
+    );
 }
 
 #[test]

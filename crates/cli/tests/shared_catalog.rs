@@ -46,6 +46,16 @@ fn two_server_processes_share_accounts_and_catalog_through_postgresql() {
             .unwrap(),
         "agent01\nviewer"
     );
+    // Each addition is in the audit trail every server shows, by the shell's user, via the
+    // command line; the refused duplicate is not.
+    assert_eq!(
+        pg.sql_in(
+            "logarchive",
+            "SELECT via, action, target, actor <> '' FROM audit ORDER BY id"
+        )
+        .unwrap(),
+        "cli|account.add|agent01|t\ncli|account.add|viewer|t"
+    );
     let out = bin()
         .args(["server", "--check", "--config"])
         .arg(&config)

@@ -30,6 +30,26 @@ pub struct ServerConfigFile {
     /// `[catalog]`: where the catalog lives.
     #[serde(default)]
     pub catalog: CatalogSection,
+    /// `[audit]`: the audit trail.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: who changed what (`audit.rs`), kept in the catalog's database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Rows older than this are deleted (default 400 days).
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            keep: Duration::from_secs(400 * 24 * 3600),
+        }
+    }
 }
 
 /// `[catalog]` (DESIGN.md, "Scale-out"): SQLite `DATA/catalog.db` unless `url` names a
@@ -206,6 +226,7 @@ pub struct ServerSettings {
     pub web: crate::web::WebConfig,
     pub storage: StorageSection,
     pub catalog: CatalogSection,
+    pub audit: AuditSection,
 }
 
 impl ServerSettings {
@@ -252,6 +273,7 @@ impl ServerSettings {
             web: file.web.at_least_one(),
             storage: file.storage,
             catalog: file.catalog,
+            audit: file.audit,
         })
     }
 

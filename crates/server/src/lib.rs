@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod catalog;
 pub mod check;
 pub mod config;
@@ -78,6 +79,8 @@ pub struct Running {
     pub web_lockout: Arc<ftp::Lockout>,
     /// With a PostgreSQL catalog: login lockouts counted with the other servers.
     _shared_lockouts: Option<shared_lockouts::SharedLockouts>,
+    /// The audit trail (written until the shutdown).
+    pub audit: Arc<audit::Audit>,
 }
 
 impl Running {
@@ -207,6 +210,17 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
     };
     let ftp =
         Arc::new(ftp::start_with(ftp_config, Arc::clone(&users) as _, Arc::clone(&store)).await?);
+    let audit = {
+        let (at, name, keep) = (
+            settings.catalog_location()?,
+            audit::server_name(Some(web_addr.port())),
+            settings.audit.keep,
+        );
+        tokio::task::spawn_blocking(move || audit::Audit::start(&at, name, Some(keep)))
+            .await
+            .map_err(|e| ServerError::Maintenance(format!("opening the audit trail: {e}")))??
+    };
+    audit.follow_ftp(&ftp);
     // Hand edits of the users file apply within a second (and at once to a login: the file is
     // checked before every password check).
     let mut users_watch = users.watch(USERS_POLL);
@@ -234,6 +248,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
             .then(|| settings.archive_dir()),
         users: Arc::clone(&users),
         ftp: Arc::clone(&ftp),
+        audit: Arc::clone(&audit),
         auth: web::auth::Auth::new(
             web_tls.is_some(),
             settings.web.login_max_failures,
@@ -285,6 +300,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         measuring,
         web_lockout,
         _shared_lockouts: shared_lockouts,
+        audit,
     })
 }
 
@@ -364,6 +380,9 @@ impl Running {
             c.abort();
         }
         self.measuring.abort();
+        // What the last sessions did is recorded before the process ends.
+        let audit = self.audit;
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         report
     }
 }

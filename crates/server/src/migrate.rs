@@ -58,6 +58,8 @@ pub struct MigrateReport {
     pub catalog_names: u64,
     /// Accounts stored in the target's PostgreSQL database (0: it held accounts already).
     pub accounts_stored: u64,
+    /// Rows of the audit trail copied into the target's PostgreSQL database (0: there already).
+    pub audit_rows: u64,
     /// Over the same bucket: folders and files whose segment maps moved from the source's
     /// `DATA/store.db` into the target's PostgreSQL database.
     pub segment_maps: u64,
@@ -220,8 +222,8 @@ pub async fn migrate(
     Ok(report)
 }
 
-/// Copies the source's catalog rows (with their SHA-256 and local names) and its accounts into
-/// the target's PostgreSQL database, in pages of 10,000 rows, each page one transaction.
+/// Copies the source's catalog rows (with their SHA-256 and local names), its accounts and its
+/// audit trail into the target's PostgreSQL database, in pages of 10,000 rows, each page one transaction.
 async fn migrate_catalog(
     from: &ServerSettings,
     to: &ServerSettings,
@@ -232,7 +234,7 @@ async fn migrate_catalog(
         return Ok(());
     };
     let users_file = from.users_file();
-    let (rows, names, accounts) = tokio::task::spawn_blocking(move || {
+    let (rows, names, accounts, trail) = tokio::task::spawn_blocking(move || {
         let target = Catalog::connect(&target_at).map_err(failed)?;
         let (mut rows, mut names) = (0u64, 0u64);
         if crate::catalog::exists(&source_at) {
@@ -264,13 +266,20 @@ async fn migrate_catalog(
             }
         }
         let accounts = crate::users::UserDb::store_in_postgres(&pg, &users_file)? as u64;
-        Ok::<_, ServerError>((rows, names, accounts))
+        let trail = match &source_at {
+            crate::catalog::Location::Sqlite(db) if db.exists() => {
+                crate::audit::copy_trail(db, &pg).map_err(failed)?
+            }
+            _ => 0,
+        };
+        Ok::<_, ServerError>((rows, names, accounts, trail))
     })
     .await
     .map_err(failed)??;
     report.catalog_rows = rows;
     report.catalog_names = names;
     report.accounts_stored = accounts;
+    report.audit_rows = trail;
     Ok(())
 }
 

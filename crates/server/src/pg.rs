@@ -199,6 +199,27 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX login_events_at ON login_events (at_ms);
     "#,
     ),
+    (
+        "audit trail",
+        r#"
+    -- Who changed what, through which server (`audit.rs`); rows older than `[audit] keep`
+    -- are deleted.
+    CREATE TABLE audit (
+        id BIGSERIAL PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        server TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        via TEXT NOT NULL,
+        ip TEXT,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at_ms);
+    CREATE INDEX audit_actor ON audit (actor, id);
+    CREATE INDEX audit_target ON audit (target text_pattern_ops, id);
+    "#,
+    ),
 ];
 
 /// The advisory lock migrations hold (any fixed number; "logarchv" in ASCII).

@@ -170,6 +170,10 @@ async fn share_and_ride_out_a_restart(backend: Backend) {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("catalog"), "{body}");
     assert_eq!(web_b.text("/healthz?live").await.0, 200);
+    // A failed login meanwhile: refused at once, and in the audit trail once the database is
+    // back (the event waits in B's queue).
+    let guess = Web::new(&format!("http://{}", b.web_addr));
+    assert_eq!(guess.login("admin", "a guess").await.status().as_u16(), 401);
     // Writes wait for the database too (one writer per file is kept there): 451, the agent
     // keeps the file and tries again.
     std::fs::write(&f, b"written while the catalog was down\n").unwrap();
@@ -225,6 +229,18 @@ async fn share_and_ride_out_a_restart(backend: Backend) {
         .sql_in("archive", "SELECT path FROM files ORDER BY path")
         .unwrap();
     assert_eq!(rows, "/agent01/Logs/during.log\n/agent01/Logs/first.log");
+    within(
+        Duration::from_secs(15),
+        "the login that failed during the outage in the audit trail",
+        async || {
+            web_b
+                .text("/api/v1/audit?action=web.login_failed")
+                .await
+                .1
+                .contains("\"actor\":\"admin\"")
+        },
+    )
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -549,6 +565,7 @@ async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
     let to = shared(d.path(), &pg, &url);
     // A SQLite catalog of 25,000 files (three pages), every 1,000th with two local names.
     let db = d.path().join("catalog.db");
+    let d_db = db.clone();
     tokio::task::spawn_blocking(move || {
         let c = Catalog::connect(&Location::Sqlite(db)).unwrap();
         let rows: Vec<Entry> = (0..25_000)
@@ -567,6 +584,16 @@ async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
             c.add_alias(&e.path, "Logs/service.log.1").unwrap();
             c.add_alias(&e.path, "Logs/service.log.2.gz").unwrap();
         }
+        // And an audit trail of 12,345 rows (two pages), as a server there recorded them.
+        use logarchive_server::audit::{Audit, Event, Via};
+        let trail = Audit::open(&Location::Sqlite(d_db), "old-host:8080".into()).unwrap();
+        let events: Vec<Event> = (0..12_345)
+            .map(|i| Event {
+                at_ms: i,
+                ..Event::now("admin", Via::Web, None, "account.change", "agent01", "")
+            })
+            .collect();
+        trail.write(&events).unwrap();
     })
     .await
     .unwrap();
@@ -574,20 +601,23 @@ async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
         .await
         .unwrap();
     assert_eq!((report.catalog_rows, report.catalog_names), (25_000, 50));
+    assert_eq!(report.audit_rows, 12_345);
     let counts = || {
         pg.sql_in(
             "migrated",
             "SELECT (SELECT count(*) FROM files) || ' ' || (SELECT count(sha256) FROM files) \
-             || ' ' || (SELECT count(*) FROM aliases) || ' ' || (SELECT sum(size) FROM files)",
+             || ' ' || (SELECT count(*) FROM aliases) || ' ' || (SELECT sum(size) FROM files) \
+             || ' ' || (SELECT count(*) FROM audit WHERE server = 'old-host:8080')",
         )
         .unwrap()
     };
-    let want = format!("25000 25000 50 {}", (0..25_000u64).sum::<u64>());
+    let want = format!("25000 25000 50 {} 12345", (0..25_000u64).sum::<u64>());
     assert_eq!(counts(), want);
     // Again: nothing changes.
-    logarchive_server::migrate::migrate(&from, &to, |_| {})
+    let again = logarchive_server::migrate::migrate(&from, &to, |_| {})
         .await
         .unwrap();
+    assert_eq!(again.audit_rows, 0);
     assert_eq!(counts(), want);
 }
 
@@ -856,4 +886,68 @@ async fn login_failures_on_one_server_count_on_every_server() {
     a.shutdown().await;
     b.shutdown().await;
     c.shutdown().await;
+}
+
+/// One audit trail for all servers: what is done through A and through B is read through
+/// either, each row naming the server it came through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_is_one_for_every_server() {
+    let Pair {
+        pg: _pg,
+        d: _d,
+        a,
+        b,
+        admin,
+    } = pair("trail").await;
+    let http = reqwest::Client::new();
+    // A web login on A; a change through B's API; a wrong FTP password on A.
+    let web_a = Web::new(&format!("http://{}", a.web_addr));
+    let r = web_a.login("admin", &admin).await;
+    assert_eq!(r.status().as_u16(), 303, "{}", r.text().await.unwrap());
+    let r = http
+        .patch(format!("http://{}/api/v1/users/agent01", b.web_addr))
+        .basic_auth("admin", Some(&admin))
+        .json(&serde_json::json!({"enabled": "false"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let wrong = ClientConfig::new("127.0.0.1", a.ftp.local_addr().port(), "agent01", "wrong");
+    assert!(Client::connect(wrong).await.is_err());
+
+    for (reader, name) in [(&a, "A"), (&b, "B")] {
+        let mut rows = Vec::new();
+        within(
+            Duration::from_secs(5),
+            "the trail through both",
+            async || {
+                let v: serde_json::Value = http
+                    .get(format!("http://{}/api/v1/audit", reader.web_addr))
+                    .basic_auth("admin", Some(&admin))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                rows = v["events"].as_array().unwrap().clone();
+                rows.len() >= 3
+            },
+        )
+        .await;
+        let server_of = |action: &str| {
+            let r = rows
+                .iter()
+                .find(|r| r["action"] == action)
+                .unwrap_or_else(|| panic!("{action} through {name}: {rows:#?}"));
+            r["server"].as_str().unwrap().to_string()
+        };
+        let port = |s: &logarchive_server::Running| format!(":{}", s.web_addr.port());
+        assert!(server_of("web.login").ends_with(&port(&a)));
+        assert!(server_of("account.change").ends_with(&port(&b)));
+        assert!(server_of("ftp.login_failed").ends_with(&port(&a)));
+        assert_eq!(rows.len(), 3, "each once: {rows:#?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -190,10 +190,11 @@ fn migrate(from: &ServerSettings, to: &std::path::Path, to_data: Option<PathBuf>
             }
         );
     }
-    if report.catalog_rows > 0 || report.accounts_stored > 0 {
+    if report.catalog_rows > 0 || report.accounts_stored > 0 || report.audit_rows > 0 {
         println!(
-            "migrate: catalog into PostgreSQL: {} files (with {} local names), {} accounts stored",
-            report.catalog_rows, report.catalog_names, report.accounts_stored
+            "migrate: catalog into PostgreSQL: {} files (with {} local names), {} accounts \
+             stored, {} audit rows",
+            report.catalog_rows, report.catalog_names, report.accounts_stored, report.audit_rows
         );
     }
     if report.segment_maps > 0 {

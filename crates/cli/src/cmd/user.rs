@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
+use logarchive_server::audit::{self, Audit, Event, Via};
 use logarchive_server::users::{NewUser, Role, UserDb, UserUpdate, WebRole};
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ pub struct UserArgs {
     /// Data folder whose users.toml to edit [default: ./logarchive-data]
     #[arg(long, conflicts_with = "users")]
     data: Option<PathBuf>,
-    /// The user record file itself
+    /// The user record file itself (changes go to the audit trail of a catalog.db beside it)
     #[arg(long)]
     users: Option<PathBuf>,
     #[command(subcommand)]
@@ -103,19 +104,46 @@ fn parse_web_role(s: &str) -> Result<WebRole, String> {
 }
 
 pub fn run(args: UserArgs) -> Result<()> {
-    let db = match (args.config, args.users, args.data) {
+    use logarchive_server::catalog::Location;
+    // The audit trail is the server's (its catalog database); a bare users file has none.
+    let (db, trail) = match (args.config, args.users, args.data) {
         (Some(config), _, _) => {
             let settings =
                 logarchive_server::config::ServerSettings::load(Some(&config), Default::default())?;
-            logarchive_server::open_accounts(&settings)?
+            (
+                logarchive_server::open_accounts(&settings)?,
+                Some(settings.catalog_location()?),
+            )
         }
-        (None, Some(u), _) => UserDb::open(&u)?,
-        (None, None, Some(d)) => UserDb::open(d.join("users.toml"))?,
+        // A data folder's users file: its trail beside it (a file elsewhere has none).
+        (None, Some(u), _) => {
+            let beside = u.parent().map(|d| d.join("catalog.db"));
+            (
+                UserDb::open(&u)?,
+                beside.filter(|c| c.exists()).map(Location::Sqlite),
+            )
+        }
+        (None, None, Some(d)) => (
+            UserDb::open(d.join("users.toml"))?,
+            Some(Location::Sqlite(d.join("catalog.db"))),
+        ),
         (None, None, None) => {
-            UserDb::open(PathBuf::from(logarchive_server::config::DEFAULT_DATA).join("users.toml"))?
+            let d = PathBuf::from(logarchive_server::config::DEFAULT_DATA);
+            (
+                UserDb::open(d.join("users.toml"))?,
+                Some(Location::Sqlite(d.join("catalog.db"))),
+            )
         }
     };
     let path = db.location();
+    let record = |action: &'static str, name: &str, detail: String| {
+        let Some(at) = &trail else { return };
+        let written = Audit::open(at, audit::server_name(None))
+            .and_then(|a| a.write(&[Event::now(&os_user(), Via::Cli, None, action, name, detail)]));
+        if let Err(e) = written {
+            eprintln!("warning: done, but not recorded in the audit trail: {e}");
+        }
+    };
     match args.action {
         Action::Add {
             name,
@@ -145,10 +173,14 @@ pub fn run(args: UserArgs) -> Result<()> {
                 web_role: web_role.unwrap_or(preset_web),
                 tls_required,
             })?;
+            if let Some(r) = db.get(&name) {
+                record("account.add", &name, audit::describe_new(&r));
+            }
             println!("added {name}");
         }
         Action::Remove { name } => {
             db.remove(&name)?;
+            record("account.remove", &name, String::new());
             println!("removed {name}");
         }
         Action::List => {
@@ -196,6 +228,7 @@ pub fn run(args: UserArgs) -> Result<()> {
                     ..Default::default()
                 },
             )?;
+            record("account.password", &name, "set with logarchive user".into());
             println!("password of {name} changed");
         }
         Action::Set {
@@ -222,6 +255,7 @@ pub fn run(args: UserArgs) -> Result<()> {
                         .collect::<Result<Vec<_>>>()?,
                 ),
             };
+            let before = db.get(&name);
             let r = db.update(
                 &name,
                 UserUpdate {
@@ -236,6 +270,9 @@ pub fn run(args: UserArgs) -> Result<()> {
                     tls_required,
                 },
             )?;
+            if let Some(before) = before {
+                record("account.change", &name, audit::describe_change(&before, &r));
+            }
             println!(
                 "{name}: enabled={} home={} rights={} upload={} download={} web={}",
                 r.enabled, r.home, r.rights, r.upload_limit, r.download_limit, r.web_role
@@ -243,4 +280,18 @@ pub fn run(args: UserArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who runs the command, as the audit trail names them (with `via` = `cli`): the account behind
+/// `sudo`, else the login name, else the numeric user id.
+fn os_user() -> String {
+    let name = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|s| !s.is_empty());
+    match name {
+        Some(n) => n,
+        None => format!("uid {}", rustix::process::getuid().as_raw()),
+    }
 }

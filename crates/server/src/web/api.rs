@@ -82,7 +82,8 @@ pub fn routes() -> Router<Arc<WebState>> {
         users_update,
         users_remove,
         users_reset_password,
-        sessions
+        sessions,
+        super::audit::api
     ),
     components(schemas(
         Entry,
@@ -99,7 +100,9 @@ pub fn routes() -> Router<Arc<WebState>> {
         UserForm,
         NewUserResult,
         PasswordResult,
-        FtpSession
+        FtpSession,
+        super::audit::AuditPage,
+        crate::audit::AuditRow
     ))
 )]
 pub struct ApiDoc;
@@ -856,7 +859,8 @@ async fn users_add(
 ) -> Result<Response, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let (user, password) = blocking_users(&st, move |st| users::add(&st.users, &f)).await?;
+    let by = c.clone();
+    let (user, password) = blocking_users(&st, move |st| users::add(st, &by, &f)).await?;
     tracing::info!(by = c.name, user = user.name, "user added");
     Ok((StatusCode::CREATED, Json(NewUserResult { user, password })).into_response())
 }
@@ -884,9 +888,12 @@ async fn users_update(
 ) -> Result<Json<UserView>, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let n = name.clone();
+    let (by, n) = (c.clone(), name.clone());
     let keep = c.token.clone().filter(|_| c.name == name);
-    let v = blocking_users(&st, move |st| users::update(st, &n, &f, keep.as_deref())).await?;
+    let v = blocking_users(&st, move |st| {
+        users::update(st, &by, &n, &f, keep.as_deref())
+    })
+    .await?;
     tracing::info!(by = c.name, user = name, "user changed");
     Ok(Json(v))
 }
@@ -901,7 +908,7 @@ async fn users_remove(
 ) -> Result<StatusCode, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let (by, n) = (c.name.clone(), name.clone());
+    let (by, n) = (c.clone(), name.clone());
     blocking_users(&st, move |st| users::remove(st, &by, &n)).await?;
     tracing::info!(by = c.name, user = name, "user removed");
     Ok(StatusCode::NO_CONTENT)
@@ -923,10 +930,10 @@ async fn users_reset_password(
 ) -> Result<Json<PasswordResult>, WebError> {
     c.require_admin()?;
     c.check_csrf(csrf_header(&headers))?;
-    let n = name.clone();
+    let (by, n) = (c.clone(), name.clone());
     let keep = c.token.clone().filter(|_| c.name == name);
     let password = blocking_users(&st, move |st| {
-        users::reset_password(st, &n, keep.as_deref())
+        users::reset_password(st, &by, &n, keep.as_deref())
     })
     .await?;
     tracing::info!(by = c.name, user = name, "password reset");

@@ -71,6 +71,8 @@ pub struct Caller {
     pub csrf: Option<String>,
     /// The session's token; `None` under basic auth.
     pub token: Option<String>,
+    /// Where the request came from.
+    pub ip: IpAddr,
 }
 
 impl Caller {
@@ -428,10 +430,20 @@ impl FromRequestParts<Arc<WebState>> for Caller {
         let (name, csrf, stamp) = if let Some((user, csrf, stamp)) = session {
             (user, Some(csrf), Some(stamp))
         } else if let Some((u, p)) = basic_credentials(&parts.headers) {
-            state
-                .auth
-                .verify_basic(&state.users, &u, &p, client_ip(parts))
-                .await?;
+            let ip = client_ip(parts);
+            if let Err(e) = state.auth.verify_basic(&state.users, &u, &p, ip).await {
+                if matches!(e, WebError::Unauthorized) {
+                    state.audit.record(crate::audit::Event::now(
+                        &u,
+                        crate::audit::Via::Web,
+                        Some(ip),
+                        "web.login_failed",
+                        &u,
+                        "basic auth",
+                    ));
+                }
+                return Err(e);
+            }
             (u, None, None)
         } else {
             return Err(WebError::Unauthorized);
@@ -453,6 +465,7 @@ impl FromRequestParts<Arc<WebState>> for Caller {
             role: rec.web_role,
             csrf,
             token: stamp.and(token),
+            ip: client_ip(parts),
         })
     }
 }

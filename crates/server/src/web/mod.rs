@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod dashboard_page;
@@ -138,6 +139,8 @@ pub struct WebState {
     pub archive_root: Option<PathBuf>,
     pub users: Arc<UserDb>,
     pub ftp: Arc<ServerHandle>,
+    /// Who changed what (`crate::audit`).
+    pub audit: Arc<crate::audit::Audit>,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub config: WebConfig,
@@ -172,6 +175,7 @@ pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(api::routes())
+        .merge(audit::routes())
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::map_response(
             move |mut r: Response| async move {

@@ -10,6 +10,7 @@ use super::time::format_ms;
 use super::users::{self, UserForm, UserView};
 use super::view::{self, level_of};
 use super::WebState;
+use crate::audit::{Event, Via};
 use crate::catalog::Entry;
 use askama::Template;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
@@ -160,6 +161,14 @@ async fn login(
                 .map(|r| crate::users::credentials(&r.password))
                 .unwrap_or(0);
             let (token, _) = st.auth.open_session(&f.username, stamp).await?;
+            st.audit.record(Event::now(
+                &f.username,
+                Via::Web,
+                Some(ip),
+                "web.login",
+                &f.username,
+                "",
+            ));
             let mut r = Redirect::to("/").into_response();
             if let Ok(v) = header::HeaderValue::from_str(&st.auth.set_cookie(&token)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -175,7 +184,17 @@ async fn login(
                     StatusCode::TOO_MANY_REQUESTS,
                     "Too many failed logins: try again later.",
                 ),
-                WebError::Unauthorized => (StatusCode::UNAUTHORIZED, "Wrong name or password."),
+                WebError::Unauthorized => {
+                    st.audit.record(Event::now(
+                        &f.username,
+                        Via::Web,
+                        Some(ip),
+                        "web.login_failed",
+                        &f.username,
+                        "",
+                    ));
+                    (StatusCode::UNAUTHORIZED, "Wrong name or password.")
+                }
                 other => return Err(other.into()),
             };
             let mut r = html(&LoginPage {
@@ -201,6 +220,14 @@ async fn logout(
     c.check_csrf(f.csrf.as_deref())?;
     if let Some(t) = st.auth.session_token(&headers) {
         st.auth.close_session(&t).await?;
+        st.audit.record(Event::now(
+            &c.name,
+            Via::Web,
+            Some(c.ip),
+            "web.logout",
+            &c.name,
+            "",
+        ));
     }
     let mut r = Redirect::to("/login").into_response();
     if let Ok(v) = header::HeaderValue::from_str(&st.auth.clear_cookie()) {
@@ -761,8 +788,9 @@ async fn admin_do(
 
 async fn admin_add(PageCaller(c): PageCaller, State(st): S, Form(f): Form<UserForm>) -> PageResult {
     let csrf = f.csrf.clone();
+    let by = c.clone();
     admin_do(&st, &c, csrf.as_deref(), move |st| {
-        let (u, pw) = users::add(&st.users, &f)?;
+        let (u, pw) = users::add(st, &by, &f)?;
         Ok(match pw {
             Some(pw) => format!("Added {}. Password (shown once): {pw}", u.name),
             None => format!("Added {}.", u.name),
@@ -838,8 +866,9 @@ async fn admin_update(
         f.tls_required = Some("false".into());
     }
     let keep = c.token.clone().filter(|_| c.name == name);
+    let by = c.clone();
     admin_do(&st, &c, csrf.as_deref(), move |st| {
-        let v = users::update(st, &name, &f, keep.as_deref())?;
+        let v = users::update(st, &by, &name, &f, keep.as_deref())?;
         Ok(format!("Saved {}.", v.name))
     })
     .await
@@ -851,7 +880,7 @@ async fn admin_remove(
     Path(name): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    let by = c.name.clone();
+    let by = c.clone();
     admin_do(&st, &c, f.csrf.as_deref(), move |st| {
         users::remove(st, &by, &name)?;
         Ok(format!("Removed {name}."))
@@ -866,8 +895,9 @@ async fn admin_password(
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     let keep = c.token.clone().filter(|_| c.name == name);
+    let by = c.clone();
     admin_do(&st, &c, f.csrf.as_deref(), move |st| {
-        let pw = users::reset_password(st, &name, keep.as_deref())?;
+        let pw = users::reset_password(st, &by, &name, keep.as_deref())?;
         Ok(format!("New password for {name} (shown once): {pw}"))
     })
     .await

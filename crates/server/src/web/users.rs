@@ -1,8 +1,10 @@
 //! User administration for the admin pages and the API, through the same `UserDb` as the CLI
 //! and the FTP service (changes apply at once to new FTP sessions and to limits in flight).
 
+use super::auth::Caller;
 use super::error::WebError;
 use super::WebState;
+use crate::audit::{self, Event, Via};
 use crate::users::{
     random_password, NewUser, Role, UserDb, UserDbError, UserRecord, UserUpdate, WebRole,
 };
@@ -105,8 +107,26 @@ impl From<UserDbError> for WebError {
     }
 }
 
-/// Creates an account; returns it and the password if one was generated.
-pub fn add(db: &UserDb, f: &UserForm) -> Result<(UserView, Option<String>), WebError> {
+/// Records in the audit trail what `by` did to the account `name`.
+fn audited(st: &WebState, by: &Caller, action: &'static str, name: &str, detail: String) {
+    st.audit.record(Event::now(
+        &by.name,
+        Via::Web,
+        Some(by.ip),
+        action,
+        name,
+        detail,
+    ));
+}
+
+/// Creates an account (recorded in the audit trail as `by`'s); returns it and the password if
+/// one was generated.
+pub fn add(
+    st: &WebState,
+    by: &Caller,
+    f: &UserForm,
+) -> Result<(UserView, Option<String>), WebError> {
+    let db: &UserDb = &st.users;
     let name = given(&f.name).ok_or_else(|| bad("a name is required"))?;
     let role: Role = given(&f.role).unwrap_or("viewer").parse().map_err(bad)?;
     let (home, rights, web_role) = role.preset(name);
@@ -148,6 +168,7 @@ pub fn add(db: &UserDb, f: &UserForm) -> Result<(UserView, Option<String>), WebE
     };
     db.add(new)?;
     let rec = db.get(name).ok_or(WebError::NotFound)?;
+    audited(st, by, "account.add", name, audit::describe_new(&rec));
     Ok((UserView::of(name, &rec), generated))
 }
 
@@ -158,6 +179,7 @@ pub fn add(db: &UserDb, f: &UserForm) -> Result<(UserView, Option<String>), WebE
 /// write).
 pub fn update(
     st: &WebState,
+    by: &Caller,
     name: &str,
     f: &UserForm,
     keep: Option<&str>,
@@ -192,7 +214,17 @@ pub fn update(
         tls_required: given(&f.tls_required).map(parse_bool).transpose()?,
     };
     let new_password = change.password.is_some();
+    let before = st.users.get(name);
     let rec = st.users.update(name, change)?;
+    if let Some(before) = before {
+        audited(
+            st,
+            by,
+            "account.change",
+            name,
+            audit::describe_change(&before, &rec),
+        );
+    }
     if new_password {
         password_changed(st, name, &rec, keep);
     }
@@ -206,11 +238,12 @@ pub fn update(
 }
 
 /// Removes an account, never the caller's own (`by`); its web and FTP sessions end at once.
-pub fn remove(st: &WebState, by: &str, name: &str) -> Result<(), WebError> {
-    if name == by {
+pub fn remove(st: &WebState, by: &Caller, name: &str) -> Result<(), WebError> {
+    if name == by.name {
         return Err(bad("you cannot remove your own account"));
     }
     st.users.remove(name)?;
+    audited(st, by, "account.remove", name, String::new());
     st.auth.close_sessions_of(name);
     st.ftp.disconnect_user(name);
     Ok(())
@@ -218,7 +251,12 @@ pub fn remove(st: &WebState, by: &str, name: &str) -> Result<(), WebError> {
 
 /// Sets a new random password and returns it (shown once). The account's web and FTP sessions
 /// end, except `keep` (the caller's own web session, when it is their own account).
-pub fn reset_password(st: &WebState, name: &str, keep: Option<&str>) -> Result<String, WebError> {
+pub fn reset_password(
+    st: &WebState,
+    by: &Caller,
+    name: &str,
+    keep: Option<&str>,
+) -> Result<String, WebError> {
     let password = random_password();
     let rec = st.users.update(
         name,
@@ -227,6 +265,13 @@ pub fn reset_password(st: &WebState, name: &str, keep: Option<&str>) -> Result<S
             ..Default::default()
         },
     )?;
+    audited(
+        st,
+        by,
+        "account.password",
+        name,
+        "a new random password".into(),
+    );
     password_changed(st, name, &rec, keep);
     Ok(password)
 }
