@@ -599,6 +599,7 @@ async fn every_page_in_light_and_dark_at_desktop_and_phone_width() {
             "matches",
         ),
         ("users", "/admin/users", "#users", "agent01"),
+        ("audit", "/admin/audit", "#audit", "web.login"),
     ];
     for (theme, width) in [
         ("light", 1280),

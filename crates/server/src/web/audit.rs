@@ -96,7 +96,8 @@ struct AuditTemplate {
     who: String,
     action: String,
     target: String,
-    rows: Vec<AuditRow>,
+    /// Each row with its time as people read it.
+    rows: Vec<(String, AuditRow)>,
     /// The link to the next (older) page, filters kept.
     older: Option<String>,
 }
@@ -122,7 +123,11 @@ async fn page(
         who: p.who.unwrap_or_default(),
         action: p.action.unwrap_or_default(),
         target: p.target.unwrap_or_default(),
-        rows: found.events,
+        rows: found
+            .events
+            .into_iter()
+            .map(|r| (super::time::format_ms(r.at_ms), r))
+            .collect(),
         older,
     })
 }
