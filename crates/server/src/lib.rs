@@ -11,6 +11,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod path_locks;
 pub mod pg;
+pub mod pg_tls;
 pub mod shared_lockouts;
 /// A real PostgreSQL for tests (it lives in the store crate, whose tests need one too).
 #[cfg(feature = "postgres-harness")]

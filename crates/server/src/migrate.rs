@@ -119,9 +119,7 @@ pub async fn migrate(
         if bucket {
             let sqlite = from.store_db();
             let target = match to.catalog_location()? {
-                crate::catalog::Location::Postgres(pg) => {
-                    postgres::Config::from(pg.config().clone())
-                }
+                crate::catalog::Location::Postgres(pg) => pg.store_connection(),
                 crate::catalog::Location::Sqlite(_) => return Ok(report),
             };
             let copied = tokio::task::spawn_blocking(move || {

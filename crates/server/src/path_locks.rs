@@ -55,7 +55,7 @@ impl PathLocks {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let config = settings.config().clone();
+        let config = settings.clone();
         let first = rt
             .block_on(connect(&config))
             .map_err(|e| io::Error::other(format!("path locks: {e}")))?;
@@ -138,13 +138,8 @@ struct Conn {
     unlock: tokio_postgres::Statement,
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("path locks: connection ended: {e}");
-        }
-    });
+async fn connect(settings: &PgSettings) -> Result<Conn, tokio_postgres::Error> {
+    let client = settings.connect_async().await?;
     let lock = client.prepare("SELECT pg_try_advisory_lock($1)").await?;
     let unlock = client.prepare("SELECT pg_advisory_unlock($1)").await?;
     Ok(Conn {
@@ -164,7 +159,7 @@ fn unavailable(e: &dyn std::fmt::Display) -> io::Error {
 }
 
 async fn serve(
-    config: tokio_postgres::Config,
+    config: PgSettings,
     first: Conn,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
 ) {

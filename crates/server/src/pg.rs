@@ -9,6 +9,7 @@
 //! it); a password never comes from the URL.
 
 use crate::catalog::CatalogError;
+use crate::pg_tls::PgTls;
 use postgres::{Client, NoTls};
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,6 +23,9 @@ pub struct PgSettings {
     config: tokio_postgres::Config,
     /// The URL as given (it holds no password): for messages.
     url: String,
+    /// With `sslmode=require` (or `verify-ca`, `verify-full`): every connection is TLS,
+    /// verified (`crate::pg_tls`).
+    tls: Option<PgTls>,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -37,7 +41,8 @@ impl PgSettings {
     /// is refused: config files get shown and copied, password files get permissions.
     pub fn new(url: &str, password_file: Option<&Path>) -> Result<PgSettings> {
         let setup = |m: String| CatalogError::Setup(m);
-        let mut config: tokio_postgres::Config = url
+        let (ours, root_cert) = crate::pg_tls::take_tls_words(url);
+        let mut config: tokio_postgres::Config = ours
             .parse()
             .map_err(|e| setup(format!("[catalog] url {url:?}: {e}")))?;
         if config.get_password().is_some() {
@@ -46,13 +51,24 @@ impl PgSettings {
                     .into(),
             ));
         }
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(setup(
-                "[catalog] url asks for sslmode=require, but this build talks to PostgreSQL \
-                 without TLS: reach it over a Unix socket or a trusted network"
-                    .into(),
-            ));
-        }
+        // TLS only when asked for: tokio-postgres's default (`prefer`) would otherwise try it
+        // with every server, and fail on one whose certificate we cannot verify.
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => Some(
+                PgTls::new(root_cert.as_deref().map(Path::new))
+                    .map_err(|e| setup(format!("[catalog] url {url:?}: TLS: {e}")))?,
+            ),
+            _ if root_cert.is_some() => {
+                return Err(setup(format!(
+                    "[catalog] url {url:?} names sslrootcert without sslmode=verify-full (or \
+                     require): add it, or TLS is not used"
+                )))
+            }
+            _ => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
+            }
+        };
         let password = match password_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -86,6 +102,7 @@ impl PgSettings {
         Ok(PgSettings {
             config,
             url: url.to_string(),
+            tls,
         })
     }
 
@@ -94,14 +111,51 @@ impl PgSettings {
         &self.url
     }
 
-    /// The settings for the async client.
-    pub(crate) fn config(&self) -> &tokio_postgres::Config {
-        &self.config
-    }
-
     /// Connects with the blocking client.
     pub(crate) fn connect(&self) -> std::result::Result<Client, postgres::Error> {
-        postgres::Config::from(self.config.clone()).connect(NoTls)
+        self.store_connection().connect()
+    }
+
+    /// Connects with the async client; the connection's task is `spawn`ed (its end is said
+    /// at DEBUG: the next use of the client fails and says why).
+    pub(crate) async fn connect_async(
+        &self,
+    ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+        async fn drive(
+            c: impl std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>,
+        ) {
+            if let Err(e) = c.await {
+                tracing::debug!("a PostgreSQL connection ended: {e}");
+            }
+        }
+        match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+        }
+    }
+
+    /// How the store (S3 metadata) connects: these settings, with TLS if asked for.
+    pub fn store_connection(&self) -> logarchive_store::s3::PgConnection {
+        let config = postgres::Config::from(self.config.clone());
+        match self.tls.clone() {
+            Some(tls) => {
+                logarchive_store::s3::PgConnection::new(config, move |c| c.connect(tls.clone()))
+            }
+            None => logarchive_store::s3::PgConnection::plain(config),
+        }
+    }
+
+    /// Whether connections are TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 
@@ -231,6 +285,8 @@ const MIGRATION_LOCK: i64 = 0x6c6f_6761_7263_6876;
 /// which clears by itself.
 pub(crate) fn pg_error(e: postgres::Error) -> CatalogError {
     let transient = match e.code() {
+        // A certificate refused (or a TLS misconfiguration) stays so until someone acts.
+        None if tls_refusal(&e) => false,
         None => true,
         Some(code) => {
             let class = &code.code()[..2];
@@ -242,6 +298,27 @@ pub(crate) fn pg_error(e: postgres::Error) -> CatalogError {
     } else {
         CatalogError::Postgres(e)
     }
+}
+
+/// Whether `e` is TLS refusing the server (its certificate, its protocol), not the network.
+fn tls_refusal(e: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        // (An io::Error's source skips the error it wraps: look inside it.)
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if [Some(s), inner]
+            .into_iter()
+            .flatten()
+            .any(|e| e.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A connection of its own (an accounts' listener, a reconnect). The schema is the business

@@ -243,7 +243,7 @@ fn s3_config(settings: &ServerSettings) -> Result<S3Config, StoreError> {
         .catalog_location()
         .map_err(|e| StoreError::Catalog(e.to_string()))?
     {
-        c.postgres = Some(postgres::Config::from(pg.config().clone()));
+        c.postgres = Some(pg.store_connection());
     }
     Ok(c)
 }

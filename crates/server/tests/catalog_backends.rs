@@ -313,7 +313,13 @@ fn postgres_settings_are_checked() {
         err("postgres://u:secret@127.0.0.1/x").contains("password_file"),
         "a password in the URL is refused"
     );
-    assert!(err("postgres://127.0.0.1/x?sslmode=require").contains("TLS"));
+    // TLS settings that cannot work are named at once (TLS itself: tests/catalog_tls.rs).
+    assert!(err("postgres://127.0.0.1/x?sslrootcert=/ca.pem").contains("sslmode=verify-full"));
+    let missing = err("postgres://127.0.0.1/x?sslmode=verify-full&sslrootcert=/nonexistent.pem");
+    assert!(
+        missing.contains("TLS") && missing.contains("/nonexistent.pem"),
+        "{missing}"
+    );
     assert!(err("nonsense://").contains("[catalog] url"));
     // A wrong password: refused with PostgreSQL's reason.
     let d = tempfile::tempdir().unwrap();

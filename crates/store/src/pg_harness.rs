@@ -25,6 +25,8 @@ pub struct Postgres {
     pub port: u16,
     guard: Child,
     pipe: Option<ChildStdin>,
+    /// TCP connections only over TLS, with this certificate and key (in the cluster's folder).
+    tls: bool,
 }
 
 /// The uid/gid the cluster runs as when this process is root.
@@ -58,6 +60,17 @@ impl Postgres {
     /// Makes a cluster and starts it (waiting until it accepts connections, at most 60 s),
     /// with the role [`ROLE`] and `pg_stat_statements`. Blocking.
     pub fn start() -> io::Result<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// [`Postgres::start`], taking TCP connections only over TLS with the PEM certificate
+    /// `cert` and its key `key` (`hostssl` lines; a plain TCP connection is rejected). The
+    /// Unix socket stays plain (the harness's own `psql`).
+    pub fn start_tls(cert: &Path, key: &Path) -> io::Result<Postgres> {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> io::Result<Postgres> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("pg").tempdir()?;
         let root = rustix::process::geteuid().is_root();
@@ -83,6 +96,23 @@ impl Postgres {
                 .arg(format!("--pwfile={}", pwfile.display())),
             root,
         ))?;
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = data.join(to);
+                std::fs::copy(from, &to)?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+                if root {
+                    chown(&to)?;
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )?;
+        }
         // The guard: waits for its stdin to close, then stops the cluster and removes it all.
         let guard = as_cluster_owner(
             Command::new("sh")
@@ -102,6 +132,7 @@ impl Postgres {
             port: 0,
             guard,
             pipe: None,
+            tls: tls.is_some(),
         };
         pg.pipe = pg.guard.stdin.take();
         // A port is free when chosen; another process may take it before the server binds it.
@@ -130,13 +161,17 @@ impl Postgres {
 
     /// Starts the (stopped) cluster again on its port, waiting until it accepts connections.
     pub fn start_again(&self) -> io::Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c fsync=off -c full_page_writes=off -c max_connections=300 \
              -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
             self.port,
             self.dir.path().join("sock").display()
         );
+        if self.tls {
+            // server.crt and server.key in the data folder: the default file names.
+            opts.push_str(" -c ssl=on");
+        }
         run(as_cluster_owner(
             Command::new(self.bin.join("pg_ctl"))
                 .arg("-D")

@@ -47,7 +47,7 @@ fn metadata_database() -> postgres::Config {
 /// An S3 configuration whose metadata is in PostgreSQL (`db`).
 fn shared_config(prefix: &str, db: &postgres::Config) -> S3Config {
     let mut c = weed().config(prefix, "unused.db".into());
-    c.postgres = Some(db.clone());
+    c.postgres = Some(logarchive_store::s3::PgConnection::plain(db.clone()));
     c
 }
 

@@ -16,7 +16,7 @@ mod verified;
 
 pub use config::{ClientConfig, TlsMode};
 pub use error::ClientError;
-pub use paths::{check_tls, join_remote, split_remote};
+pub use paths::{check_tls, join_remote, split_remote, tls_connector};
 pub use transfer::{local_hash_state, local_sha256};
 pub use url::FtpUrl;
 pub use Local as LocalFile;

@@ -89,8 +89,9 @@ pub fn check_tls(tls: &super::TlsMode) -> Result<(), ClientError> {
     }
 }
 
-/// A rustls connector (ring) trusting `ca_file`, or the system's roots.
-pub(crate) fn tls_connector(
+/// A rustls connector (ring) trusting `ca_file`, or the system's roots; `insecure`: trusting
+/// any certificate (said at WARN).
+pub fn tls_connector(
     ca_file: Option<&Path>,
     insecure: bool,
 ) -> Result<tokio_rustls::TlsConnector, ClientError> {

@@ -29,9 +29,74 @@ pub use meta::{MetadataCopied, POSTGRES_SCHEMA};
 #[cfg(feature = "postgres")]
 pub fn copy_metadata_to_postgres(
     sqlite: &std::path::Path,
-    postgres: &postgres::Config,
+    postgres: &PgConnection,
 ) -> io::Result<MetadataCopied> {
     meta::copy_metadata(sqlite, postgres)
+}
+
+/// Makes a PostgreSQL connection from its settings; see [`PgConnection::new`].
+#[cfg(feature = "postgres")]
+type Connect = dyn Fn(&postgres::Config) -> Result<postgres::Client, postgres::Error> + Send + Sync;
+
+/// How the metadata's PostgreSQL connections are made: the settings (address, database,
+/// login), and how a connection is opened with them — plain TCP or a Unix socket by default
+/// ([`PgConnection::plain`]), or through the TLS the embedding program sets up.
+#[cfg(feature = "postgres")]
+#[derive(Clone)]
+pub struct PgConnection {
+    config: postgres::Config,
+    connect: std::sync::Arc<Connect>,
+}
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .finish()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl PgConnection {
+    /// Connections without TLS.
+    pub fn plain(config: postgres::Config) -> PgConnection {
+        PgConnection::new(config, |c| c.connect(postgres::NoTls))
+    }
+
+    /// Connections made by `connect` (e.g. `|c| c.connect(my_tls.clone())`), which is given
+    /// `config` or a copy with options added.
+    pub fn new(
+        config: postgres::Config,
+        connect: impl Fn(&postgres::Config) -> Result<postgres::Client, postgres::Error>
+            + Send
+            + Sync
+            + 'static,
+    ) -> PgConnection {
+        PgConnection {
+            config,
+            connect: std::sync::Arc::new(connect),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+
+    /// A connection with the settings.
+    pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        (self.connect)(&self.config)
+    }
+
+    /// A connection with other settings (the same made with more options).
+    pub(crate) fn connect_with(
+        &self,
+        config: &postgres::Config,
+    ) -> Result<postgres::Client, postgres::Error> {
+        (self.connect)(config)
+    }
 }
 
 use crate::sha::Sha256State;
@@ -77,7 +142,7 @@ pub struct S3Config {
     /// The metadata in this PostgreSQL database instead, shared by every server of the archive
     /// (its tables made by [`POSTGRES_SCHEMA`]).
     #[cfg(feature = "postgres")]
-    pub postgres: Option<postgres::Config>,
+    pub postgres: Option<PgConnection>,
     /// Small uploads and appends wait inline at most this long for others to share an object
     /// with (longer: fewer objects, more bytes in the metadata meanwhile).
     pub pack_after: Duration,

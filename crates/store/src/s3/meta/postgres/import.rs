@@ -1,7 +1,6 @@
 //! `archive migrate` over one bucket: the metadata of `DATA/store.db` copied into PostgreSQL.
 
 use super::pool::{io_error, E};
-use postgres::NoTls;
 use std::io;
 
 /// What [`copy_metadata_to_postgres`](crate::s3::copy_metadata_to_postgres) carried over.
@@ -24,13 +23,13 @@ pub struct MetadataCopied {
 /// ids are kept, the sequence moved past them.
 pub(crate) fn copy_from_sqlite(
     sqlite: &std::path::Path,
-    config: &postgres::Config,
+    postgres: &crate::s3::PgConnection,
 ) -> io::Result<MetadataCopied> {
     use rusqlite::OpenFlags;
     let sq = rusqlite::Connection::open_with_flags(sqlite, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| io::Error::other(format!("{}: {e}", sqlite.display())))?;
     let sql_error = |e: rusqlite::Error| io::Error::other(format!("{}: {e}", sqlite.display()));
-    let mut client = config.connect(NoTls).map_err(|e| io_error(E::Pg(e)))?;
+    let mut client = postgres.connect().map_err(|e| io_error(E::Pg(e)))?;
     let mut tx = client.transaction().map_err(|e| io_error(E::Pg(e)))?;
     let pg = |e: postgres::Error| io_error(E::Pg(e));
     let held: i64 = tx

@@ -6,7 +6,7 @@
 use super::super::exists;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement};
+use postgres::{Client, GenericClient, IsolationLevel, Row, Statement};
 use std::collections::HashMap;
 use std::io;
 use std::sync::{mpsc, Arc, Mutex};
@@ -174,6 +174,8 @@ type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 /// A thread's connection, made when first needed and again after it broke.
 struct Worker {
+    /// How to connect, and the settings to connect with (the given ones, options added).
+    pg: crate::s3::PgConnection,
     config: postgres::Config,
     conn: Option<Conn>,
     down_until: Arc<Mutex<Option<Instant>>>,
@@ -184,7 +186,7 @@ impl Worker {
         for attempt in 0..2 {
             let fresh = self.conn.is_none();
             if fresh {
-                match self.config.connect(NoTls) {
+                match self.pg.connect_with(&self.config) {
                     Ok(client) => {
                         self.conn = Some(Conn {
                             client,
@@ -250,7 +252,7 @@ impl Drop for PgMeta {
 impl PgMeta {
     /// Starts the workers and checks that the tables are there (the server's migrations make
     /// them). PostgreSQL unreachable now is no error: calls fail until it answers.
-    pub(crate) fn open(config: &postgres::Config) -> io::Result<PgMeta> {
+    pub(crate) fn open(pg: &crate::s3::PgConnection) -> io::Result<PgMeta> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let down_until = Arc::new(Mutex::new(None));
@@ -259,7 +261,7 @@ impl PgMeta {
         // statistics say "empty", and PostgreSQL would scan or hash them whole, or start a
         // path's join at its last name (measured: 1 to 4.5 ms per path lookup at 6,000 files
         // instead of 0.03 ms) until autovacuum analyzes them, a minute or more later.
-        let mut config = config.clone();
+        let mut config = pg.config().clone();
         let options = config.get_options().unwrap_or("").to_string();
         config.options(&format!(
             "{options} -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off \
@@ -268,6 +270,7 @@ impl PgMeta {
         for i in 0..WORKERS {
             let rx = Arc::clone(&rx);
             let mut w = Worker {
+                pg: pg.clone(),
                 config: config.clone(),
                 conn: None,
                 down_until: Arc::clone(&down_until),
