@@ -94,8 +94,12 @@ subprocess.run(as_owner([f"{PGBIN}/initdb", "-D", f"{W}/pg/data", "-U", "postgre
 # Durable as shipped (fsync on): the numbers are those of a real primary on this disk (tmpfs).
 subprocess.run(as_owner([f"{PGBIN}/pg_ctl", "-D", f"{W}/pg/data", "-l", f"{W}/pg/log", "-w", "-o",
                          f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -c unix_socket_directories={W}/pg/sock "
-                         "-c max_connections=300 -c shared_preload_libraries=pg_stat_statements "
-                         "-c pg_stat_statements.track=all -c pg_stat_statements.track_utility=on",
+                         "-c max_connections=300 -c shared_preload_libraries=pg_stat_statements,auto_explain "
+                         "-c pg_stat_statements.track=all -c pg_stat_statements.track_utility=on "
+                         # EXPLAIN=MS: the plans of statements slower than MS ms go to pg/log.
+                         + (f"-c auto_explain.log_min_duration={os.environ['EXPLAIN']} "
+                            "-c auto_explain.log_analyze=on -c auto_explain.log_buffers=on "
+                            "-c auto_explain.log_nested_statements=on" if os.environ.get("EXPLAIN") else ""),
                          "start"]), check=True, capture_output=True, cwd="/")
 try:
     psql("CREATE ROLE logarchive LOGIN")
@@ -227,6 +231,9 @@ try:
 
     results = {}
     setups = [("sqlite1", 1, False), ("pg1", 1, True), ("pg2", 2, True), ("pg3", 3, True)]
+    # SETUPS=pg1,pg3 runs only those (a closer look at one); the summary needs sqlite1.
+    if os.environ.get("SETUPS"):
+        setups = [s for s in setups if s[0] in os.environ["SETUPS"].split(",") or s[0] == "sqlite1"]
     for rnd in range(ROUNDS):
         for label, servers, pg in setups:
             procs, ftp, config = run(label, servers, pg, rnd)
