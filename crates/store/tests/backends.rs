@@ -226,6 +226,18 @@ async fn folders_files_and_names() {
             "{n}"
         );
         assert!(s.stat(&p("/agent01")).await.unwrap().is_dir(), "{n}");
+        // Below a file there is nothing: "not a folder", told apart from a missing name at any
+        // depth (a path lookup answers both in one statement on PostgreSQL).
+        for (path, kind) in [
+            ("/agent01/Logs/a.log/x", io::ErrorKind::NotADirectory),
+            ("/agent01/Logs/a.log/x/y/z", io::ErrorKind::NotADirectory),
+            ("/agent01/Nothing/x/y", io::ErrorKind::NotFound),
+            ("/nobody", io::ErrorKind::NotFound),
+            ("/nobody/Logs/a.log", io::ErrorKind::NotFound),
+        ] {
+            let e = s.stat(&p(path)).await.unwrap_err();
+            assert_eq!(e.kind(), kind, "{n}: stat {path}: {e}");
+        }
         assert_eq!(
             s.stat(&p("/agent01/none")).await.unwrap_err().kind(),
             io::ErrorKind::NotFound,
