@@ -58,6 +58,13 @@ impl PgSettings {
                 PgTls::new(root_cert.as_deref().map(Path::new))
                     .map_err(|e| setup(format!("[catalog] url {url:?}: TLS: {e}")))?,
             ),
+            // libpq's `prefer` falls back to plain text whenever TLS fails: an attacker's choice.
+            _ if ours.contains("sslmode=prefer") => {
+                return Err(setup(format!(
+                    "[catalog] url {url:?}: sslmode=prefer may fall back to plain text; use \
+                     sslmode=verify-full (with sslrootcert) or sslmode=disable"
+                )))
+            }
             _ if root_cert.is_some() => {
                 return Err(setup(format!(
                     "[catalog] url {url:?} names sslrootcert without sslmode=verify-full (or \

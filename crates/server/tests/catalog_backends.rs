@@ -315,6 +315,7 @@ fn postgres_settings_are_checked() {
     );
     // TLS settings that cannot work are named at once (TLS itself: tests/catalog_tls.rs).
     assert!(err("postgres://127.0.0.1/x?sslrootcert=/ca.pem").contains("sslmode=verify-full"));
+    assert!(err("postgres://127.0.0.1/x?sslmode=prefer").contains("plain text"));
     let missing = err("postgres://127.0.0.1/x?sslmode=verify-full&sslrootcert=/nonexistent.pem");
     assert!(
         missing.contains("TLS") && missing.contains("/nonexistent.pem"),
