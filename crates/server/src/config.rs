@@ -35,7 +35,7 @@ pub struct ServerConfigFile {
     pub audit: AuditSection,
 }
 
-/// `[audit]`: who changed what (`audit.rs`), kept in the catalog's database.
+/// `[audit]`: who changed what (`crate::audit`), kept in the catalog's database.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {

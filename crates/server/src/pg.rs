@@ -263,7 +263,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "audit trail",
         r#"
-    -- Who changed what, through which server (`audit.rs`); rows older than `[audit] keep`
+    -- Who changed what, through which server (`audit/`); rows older than `[audit] keep`
     -- are deleted.
     CREATE TABLE audit (
         id BIGSERIAL PRIMARY KEY,

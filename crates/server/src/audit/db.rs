@@ -2,7 +2,7 @@
 //! `crate::pg`), the statements both run, and the copy from one to the other.
 
 use super::{AuditRow, Event, Query, Result, MAX_ROWS};
-use crate::catalog::Location;
+use crate::catalog::{like_escape, Location};
 use crate::pg::OneClient;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,18 +20,6 @@ fn bounded(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// `%`, `_` and `\` taken literally in a LIKE pattern (with `ESCAPE '\'`).
-fn like_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The SQL both databases run (their placeholders differ: `?N` and `$N`).
@@ -66,7 +54,7 @@ fn select(q: &Query, placeholder: fn(usize) -> String) -> Sql {
         } else {
             add(
                 " AND action LIKE # ESCAPE '\\'",
-                Arg::Text(format!("{}.%", like_literal(a))),
+                Arg::Text(format!("{}.%", like_escape(a))),
             );
         }
     }
@@ -74,7 +62,7 @@ fn select(q: &Query, placeholder: fn(usize) -> String) -> Sql {
         if t.ends_with('/') {
             add(
                 " AND target LIKE # ESCAPE '\\'",
-                Arg::Text(format!("{}%", like_literal(t))),
+                Arg::Text(format!("{}%", like_escape(t))),
             );
         } else {
             add(" AND target = #", Arg::Text(t.to_string()));

@@ -226,6 +226,18 @@ pub fn probe(at: &Location) -> Result<()> {
     }
 }
 
+/// `s` matched literally inside a LIKE pattern (whose escape character is `\`).
+pub(crate) fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// What a catalog database does: store and query rows. The meaning of the rows is the
 /// [`Catalog`]'s. Blocking calls; writes come from one thread per server (the event follower),
 /// inside [`Backend::begin`]…[`Backend::commit`] when batched.

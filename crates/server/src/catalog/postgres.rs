@@ -7,7 +7,9 @@
 //! connection broke fails instead of committing half of itself; each commit names its paths
 //! in a notification every server listens for (follow).
 
-use super::{AgentTotals, Backend, CatalogError, Entry, NameQuery, Result, MAX_ALIASES};
+use super::{
+    like_escape, AgentTotals, Backend, CatalogError, Entry, NameQuery, Result, MAX_ALIASES,
+};
 use crate::pg::{connect_error, migrate, pg_error, PgSettings};
 use ::postgres::types::ToSql;
 use ::postgres::{Client, Statement};
@@ -733,16 +735,4 @@ impl Backend for Pg {
             &args,
         )
     }
-}
-
-/// `s` matched literally inside a LIKE pattern (whose escape character is `\`).
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
