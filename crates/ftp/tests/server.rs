@@ -868,7 +868,11 @@ f.sock.close()
             to: "/agent01/g.log".into(),
             size: 300_000,
             sha256: Some(sha256_file(&f)),
-            from_temp: true
+            from_temp: true,
+            addr: match e {
+                FtpEvent::Renamed { addr, .. } => addr,
+                _ => unreachable!("a rename"),
+            },
         }
     );
 }

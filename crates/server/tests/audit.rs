@@ -132,7 +132,9 @@ async fn account_changes_logins_and_ftp_deletions_are_in_the_trail() {
             &"to /agent01/Logs/a-kept.log".into()
         )
     );
+    assert_eq!(rename["ip"], "127.0.0.1", "the FTP client's address");
     assert_eq!(one(&rows, "file.delete")["target"], "/agent01/Logs/b.log");
+    assert_eq!(one(&rows, "folder.remove")["ip"], "127.0.0.1");
     assert_eq!(one(&rows, "folder.remove")["target"], "/agent01/Old");
     let ftp_failed = one(&rows, "ftp.login_failed");
     assert_eq!(

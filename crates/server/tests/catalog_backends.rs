@@ -230,6 +230,7 @@ fn generations_are_found_by_their_local_names_and_move_with_their_folder() {
                 size: 0,
                 sha256: None,
                 from_temp: false,
+                addr: "127.0.0.1:1".parse().unwrap(),
             },
             root,
         )

@@ -45,7 +45,7 @@ pub enum FtpEvent {
         temp: bool,
     },
     /// A rename. `from_temp` marks the completion of a verified upload; `size` and `sha256`
-    /// are the file's (`0`/`None` for a folder).
+    /// are the file's (`0`/`None` for a folder); `addr` is the client's.
     Renamed {
         user: String,
         from: String,
@@ -53,6 +53,7 @@ pub enum FtpEvent {
         size: u64,
         sha256: Option<String>,
         from_temp: bool,
+        addr: SocketAddr,
     },
     /// `SITE ALIAS`: the file at `path` was also known as `name` where it came from (a rotated
     /// log's local names, e.g. `Logs/service.log.1`).
@@ -61,12 +62,20 @@ pub enum FtpEvent {
         path: String,
         name: String,
     },
-    /// A file was deleted (DELE).
-    Deleted { user: String, path: String },
+    /// A file was deleted (DELE); `addr` is the client's.
+    Deleted {
+        user: String,
+        path: String,
+        addr: SocketAddr,
+    },
     /// A folder was made (MKD).
     DirCreated { user: String, path: String },
-    /// A folder was removed (RMD).
-    DirRemoved { user: String, path: String },
+    /// A folder was removed (RMD); `addr` is the client's.
+    DirRemoved {
+        user: String,
+        path: String,
+        addr: SocketAddr,
+    },
     /// A download ended with every byte sent.
     Downloaded {
         user: String,

@@ -183,6 +183,7 @@ impl Control {
                 self.emit(FtpEvent::DirRemoved {
                     user: self.user_name(),
                     path: store.display(),
+                    addr: self.conn.peer,
                 });
                 Reply::new(250, "Folder removed")
             }
@@ -203,6 +204,7 @@ impl Control {
                 self.emit(FtpEvent::Deleted {
                     user: self.user_name(),
                     path: store.display(),
+                    addr: self.conn.peer,
                 });
                 Reply::new(250, "File removed")
             }
@@ -280,6 +282,7 @@ impl Control {
                     size: m.size,
                     sha256,
                     from_temp,
+                    addr: self.conn.peer,
                 });
                 Reply::new(250, "Renamed")
             }

@@ -174,6 +174,7 @@ impl Control {
                     size: m.size,
                     sha256: Some(have.hex()),
                     from_temp: true,
+                    addr: self.conn.peer,
                 });
                 Reply::new(250, "Committed")
             }

@@ -284,23 +284,25 @@ const STOP: &str = "\0stop";
 fn of_ftp(e: &FtpEvent) -> Option<Event> {
     use logarchive_ftp::names::is_temp_name;
     let temp = |p: &str| is_temp_name(p.rsplit('/').next().unwrap_or(p));
+    let ip = |a: &std::net::SocketAddr| logarchive_ftp::server::canonical_ip(a.ip());
     Some(match e {
-        FtpEvent::Deleted { user, path } if !temp(path) => {
-            Event::now(user, Via::Ftp, None, "file.delete", path, "")
+        FtpEvent::Deleted { user, path, addr } if !temp(path) => {
+            Event::now(user, Via::Ftp, Some(ip(addr)), "file.delete", path, "")
         }
-        FtpEvent::DirRemoved { user, path } => {
-            Event::now(user, Via::Ftp, None, "folder.remove", path, "")
+        FtpEvent::DirRemoved { user, path, addr } => {
+            Event::now(user, Via::Ftp, Some(ip(addr)), "folder.remove", path, "")
         }
         FtpEvent::Renamed {
             user,
             from,
             to,
             from_temp: false,
+            addr,
             ..
         } => Event::now(
             user,
             Via::Ftp,
-            None,
+            Some(ip(addr)),
             "file.rename",
             from,
             format!("to {to}"),
@@ -310,14 +312,7 @@ fn of_ftp(e: &FtpEvent) -> Option<Event> {
         FtpEvent::LoginFailed { user, addr, reason }
             if reason.as_str() == "wrong user name or password" =>
         {
-            Event::now(
-                user,
-                Via::Ftp,
-                Some(logarchive_ftp::server::canonical_ip(addr.ip())),
-                "ftp.login_failed",
-                user,
-                "",
-            )
+            Event::now(user, Via::Ftp, Some(ip(addr)), "ftp.login_failed", user, "")
         }
         _ => return None,
     })

@@ -222,6 +222,7 @@ mod tests {
             size: 5,
             sha256: None,
             from_temp: true,
+            addr: "127.0.0.1:1".parse().expect("an address"),
         });
         m.on_ftp_event(&FtpEvent::Appended {
             user: "agent01".into(),
