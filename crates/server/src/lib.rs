@@ -121,9 +121,11 @@ struct Databases {
 /// Opens the accounts (making the first admin if there is none), the catalog and, with
 /// PostgreSQL, the shared web sessions and path locks. Blocking: argon2, and the PostgreSQL
 /// client runs a runtime of its own.
-fn open_databases(settings: &ServerSettings) -> Result<Databases, ServerError> {
-    let at = settings.catalog_location()?;
-    let users = open_accounts_at(settings, &at)?;
+fn open_databases(
+    settings: &ServerSettings,
+    at: &catalog::Location,
+) -> Result<Databases, ServerError> {
+    let users = open_accounts_at(settings, at)?;
     let initial_admin_password = if users.is_empty() {
         let password = random_password();
         match users.add(NewUser::with_role("admin", &password, Role::Admin)) {
@@ -135,8 +137,8 @@ fn open_databases(settings: &ServerSettings) -> Result<Databases, ServerError> {
     } else {
         None
     };
-    let catalog = Arc::new(catalog::Catalog::connect(&at)?);
-    let (shared_sessions, locks) = match &at {
+    let catalog = Arc::new(catalog::Catalog::connect(at)?);
+    let (shared_sessions, locks) = match at {
         catalog::Location::Postgres(pg) => (
             Some(Arc::new(web::shared_sessions::SharedSessions::connect(pg)?)),
             Some(Arc::new(path_locks::PathLocks::start(pg).map_err(|e| {
@@ -161,14 +163,16 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         path: settings.archive_dir(),
         source,
     })?;
-    let s = settings.clone();
+    // Resolved once (with TLS, the roots are read from disk) for every database user below.
+    let at = settings.catalog_location()?;
+    let (s, db_at) = (settings.clone(), at.clone());
     let Databases {
         users,
         initial_admin_password,
         catalog,
         shared_sessions,
         locks,
-    } = tokio::task::spawn_blocking(move || open_databases(&s))
+    } = tokio::task::spawn_blocking(move || open_databases(&s, &db_at))
         .await
         .map_err(|e| ServerError::Maintenance(format!("opening the databases: {e}")))??;
     let web_listener = tokio::net::TcpListener::bind(settings.web_listen)
@@ -213,7 +217,7 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
         Arc::new(ftp::start_with(ftp_config, Arc::clone(&users) as _, Arc::clone(&store)).await?);
     let audit = {
         let (at, name, keep) = (
-            settings.catalog_location()?,
+            at.clone(),
             audit::server_name(Some(web_addr.port())),
             settings.audit.keep,
         );
@@ -265,9 +269,9 @@ pub async fn start(settings: &ServerSettings) -> Result<Running, ServerError> {
             settings.web.max_transfers,
         ),
     });
-    let shared_lockouts = match settings.catalog_location()? {
+    let shared_lockouts = match &at {
         catalog::Location::Postgres(pg) => Some(
-            shared_lockouts::SharedLockouts::start(&pg, ftp.lockout(), state.auth.lockout())
+            shared_lockouts::SharedLockouts::start(pg, ftp.lockout(), state.auth.lockout())
                 .map_err(ServerError::Thread)?,
         ),
         catalog::Location::Sqlite(_) => None,

@@ -41,7 +41,8 @@ impl PgSettings {
     /// is refused: config files get shown and copied, password files get permissions.
     pub fn new(url: &str, password_file: Option<&Path>) -> Result<PgSettings> {
         let setup = |m: String| CatalogError::Setup(m);
-        let (ours, root_cert) = crate::pg_tls::take_tls_words(url);
+        let (ours, root_cert) = crate::pg_tls::take_tls_words(url)
+            .map_err(|e| setup(format!("[catalog] url {url:?}: {e}")))?;
         let mut config: tokio_postgres::Config = ours
             .parse()
             .map_err(|e| setup(format!("[catalog] url {url:?}: {e}")))?;
@@ -58,13 +59,6 @@ impl PgSettings {
                 PgTls::new(root_cert.as_deref().map(Path::new))
                     .map_err(|e| setup(format!("[catalog] url {url:?}: TLS: {e}")))?,
             ),
-            // libpq's `prefer` falls back to plain text whenever TLS fails: an attacker's choice.
-            _ if ours.contains("sslmode=prefer") => {
-                return Err(setup(format!(
-                    "[catalog] url {url:?}: sslmode=prefer may fall back to plain text; use \
-                     sslmode=verify-full (with sslrootcert) or sslmode=disable"
-                )))
-            }
             _ if root_cert.is_some() => {
                 return Err(setup(format!(
                     "[catalog] url {url:?} names sslrootcert without sslmode=verify-full (or \

@@ -122,9 +122,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for PgTlsStream<S> {
 /// (`sslrootcert=FILE`; `sslmode=verify-ca` and `verify-full`, which become `require`, verified
 /// as every TLS connection here is). Returns the URL left and `sslrootcert`. Both URL
 /// (`postgres://h/db?sslmode=verify-full&sslrootcert=/ca.pem`) and key-value
-/// (`host=h sslmode=verify-full sslrootcert=/ca.pem`) forms.
-pub fn take_tls_words(url: &str) -> (String, Option<String>) {
+/// (`host=h sslmode=verify-full sslrootcert=/ca.pem`) forms. `sslmode=prefer` is refused: it
+/// falls back to plain text whenever TLS fails, which is an attacker's choice.
+pub fn take_tls_words(url: &str) -> Result<(String, Option<String>), String> {
     let mut root = None;
+    let mut prefer = false;
     let mut keep = |pair: &str| -> Option<String> {
         match pair.split_once('=') {
             Some(("sslrootcert", v)) => {
@@ -132,24 +134,37 @@ pub fn take_tls_words(url: &str) -> (String, Option<String>) {
                 None
             }
             Some(("sslmode", "verify-ca" | "verify-full")) => Some("sslmode=require".into()),
+            Some(("sslmode", "prefer")) => {
+                prefer = true;
+                None
+            }
             _ => Some(pair.to_string()),
         }
     };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else {
-            return (url.to_string(), None);
-        };
-        let rest: Vec<String> = query.split('&').filter_map(&mut keep).collect();
-        let url = if rest.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", rest.join("&"))
-        };
-        (url, root)
+    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            None => url.to_string(),
+            Some((base, query)) => {
+                let rest: Vec<String> = query.split('&').filter_map(&mut keep).collect();
+                if rest.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", rest.join("&"))
+                }
+            }
+        }
     } else {
         let rest: Vec<String> = url.split_whitespace().filter_map(&mut keep).collect();
-        (rest.join(" "), root)
+        rest.join(" ")
+    };
+    if prefer {
+        return Err(
+            "sslmode=prefer may fall back to plain text; use sslmode=verify-full (with \
+                    sslrootcert) or sslmode=disable"
+                .into(),
+        );
     }
+    Ok((rest, root))
 }
 
 #[cfg(test)]
@@ -158,31 +173,31 @@ mod tests {
 
     #[test]
     fn libpq_tls_words_become_ours() {
+        let words = |u: &str| take_tls_words(u).expect("no prefer");
         assert_eq!(
-            take_tls_words("postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
+            words("postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
             (
                 "postgres://u@h/db?sslmode=require".into(),
                 Some("/etc/ca.pem".into())
             )
         );
         assert_eq!(
-            take_tls_words("postgresql://h/db?sslrootcert=/ca.pem"),
+            words("postgresql://h/db?sslrootcert=/ca.pem"),
             ("postgresql://h/db".into(), Some("/ca.pem".into()))
         );
         assert_eq!(
-            take_tls_words("host=h dbname=d sslmode=verify-ca sslrootcert=/ca.pem"),
+            words("host=h dbname=d sslmode=verify-ca sslrootcert=/ca.pem"),
             (
                 "host=h dbname=d sslmode=require".into(),
                 Some("/ca.pem".into())
             )
         );
         assert_eq!(
-            take_tls_words("postgres://h/db?sslmode=disable"),
+            words("postgres://h/db?sslmode=disable"),
             ("postgres://h/db?sslmode=disable".into(), None)
         );
-        assert_eq!(
-            take_tls_words("postgres://h/db"),
-            ("postgres://h/db".into(), None)
-        );
+        assert_eq!(words("postgres://h/db"), ("postgres://h/db".into(), None));
+        assert!(take_tls_words("host=h sslmode=prefer").is_err());
+        assert!(take_tls_words("postgres://h/db?sslmode=prefer&x=1").is_err());
     }
 }

@@ -7,21 +7,27 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-/// The trail as the API shows it (admin basic auth), once `want` rows match `query`.
+/// `GET /api/v1/audit?{query}` as the admin (basic auth).
+async fn audit_page(s: &Server, query: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(s.url(&format!("/api/v1/audit?{query}")))
+        .basic_auth("admin", Some(&s.admin_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The trail as the API shows it, once `want` rows match `query`.
 async fn trail(s: &Server, query: &str, want: usize) -> Vec<serde_json::Value> {
-    let http = reqwest::Client::new();
     let mut rows = Vec::new();
     let t = std::time::Instant::now();
     while t.elapsed() < Duration::from_secs(10) {
-        let r = http
-            .get(s.url(&format!("/api/v1/audit?{query}")))
-            .basic_auth("admin", Some(&s.admin_password))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: serde_json::Value = r.json().await.unwrap();
-        rows = v["events"].as_array().unwrap().clone();
+        rows = audit_page(s, query).await["events"]
+            .as_array()
+            .unwrap()
+            .clone();
         if rows.len() >= want {
             return rows;
         }
@@ -74,12 +80,25 @@ async fn account_changes_logins_and_ftp_deletions_are_in_the_trail() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // FTP: a rename, a deletion, a folder removed, a wrong password.
-    let mut c = s.ftp("cleaner", &pw).await.unwrap();
-    c.rename("/Logs/a.log", "/Logs/a-kept.log").await.unwrap();
-    c.delete("/Logs/b.log").await.unwrap();
-    c.rmdir("/Old").await.unwrap();
-    drop(c);
+    // FTP, by a stock client (curl's quote commands): a rename, a deletion, a folder removed;
+    // then a wrong password.
+    let port = s.running.ftp.local_addr().port();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--user", &format!("cleaner:{pw}")])
+            .args(["-Q", "RNFR /Logs/a.log", "-Q", "RNTO /Logs/a-kept.log"])
+            .args(["-Q", "DELE /Logs/b.log", "-Q", "RMD /Old"])
+            .arg(format!("ftp://127.0.0.1:{port}/"))
+            .output()
+            .expect("curl (./test.sh installs it)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(s.ftp("cleaner", "not the password").await.is_err());
 
     let r = admin(http.post(s.url("/api/v1/users/cleaner/password")))
@@ -162,27 +181,14 @@ async fn account_changes_logins_and_ftp_deletions_are_in_the_trail() {
     let below = trail(&s, "target=%2Fagent01%2FLogs%2F", 2).await;
     assert_eq!(below.len(), 2, "{below:#?}");
     // A `_` in a folder filter is a character, not a wildcard.
-    let none: serde_json::Value = admin(http.get(s.url("/api/v1/audit?target=%2Fagent0_%2F")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none = audit_page(&s, "target=%2Fagent0_%2F").await;
     assert_eq!(none["events"].as_array().unwrap().len(), 0);
 
     // Pages: `next_before` leads on, without overlap, to the end.
     let mut seen = Vec::new();
     let mut before = String::new();
     loop {
-        let v: serde_json::Value =
-            admin(http.get(s.url(&format!("/api/v1/audit?limit=3{before}"))))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let v = audit_page(&s, &format!("limit=3{before}")).await;
         seen.extend(
             v["events"]
                 .as_array()

@@ -585,15 +585,14 @@ async fn archive_migrate_carries_every_row_and_local_name_into_postgresql() {
             c.add_alias(&e.path, "Logs/service.log.2.gz").unwrap();
         }
         // And an audit trail of 12,345 rows (two pages), as a server there recorded them.
-        use logarchive_server::audit::{Audit, Event, Via};
-        let trail = Audit::open(&Location::Sqlite(d_db), "old-host:8080".into()).unwrap();
+        use logarchive_server::audit::{write_now, Event, Via};
         let events: Vec<Event> = (0..12_345)
             .map(|i| Event {
                 at_ms: i,
                 ..Event::now("admin", Via::Web, None, "account.change", "agent01", "")
             })
             .collect();
-        trail.write(&events).unwrap();
+        write_now(&Location::Sqlite(d_db), "old-host:8080", &events).unwrap();
     })
     .await
     .unwrap();

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use logarchive_ftp::rate::ByteRate;
 use logarchive_ftp::rights::Rights;
-use logarchive_server::audit::{self, Audit, Event, Via};
+use logarchive_server::audit::{self, Event, Via};
 use logarchive_server::users::{NewUser, Role, UserDb, UserUpdate, WebRole};
 use std::path::PathBuf;
 
@@ -138,8 +138,8 @@ pub fn run(args: UserArgs) -> Result<()> {
     let path = db.location();
     let record = |action: &'static str, name: &str, detail: String| {
         let Some(at) = &trail else { return };
-        let written = Audit::open(at, audit::server_name(None))
-            .and_then(|a| a.write(&[Event::now(&os_user(), Via::Cli, None, action, name, detail)]));
+        let event = Event::now(&os_user(), Via::Cli, None, action, name, detail);
+        let written = audit::write_now(at, &audit::server_name(None), &[event]);
         if let Err(e) = written {
             eprintln!("warning: done, but not recorded in the audit trail: {e}");
         }

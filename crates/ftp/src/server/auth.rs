@@ -4,7 +4,7 @@
 
 use super::accounts::Account;
 use super::canonical_ip;
-use super::events::FtpEvent;
+use super::events::{FtpEvent, WRONG_PASSWORD};
 use super::sessions::Session;
 use super::store::Storage;
 use super::vpath::VirtualPath;
@@ -56,7 +56,7 @@ pub(crate) async fn login(
         .map_err(|_| refuse("password check failed"))?;
     let Some(account) = account else {
         attempt.failed();
-        return Err(refuse("wrong user name or password"));
+        return Err(refuse(WRONG_PASSWORD));
     };
     attempt.succeeded();
     if !account.enabled {

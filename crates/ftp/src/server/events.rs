@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 
+/// The `reason` of a [`FtpEvent::LoginFailed`] whose name or password was wrong (rather than
+/// refused for a lockout, a closed address range, TLS...).
+pub const WRONG_PASSWORD: &str = "wrong user name or password";
+
 /// Something that happened on the FTP service. Paths are archive paths: the account's home joined
 /// with the path inside it, e.g. `/agent01/Logs/a.txt`.
 ///

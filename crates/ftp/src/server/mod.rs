@@ -34,7 +34,7 @@ mod transfers;
 mod zerocopy;
 
 pub use accounts::{canonical_ip, Account, Accounts};
-pub use events::FtpEvent;
+pub use events::{FtpEvent, WRONG_PASSWORD};
 pub use lockout::{Attempt, Lockout, LockoutLedger};
 pub use logarchive_store::VirtualPath;
 pub(crate) use logarchive_store::{store, vpath};

@@ -151,12 +151,25 @@ pub fn server_name(web_port: Option<u16>) -> String {
     }
 }
 
-/// The audit trail of one process.
+/// Records `events` at `at` now, blocking: for a command that does one thing and ends
+/// (`logarchive user`).
+pub fn write_now(at: &Location, server: &str, events: &[Event]) -> Result<()> {
+    Db::open(at)?.insert(server, events)
+}
+
+/// What the writer is sent.
+enum Msg {
+    Event(Event),
+    /// Write what is queued, then end.
+    Stop,
+}
+
+/// The audit trail of a server: a queue and the thread that writes it.
 pub struct Audit {
     db: Arc<Db>,
     server: String,
-    /// `None` for a direct writer (`logarchive user`).
-    queue: Option<SyncSender<Event>>,
+    queue: SyncSender<Msg>,
+    /// Events a full queue refused (said by the writer).
     lost: Arc<AtomicU64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -174,7 +187,7 @@ impl Audit {
     /// `keep` (`None`: keeps every row). Blocking.
     pub fn start(at: &Location, server: String, keep: Option<Duration>) -> Result<Arc<Audit>> {
         let db = Arc::new(Db::open(at)?);
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let lost = Arc::new(AtomicU64::new(0));
         let writer = {
             let (db, server, lost) = (Arc::clone(&db), server.clone(), Arc::clone(&lost));
@@ -186,60 +199,23 @@ impl Audit {
         Ok(Arc::new(Audit {
             db,
             server,
-            queue: Some(tx),
+            queue,
             lost,
             writer: Mutex::new(Some(writer)),
         }))
     }
 
-    /// Opens the trail for a command that records a few events itself ([`Audit::write`]).
-    pub fn open(at: &Location, server: String) -> Result<Audit> {
-        Ok(Audit {
-            db: Arc::new(Db::open(at)?),
-            server,
-            queue: None,
-            lost: Arc::new(AtomicU64::new(0)),
-            writer: Mutex::new(None),
-        })
-    }
-
-    /// Records `e` (never blocks: queued for the writer).
+    /// Records `e` (never blocks: queued for the writer; counted as lost when the queue is
+    /// full).
     pub fn record(&self, e: Event) {
-        let Some(q) = &self.queue else {
-            if let Err(err) = self.db.insert(&self.server, std::slice::from_ref(&e)) {
-                tracing::error!("audit: not recorded ({} {}): {err}", e.action, e.target);
-            }
-            return;
-        };
-        match q.try_send(e) {
-            Ok(()) => {}
-            Err(TrySendError::Full(e)) => {
-                if self.lost.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::error!(
-                        "audit: the queue is full (the database is slow or away); events \
-                         are lost, first {} {}",
-                        e.action,
-                        e.target
-                    );
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(Msg::Event(e)) {
+            self.lost.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Records `events` now (blocking), for a command about to end.
-    pub fn write(&self, events: &[Event]) -> Result<()> {
-        self.db.insert(&self.server, events)
     }
 
     /// The rows `q` asks for, newest first. Blocking.
     pub fn query(&self, q: &Query) -> Result<Vec<AuditRow>> {
         self.db.query(q)
-    }
-
-    /// Events lost to a full queue since the start.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
     }
 
     /// Records what FTP clients do that the trail keeps (see the module's documentation),
@@ -269,16 +245,12 @@ impl Audit {
     /// Writes what is queued and stops the writer (a server's shutdown). Blocking.
     pub fn close(&self) {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let (Some(q), Some(w)) = (&self.queue, writer) {
-            // The writer ends once every sender is gone; a sentinel tells it now.
-            let _ = q.send(Event::now("", Via::Cli, None, STOP, "", ""));
+        if let Some(w) = writer {
+            let _ = self.queue.send(Msg::Stop);
             let _ = w.join();
         }
     }
 }
-
-/// The action of the sentinel [`Audit::close`] sends.
-const STOP: &str = "\0stop";
 
 /// The FTP events the trail keeps, as its events.
 fn of_ftp(e: &FtpEvent) -> Option<Event> {
@@ -310,7 +282,7 @@ fn of_ftp(e: &FtpEvent) -> Option<Event> {
         // A wrong password (not a refusal of an address already locked out: those are
         // bounded by nothing but the attacker's patience, and say nothing new).
         FtpEvent::LoginFailed { user, addr, reason }
-            if reason.as_str() == "wrong user name or password" =>
+            if reason.as_str() == logarchive_ftp::server::WRONG_PASSWORD =>
         {
             Event::now(user, Via::Ftp, Some(ip(addr)), "ftp.login_failed", user, "")
         }
@@ -321,7 +293,7 @@ fn of_ftp(e: &FtpEvent) -> Option<Event> {
 fn write_queue(
     db: &Db,
     server: &str,
-    rx: &Receiver<Event>,
+    rx: &Receiver<Msg>,
     keep: Option<Duration>,
     lost: &AtomicU64,
 ) {
@@ -350,15 +322,14 @@ fn write_queue(
                 (true, None) => PRUNE_EVERY,
             };
             match rx.recv_timeout(wait) {
-                Ok(e) if e.action == STOP => stop = true,
-                Ok(e) => pending.push(e),
+                Ok(Msg::Event(e)) => pending.push(e),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stop = true,
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
             }
-            while pending.len() < QUEUE {
+            while pending.len() < QUEUE && !stop {
                 match rx.try_recv() {
-                    Ok(e) if e.action == STOP => stop = true,
-                    Ok(e) => pending.push(e),
+                    Ok(Msg::Event(e)) => pending.push(e),
+                    Ok(Msg::Stop) => stop = true,
                     Err(_) => break,
                 }
             }
@@ -401,8 +372,8 @@ fn write_queue(
         let now_lost = lost.load(Ordering::Relaxed);
         if now_lost != said_lost && !failing {
             tracing::error!(
-                "audit: {} events lost in all (the queue was full)",
-                now_lost
+                "audit: {now_lost} events lost in all since the start (the queue was full: \
+                 the database slow or away)"
             );
             said_lost = now_lost;
         }
